@@ -1,0 +1,35 @@
+# Every target creates .venv on first use: torch first, pinned (on a machine with
+# nothing installed a bare `torch` requirement pulls a multi-GB CUDA build), then
+# this package with its dev and cluster extras.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: install reproduce test bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev,cluster]"
+	touch $(STAMP)
+
+reproduce: $(STAMP)
+	$(BIN)/hummuss-suite reproduce
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	mkdir -p results
+	$(BIN)/python -m pytest tests/benchmarks --benchmark-only --benchmark-json=results/benchmarks.json -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check hummuss suite studies tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks
