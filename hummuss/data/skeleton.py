@@ -57,6 +57,12 @@ MPI3DHP_TO_H36M: tuple[int, ...] = (14, 8, 9, 10, 11, 12, 13, 15, 1, 16, 0, 5, 6
 # the 14 joints scored by the 3DHP PCK/AUC protocol, as H36M indices (no pelvis, spine, nose)
 MPI3DHP_PCK_JOINTS: tuple[int, ...] = (10, 8, 14, 15, 16, 11, 12, 13, 1, 2, 3, 4, 5, 6)
 
+# approximate mean H36M bone lengths (mm) in H36M_BONES order; used only to estimate a
+# mm-per-unit factor for recorded data that lacks one (e.g. MotionBERT's per-clip files)
+H36M_MEAN_BONE_MM: tuple[float, ...] = (
+    133.0, 443.0, 454.0, 133.0, 443.0, 454.0, 233.0, 257.0, 121.0, 115.0,
+    151.0, 279.0, 252.0, 151.0, 279.0, 252.0)
+
 
 def flip_pose(x):
     """Mirror poses left-right: negate x and swap left/right joints.

@@ -1,0 +1,202 @@
+"""HumMUSS network: presets, parameter budget, exactness of the three modes, causality,
+training signal and input checks."""
+
+import pytest
+import torch
+
+from hummuss.fusion import Aggregate
+from hummuss.gdssm import GDSSM
+from hummuss.model import HumMUSS, HumMUSSConfig
+
+
+@pytest.fixture(scope="module")
+def causal_cpu():
+    torch.manual_seed(0)
+    return HumMUSS(HumMUSSConfig.preset("cpu", causal=True)).eval()
+
+
+@pytest.fixture(scope="module")
+def long_input():
+    return torch.randn(1, 500, 17, 3, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("preset, expected", [
+    ("paper-bidirectional", 15_063_821),
+    ("paper-causal", 16_030_221),
+])
+def test_paper_presets_land_at_16m_parameters(preset, expected):
+    model = HumMUSS(HumMUSSConfig.preset(preset))
+    n = model.num_parameters()
+    assert n == expected  # the layout documented in hummuss/model.py
+    assert abs(n - 16.0e6) <= 1.0e6
+    assert sum(model.parameter_breakdown().values()) == n
+
+
+def test_presets_follow_the_supplement():
+    bi, causal = HumMUSSConfig.preset("paper-bidirectional"), HumMUSSConfig.preset("paper-causal")
+    for cfg in (bi, causal):
+        assert (cfg.dim, cfg.dim_rep, cfg.depth, cfg.state_size) == (256, 512, 5, 128)
+        assert (cfg.spatial_channels, cfg.temporal_channels) == (1, 2)
+        assert (cfg.init, cfg.gdssm_aggregation, cfg.stream_fusion) == ("lin", "gate", "learned")
+    assert (bi.expand, bi.causal) == (2.5, False)
+    assert (causal.expand, causal.causal) == (3.0, True)
+
+
+def test_block_widths_follow_m_and_k():
+    model = HumMUSS(HumMUSSConfig.preset("paper-causal"))
+    layer = model.layers[0]
+    assert layer.spatial_st.width == 768 and layer.spatial_st.bidirectional
+    assert not layer.temporal_st.bidirectional
+    assert layer.temporal_st.ssm_f.out_channels == 2 and layer.spatial_st.ssm_f.out_channels == 1
+    assert layer.temporal_st.ssm_f.modes == 64
+
+
+def test_shapes_and_representation(causal_cpu):
+    x = torch.randn(2, 9, 17, 3)
+    with torch.no_grad():
+        assert causal_cpu(x).shape == (2, 9, 17, 3)
+        rep = causal_cpu.representation(x)
+    assert rep.shape == (2, 9, 17, 128)
+    assert rep.abs().max() <= 1.0  # tanh
+
+
+def test_convolution_recurrence_and_scan_agree(causal_cpu, long_input):
+    with torch.no_grad():
+        conv = causal_cpu(long_input)
+        scan = causal_cpu(long_input, dt=torch.ones(1, 500))
+        stream = causal_cpu.stream(batch_size=1)
+        rec = torch.stack([stream.step(long_input[:, t]) for t in range(500)], 1)
+    assert (conv - scan).abs().max() <= 1e-4
+    assert (conv - rec).abs().max() <= 1e-4
+    assert conv.abs().max() > 1e-2  # a real signal, not zeros
+
+
+def test_causal_model_ignores_the_future(causal_cpu, long_input):
+    changed = long_input.clone()
+    changed[:, 300] += 1.0
+    with torch.no_grad():
+        a, b = causal_cpu(long_input), causal_cpu(changed)
+    assert (a[:, :300] - b[:, :300]).abs().max() <= 1e-5
+    assert (a[:, 300:] - b[:, 300:]).abs().max() > 1e-3
+
+
+def test_bidirectional_model_sees_the_future(long_input):
+    torch.manual_seed(0)
+    model = HumMUSS(HumMUSSConfig.preset("cpu")).eval()
+    changed = long_input.clone()
+    changed[:, 300] += 1.0
+    with torch.no_grad():
+        a, b = model(long_input), model(changed)
+    assert (a[:, :300] - b[:, :300]).abs().max() > 1e-5
+
+
+def test_dt_scale_changes_only_temporal_dynamics(causal_cpu):
+    x = torch.randn(1, 20, 17, 3)
+    with torch.no_grad():
+        same = causal_cpu(x, dt_scale=1.0)
+        slow = causal_cpu(x, dt_scale=2.0)
+        via_dt = causal_cpu(x, dt=torch.full((1, 20), 2.0))
+        one = causal_cpu(x[:, :1], dt_scale=2.0)
+    assert (same - slow).abs().max() > 1e-4
+    assert (slow - via_dt).abs().max() < 1e-5
+    # one frame from a zero state: the step still scales the input's hold time
+    assert one.shape == (1, 1, 17, 3)
+
+
+@pytest.mark.parametrize("aggregation", ["gate", "mean", "learned"])
+def test_gradients_reach_every_parameter(aggregation):
+    torch.manual_seed(0)
+    cfg = HumMUSSConfig.preset("smoke", gdssm_aggregation=aggregation, stream_fusion=aggregation)
+    model = HumMUSS(cfg)
+    model(torch.randn(2, 12, 17, 3)).square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().max() == 0]
+    assert not missing
+
+
+def test_loss_halves_within_200_steps():
+    torch.manual_seed(0)
+    model = HumMUSS(HumMUSSConfig.preset("cpu"))
+    x = torch.randn(2, 27, 17, 3)
+    target = torch.randn(2, 27, 17, 3) * 0.3 + x.mean(dim=(1, 2), keepdim=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    losses = []
+    for _ in range(200):
+        loss = (model(x) - target).norm(dim=-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if losses[-1] < losses[0] / 2:
+            break
+    assert losses[-1] < losses[0] / 2, f"loss {losses[0]:.3f} -> {losses[-1]:.3f} in {len(losses)} steps"
+
+
+def test_aggregations_compute_what_they_say():
+    a, b, c = (torch.randn(3, 5) for _ in range(3))
+    assert torch.allclose(Aggregate("gate", 3, 5)(a, b, c), a * b * c)
+    assert torch.allclose(Aggregate("mean", 3, 5)(a, b, c), (a + b + c) / 3)
+    learned = Aggregate("learned", 3, 5)
+    assert torch.allclose(learned(a, b, c), (a + b + c) / 3, atol=1e-6)  # equal weights at init
+    with torch.no_grad():
+        learned.weights.bias.copy_(torch.tensor([10.0, 0.0, 0.0]))
+    assert torch.allclose(learned(a, b, c), a, atol=1e-3)
+
+
+def test_causal_gdssm_block_steps_like_its_convolution():
+    torch.manual_seed(0)
+    block = GDSSM(8, expand=2, state_size=8, ssm_channels=2, bidirectional=False, temporal=True).eval()
+    x = torch.randn(3, 30, 8)
+    with torch.no_grad():
+        whole = block(x)
+        state, ys = block.initial_state(3), []
+        for t in range(30):
+            y, state = block.step(x[:, t], state)
+            ys.append(y)
+    assert (torch.stack(ys, 1) - whole).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="cannot stream"):
+        GDSSM(8, bidirectional=True).initial_state(1)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.zeros(2, 10, 16, 3), r"shape \(batch, frames, 17, 3\)"),
+    (torch.zeros(10, 17, 3), r"shape \(batch, frames, 17, 3\)"),
+    (torch.zeros(1, 10, 17, 2), r"shape \(batch, frames, 17, 3\)"),
+    (torch.full((1, 4, 17, 3), float("nan")), "NaN"),
+])
+def test_bad_input_is_named(causal_cpu, bad, message):
+    with pytest.raises(ValueError, match=message):
+        causal_cpu(bad)
+
+
+def test_bad_steps_are_named(causal_cpu):
+    x = torch.zeros(1, 4, 17, 3)
+    with pytest.raises(ValueError, match="dt_scale must be > 0"):
+        causal_cpu(x, dt_scale=0.0)
+    with pytest.raises(ValueError, match=r"dt must have shape \(batch, frames\)"):
+        causal_cpu(x, dt=torch.ones(4))
+    with pytest.raises(ValueError, match="dt must be finite and > 0"):
+        causal_cpu(x, dt=torch.zeros(1, 4))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(name="large"), "unknown HumMUSSConfig preset 'large'; known: paper-bidirectional, paper-causal, cpu, smoke"),
+    (dict(name="cpu", gdssm_aggregation="max"), "unknown gdssm_aggregation 'max'; known: gate, mean, learned"),
+    (dict(name="cpu", stream_fusion="sum"), "unknown stream_fusion 'sum'; known: gate, mean, learned"),
+    (dict(name="cpu", init="hippo"), "unknown init 'hippo'"),
+    (dict(name="cpu", widht=3), "unknown HumMUSSConfig field.s. widht"),
+    (dict(name="cpu", state_size=7), "state_size must be even"),
+])
+def test_bad_config_is_named(kwargs, message):
+    name = kwargs.pop("name")
+    with pytest.raises(ValueError, match=message):
+        HumMUSSConfig.preset(name, **kwargs)
+
+
+def test_macs_per_frame_counts_the_streaming_step():
+    cfg = HumMUSSConfig.preset("paper-causal")
+    macs = HumMUSS(cfg).macs_per_frame()
+    J, D, H, M = 17, 256, 768, 64
+    linear_per_layer = 4 * J * 3 * D * H  # 4 blocks x (proj_id, proj_in, proj_out)
+    assert linear_per_layer * 5 < macs < 1.2 * linear_per_layer * 5 + 5 * 2 * J * H * 6 * M * 3
+    # the streaming cost does not grow with the context
+    assert HumMUSS(cfg).macs_per_frame(10_000) == macs

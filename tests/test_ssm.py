@@ -1,0 +1,194 @@
+"""DSSM: eigenvalue initialisations, the three computations, continuous-time behaviour."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hummuss.ssm import DSSM, INIT_SCHEMES, init_eigenvalues, legs_frequencies, zoh
+
+
+def test_lin_eigenvalues_follow_s4d_lin():
+    lam = init_eigenvalues("lin", 128).to(torch.complex128)
+    assert lam.shape == (64,)  # N = 128 real dims = 64 complex modes
+    n = torch.arange(64, dtype=torch.float64)
+    assert torch.allclose(lam.real, torch.full((64,), -0.5, dtype=torch.float64))
+    assert torch.allclose(lam.imag, math.pi * n, rtol=1e-6)
+
+
+def test_inv_eigenvalues_follow_s4d_inv():
+    N = 64
+    lam = init_eigenvalues("inv", N).to(torch.complex128)
+    n = torch.arange(N // 2, dtype=torch.float64)
+    assert torch.allclose(lam.real, torch.full((N // 2,), -0.5, dtype=torch.float64))
+    assert torch.allclose(lam.imag, N / math.pi * (N / (2 * n + 1) - 1), rtol=1e-6)
+    assert lam.imag[0] == pytest.approx(N / math.pi * (N - 1), rel=1e-6)
+
+
+def test_real_eigenvalues_are_minus_one_to_minus_m():
+    lam = init_eigenvalues("real", 16)
+    assert torch.equal(lam.imag, torch.zeros(8))
+    assert torch.allclose(lam.real, -torch.arange(1, 9, dtype=torch.float32))
+
+
+def test_legs_eigenvalues_are_those_of_hippo_legs_normal_part():
+    N = 16
+    # the normal part of HiPPO-LegS: A + P P^T with A_nk = -sqrt(2n+1)sqrt(2k+1) (n > k),
+    # -(n+1) (n = k), 0 (n < k), and P_n = sqrt(n + 1/2)
+    n = np.arange(N)
+    q = np.sqrt(2 * n + 1)
+    A = -np.tril(np.outer(q, q), -1) - np.diag(n + 1)
+    P = np.sqrt(n + 0.5)
+    eig = np.linalg.eigvals(A + np.outer(P, P))
+    assert np.allclose(eig.real, -0.5)
+    expected = np.sort(eig.imag[eig.imag > 0])
+    lam = init_eigenvalues("legs", N)
+    assert np.allclose(lam.real.numpy(), -0.5)
+    assert np.allclose(lam.imag.numpy(), expected, rtol=1e-5)
+    assert np.allclose(legs_frequencies(N), expected)
+
+
+def test_rand_eigenvalues_are_lognormal_frequencies():
+    g = torch.Generator().manual_seed(0)
+    lam = init_eigenvalues("rand", 2000, generator=g).to(torch.complex128)
+    log_im = torch.log(lam.imag)
+    assert torch.allclose(lam.real, torch.full_like(lam.real, -0.5))
+    assert abs(log_im.mean().item()) < 0.1 and abs(log_im.std().item() - 1) < 0.1
+
+
+def test_unknown_scheme_lists_known_ones():
+    with pytest.raises(ValueError, match="unknown DSSM init scheme 'foo'; known: lin, inv, legs, real, rand"):
+        DSSM(4, 8, init="foo")
+    with pytest.raises(ValueError, match="even"):
+        DSSM(4, 7)
+
+
+@pytest.mark.parametrize("scheme", INIT_SCHEMES)
+def test_layer_stores_the_scheme_with_negative_real_part(scheme):
+    torch.manual_seed(0)
+    layer = DSSM(6, 16, init=scheme)
+    lam = layer.eigenvalues()
+    assert lam.shape == (1, 8)
+    assert (lam.real < 0).all()
+    if scheme != "rand":
+        assert torch.allclose(lam[0], init_eigenvalues(scheme, 16), rtol=1e-5)
+    dt = torch.exp(layer.log_dt)
+    assert dt.min() >= 1e-3 - 1e-9 and dt.max() <= 1e-1 + 1e-9
+
+
+def test_step_initialisation_is_log_uniform_in_range():
+    torch.manual_seed(0)
+    log_dt = DSSM(4000, 8).log_dt.detach()
+    lo, hi = math.log(1e-3), math.log(1e-1)
+    assert lo <= log_dt.min() and log_dt.max() <= hi
+    assert log_dt.mean().item() == pytest.approx((lo + hi) / 2, abs=0.1)
+
+
+def test_zoh_matches_the_closed_form():
+    lam = torch.tensor([-0.5 + 3j, -2.0 + 0j], dtype=torch.complex128)
+    dA, dB = zoh(lam, torch.tensor(0.1, dtype=torch.float64))
+    assert torch.allclose(dA, torch.exp(0.1 * lam))
+    # dB = integral_0^dt exp(lam s) ds
+    s = torch.linspace(0, 0.1, 20001, dtype=torch.float64)
+    integral = torch.trapezoid(torch.exp(s[:, None] * lam), s, dim=0)
+    assert torch.allclose(dB, integral, atol=1e-9)
+
+
+def _three_modes(layer, u):
+    with torch.no_grad():
+        conv = layer(u)
+        scan = layer.scan(u, torch.ones(u.shape[:2]))
+        state, ys = layer.initial_state(u.shape[0]), []
+        for t in range(u.shape[1]):
+            y, state = layer.step(u[:, t], state)
+            ys.append(y)
+    return conv, scan, torch.stack(ys, 1)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_convolution_recurrence_and_scan_agree(shared):
+    torch.manual_seed(0)
+    layer = DSSM(8, 16, out_channels=2, shared_modes=shared)
+    u = torch.randn(3, 500, 8)
+    conv, scan, rec = _three_modes(layer, u)
+    assert conv.shape == (3, 500, 8, 2)
+    assert (conv - scan).abs().max() <= 1e-4
+    assert (conv - rec).abs().max() <= 1e-4
+
+
+def test_kernel_cache_follows_parameter_updates():
+    torch.manual_seed(0)
+    layer = DSSM(4, 8)
+    u = torch.randn(1, 50, 4)
+    with torch.no_grad():
+        y0 = layer(u)
+        layer.log_dt.add_(0.5)  # an optimiser step is an in-place update
+        y1 = layer(u)
+        fresh = DSSM(4, 8)
+        fresh.load_state_dict(layer.state_dict())
+        assert torch.allclose(fresh(u), y1, atol=1e-6)
+    assert (y0 - y1).abs().max() > 1e-3
+
+
+def _smooth(t, channels=16):
+    """A signal at rest at t = 0 (smoothstep onset over 2 s), then slow sines."""
+    ramp = torch.clamp(t / 2.0, max=1.0)
+    ramp = ramp * ramp * (3 - 2 * ramp)
+    freqs = (0.15, 0.25, 0.35)  # Hz
+    return torch.stack([ramp * sum(torch.sin(2 * math.pi * f * t + 0.7 * c * j) for j, f in enumerate(freqs))
+                        for c in range(channels)], -1)
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("scheme", INIT_SCHEMES)
+def test_half_frame_rate_with_dt_scale_two_matches(scheme):
+    torch.manual_seed(1)
+    layer = DSSM(16, 128, out_channels=2, init=scheme)
+    t60 = torch.arange(600) / 60.0
+    with torch.no_grad():
+        y60 = layer(_smooth(t60)[None])
+        y30 = layer(_smooth(t60[::2])[None], dt_scale=2.0)
+        wrong = layer(_smooth(t60[::2])[None])  # same input, step not rescaled
+    assert _rel(y30, y60[:, ::2]) < 0.02
+    assert _rel(wrong, y60[:, ::2]) > 5 * _rel(y30, y60[:, ::2])
+
+
+@pytest.mark.parametrize("scheme", ["lin", "legs"])
+def test_scan_with_per_frame_steps_handles_dropped_frames(scheme):
+    torch.manual_seed(2)
+    layer = DSSM(16, 128, out_channels=2, init=scheme)
+    t60 = torch.arange(600) / 60.0
+    keep = torch.rand(600, generator=torch.Generator().manual_seed(0)) > 0.3
+    keep[0] = True
+    idx = keep.nonzero().squeeze(1)
+    dt = torch.diff(idx.float(), prepend=torch.tensor([-1.0]))  # gaps in 60 Hz frames
+    assert dt.max() >= 3
+    with torch.no_grad():
+        y60 = layer(_smooth(t60)[None])
+        dropped = layer(_smooth(t60[idx])[None], dt=dt[None])
+        naive = layer(_smooth(t60[idx])[None])
+    assert _rel(dropped, y60[:, idx]) < 0.02
+    assert _rel(naive, y60[:, idx]) > 5 * _rel(dropped, y60[:, idx])
+
+
+def test_scan_with_initial_state_continues_a_sequence():
+    torch.manual_seed(3)
+    layer = DSSM(4, 8)
+    u = torch.randn(2, 40, 4)
+    with torch.no_grad():
+        whole = layer(u)
+        state = layer.initial_state(2)
+        for t in range(25):
+            _, state = layer.step(u[:, t], state)
+        rest = layer.scan(u[:, 25:], torch.ones(2, 15), state=state)
+    assert (rest - whole[:, 25:]).abs().max() < 1e-5
+
+
+def test_scan_rejects_misshaped_steps():
+    layer = DSSM(4, 8)
+    with pytest.raises(ValueError, match=r"dt must have shape \(batch, frames\)"):
+        layer.scan(torch.zeros(2, 10, 4), torch.ones(10))
