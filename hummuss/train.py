@@ -1,0 +1,424 @@
+"""The trainer: any model of the library on any clips, one CPU or many GPUs.
+
+    from hummuss.train import Trainer, TrainConfig
+    trainer = Trainer(model, train_clips, val_clips, TrainConfig(epochs=2), out_dir="runs/x")
+    result = trainer.fit()          # resumes from runs/x/last.pt when it exists
+
+Defaults follow MotionBERT's pose3d recipe: AdamW (weight decay 0.01), learning rate
+x0.99 after every epoch, loss MPJPE + 0.5 N-MPJPE + 20 velocity on root-relative
+targets, random left-right flips; optional pre-training corruption of the 2D input and
+gradient clipping.
+
+Every epoch ends with a validation pass (MPJPE in mm) and an atomic write of
+`last.pt` (and `best.pt` when validation improved): written to a temporary file, then
+renamed, so a crash mid-write leaves the previous checkpoint intact. A checkpoint holds
+the model, optimiser, schedule, random-number states, epoch and step; a resumed run
+continues exactly where the last completed epoch left it (bit-identical on the CPU).
+
+Distributed: started by `torchrun --nproc-per-node N -m hummuss.train ...` or by any
+code under torchrun, the trainer wraps the model in DistributedDataParallel (gloo on
+the CPU, nccl on GPUs), shards batches with DistributedSampler, and only rank 0
+writes checkpoints and calls callbacks. On a GPU it uses bf16 autocast, pinned memory
+and data-loader workers.
+
+Reporting goes through callbacks (`Callback`); this module never imports MLflow or
+Optuna. `on_epoch_end` may return True to stop training (how a sweep prunes a trial).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from hummuss.config import PresetConfig
+from hummuss.data.augment import corrupt
+from hummuss.data.clips import Clips
+from hummuss.data.skeleton import ROOT, flip_pose
+from hummuss.evaluate import clip_mpjpe_mm
+from hummuss.losses import PoseLoss
+
+CHECKPOINT_FORMAT = "hummuss-train-v1"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+@dataclass
+class TrainConfig(PresetConfig):
+    epochs: int = 60
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    lr_decay: float = 0.99  # per epoch
+    w_mpjpe: float = 1.0
+    w_scale: float = 0.5  # N-MPJPE
+    w_velocity: float = 20.0
+    flip: bool = True  # random left-right flips in training
+    flip_test: bool = True  # flip test-time augmentation in validation
+    corruption: bool = False  # MotionBERT's pre-training corruption of the 2D input
+    clip_grad: float = 0.0  # max gradient norm; 0 = off
+    max_steps_per_epoch: int = 0  # 0 = the whole epoch
+    eval_batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    num_workers: int = -1  # -1 = auto (0 on the CPU, 4 on a GPU)
+
+    PRESETS = {
+        "motionbert": {},
+        "pretrain": dict(lr=3e-4, corruption=True, batch_size=64, epochs=90),
+        "cpu": dict(epochs=8, batch_size=16, lr=1e-3, eval_batch_size=32),
+        "smoke": dict(epochs=2, batch_size=8, lr=1e-3, max_steps_per_epoch=4, eval_batch_size=16),
+    }
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if self.amp not in ("auto", "bf16", "off"):
+            raise ValueError(f"TrainConfig.amp must be auto, bf16 or off, got {self.amp!r}")
+
+
+class Callback:
+    """Hooks the trainer calls on rank 0. Override what you need."""
+
+    def on_train_start(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> bool | None:
+        """Called after validation; return True to stop training."""
+
+    def on_checkpoint(self, path: Path, best: bool) -> None: ...
+
+    def on_train_end(self, result: TrainResult) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    epochs_run: int  # epochs completed in total (including before a resume)
+    steps: int
+    best_epoch: int
+    best_val_mpjpe: float
+    history: list[dict[str, float]]  # per-epoch metrics of this process's run
+    stopped_early: bool
+    checkpoint: Path | None  # best.pt (rank 0)
+
+
+# -- environment ----------------------------------------------------------------------
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> DistInfo:
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                   int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` is the local GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state(np_rng: np.random.Generator, gen: torch.Generator) -> dict:
+    return {"torch": torch.get_rng_state(), "generator": gen.get_state(),
+            "numpy": np_rng.bit_generator.state, "python": random.getstate()}
+
+
+def set_rng_state(state: dict, np_rng: np.random.Generator, gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["generator"])
+    np_rng.bit_generator.state = state["numpy"]
+    random.setstate(_as_tuple(state["python"]))
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+# -- checkpoints ------------------------------------------------------------------------
+def save_atomic(payload: dict, path: Path) -> None:
+    """torch.save to `path` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a trainer checkpoint (weights_only), with clear errors for foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, not a torch file, or holds arbitrary objects
+        raise ValueError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
+                         f"it is truncated or not a hummuss-suite checkpoint") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint {path} is not a hummuss-suite training checkpoint "
+                         f"(expected format {CHECKPOINT_FORMAT!r}); for MotionBERT's own .bin files "
+                         f"use MotionBERT.load_motionbert_checkpoint")
+    return payload
+
+
+# -- data ---------------------------------------------------------------------------------
+class ClipDataset(Dataset):
+    """(index) -> (input (F, 17, 3), root-relative label (F, 17, 3)) as float32 tensors."""
+
+    def __init__(self, clips: Clips):
+        if len(clips) == 0:
+            raise ValueError("no training clips: the data source yielded no clip of the requested length")
+        self.inputs = torch.from_numpy(np.ascontiguousarray(clips.inputs, dtype=np.float32))
+        labels = np.asarray(clips.labels, dtype=np.float32)
+        self.labels = torch.from_numpy(np.ascontiguousarray(labels - labels[..., ROOT:ROOT + 1, :]))
+
+    def __len__(self):
+        return len(self.inputs)
+
+    def __getitem__(self, i):
+        return self.inputs[i], self.labels[i]
+
+
+# -- the trainer ------------------------------------------------------------------------
+class Trainer:
+    def __init__(self, model: torch.nn.Module, train: Clips, val: Clips | None, config: TrainConfig,
+                 out_dir: str | Path, callbacks: list[Callback] | tuple = (), log=None):
+        self.config, self.out_dir = config, Path(out_dir)
+        self.callbacks = list(callbacks)
+        self.dist = DistInfo.from_env()
+        self.device = pick_device(config.device, self.dist.local_rank)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        seed_everything(config.seed + self.dist.rank)
+        self.model = model.to(self.device)
+        self.train_set, self.val = ClipDataset(train), val
+        self.loss_fn = PoseLoss(config.w_mpjpe, config.w_scale, config.w_velocity)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=config.lr_decay)
+        self.generator = torch.Generator().manual_seed(config.seed)  # shuffling and flips
+        self.np_rng = np.random.default_rng(config.seed)  # corruption
+        self.epoch, self.step, self.best = 0, 0, (math.inf, -1)  # (val mpjpe, epoch)
+        self.use_amp = self.device.type == "cuda" and config.amp != "off"
+
+    # -- setup ----------------------------------------------------------------------------
+    def _init_distributed(self):
+        if self.dist.world_size > 1 and not dist.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            dist.init_process_group(backend=backend)
+        if self.dist.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            return DistributedDataParallel(self.model, device_ids=ids)
+        return self.model
+
+    def _loader(self, epoch: int) -> DataLoader:
+        cfg, on_gpu = self.config, self.device.type == "cuda"
+        workers = (4 if on_gpu else 0) if cfg.num_workers < 0 else cfg.num_workers
+        if self.dist.world_size > 1:
+            sampler = DistributedSampler(self.train_set, self.dist.world_size, self.dist.rank,
+                                         shuffle=True, seed=cfg.seed)
+            sampler.set_epoch(epoch)
+        else:
+            sampler = torch.randperm(len(self.train_set), generator=self.generator).tolist()
+        return DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
+                          pin_memory=on_gpu, drop_last=False, persistent_workers=False)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def state(self) -> dict:
+        model = self.model
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "model_config": model.config.to_dict() if hasattr(model, "config") else {},
+            "model_class": type(model).__name__,
+            "train_config": asdict(self.config),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(self.np_rng, self.generator),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_val_mpjpe": self.best[0],
+            "best_epoch": self.best[1],
+        }
+
+    def resume(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"], self.np_rng, self.generator)
+        self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
+        self.best = (float(ckpt["best_val_mpjpe"]), int(ckpt["best_epoch"]))
+        self.log(f"resumed from {path} at epoch {self.epoch}, step {self.step}")
+
+    def _write_checkpoints(self, improved: bool) -> None:
+        payload = self.state()
+        last = self.out_dir / "last.pt"
+        save_atomic(payload, last)
+        self._notify("on_checkpoint", last, False)
+        if improved:
+            best = self.out_dir / "best.pt"
+            save_atomic(payload, best)
+            self._notify("on_checkpoint", best, True)
+
+    def _notify(self, hook: str, *args):
+        answers = [getattr(cb, hook)(*args) for cb in self.callbacks] if self.dist.main else []
+        return any(bool(a) for a in answers)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _batch(self, x: torch.Tensor, y: torch.Tensor):
+        cfg = self.config
+        if cfg.corruption:
+            x = torch.from_numpy(corrupt(x.numpy(), self.np_rng)).to(torch.float32)
+        if cfg.flip:
+            flip = torch.rand(len(x), generator=self.generator) < 0.5
+            if flip.any():
+                x, y = x.clone(), y.clone()
+                x[flip], y[flip] = flip_pose(x[flip]), flip_pose(y[flip])
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def _autocast(self):
+        if self.use_amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train_epoch(self, net: torch.nn.Module) -> dict[str, float]:
+        cfg = self.config
+        net.train()
+        loader = self._loader(self.epoch)
+        total = len(loader) if not cfg.max_steps_per_epoch else min(len(loader), cfg.max_steps_per_epoch)
+        sums: dict[str, torch.Tensor] = {}
+        progress = _progress(total, f"epoch {self.epoch + 1}/{cfg.epochs}", self.dist.main)
+        for i, (x, y) in enumerate(loader):
+            if i >= total:
+                break
+            x, y = self._batch(x, y)
+            with self._autocast():
+                pred = net(x)
+            loss, terms = self.loss_fn(pred.float(), y)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at epoch {self.epoch + 1}, "
+                                         f"step {self.step + 1} (batch {i + 1} of the epoch)")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
+            self.optimizer.step()
+            self.step += 1
+            for k, v in {"loss": loss.detach(), **terms}.items():
+                sums[k] = sums.get(k, 0.0) + v
+            progress.update(loss.item())
+        progress.close()
+        n = max(1, min(total, len(loader)))
+        return {f"train/{k}": float(v) / n for k, v in sums.items()}
+
+    def validate(self) -> dict[str, float]:
+        if self.val is None or len(self.val) == 0:
+            return {}
+        mm = clip_mpjpe_mm(self.model, self.val, batch_size=self.config.eval_batch_size,
+                           flip=self.config.flip_test, device=self.device)
+        return {"val/mpjpe": mm}
+
+    def fit(self, resume: bool = True) -> TrainResult:
+        cfg = self.config
+        last = self.out_dir / "last.pt"
+        if resume and last.exists():
+            self.resume(last)
+        net = self._init_distributed()
+        self._notify("on_train_start", self)
+        history, stopped = [], False
+        while self.epoch < cfg.epochs and not stopped:
+            started = time.perf_counter()
+            metrics = self.train_epoch(net)
+            self.scheduler.step()
+            self.epoch += 1
+            if self.dist.main:
+                metrics.update(self.validate())
+            metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+            metrics["time/epoch_s"] = time.perf_counter() - started
+            val = metrics.get("val/mpjpe", metrics["train/loss"])
+            improved = val < self.best[0]
+            if improved:
+                self.best = (val, self.epoch)
+            if self.dist.main:
+                self._write_checkpoints(improved)
+                self.log(f"epoch {self.epoch}/{cfg.epochs} " + " ".join(
+                    f"{k}={v:.4g}" for k, v in metrics.items()))
+            history.append({"epoch": self.epoch, **metrics})
+            stopped = self._notify("on_epoch_end", self.epoch, metrics)
+            stopped = _agree(stopped, self.dist, self.device)
+        result = TrainResult(self.epoch, self.step, self.best[1], self.best[0], history, stopped,
+                             self.out_dir / "best.pt" if self.dist.main else None)
+        self._notify("on_train_end", result)
+        if self.dist.world_size > 1 and dist.is_initialized():
+            dist.barrier()
+        return result
+
+
+def _agree(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """Rank 0's decision, shared with every rank."""
+    if info.world_size == 1 or not dist.is_initialized():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+class _progress:
+    """tqdm on a terminal, one plain line per epoch elsewhere (and nothing off rank 0)."""
+
+    def __init__(self, total: int, desc: str, enabled: bool):
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+    def update(self, loss: float):
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
