@@ -422,3 +422,91 @@ class _progress:
     def close(self):
         if self.bar is not None:
             self.bar.close()
+
+
+# -- command line: the bare trainer (no tracking), e.g. under torchrun ---------------------
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """['lr=1e-3', 'causal=true'] -> {'lr': '1e-3', 'causal': 'true'}."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"bad override {item!r}; expected key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def coerce(config_cls, values: dict[str, str]) -> dict:
+    """Convert string overrides to the types of `config_cls`'s fields, naming bad ones."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    out = {}
+    for key, raw in values.items():
+        if key not in fields:
+            raise ValueError(f"unknown {config_cls.__name__} field {key!r}; known: {', '.join(fields)}")
+        f = fields[key]
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        out[key] = _parse_value(raw, default, f"{config_cls.__name__}.{key}")
+    return out
+
+
+def _parse_value(raw, default, name: str):
+    if not isinstance(raw, str):
+        return raw
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return raw.lower() in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            return tuple(type(default[0])(v) if default else v for v in raw.split("+"))
+    except ValueError:
+        raise ValueError(f"{name} expects a {type(default).__name__}, got {raw!r}") from None
+    return raw
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from hummuss.data import open_source
+    from hummuss.zoo import build_model, config_class
+
+    p = argparse.ArgumentParser(prog="python -m hummuss.train", description="Train one model (no tracking).")
+    p.add_argument("--model", default="hummuss")
+    p.add_argument("--preset", default="smoke")
+    p.add_argument("--train-preset", default="smoke", help="a TrainConfig preset")
+    p.add_argument("--data", default="synthetic:scale=smoke")
+    p.add_argument("--frames", type=int, default=27, help="clip length in frames")
+    p.add_argument("--stride", type=int, default=0, help="clip stride (default: frames / 3)")
+    p.add_argument("--out", required=True, help="checkpoint folder")
+    p.add_argument("--model-set", nargs="*", default=[], metavar="KEY=VALUE")
+    p.add_argument("--train-set", nargs="*", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    try:
+        model_cfg = config_class(args.model).preset(
+            args.preset, **coerce(config_class(args.model), parse_overrides(args.model_set)))
+        train_cfg = TrainConfig.preset(args.train_preset, **coerce(TrainConfig, parse_overrides(args.train_set)))
+        source = open_source(args.data)
+    except (ValueError, FileNotFoundError) as err:
+        p.exit(2, f"error: {err}\n")
+    torch.manual_seed(train_cfg.seed)
+    model = build_model(args.model, args.preset, **model_cfg.to_dict())
+    stride = args.stride or max(1, args.frames // 3)
+    train = source.clips("train", args.frames, stride)
+    val = source.clips("test", args.frames, args.frames)
+    result = Trainer(model, train, val, train_cfg, args.out).fit()
+    if DistInfo.from_env().main:
+        print(f"done: {result.epochs_run} epochs, {result.steps} steps, best val MPJPE "
+              f"{result.best_val_mpjpe:.2f} mm at epoch {result.best_epoch}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

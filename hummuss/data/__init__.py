@@ -57,10 +57,11 @@ def open_source(spec: str) -> MotionSource:
     if name in PATH_SOURCES:
         if not sep or not arg:
             raise ValueError(f"data source {name!r} needs a path: '{name}:PATH'")
-        path = os.path.expanduser(arg)
+        # a source may take options after the path: 'bvh:DIR?units=cm&fps=50'
+        path = os.path.expanduser(arg.partition("?")[0])
         if not os.path.exists(path):
             raise FileNotFoundError(f"data source {name!r}: path not found: {path}")
-        source = cls(path)
+        source = cls(os.path.expanduser(arg))
     elif hasattr(cls, "from_options"):
         source = cls.from_options(parse_options(arg))
     else:

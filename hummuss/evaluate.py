@@ -1,0 +1,224 @@
+"""Evaluation conditions: what the paper's claims are measured under.
+
+Each condition predicts every test frame and scores it in millimetres (root-relative,
+labels and predictions scaled by the source's per-frame `mm_per_unit`):
+
+    F_<n>             sequences cut into n-frame windows (the last aligned to the end, so
+                      every frame is predicted once), each window one model call; with
+                      `model_window` set, each window is itself run in windows of that
+                      many frames (MotionBERT evaluated in its training length)
+    fps_x<k>[_dt]     input subsampled k times (k = 2, 4, 8); `_dt`: HumMUSS told the step
+                      is k times longer (dt_scale = k); without: run as if nothing changed
+    fps_up2[_dt]      input upsampled x2 (dt_scale = 1/2 with `_dt`)
+    drop_<p>[_dt]     frames dropped at random with probability p; `_dt`: HumMUSS given
+                      each frame's step (per-frame dt)
+    stream            causal models run frame by frame through `stream()`
+
+Models without a notion of time (MotionBERT) get the `fps_*` and `drop_*` conditions
+without `_dt` only. `evaluate(...)` returns a tidy table (condition, metric, value,
+frames); `clip_mpjpe_mm` is the per-epoch validation number of the trainer.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hummuss import metrics
+from hummuss.data.augment import drop_frames
+from hummuss.data.clips import Clips, Sequence
+from hummuss.data.skeleton import MPI3DHP_PCK_JOINTS, ROOT
+from hummuss.tta import flip_tta
+from hummuss.windows import sliding_window_forward, window_starts
+
+FACTORS = {"x2": 0.5, "x4": 0.25, "x8": 0.125, "up2": 2.0}  # name -> frame-rate multiplier
+
+
+@dataclass
+class EvalConfig:
+    lengths: tuple[int, ...] = (243,)  # test window lengths F
+    model_window: int = 0  # 0: one model call per test window
+    rates: tuple[str, ...] = ()  # subset of FACTORS
+    rate_length: int = 243  # window length for the frame-rate and drop conditions
+    drops: tuple[float, ...] = ()  # drop probabilities
+    stream: bool = False  # frame-by-frame condition (causal models)
+    flip: bool = True  # flip test-time augmentation
+    batch_size: int = 32
+    seed: int = 0  # frame drops
+    max_sequences: int = 0  # 0 = all test sequences
+    extra: dict = field(default_factory=dict)
+
+
+def _continuous(model) -> bool:
+    return bool(getattr(model, "continuous_time", False))
+
+
+def _forward(model, x, flip: bool, **kwargs) -> torch.Tensor:
+    if flip:
+        return flip_tta(model, x, **kwargs)
+    return model(x, **kwargs)
+
+
+@torch.no_grad()
+def predict_windows(model, windows: list[np.ndarray], dts: list[np.ndarray] | None, *, flip: bool,
+                    batch_size: int, dt_scale: float = 1.0, model_window: int = 0,
+                    device=None) -> list[np.ndarray]:
+    """Predict a list of windows (t_i, 17, 3), batching windows of equal length."""
+    device = device or next(model.parameters()).device
+    out: list[np.ndarray | None] = [None] * len(windows)
+    by_length = defaultdict(list)
+    for i, w in enumerate(windows):
+        by_length[len(w)].append(i)
+    for idx in by_length.values():
+        for b in range(0, len(idx), batch_size):
+            chunk = idx[b:b + batch_size]
+            x = torch.from_numpy(np.stack([windows[i] for i in chunk])).float().to(device)
+            kwargs = {}
+            if _continuous(model):
+                kwargs["dt_scale"] = dt_scale
+                if dts is not None:
+                    kwargs["dt"] = torch.from_numpy(np.stack([dts[i] for i in chunk])).float().to(device)
+            if model_window and x.shape[1] > model_window:
+                if "dt" in kwargs:
+                    raise ValueError("per-frame dt with model_window windows is not supported")
+                y = sliding_window_forward(lambda v, **kw: _forward(model, v, flip, **kw), x, model_window, **kwargs)
+            else:
+                y = _forward(model, x, flip, **kwargs)
+            for i, pred in zip(chunk, y.float().cpu().numpy()):
+                out[i] = pred
+    return out  # type: ignore[return-value]
+
+
+def predict_sequences(model, seqs: list[Sequence], window: int, *, dts=None, **kwargs) -> list[np.ndarray]:
+    """Predict every frame of each sequence from windows of `window` frames."""
+    windows, dt_windows, owners = [], [] if dts is not None else None, []
+    for s, seq in enumerate(seqs):
+        for st in window_starts(len(seq), window):
+            windows.append(seq.inputs[st:st + window])
+            if dts is not None:
+                dt_windows.append(dts[s][st:st + window])
+            owners.append((s, st))
+    preds = predict_windows(model, windows, dt_windows, **kwargs)
+    out = [np.zeros(seq.labels.shape, np.float32) for seq in seqs]
+    count = [np.zeros(len(seq), np.float32) for seq in seqs]
+    for (s, st), pred in zip(owners, preds):
+        out[s][st:st + len(pred)] += pred
+        count[s][st:st + len(pred)] += 1
+    return [o / c[:, None, None] for o, c in zip(out, count)]
+
+
+def to_mm(pose: np.ndarray, mm_per_unit: np.ndarray) -> np.ndarray:
+    """Root-relative pose (..., T, 17, 3) in millimetres."""
+    rel = pose - pose[..., ROOT:ROOT + 1, :]
+    return rel * np.asarray(mm_per_unit)[..., None, None]
+
+
+def score(preds: list[np.ndarray], seqs: list[Sequence], protocol: str = "frames",
+          pck: bool = False) -> dict[str, float]:
+    """MPJPE, P-MPJPE (and PCK/AUC) in mm over the valid frames of the sequences.
+
+    protocol `frames` averages over frames; `actions` averages per action first
+    (MotionBERT's Human3.6M protocol).
+    """
+    rows = defaultdict(list)
+    for pred, seq in zip(preds, seqs):
+        mmpu = seq.extras["mm_per_unit"]
+        p, g = to_mm(pred, mmpu), to_mm(seq.labels, mmpu)
+        valid = np.asarray(seq.extras.get("valid", np.ones(len(seq), bool)), bool)
+        if not valid.any():
+            continue
+        p, g = p[valid], g[valid]
+        group = seq.meta.get("action", "all") if protocol == "actions" else "all"
+        rows[("mpjpe", group)].append(metrics.mpjpe(p, g, reduce=False))
+        rows[("p_mpjpe", group)].append(metrics.p_mpjpe(p, g, reduce=False))
+        if pck:
+            rows[("pck", group)].append(metrics.pck(p, g, joints=MPI3DHP_PCK_JOINTS, reduce=False))
+            rows[("auc", group)].append(metrics.auc(p, g, joints=MPI3DHP_PCK_JOINTS, reduce=False))
+    result = defaultdict(list)
+    for (name, _group), values in rows.items():
+        result[name].append(float(np.mean(np.concatenate(values))))
+    return {name: float(np.mean(v)) for name, v in result.items()}
+
+
+@torch.no_grad()
+def clip_mpjpe_mm(model, clips: Clips, batch_size: int = 64, flip: bool = True, device=None) -> float:
+    """MPJPE (mm) of a model on stacked clips: the trainer's validation number."""
+    was_training = model.training
+    model.eval()
+    try:
+        windows = list(clips.inputs.astype(np.float32))
+        preds = predict_windows(model, windows, None, flip=flip, batch_size=batch_size, device=device)
+        mmpu = clips.extras["mm_per_unit"]
+        errs = metrics.mpjpe(to_mm(np.stack(preds), mmpu), to_mm(clips.labels, mmpu), reduce=False)
+        valid = clips.extras.get("valid")
+        return float(np.mean(errs[np.asarray(valid, bool)] if valid is not None else errs))
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def stream_sequences(model, seqs: list[Sequence]) -> list[np.ndarray]:
+    """Frame-by-frame predictions of a causal model, sequences of equal length batched."""
+    device = next(model.parameters()).device
+    out: list[np.ndarray | None] = [None] * len(seqs)
+    by_length = defaultdict(list)
+    for i, s in enumerate(seqs):
+        by_length[len(s)].append(i)
+    for T, idx in by_length.items():
+        x = torch.from_numpy(np.stack([seqs[i].inputs for i in idx])).float().to(device)
+        stepper = model.stream(batch_size=len(idx))
+        y = torch.stack([stepper.step(x[:, t]) for t in range(T)], 1).cpu().numpy()
+        for i, pred in zip(idx, y):
+            out[i] = pred
+    return out  # type: ignore[return-value]
+
+
+def evaluate(model, source, config: EvalConfig | None = None, split: str = "test") -> pd.DataFrame:
+    """Run the configured conditions; tidy table with columns condition, metric, value, frames."""
+    cfg = config or EvalConfig()
+    model.eval()
+    protocol = "actions" if source.name == "h36m" else "frames"
+    pck = source.name == "mpi3dhp"
+    rows: list[dict] = []
+
+    def seqs_at(rate: float) -> list[Sequence]:
+        seqs = source.sequences(split, rate=rate)
+        return seqs[: cfg.max_sequences] if cfg.max_sequences else seqs
+
+    def add(condition, preds, seqs):
+        frames = int(sum(np.asarray(s.extras.get("valid", np.ones(len(s), bool)), bool).sum() for s in seqs))
+        for name, value in score(preds, seqs, protocol, pck).items():
+            rows.append(dict(condition=condition, metric=name, value=value, frames=frames))
+
+    common = dict(flip=cfg.flip, batch_size=cfg.batch_size)
+    native = seqs_at(1.0)
+    for F in cfg.lengths:
+        add(f"F_{F}", predict_sequences(model, native, F, model_window=cfg.model_window, **common), native)
+    for name in cfg.rates:
+        if name not in FACTORS:
+            raise ValueError(f"unknown frame-rate condition {name!r}; known: {', '.join(FACTORS)}")
+        rate = FACTORS[name]
+        seqs = seqs_at(rate)
+        add(f"fps_{name}", predict_sequences(model, seqs, cfg.rate_length, **common), seqs)
+        if _continuous(model):
+            add(f"fps_{name}_dt", predict_sequences(model, seqs, cfg.rate_length, dt_scale=1 / rate, **common), seqs)
+    rng = np.random.default_rng(cfg.seed)
+    for p in cfg.drops:
+        pairs = [drop_frames(s, rng, p) for s in native]
+        seqs, dts = [q for q, _ in pairs], [d for _, d in pairs]
+        add(f"drop_{p:g}", predict_sequences(model, seqs, cfg.rate_length, **common), seqs)
+        if _continuous(model):
+            add(f"drop_{p:g}_dt", predict_sequences(model, seqs, cfg.rate_length, dts=dts, **common), seqs)
+    if cfg.stream and getattr(getattr(model, "config", None), "causal", False):
+        online = stream_sequences(model, native)
+        add("stream", online, native)
+        # the frame-by-frame outputs must equal the offline pass over whole sequences
+        offline = predict_sequences(model, native, max(len(s) for s in native), flip=False,
+                                    batch_size=cfg.batch_size)
+        gap = max(float(np.abs(a - b).max()) for a, b in zip(online, offline))
+        rows.append(dict(condition="stream", metric="max_abs_diff_offline", value=gap, frames=0))
+    return pd.DataFrame(rows, columns=["condition", "metric", "value", "frames"])
