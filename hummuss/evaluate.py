@@ -4,9 +4,9 @@ Each condition predicts every test frame and scores it in millimetres (root-rela
 labels and predictions scaled by the source's per-frame `mm_per_unit`):
 
     F_<n>             sequences cut into n-frame windows (the last aligned to the end, so
-                      every frame is predicted once), each window one model call; with
-                      `model_window` set, each window is itself run in windows of that
-                      many frames (MotionBERT evaluated in its training length)
+                      every frame is predicted once), each window one model call
+    F_<n>_win<w>      the same n-frame windows, each run by the model in sliding windows
+                      of w < n frames (MotionBERT evaluated at its training length)
     fps_x<k>[_dt]     input subsampled k times (k = 2, 4, 8); `_dt`: HumMUSS told the step
                       is k times longer (dt_scale = k); without: run as if nothing changed
     fps_up2[_dt]      input upsampled x2 (dt_scale = 1/2 with `_dt`)
@@ -41,7 +41,7 @@ FACTORS = {"x2": 0.5, "x4": 0.25, "x8": 0.125, "up2": 2.0}  # name -> frame-rate
 @dataclass
 class EvalConfig:
     lengths: tuple[int, ...] = (243,)  # test window lengths F
-    model_window: int = 0  # 0: one model call per test window
+    model_windows: tuple[int, ...] = ()  # also run each test window in windows of these lengths
     rates: tuple[str, ...] = ()  # subset of FACTORS
     rate_length: int = 243  # window length for the frame-rate and drop conditions
     drops: tuple[float, ...] = ()  # drop probabilities
@@ -197,7 +197,10 @@ def evaluate(model, source, config: EvalConfig | None = None, split: str = "test
     common = dict(flip=cfg.flip, batch_size=cfg.batch_size)
     native = seqs_at(1.0)
     for F in cfg.lengths:
-        add(f"F_{F}", predict_sequences(model, native, F, model_window=cfg.model_window, **common), native)
+        add(f"F_{F}", predict_sequences(model, native, F, **common), native)
+        for w in cfg.model_windows:
+            if w < F:
+                add(f"F_{F}_win{w}", predict_sequences(model, native, F, model_window=w, **common), native)
     for name in cfg.rates:
         if name not in FACTORS:
             raise ValueError(f"unknown frame-rate condition {name!r}; known: {', '.join(FACTORS)}")

@@ -72,6 +72,7 @@ class TrainConfig(PresetConfig):
     clip_grad: float = 0.0  # max gradient norm; 0 = off
     max_steps_per_epoch: int = 0  # 0 = the whole epoch
     eval_batch_size: int = 64
+    max_val_clips: int = 0  # validate on at most this many clips, evenly spaced; 0 = all
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
@@ -113,7 +114,7 @@ class TrainResult:
     steps: int
     best_epoch: int
     best_val_mpjpe: float
-    history: list[dict[str, float]]  # per-epoch metrics of this process's run
+    history: list[dict[str, float]]  # per-epoch metrics of every epoch, also those before a resume
     stopped_early: bool
     checkpoint: Path | None  # best.pt (rank 0)
 
@@ -228,13 +229,14 @@ class Trainer:
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         seed_everything(config.seed + self.dist.rank)
         self.model = model.to(self.device)
-        self.train_set, self.val = ClipDataset(train), val
+        self.train_set, self.val = ClipDataset(train), _subset(val, config.max_val_clips)
         self.loss_fn = PoseLoss(config.w_mpjpe, config.w_scale, config.w_velocity)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=config.lr_decay)
         self.generator = torch.Generator().manual_seed(config.seed)  # shuffling and flips
         self.np_rng = np.random.default_rng(config.seed)  # corruption
         self.epoch, self.step, self.best = 0, 0, (math.inf, -1)  # (val mpjpe, epoch)
+        self.history: list[dict[str, float]] = []  # one dict per completed epoch
         self.use_amp = self.device.type == "cuda" and config.amp != "off"
 
     # -- setup ----------------------------------------------------------------------------
@@ -279,6 +281,7 @@ class Trainer:
             "step": self.step,
             "best_val_mpjpe": self.best[0],
             "best_epoch": self.best[1],
+            "history": self.history,
         }
 
     def resume(self, path: Path) -> None:
@@ -289,6 +292,7 @@ class Trainer:
         set_rng_state(ckpt["rng"], self.np_rng, self.generator)
         self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
         self.best = (float(ckpt["best_val_mpjpe"]), int(ckpt["best_epoch"]))
+        self.history = [dict(h) for h in ckpt.get("history", [])]
         self.log(f"resumed from {path} at epoch {self.epoch}, step {self.step}")
 
     def _write_checkpoints(self, improved: bool) -> None:
@@ -366,7 +370,7 @@ class Trainer:
             self.resume(last)
         net = self._init_distributed()
         self._notify("on_train_start", self)
-        history, stopped = [], False
+        stopped = False
         while self.epoch < cfg.epochs and not stopped:
             started = time.perf_counter()
             metrics = self.train_epoch(net)
@@ -380,19 +384,28 @@ class Trainer:
             improved = val < self.best[0]
             if improved:
                 self.best = (val, self.epoch)
+            self.history.append({"epoch": self.epoch, **metrics})
             if self.dist.main:
                 self._write_checkpoints(improved)
                 self.log(f"epoch {self.epoch}/{cfg.epochs} " + " ".join(
                     f"{k}={v:.4g}" for k, v in metrics.items()))
-            history.append({"epoch": self.epoch, **metrics})
             stopped = self._notify("on_epoch_end", self.epoch, metrics)
             stopped = _agree(stopped, self.dist, self.device)
-        result = TrainResult(self.epoch, self.step, self.best[1], self.best[0], history, stopped,
+        result = TrainResult(self.epoch, self.step, self.best[1], self.best[0], list(self.history), stopped,
                              self.out_dir / "best.pt" if self.dist.main else None)
         self._notify("on_train_end", result)
         if self.dist.world_size > 1 and dist.is_initialized():
             dist.barrier()
         return result
+
+
+def _subset(clips: Clips | None, n: int) -> Clips | None:
+    """At most n clips, evenly spaced (all when n is 0 or there are fewer)."""
+    if clips is None or not n or len(clips) <= n:
+        return clips
+    idx = np.linspace(0, len(clips) - 1, n).round().astype(int)
+    return Clips(clips.inputs[idx], clips.labels[idx], np.asarray(clips.fps)[idx],
+                 clips.meta.iloc[idx].reset_index(drop=True), {k: v[idx] for k, v in clips.extras.items()})
 
 
 def _agree(flag: bool, info: DistInfo, device: torch.device) -> bool:

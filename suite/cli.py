@@ -67,6 +67,113 @@ def cmd_data_inspect(args) -> int:
     return 0
 
 
+# -- studies --------------------------------------------------------------------------
+def _study(name: str):
+    from suite.registry import get_study
+
+    try:
+        return get_study(name)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+
+
+def cmd_list(args) -> int:
+    from suite.registry import registry
+
+    for study in registry().values():
+        kind = " (stage)" if study.stage else ""
+        print(f"{study.name:<22}{len(study.variants):>2} variants  {study.paper.table}{kind}")
+        print(f"{'':<22}{study.question}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    study = _study(args.study)
+    print(f"{study.name}: {study.question}")
+    print(f"paper: {study.paper.table}: {study.paper.caption}")
+    if study.paper.note:
+        print(f"note: {study.paper.note}")
+    print("\nvariants:")
+    for v in study.variants:
+        extra = ", ".join(f"{k}={v_}" for k, v_ in {**v.config, **v.train}.items())
+        print(f"  {v.name:<24} {v.model:<11} {extra}{'  init_from=' + v.init_from if v.init_from else ''}")
+    ev = dict(study.eval)
+    print(f"\nevaluation: {', '.join(f'{k}={v}' for k, v in ev.items()) or 'at the training length'}")
+    print("scales: " + ", ".join(f"{s.name} ({s.data}, F={study.frames or s.frames}, seeds {list(s.seeds)})"
+                                 for s in study.scales.values()))
+    rows, cols = study.table.rows, study.table.columns
+    print(f"\npaper's numbers ({study.table.metric}, {study.paper.unit}):")
+    print(f"  {'':<34}" + "".join(f"{label:>16}" for _, label in cols))
+    for key, label in rows:
+        cells = [study.paper.numbers.get((key, c)) for c, _ in cols]
+        print(f"  {label:<34}" + "".join(f"{'—' if v is None else v:>16}" for v in cells))
+    return 0
+
+
+def _parse_sets(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"bad --set {item!r}; expected key=value (e.g. --set lr=1e-3)")
+        out[key] = value
+    return out
+
+
+def _parse_seeds(text: str | None):
+    if not text:
+        return None
+    try:
+        return tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise UsageError(f"bad --seeds {text!r}; expected comma-separated integers, e.g. 0,1,2") from None
+
+
+def _tracker():
+    from suite.tracking import Tracker, TrackingError, load_settings
+
+    try:
+        return Tracker(load_settings())
+    except TrackingError as err:
+        print(f"hummuss-suite: error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def cmd_run(args) -> int:
+    from suite.runner import Runner, summary
+    from suite.runspec import expand
+
+    study = _study(args.study)
+    sets, seeds = _parse_sets(args.set), _parse_seeds(args.seeds)
+    variants = tuple(args.variant) if args.variant else None
+    try:  # every name is checked before anything is logged
+        study.scale(args.scale)
+        expand(study, args.scale, seeds, args.data, sets, variants)
+        if args.data:
+            from hummuss.data import open_source
+
+            open_source(args.data)
+    except (ValueError, FileNotFoundError) as err:
+        raise UsageError(str(err)) from err
+    tracker = _tracker()
+    runner = Runner(tracker, jobs=args.jobs, launcher=args.launcher, nproc_per_node=args.nproc_per_node)
+    outcomes = runner.run_study(study.name, args.scale, seeds, args.data, sets, variants)
+    print(summary(outcomes))
+    return 1 if any(o.status in ("FAILED", "KILLED") for o in outcomes) else 0
+
+
+def _add_run_options(p) -> None:
+    p.add_argument("--scale", default="cpu", help="smoke, cpu or paper (default: cpu)")
+    p.add_argument("--seeds", help="comma-separated seeds (default: the scale's)")
+    p.add_argument("--data", help="data spec instead of the scale's (e.g. mpi3dhp:DIR)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override a config field: lr=1e-3, model.state_size=64, eval.flip=false")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (default: 1)")
+    p.add_argument("--launcher", default="local", choices=["local", "torchrun"],
+                   help="local processes, or torchrun for multi-GPU training of each run")
+    p.add_argument("--nproc-per-node", type=int, default=1, help="processes per run under torchrun")
+
+
 # -- the parser -----------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -74,6 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark suite for human-motion state-space models (HumMUSS vs MotionBERT).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="the registered studies")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="a study's variants, conditions and the paper's numbers")
+    p.add_argument("study")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("run", help="train and evaluate every run of a study, logging to MLflow")
+    p.add_argument("study")
+    p.add_argument("--variant", nargs="*", help="only these variants")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("info", help="parameter count and multiply-accumulates per frame of a model")
     p.add_argument("--model", default="hummuss", help="hummuss or motionbert (default: hummuss)")

@@ -36,7 +36,7 @@ def lite():
 
 
 def test_presets_and_overrides():
-    assert MotionBERTConfig.presets() == ["full", "lite", "cpu", "smoke"]
+    assert MotionBERTConfig.presets() == ["full", "lite", "cpu", "cpu-full", "smoke"]
     full, lite = MotionBERTConfig.preset("full"), MotionBERTConfig.preset("lite")
     assert (full.dim_feat, full.mlp_ratio, lite.dim_feat, lite.mlp_ratio) == (512, 2.0, 256, 4.0)
     for c in (full, lite):
@@ -47,9 +47,9 @@ def test_presets_and_overrides():
     assert lite.replace(depth=2).depth == 2 and lite.depth == 5
     with pytest.raises(ValueError, match="must be a positive int, got 0"):
         lite.replace(depth=0)
-    with pytest.raises(ValueError, match=r"unknown MotionBERT preset 'huge'; known: full, lite, cpu, smoke"):
+    with pytest.raises(ValueError, match=r"unknown MotionBERTConfig preset 'huge'; known: full, lite, cpu, cpu-full, smoke"):
         MotionBERTConfig.preset("huge")
-    with pytest.raises(ValueError, match="'dim_model'"):
+    with pytest.raises(ValueError, match="unknown MotionBERTConfig field.s. dim_model"):
         MotionBERTConfig.preset("lite", dim_model=3)
     with pytest.raises(ValueError, match="divisible by num_heads"):
         MotionBERTConfig.preset("lite", num_heads=7)

@@ -19,28 +19,21 @@ from __future__ import annotations
 import os
 import re
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from hummuss.baselines.attention import LN_EPS, Block
+from hummuss.config import PresetConfig
 from hummuss.windows import sliding_window_forward
 
 __all__ = ["MotionBERT", "MotionBERTConfig", "MotionBERTStream", "config_from_state_dict",
            "load_motionbert_checkpoint", "sliding_window_forward"]
 
-_PRESETS: dict[str, dict] = {
-    "full": dict(dim_feat=512, mlp_ratio=2.0),  # configs/pretrain/MB_pretrain.yaml
-    "lite": dict(dim_feat=256, mlp_ratio=4.0),  # configs/pretrain/MB_lite.yaml
-    "cpu": dict(dim_feat=64, depth=2, num_heads=4, mlp_ratio=2.0),
-    "smoke": dict(dim_feat=32, depth=1, num_heads=2, mlp_ratio=2.0),
-}
-
-
 @dataclass
-class MotionBERTConfig:
+class MotionBERTConfig(PresetConfig):
     """DSTformer hyper-parameters; defaults are the original class defaults (= lite)."""
 
     dim_in: int = 3  # (x, y, confidence)
@@ -58,6 +51,14 @@ class MotionBERTConfig:
     drop_path_rate: float = 0.0
     att_fuse: bool = True
 
+    PRESETS = {
+        "full": dict(dim_feat=512, mlp_ratio=2.0),  # configs/pretrain/MB_pretrain.yaml
+        "lite": dict(dim_feat=256, mlp_ratio=4.0),  # configs/pretrain/MB_lite.yaml
+        "cpu": dict(dim_feat=64, depth=2, num_heads=4, mlp_ratio=2.0),
+        "cpu-full": dict(dim_feat=128, depth=2, num_heads=4, mlp_ratio=2.0),  # full vs lite, scaled down
+        "smoke": dict(dim_feat=32, depth=1, num_heads=2, mlp_ratio=2.0),
+    }
+
     def __post_init__(self):
         for name in ("dim_in", "dim_out", "dim_feat", "dim_rep", "depth", "num_heads",
                      "num_joints", "maxlen"):
@@ -73,37 +74,6 @@ class MotionBERTConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"MotionBERTConfig.{name} must be in [0, 1), got {value!r}")
-
-    @classmethod
-    def presets(cls) -> list[str]:
-        return list(_PRESETS)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> MotionBERTConfig:
-        """The named preset ("full", "lite", "cpu", "smoke") with field overrides."""
-        if name not in _PRESETS:
-            raise ValueError(f"unknown MotionBERT preset {name!r}; known: {', '.join(_PRESETS)}")
-        return cls.from_dict({**_PRESETS[name], **overrides})
-
-    @classmethod
-    def from_dict(cls, values: dict) -> MotionBERTConfig:
-        """A config from field values (missing fields keep their defaults); unknown names refused."""
-        unknown = [k for k in values if k not in cls.field_names()]
-        if unknown:
-            raise ValueError(f"unknown MotionBERTConfig field(s) {', '.join(map(repr, unknown))}; "
-                             f"known: {', '.join(cls.field_names())}")
-        return cls(**values)
-
-    def replace(self, **changes) -> MotionBERTConfig:
-        """A validated copy with some fields changed."""
-        return type(self).from_dict({**self.to_dict(), **changes})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class MotionBERT(nn.Module):

@@ -1,0 +1,29 @@
+"""Table 3: how should a layer fuse its spatial-temporal and temporal-spatial streams?"""
+
+from suite.registry import PaperRef, Study, Table, Variant, frozen
+
+FUSIONS = (("gate", "Multiplicative gating"), ("mean", "Average pool"),
+           ("learned", "Pooling with learnable weights"))
+KINDS = (("causal", "Causal"), ("bidirectional", "Bidirectional"))
+
+STUDY = Study(
+    name="stream-aggregation",
+    question="Which fusion of the two spatio-temporal streams predicts 3D pose best?",
+    paper=PaperRef(
+        table="Supplement Table 3",
+        caption="MPJPE (mm) on MPI-INF-3DHP of HumMUSS with different fusions of the two streams",
+        numbers=frozen({("gate", "causal"): 26.6, ("gate", "bidirectional"): 21.1,
+                        ("mean", "causal"): 25.1, ("mean", "bidirectional"): 19.5,
+                        ("learned", "causal"): 24.6, ("learned", "bidirectional"): 18.7}),
+    ),
+    variants=tuple(
+        Variant(f"{fusion}-{kind}", config=frozen(stream_fusion=fusion, causal=kind == "causal"),
+                label=f"{label}, {kind}")
+        for fusion, label in FUSIONS for kind, _ in KINDS
+    ),
+    table=Table(
+        rows=FUSIONS,
+        columns=KINDS,
+        cells=frozen({(f, kind): (f"{f}-{kind}", "as_trained") for f, _ in FUSIONS for kind, _ in KINDS}),
+    ),
+)

@@ -1,0 +1,242 @@
+"""Studies and their registry: the table of contents of the suite.
+
+A `Study` is a frozen declaration: the question, the paper's numbers, the variants
+(named overrides of a base configuration), the evaluation conditions, the scales it
+runs at and the table the report renders. Adding a study is adding one file to
+`studies/` that defines `STUDY = Study(...)`; `registry()` finds, validates and lists
+them.
+
+Scales: `smoke` (seconds, for tests), `cpu` (minutes on a laptop, small models on
+generated data) and `paper` (the paper's sizes and MotionBERT's training settings on
+MPI-INF-3DHP, for GPUs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any
+
+from hummuss.evaluate import FACTORS, EvalConfig
+from hummuss.train import TrainConfig
+from hummuss.zoo import MODELS, config_class
+
+
+def frozen(mapping: Mapping | None = None, **kw) -> Mapping:
+    """A read-only mapping (for dataclass defaults and declarations)."""
+    return MappingProxyType({**(mapping or {}), **kw})
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big a study runs: data, model presets, training budget, seeds."""
+
+    name: str
+    data: str  # data spec
+    presets: Mapping[str, str]  # preset key (a model family, "hummuss-causal", ...) -> config preset
+    train_preset: str  # TrainConfig preset
+    frames: int  # training clip length F
+    stride: int  # training clip stride
+    seeds: tuple[int, ...] = (0,)
+    train: Mapping[str, Any] = field(default_factory=frozen)  # TrainConfig overrides
+    eval: Mapping[str, Any] = field(default_factory=frozen)  # EvalConfig overrides
+
+    def preset_for(self, variant: Variant) -> str:
+        """The config preset of `variant` at this scale (causal HumMUSS has its own)."""
+        key = variant.preset_key or (
+            f"{variant.model}-causal" if variant.config.get("causal") else variant.model)
+        if key not in self.presets:
+            raise ValueError(f"scale {self.name!r} has no preset for {key!r}; known: {', '.join(self.presets)}")
+        return self.presets[key]
+
+
+_PRESETS = dict(
+    smoke=frozen({"hummuss": "smoke", "hummuss-causal": "smoke", "motionbert": "smoke", "motionbert-full": "smoke"}),
+    cpu=frozen({"hummuss": "cpu", "hummuss-causal": "cpu", "motionbert": "cpu", "motionbert-full": "cpu-full"}),
+    paper=frozen({"hummuss": "paper-bidirectional", "hummuss-causal": "paper-causal", "motionbert": "lite",
+                  "motionbert-full": "full"}),
+)
+SCALES: Mapping[str, Scale] = frozen(
+    smoke=Scale("smoke", "synthetic:scale=smoke", _PRESETS["smoke"], "smoke", frames=27, stride=9,
+                eval=frozen(max_sequences=2, batch_size=16)),
+    cpu=Scale("cpu", "synthetic", _PRESETS["cpu"], "cpu", frames=81, stride=27),
+    paper=Scale("paper", "mpi3dhp:data/mpi3dhp", _PRESETS["paper"], "motionbert", frames=243, stride=81,
+                seeds=(0, 1, 2)),
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm of a study: a model family and overrides of the scale's configuration."""
+
+    name: str
+    model: str = "hummuss"
+    config: Mapping[str, Any] = field(default_factory=frozen)  # model config overrides
+    train: Mapping[str, Any] = field(default_factory=frozen)  # TrainConfig overrides
+    eval: Mapping[str, Any] = field(default_factory=frozen)  # EvalConfig overrides
+    preset_key: str | None = None  # which of the scale's presets (default: the model family)
+    frames: int | None = None  # training clip length instead of the scale's
+    init_from: str | None = None  # "<study>/<variant>": start from that run's best checkpoint
+    init_from_scales: tuple[str, ...] = ("paper",)  # scales at which init_from applies
+    label: str = ""  # how tables name it
+
+
+@dataclass(frozen=True)
+class PaperRef:
+    """Where the paper reports a study, and its numbers: (row, column) -> value."""
+
+    table: str
+    caption: str
+    numbers: Mapping[tuple[str, str], float] = field(default_factory=frozen)
+    unit: str = "mm"
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    """The report layout: rows and columns are (key, label) pairs.
+
+    A cell (row, column) reads metric `metric` of condition `condition(row, column)`
+    from the runs of variant `variant(row, column)`; both default to: rows are
+    variants, columns are conditions.
+    """
+
+    rows: tuple[tuple[str, str], ...]
+    columns: tuple[tuple[str, str], ...]
+    metric: str = "mpjpe"
+    cells: Mapping[tuple[str, str], tuple[str, str]] = field(default_factory=frozen)  # -> (variant, condition)
+
+    def cell(self, row: str, column: str) -> tuple[str, str]:
+        return self.cells.get((row, column), (row, column))
+
+
+@dataclass(frozen=True)
+class Param:
+    """One dimension of a sweep's search space (see suite/sweep.py)."""
+
+    kind: str  # float | int | categorical
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple = ()
+    target: str = "model"  # model | train
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    question: str
+    paper: PaperRef
+    variants: tuple[Variant, ...]
+    table: Table
+    eval: Mapping[str, Any] = field(default_factory=frozen)  # EvalConfig fields for every variant
+    scales: Mapping[str, Scale] = field(default_factory=lambda: SCALES)
+    frames: int | None = None  # training clip length for every variant, instead of the scale's
+    search_space: Mapping[str, Param] = field(default_factory=frozen)
+    stage: bool = False  # a pipeline stage others start from (pre-training)
+
+    def variant(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise ValueError(f"unknown variant {name!r} of study {self.name!r}; "
+                         f"known: {', '.join(v.name for v in self.variants)}")
+
+    def scale(self, name: str) -> Scale:
+        if name not in self.scales:
+            raise ValueError(f"unknown scale {name!r}; known: {', '.join(self.scales)}")
+        return self.scales[name]
+
+
+# -- validation -----------------------------------------------------------------------
+def _check_keys(what: str, keys, allowed) -> None:
+    unknown = sorted(set(keys) - set(allowed))
+    if unknown:
+        raise ValueError(f"{what}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
+
+
+def validate(study: Study) -> Study:
+    """Check names and keys so a typo fails at import, not after an hour of training."""
+    where = f"study {study.name!r}"
+    names = [v.name for v in study.variants]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{where}: duplicate variant name(s) {', '.join(duplicates)}")
+    eval_fields = [f.name for f in dataclasses.fields(EvalConfig)]
+    train_fields = TrainConfig.field_names()
+    _check_keys(f"{where} eval", study.eval, eval_fields)
+    for name in study.eval.get("rates", ()):
+        if name not in FACTORS:
+            raise ValueError(f"{where}: unknown frame-rate condition {name!r}; known: {', '.join(FACTORS)}")
+    for v in study.variants:
+        vw = f"{where} variant {v.name!r}"
+        if v.model not in MODELS:
+            raise ValueError(f"{vw}: unknown model {v.model!r}; known: {', '.join(sorted(MODELS))}")
+        cls = config_class(v.model)
+        _check_keys(f"{vw} config", v.config, cls.field_names())
+        _check_keys(f"{vw} train", v.train, train_fields)
+        _check_keys(f"{vw} eval", v.eval, eval_fields)
+        for scale in study.scales.values():
+            preset = scale.preset_for(v)
+            if preset not in cls.presets():
+                raise ValueError(f"{vw}: scale {scale.name!r} names unknown {v.model} preset {preset!r}; "
+                                 f"known: {', '.join(cls.presets())}")
+        if v.init_from is not None and v.init_from.count("/") != 1:
+            raise ValueError(f"{vw}: init_from must be '<study>/<variant>', got {v.init_from!r}")
+    for scale in study.scales.values():
+        _check_keys(f"{where} scale {scale.name!r} train", scale.train, train_fields)
+        _check_keys(f"{where} scale {scale.name!r} eval", scale.eval, eval_fields)
+    row_keys = {r for r, _ in study.table.rows}
+    col_keys = {c for c, _ in study.table.columns}
+    for row, col in study.paper.numbers:
+        if row not in row_keys or col not in col_keys:
+            raise ValueError(f"{where}: paper number for ({row!r}, {col!r}) is not a cell of its table")
+    for row in row_keys:
+        for col in col_keys:
+            variant, _ = study.table.cell(row, col)
+            if variant not in names:
+                raise ValueError(f"{where}: table cell ({row!r}, {col!r}) reads unknown variant {variant!r}")
+    return study
+
+
+# -- the registry ---------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def registry() -> Mapping[str, Study]:
+    """Every `STUDY` defined in a module of the `studies` package, validated, by name."""
+    import studies
+
+    found: dict[str, Study] = {}
+    for info in sorted(pkgutil.iter_modules(studies.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"studies.{info.name}")
+        study = getattr(module, "STUDY", None)
+        if study is None:
+            continue
+        if study.name in found:
+            raise ValueError(f"two studies are named {study.name!r} (studies/{info.name}.py and another)")
+        found[study.name] = validate(study)
+    for study in found.values():  # stages must exist
+        for v in study.variants:
+            if v.init_from:
+                other, variant = v.init_from.split("/")
+                if other not in found:
+                    raise ValueError(f"study {study.name!r} variant {v.name!r}: init_from study {other!r} "
+                                     f"is not registered; known: {', '.join(sorted(found))}")
+                found[other].variant(variant)
+    return MappingProxyType(found)
+
+
+def get_study(name: str) -> Study:
+    studies = registry()
+    if name not in studies:
+        raise ValueError(f"unknown study {name!r}; known: {', '.join(studies)}")
+    return studies[name]
+
+
+def paper_studies() -> list[Study]:
+    """The studies `reproduce` runs (all but pipeline stages)."""
+    return [s for s in registry().values() if not s.stage]

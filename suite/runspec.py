@@ -1,0 +1,148 @@
+"""A study at a scale expands into `RunSpec`s: one per variant and seed, fully resolved.
+
+Two hashes identify a run:
+- `train_hash`: everything that determines the trained weights (model family and
+  config, training config with its seed, data spec, clip length and stride, and the
+  checkpoint it starts from). Checkpoints live in `<checkpoint_dir>/<train_hash>/`, so a
+  killed run resumes from them and identical trainings are never repeated.
+- `config_hash`: the train hash plus the study, variant and evaluation config: the
+  identity of an MLflow child run. A run whose config hash FINISHED is skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from hummuss.evaluate import EvalConfig
+from hummuss.train import TrainConfig, coerce
+from hummuss.zoo import config_class
+from suite.registry import Study, get_study
+
+
+def stable_hash(payload: Any) -> str:
+    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, eq=False)
+class RunSpec:
+    study: str
+    variant: str
+    seed: int
+    scale: str
+    model: str
+    model_config: dict
+    train_config: dict
+    data: str
+    frames: int
+    stride: int
+    eval_config: dict
+    init_from: RunSpec | None = None
+    label: str = ""
+    extra_tags: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant}/seed{self.seed}"
+
+    @property
+    def train_hash(self) -> str:
+        return stable_hash({"model": self.model, "model_config": self.model_config,
+                            "train_config": self.train_config, "data": self.data, "frames": self.frames,
+                            "stride": self.stride, "init_from": self.init_from.train_hash if self.init_from else None})
+
+    @property
+    def config_hash(self) -> str:
+        return stable_hash({"study": self.study, "variant": self.variant, "train": self.train_hash,
+                            "eval": self.eval_config})
+
+    def to_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "init_from"}
+        out["init_from"] = self.init_from.to_dict() if self.init_from else None
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunSpec:
+        d = dict(d)
+        d["init_from"] = cls.from_dict(d["init_from"]) if d.get("init_from") else None
+        return cls(**d)
+
+    def params(self) -> dict[str, Any]:
+        """The full config as flat MLflow params."""
+        out = {"model.family": self.model, "data.spec": self.data, "data.frames": self.frames,
+               "data.stride": self.stride, "run.study": self.study, "run.variant": self.variant,
+               "run.seed": self.seed, "run.scale": self.scale,
+               "run.init_from": self.init_from.train_hash if self.init_from else ""}
+        out.update({f"model.{k}": v for k, v in self.model_config.items()})
+        out.update({f"train.{k}": v for k, v in self.train_config.items()})
+        out.update({f"eval.{k}": v for k, v in self.eval_config.items()})
+        return out
+
+    def tags(self) -> dict[str, str]:
+        return {"study": self.study, "variant": self.variant, "seed": str(self.seed), "scale": self.scale,
+                "config_hash": self.config_hash, "train_hash": self.train_hash, "model": self.model,
+                "label": self.label or self.variant, **self.extra_tags}
+
+
+# -- --set KEY=VALUE ---------------------------------------------------------------------
+def _settable(model: str) -> dict[str, list[str]]:
+    return {"model": config_class(model).field_names(), "train": TrainConfig.field_names(),
+            "eval": [f.name for f in dataclasses.fields(EvalConfig)]}
+
+
+def split_sets(sets: dict[str, str], models: list[str]) -> dict[str, dict[str, dict[str, str]]]:
+    """{'lr': '1e-3', 'model.state_size': '64'} -> per model family {'train': {...}, 'model': {...}}.
+
+    A bare key is looked up in train, then model, then eval fields. Unknown keys raise a
+    ValueError listing every valid name.
+    """
+    out: dict[str, dict[str, dict[str, str]]] = {m: {"model": {}, "train": {}, "eval": {}} for m in models}
+    for key, value in sets.items():
+        section, _, name = key.rpartition(".")
+        hit = False
+        for m in models:
+            fields = _settable(m)
+            sections = [section] if section else ["train", "model", "eval"]
+            for sec in sections:
+                if sec in fields and name in fields[sec]:
+                    out[m][sec][name] = value
+                    hit = True
+                    break
+        if not hit:
+            valid = sorted({f"{sec}.{n}" for m in models for sec, names in _settable(m).items() for n in names})
+            raise ValueError(f"unknown --set key {key!r}; valid: {', '.join(valid)}")
+    return out
+
+
+# -- expansion ---------------------------------------------------------------------------
+def expand(study: Study | str, scale: str, seeds: tuple[int, ...] | None = None, data: str | None = None,
+           sets: dict[str, str] | None = None, variants: tuple[str, ...] | None = None) -> list[RunSpec]:
+    """Every (variant, seed) run of `study` at `scale`, fully resolved."""
+    study = get_study(study) if isinstance(study, str) else study
+    sc = study.scale(scale)
+    chosen = [study.variant(v) for v in variants] if variants else list(study.variants)
+    per_model = split_sets(sets or {}, sorted({v.model for v in chosen}))
+    specs = []
+    for v in chosen:
+        overrides = per_model[v.model]
+        cls = config_class(v.model)
+        model_cfg = cls.preset(sc.preset_for(v), **v.config, **coerce(cls, overrides["model"])).to_dict()
+        frames = v.frames or study.frames or sc.frames
+        stride = max(1, round(frames * sc.stride / sc.frames))
+        eval_values = {"lengths": (frames,), "rate_length": frames, **sc.eval, **study.eval, **v.eval}
+        eval_values.update(coerce(EvalConfig, overrides["eval"]))
+        eval_cfg = dataclasses.asdict(EvalConfig(**eval_values))
+        for seed in (seeds if seeds else sc.seeds):
+            train_values = {**sc.train, **v.train, "seed": seed, **coerce(TrainConfig, overrides["train"])}
+            train_cfg = TrainConfig.preset(sc.train_preset, **train_values).to_dict()
+            parent = None
+            if v.init_from and scale in v.init_from_scales:
+                other, other_variant = v.init_from.split("/")
+                parent = expand(other, scale, (seed,), data, None, (other_variant,))[0]
+            specs.append(RunSpec(study.name, v.name, seed, scale, v.model, model_cfg, train_cfg,
+                                 data or sc.data, frames, stride, eval_cfg, parent, v.label))
+    return specs

@@ -1,0 +1,302 @@
+"""MLflow conventions of the suite: the only module that talks to MLflow.
+
+Layout of the store:
+- one experiment per study, `<prefix>/<study>` (tag `mlflow.experimentKind =
+  custom_model_development`, so the MLflow 3 UI shows it as model training);
+- one parent run per invocation (`run`, `sweep`, `evaluate`), tag `kind=parent`;
+- one child run per variant and seed (explicit `mlflow.parentRunId`, so nesting works
+  across processes and machines), tagged `study`, `variant`, `seed`, `scale`,
+  `config_hash`, `train_hash`, `git_commit`, `torch`, `device`; the full config as
+  params; per-epoch metrics with step = epoch; final metrics `test/<metric>/<condition>`.
+
+Settings come from `mlflow.yaml` (see that file); `MLFLOW_TRACKING_URI` in the
+environment overrides its `tracking_uri`. Writes are retried with back-off, so several
+processes can share the default sqlite store without "database is locked" reaching the
+user; for many machines use an `mlflow server` on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+PARENT_TAG = "mlflow.parentRunId"
+T = TypeVar("T")
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used (unreachable, misconfigured)."""
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    tracking_uri: str
+    artifact_location: str  # absolute folder or URI; experiments get <artifact_location>/<study>
+    experiment_prefix: str = "hummuss"
+    checkpoint_dir: str = "checkpoints"  # absolute
+    log_checkpoints: bool = False
+    system_metrics: bool = False
+    claim_ttl_s: float = 300.0  # a RUNNING run without a heartbeat this long is taken over
+    source: str = ""  # the file these came from
+
+
+def _absolute(value: str, base: Path) -> str:
+    return str(Path(value).expanduser() if Path(value).expanduser().is_absolute() else (base / value).resolve())
+
+
+def sqlite_uri(path: Path) -> str:
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def resolve_uri(uri: str, base: Path) -> str:
+    """Relative sqlite paths (and bare paths) become absolute against `base`."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return sqlite_uri(base / uri[len("sqlite:///"):])
+    if "://" not in uri and ":" not in uri[:3]:
+        return sqlite_uri(base / uri)
+    return uri
+
+
+def config_path() -> Path:
+    """HUMMUSS_MLFLOW_CONFIG, else ./mlflow.yaml, else the project's mlflow.yaml."""
+    env = os.environ.get("HUMMUSS_MLFLOW_CONFIG")
+    if env:
+        return Path(env)
+    here = Path.cwd() / "mlflow.yaml"
+    return here if here.exists() else PROJECT_DIR / "mlflow.yaml"
+
+
+def load_settings(path: str | Path | None = None) -> TrackingSettings:
+    """Settings from mlflow.yaml, paths resolved against its folder; env overrides the URI."""
+    path = Path(path) if path else config_path()
+    if not path.exists():
+        raise TrackingError(f"tracking settings file {path} not found")
+    raw = yaml.safe_load(path.read_text()) or {}
+    known = {f for f in TrackingSettings.__dataclass_fields__ if f != "source"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise TrackingError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    base = path.resolve().parent
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or raw.get("tracking_uri", "sqlite:///mlruns.db")
+    artifacts = str(raw.get("artifact_location", "mlartifacts"))
+    if "://" not in artifacts:
+        artifacts = _absolute(artifacts, base)
+    return TrackingSettings(
+        tracking_uri=resolve_uri(uri, base),
+        artifact_location=artifacts,
+        experiment_prefix=str(raw.get("experiment_prefix", "hummuss")),
+        checkpoint_dir=_absolute(str(raw.get("checkpoint_dir", "checkpoints")), base),
+        log_checkpoints=bool(raw.get("log_checkpoints", False)),
+        system_metrics=bool(raw.get("system_metrics", False)),
+        claim_ttl_s=float(raw.get("claim_ttl_s", 300)),
+        source=str(path),
+    )
+
+
+# -- secrets --------------------------------------------------------------------------
+_SECRET_KEYS = re.compile(r"(password|passwd|secret|token|api[_-]?key|credential)", re.I)
+
+
+def redact(text: str) -> str:
+    """Hide passwords in URIs (user:***@host) and secret query parameters."""
+    text = re.sub(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@", r"\g<scheme>\g<user>:***@", text)
+    return re.sub(r"(?i)((?:password|token|secret|api_key)=)[^&\s]+", r"\1***", text)
+
+
+def is_secret_key(key: str) -> bool:
+    return bool(_SECRET_KEYS.search(key))
+
+
+# -- connection -----------------------------------------------------------------------
+def _with_retry(fn: Callable[[], T], what: str, attempts: int = 8, base: float = 0.2) -> T:
+    """Retry transient store errors (sqlite locks, dropped connections) with back-off."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as err:  # MlflowException, OperationalError, ConnectionError, ...
+            text = str(err).lower()
+            transient = any(s in text for s in ("database is locked", "locked", "connection", "timed out",
+                                                "temporarily", "503", "502", "max retries"))
+            if not transient or attempt == attempts - 1:
+                raise
+            time.sleep(base * 2 ** attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, naming the URI, when the tracking store cannot be reached."""
+    parsed = urllib.parse.urlparse(uri)
+    shown = redact(uri)
+    if parsed.scheme in ("http", "https"):
+        from urllib.request import urlopen
+
+        try:
+            with urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
+                if resp.status >= 400:
+                    raise TrackingError(f"MLflow tracking server at {shown} answered {resp.status} to /health")
+        except TrackingError:
+            raise
+        except Exception as err:
+            raise TrackingError(f"cannot reach the MLflow tracking server at {shown}: {err}") from None
+    elif parsed.scheme.startswith(("postgresql", "mysql", "mssql")):
+        host, port = parsed.hostname or "localhost", parsed.port or {"postgresql": 5432, "mysql": 3306}.get(
+            parsed.scheme.split("+")[0], 1433)
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as err:
+            raise TrackingError(f"cannot reach the tracking database at {shown}: {err}") from None
+    elif parsed.scheme == "sqlite":
+        folder = Path(uri[len("sqlite:///"):]).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TrackingError(f"cannot create the folder of the sqlite store {shown}: {err}") from None
+    elif parsed.scheme == "file" or not parsed.scheme:
+        raise TrackingError(f"tracking URI {shown} is MLflow's retired file store; use sqlite:///PATH.db, "
+                            f"an http:// server or a database URI")
+
+
+class Tracker:
+    """A connected store: experiments, runs, and retried writes."""
+
+    def __init__(self, settings: TrackingSettings, check: bool = True):
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        import mlflow
+        from mlflow import MlflowClient
+
+        self.settings = settings
+        if check:
+            check_reachable(settings.tracking_uri)
+        mlflow.set_tracking_uri(settings.tracking_uri)  # also exported to child processes
+        self.client = MlflowClient(tracking_uri=settings.tracking_uri)
+        if check and settings.tracking_uri.startswith(("http", "postgresql", "mysql", "mssql")):
+            try:  # one cheap call: the store answers and its schema is usable
+                _with_retry(lambda: self.client.search_experiments(max_results=1), "connect", attempts=2)
+            except Exception as err:
+                raise TrackingError(f"cannot use the tracking store {redact(settings.tracking_uri)}: {err}") from None
+
+    # -- experiments ---------------------------------------------------------------
+    def experiment_name(self, study: str) -> str:
+        return f"{self.settings.experiment_prefix}/{study}"
+
+    def experiment_id(self, study: str, create: bool = True) -> str | None:
+        name = self.experiment_name(study)
+        exp = _with_retry(lambda: self.client.get_experiment_by_name(name), "get experiment")
+        if exp is not None:
+            return exp.experiment_id
+        if not create:
+            return None
+        location = self.settings.artifact_location
+        location = f"{location.rstrip('/')}/{study}" if "://" in location else Path(location, study).as_uri()
+        try:
+            return _with_retry(lambda: self.client.create_experiment(
+                name, artifact_location=location,
+                tags={EXPERIMENT_KIND_TAG: "custom_model_development", "study": study}), "create experiment")
+        except Exception:  # created by another process meanwhile
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    # -- runs ----------------------------------------------------------------------
+    def create_run(self, experiment_id: str, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:
+        tags = {k: str(v) for k, v in tags.items()}
+        if parent_id:
+            tags[PARENT_TAG] = parent_id
+        run = _with_retry(lambda: self.client.create_run(experiment_id, tags=tags, run_name=name), "create run")
+        return run.info.run_id
+
+    def search(self, experiment_ids: list[str], filter_string: str = "", order_by=None, max_results=1000):
+        return _with_retry(lambda: list(self.client.search_runs(
+            experiment_ids, filter_string, max_results=max_results, order_by=order_by)), "search runs")
+
+    def runs_with_hash(self, experiment_id: str, config_hash: str):
+        return self.search([experiment_id], f"tags.config_hash = '{config_hash}'", order_by=["attributes.start_time ASC"])
+
+    def set_status(self, run_id: str, status: str) -> None:
+        if status in ("FINISHED", "FAILED", "KILLED"):
+            _with_retry(lambda: self.client.set_terminated(run_id, status), "end run")
+        else:
+            _with_retry(lambda: self.client.update_run(run_id, status=status), "update run")
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, redact(str(v))[:8000]) for k, v in tags.items() if not is_secret_key(k)]
+        for i in range(0, len(items), 100):
+            _with_retry(lambda chunk=items[i:i + 100]: self.client.log_batch(run_id, tags=chunk), "set tags")
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, redact(str(v))[:6000]) for k, v in params.items() if not is_secret_key(k)]
+        for i in range(0, len(items), 100):
+            _with_retry(lambda chunk=items[i:i + 100]: self.client.log_batch(run_id, params=chunk), "log params")
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            _with_retry(lambda chunk=items[i:i + 1000]: self.client.log_batch(run_id, metrics=chunk), "log metrics")
+
+    def logged_steps(self, run_id: str, key: str) -> set[int]:
+        return {m.step for m in _with_retry(lambda: self.client.get_metric_history(run_id, key), "history")}
+
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        _with_retry(lambda: self.client.log_artifact(run_id, str(path), artifact_path), "log artifact")
+
+    def log_dict(self, run_id: str, payload: dict, name: str) -> None:
+        _with_retry(lambda: self.client.log_dict(run_id, payload, name), "log dict")
+
+    def log_dataset(self, run_id: str, name: str, digest: str, source: str, context: str,
+                    sample=None) -> None:
+        """Record a data set (name, digest, source) as a run input."""
+        import mlflow.data
+        import numpy as np
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
+
+        features = sample if sample is not None else np.zeros((1, 1), np.float32)
+        dataset = mlflow.data.from_numpy(features, source=CodeDatasetSource({"spec": redact(source)}),
+                                         name=name, digest=digest)
+        entry = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+        _with_retry(lambda: self.client.log_inputs(run_id, datasets=[entry]), "log input")
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    """{'lr': 1} -> {'<prefix>.lr': 1}, nested dicts joined with dots."""
+    out = {}
+    for key, value in values.items():
+        name = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            out.update(flatten(name, value))
+        else:
+            out[name] = value
+    return out
+
+
+def metric_name(metric: str, condition: str) -> str:
+    """`test/<metric>/<condition>` with characters MLflow refuses replaced."""
+    return re.sub(r"[^A-Za-z0-9_\-./: ]", "_", f"test/{metric}/{condition}")
