@@ -1,6 +1,6 @@
 """MotionBERT and MotionBERT-Lite trained and evaluated under the suite's protocol."""
 
-from suite.registry import PaperRef, Study, Table, Variant, frozen
+from suite.registry import PaperRef, Study, Table, Variant
 
 STUDY = Study(
     name="motionbert-baseline",

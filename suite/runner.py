@@ -182,10 +182,10 @@ class Runner:
                 time.sleep(0.2)
         except KeyboardInterrupt:
             self.say("interrupted: stopping the running runs (they are marked KILLED, checkpoints kept)")
-            for proc, spec, run_id, started, out in running.values():
+            for proc, *_ in running.values():
                 with contextlib.suppress(OSError):
                     os.killpg(proc.pid, signal.SIGINT)
-            for proc, spec, run_id, started, out in running.values():
+            for proc, _spec, run_id, _started, out in running.values():
                 try:
                     proc.wait(timeout=60)
                 except subprocess.TimeoutExpired:

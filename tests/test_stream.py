@@ -35,7 +35,7 @@ def test_stream_with_a_float_step_equals_dt_scale(model):
 def test_state_size_is_constant(model):
     s = model.stream()
     sizes = []
-    for t in range(50):
+    for _ in range(50):
         s.step(torch.randn(1, 17, 3))
         sizes.append(sum(st.numel() for pair in s.states for st in pair))
     assert len(set(sizes)) == 1

@@ -14,8 +14,14 @@ import torch
 
 from hummuss.data import open_source
 from hummuss.model import HumMUSS, HumMUSSConfig
-from hummuss.train import (Callback, NonFiniteLossError, TrainConfig, Trainer, load_checkpoint,
-                           save_atomic)
+from hummuss.train import (
+    Callback,
+    NonFiniteLossError,
+    TrainConfig,
+    Trainer,
+    load_checkpoint,
+    save_atomic,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
