@@ -3,6 +3,7 @@
 MotionBERT-Lite trained at the same length runs beside it, evaluated both in one pass
 over the longer window (its temporal embedding beyond 27 frames untrained) and in
 sliding 27-frame windows (how a transformer is normally run on longer input).
+At the `paper` scale HumMUSS starts from the pre-training stage (`pretrain`).
 """
 
 from suite.registry import PaperRef, Study, Table, Variant, frozen
@@ -19,7 +20,7 @@ STUDY = Study(
     ),
     frames=27,
     variants=(
-        Variant("hummuss", label="HumMUSS"),
+        Variant("hummuss", init_from="pretrain/bidirectional", label="HumMUSS"),
         Variant("motionbert-lite", model="motionbert", eval=frozen(model_windows=(27,)),
                 label="MotionBERT-Lite"),
     ),

@@ -3,6 +3,7 @@
 HumMUSS is evaluated twice on each condition: told the new step (dt_scale, or per-frame
 dt for dropped frames) and not told. MotionBERT has no notion of time and gets the
 resampled sequence as it is. The supplement's Figure 1 shows x8 subsampling.
+At the `paper` scale HumMUSS starts from the pre-training stage (`pretrain`).
 """
 
 from suite.registry import PaperRef, Study, Table, Variant, frozen
@@ -30,7 +31,7 @@ STUDY = Study(
         note="The supplement gives no numbers for this claim.",
     ),
     variants=(
-        Variant("hummuss", label="HumMUSS"),
+        Variant("hummuss", init_from="pretrain/bidirectional", label="HumMUSS"),
         Variant("motionbert-lite", model="motionbert", label="MotionBERT-Lite"),
     ),
     eval=frozen(rates=("x2", "x4", "x8", "up2"), drops=(0.1, 0.3)),

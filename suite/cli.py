@@ -162,6 +162,39 @@ def cmd_run(args) -> int:
     return 1 if any(o.status in ("FAILED", "KILLED") for o in outcomes) else 0
 
 
+def cmd_evaluate(args) -> int:
+    from hummuss.evaluate import EvalConfig
+    from suite.external import evaluate_checkpoint, load_any
+
+    try:
+        from pathlib import Path
+
+        load_any(Path(args.checkpoint), args.format)  # fail on a bad file before touching the store
+        from hummuss.data import open_source
+
+        open_source(args.data)
+    except (ValueError, FileNotFoundError) as err:
+        raise UsageError(str(err)) from err
+    tracker = _tracker()
+    lengths = tuple(int(f) for f in args.frames.split(","))
+    run_id, table = evaluate_checkpoint(args.checkpoint, args.format, args.data, tracker,
+                                        EvalConfig(lengths=lengths, flip=not args.no_flip))
+    print(table.to_string(index=False))
+    print(f"logged as run {run_id} of experiment {tracker.experiment_name('motionbert-baseline')}")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from suite.reproduce import reproduce
+
+    seeds = _parse_seeds(args.seeds)
+    from suite.registry import SCALES
+
+    if args.scale not in SCALES:
+        raise UsageError(f"unknown scale {args.scale!r}; known: {', '.join(SCALES)}")
+    return reproduce(_tracker(), args.scale, seeds, args.jobs, args.out, report=not args.no_report)
+
+
 def _add_run_options(p) -> None:
     p.add_argument("--scale", default="cpu", help="smoke, cpu or paper (default: cpu)")
     p.add_argument("--seeds", help="comma-separated seeds (default: the scale's)")
@@ -194,6 +227,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", nargs="*", help="only these variants")
     _add_run_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint (ours or MotionBERT's .bin) under the suite's "
+                                        "protocol and log it as a run of motionbert-baseline")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file")
+    p.add_argument("--format", default="hummuss", choices=["hummuss", "motionbert"],
+                   help="hummuss (this suite's trainer) or motionbert (the original repository's .bin)")
+    p.add_argument("--data", required=True, help="data spec, e.g. h36m:PATH.pkl or synthetic")
+    p.add_argument("--frames", default="243", help="comma-separated test window lengths (default: 243)")
+    p.add_argument("--no-flip", action="store_true", help="no flip test-time augmentation")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("reproduce", help="run every paper study at a scale, then the report")
+    p.add_argument("--scale", default="cpu", help="smoke, cpu or paper (default: cpu)")
+    p.add_argument("--seeds", help="comma-separated seeds (default: the scale's)")
+    p.add_argument("--jobs", type=int, default=2, help="runs at once (default: 2)")
+    p.add_argument("--out", default="results", help="report folder (default: results)")
+    p.add_argument("--no-report", action="store_true", help="only run the studies")
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("info", help="parameter count and multiply-accumulates per frame of a model")
     p.add_argument("--model", default="hummuss", help="hummuss or motionbert (default: hummuss)")

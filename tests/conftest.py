@@ -14,3 +14,17 @@ def pytest_ignore_collect(collection_path, config):
     if BENCH_DIR in Path(collection_path).parents or Path(collection_path) == BENCH_DIR:
         return not config.getoption("benchmark_only", default=False)
     return None
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def suite_store(tmp_path, monkeypatch):
+    """A private tracking store: mlflow.yaml in tmp_path (sqlite, artifacts, checkpoints)."""
+    config = tmp_path / "mlflow.yaml"
+    config.write_text("tracking_uri: sqlite:///mlruns.db\nartifact_location: mlartifacts\n"
+                      "checkpoint_dir: checkpoints\nclaim_ttl_s: 60\n")
+    monkeypatch.setenv("HUMMUSS_MLFLOW_CONFIG", str(config))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
