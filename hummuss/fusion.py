@@ -35,15 +35,34 @@ class Aggregate(nn.Module):
             nn.init.zeros_(self.weights.weight)
             nn.init.constant_(self.weights.bias, 0.5)
 
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+    def forward(self, *xs: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """n tensors of one shape -> that shape; `dim` is the channel (width) dimension."""
         if len(xs) != self.n_inputs:
             raise ValueError(f"{self.kind} aggregation built for {self.n_inputs} inputs, got {len(xs)}")
         if self.kind == "gate":
-            out = xs[0]
-            for x in xs[1:]:
-                out = out * x
+            out = xs[0] * xs[1] if len(xs) > 1 else xs[0]
+            for x in xs[2:]:
+                out = out * x if torch.is_grad_enabled() else out.mul_(x)
             return out
         if self.kind == "mean":
-            return torch.stack(xs, 0).mean(0)
+            out = xs[0] + xs[1] if len(xs) > 1 else xs[0].clone()
+            for x in xs[2:]:
+                out = out + x
+            return out.div_(len(xs))
+        n = len(xs)
+        if dim in (0, -xs[0].dim()):  # channel-major (width, ...): W (n, n width) @ cat
+            cat = torch.cat(xs, 0)
+            logits = torch.addmm(self.weights.bias.unsqueeze(-1), self.weights.weight,
+                                 cat.reshape(cat.shape[0], -1)).view(n, *xs[0].shape[1:])
+            alpha = torch.softmax(logits, dim=0)  # (n, ...)
+            out = alpha[0:1] * xs[0]
+            for i in range(1, n):
+                out = out.addcmul_(alpha[i:i + 1], xs[i])
+            return out
+        if dim not in (-1, xs[0].dim() - 1):
+            raise ValueError(f"learned aggregation needs the channels on the first or last dim, got dim={dim}")
         alpha = torch.softmax(self.weights(torch.cat(xs, dim=-1)), dim=-1)  # (..., n)
-        return sum(alpha[..., i : i + 1] * x for i, x in enumerate(xs))
+        out = alpha[..., 0:1] * xs[0]
+        for i in range(1, n):
+            out = out.addcmul_(alpha[..., i:i + 1], xs[i])
+        return out

@@ -34,6 +34,14 @@ Aggregation `gate` has no parameters; `learned` adds n (n mD + 1).
 Spatial blocks ignore dt (the joint axis has no physical step). Temporal blocks take
 `dt_scale` and per-frame `dt`; a forward-only (causal) block also runs one frame at a
 time with `step`.
+
+Computation (`run`): tokens X (P, L, Q, D) with the sequence on dim 1 (spatial blocks of
+HumMUSS: P = frames, Q = 1; temporal: P = 1, Q = joints). The paths are computed
+channel-major, x_id and u as W Z^T (H, P L Q), so both directions' convolutions are one
+batched matmul or FFT (hummuss.ssm.apply_conv) with no transposes, and the output
+projection reads the gated product back through a transposed matmul. The backward
+direction is the anti-causal convolution itself (no flips). Without autograd, long inputs
+are processed in chunks of about CHUNK_TOKENS tokens (along P or Q) to bound memory.
 """
 
 from __future__ import annotations
@@ -43,7 +51,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hummuss.fusion import Aggregate
-from hummuss.ssm import DSSM
+from hummuss.ssm import DSSM, ParamCache, apply_conv, conv_operator
+
+CHUNK_TOKENS = 8192  # evaluation works on chunks of about this many tokens
 
 
 class ChannelMix(nn.Module):
@@ -93,23 +103,107 @@ class GDSSM(nn.Module):
             self.mix_b = ChannelMix(width, ssm_channels)
         self.aggregate = Aggregate(aggregation, 3 if bidirectional else 2, width)
         self.proj_out = nn.Linear(width, dim)
+        self.cache = ParamCache()  # evaluation-time convolution operators and mix weights
 
-    def forward(self, x: torch.Tensor, dt_scale: float = 1.0, dt: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, L, D); for temporal blocks dt_scale and dt (B, L) set the steps."""
-        if not self.temporal:
-            dt_scale, dt = 1.0, None
-        z = self.norm(x)
-        x_id = F.gelu(self.proj_id(z))  # (B, L, H)
-        u = F.gelu(self.proj_in(z))  # (B, L, H)
-        x_f = self.mix_f(self.ssm_f(u, dt_scale=dt_scale, dt=dt))  # (B, L, H)
+    # -- helpers ------------------------------------------------------------------------
+    def _directions(self) -> list[tuple[DSSM, ChannelMix]]:
+        if self.bidirectional:
+            return [(self.ssm_f, self.mix_f), (self.ssm_b, self.mix_b)]
+        return [(self.ssm_f, self.mix_f)]
+
+    def _operator(self, length: int, layout: str, dt_scale: float):
+        """Both directions' convolutions as one operator with R = directions x k kernels."""
+        dirs = self._directions()
+
+        def compute():
+            K = torch.cat([s.kernel(length, dt_scale) for s, _ in dirs], 0)  # (R, H, L)
+            D = torch.cat([s.D for s, _ in dirs], 0)  # (R, H)
+            anti = [i == 1 for i, (s, _) in enumerate(dirs) for _ in range(s.out_channels)]
+            return conv_operator(K, D, anti, layout)
+
+        params = [p for s, _ in dirs for p in s.parameters()]
+        return self.cache.get(("op", length, layout, float(dt_scale)), params, compute)
+
+    def _mix_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(H, directions, k) read-out weights and (H, directions) biases of the mixes."""
+        mixes = [m for _, m in self._directions()]
+        params = [p for m in mixes for p in m.parameters()]
+        return self.cache.get("mix", params, lambda: (
+            torch.stack([m.weight for m in mixes], 1), torch.stack([m.bias for m in mixes], 1)))
+
+    def _mix(self, y: torch.Tensor) -> torch.Tensor:
+        """y (H, P, R, L, Q) -> paths (H, P, directions, L, Q): sum_c w GELU(y_c) + b."""
+        H, P, R, L, Q = y.shape
+        w, b = self._mix_weights()
+        n, k = w.shape[1], w.shape[2]
+        g = F.gelu(y).view(H, P, n, k, L, Q)
+        out = torch.addcmul(b.view(H, 1, n, 1, 1), g[:, :, :, 0], w[:, :, 0].view(H, 1, n, 1, 1))
+        for c in range(1, k):
+            out = out.addcmul_(g[:, :, :, c], w[:, :, c].view(H, 1, n, 1, 1))
+        return out
+
+    def _project(self, z: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
+        """GELU(W z^T + b): tokens z (N, D) -> channel-major (H, N)."""
+        return F.gelu(torch.addmm(lin.bias.unsqueeze(-1), lin.weight, z.t()))
+
+    def _scan(self, u: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """Per-frame steps: u (H, P, L, Q), steps (P, L, Q) -> y (H, P, R, L, Q)."""
+        H, P, L, Q = u.shape
+        tok = u.permute(2, 1, 3, 0).reshape(L, P * Q, H)  # frame-major
+        st = steps.permute(1, 0, 2).reshape(L, P * Q)
+        ys = [self.ssm_f.scan_frames(tok, st)[0]]  # (L, N, H, k)
         if self.bidirectional:
             # the backward pass over the reversed sequence steps by the gap to the next frame
-            dt_b = None if dt is None else torch.cat([dt[:, 1:], dt[:, -1:]], 1).flip(1)
-            x_b = self.mix_b(self.ssm_b(u.flip(1), dt_scale=dt_scale, dt=dt_b)).flip(1)
-            y = self.aggregate(x_f, x_b, x_id)
+            st_b = torch.cat([st[1:], st[-1:]], 0).flip(0)
+            ys.append(self.ssm_b.scan_frames(tok.flip(0), st_b)[0].flip(0))
+        y = torch.cat(ys, -1) if len(ys) > 1 else ys[0]  # (L, N, H, R)
+        return y.view(L, P, Q, H, -1).permute(3, 1, 4, 0, 2)
+
+    # -- forward ------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, dt_scale: float = 1.0, dt: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, L, D); for temporal blocks dt_scale and dt (B, L) set the steps."""
+        dts = None if dt is None else dt.unsqueeze(-1)
+        return self.run(x.unsqueeze(2), dt_scale, dts).squeeze(2)
+
+    def run(self, x: torch.Tensor, dt_scale: float = 1.0, dt: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens x (P, L, Q, D), sequences along dim 1 -> (P, L, Q, D).
+
+        dt (P, L, Q): per-frame steps (temporal blocks only; spatial blocks ignore steps).
+        """
+        if not self.temporal:
+            dt_scale, dt = 1.0, None
+        P, L, Q, D = x.shape
+        if P > 1 and Q > 1:  # one batch axis: move Q next to P
+            xs = x.permute(0, 2, 1, 3).reshape(P * Q, L, 1, D)
+            dts = None if dt is None else dt.permute(0, 2, 1).reshape(P * Q, L, 1)
+            return self.run(xs, dt_scale, dts).view(P, Q, L, D).permute(0, 2, 1, 3)
+        if torch.is_grad_enabled() or P * L * Q <= CHUNK_TOKENS:
+            return self._run(x, dt_scale, dt)
+        out = torch.empty_like(x)
+        along = 0 if Q == 1 else 2
+        size = max(1, CHUNK_TOKENS // L)
+        for i in range(0, x.shape[along], size):
+            part = slice(i, i + size)
+            idx = (part,) if along == 0 else (slice(None), slice(None), part)
+            out[idx] = self._run(x[idx], dt_scale, None if dt is None else dt[idx])
+        return out
+
+    def _run(self, x: torch.Tensor, dt_scale: float, dt: torch.Tensor | None) -> torch.Tensor:
+        P, L, Q, D = x.shape
+        H = self.width
+        flat = x.reshape(-1, D)  # (N, D) tokens in (P, L, Q) order
+        z = self.norm(flat)
+        x_id = self._project(z, self.proj_id).view(H, P, L, Q)
+        u = self._project(z, self.proj_in).view(H, P, L, Q)
+        if dt is None:
+            y = apply_conv(self._operator(L, "cols" if Q == 1 else "rows", dt_scale), u)
         else:
-            y = self.aggregate(x_f, x_id)
-        return x + self.proj_out(y)
+            y = self._scan(u, dt * dt_scale)
+        paths = self._mix(y)  # (H, P, directions, L, Q)
+        xs = [paths[:, :, i] for i in range(paths.shape[2])] + [x_id]
+        y = self.aggregate(*xs, dim=0).reshape(H, -1)  # (H, N)
+        out = torch.addmm(self.proj_out.bias, y.t(), self.proj_out.weight.t())  # (N, D)
+        return out.add_(flat).view(P, L, Q, D)
 
     # -- streaming (forward-only blocks) ------------------------------------------------
     def initial_state(self, batch_size: int, device=None) -> torch.Tensor:
@@ -125,6 +219,23 @@ class GDSSM(nn.Module):
         u = F.gelu(self.proj_in(z))
         y, state = self.ssm_f.step(u, state, dt, discretised)
         return x_t + self.proj_out(self.aggregate(self.mix_f(y), x_id)), state
+
+    def step_(self, x_t: torch.Tensor, state: torch.Tensor, discretised) -> torch.Tensor:
+        """`step` updating `state` (B, H, M) in place (no autograd): x_t (B, D) -> (B, D).
+
+        `discretised` = (dA, dB), (H, M) or (B, H, M), from `ssm_f.discretise_step`.
+        """
+        ssm = self.ssm_f
+        z = self.norm(x_t)
+        x_id = F.gelu(self.proj_id(z))  # (B, H)
+        u = F.gelu(self.proj_in(z))  # (B, H)
+        dA, dB = discretised
+        state.mul_(dA).addcmul_(dB, u.unsqueeze(-1))  # s = dA s + dB u
+        y = ssm.readout(state).addcmul_(u.unsqueeze(-1), ssm.D.t())  # (B, H, k)
+        w, b = self._mix_weights()  # (H, 1, k), (H, 1)
+        x_f = (F.gelu(y) * w[:, 0]).sum(-1).add_(b[:, 0])  # (B, H)
+        out = torch.addmm(x_t, self.aggregate(x_f, x_id), self.proj_out.weight.t())
+        return out.add_(self.proj_out.bias)
 
     def _check_streamable(self):
         if self.bidirectional:

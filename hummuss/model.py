@@ -107,19 +107,39 @@ class Layer(nn.Module):
 
     @staticmethod
     def run_spatial(block: GDSSM, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, J, D): the block over the joints of each frame."""
         B, T, J, D = x.shape
-        return block(x.reshape(B * T, J, D)).reshape(B, T, J, D)
+        return block.run(x.reshape(B * T, J, 1, D)).view(B, T, J, D)
 
     @staticmethod
     def run_temporal(block: GDSSM, x: torch.Tensor, dt_scale: float, dt: torch.Tensor | None) -> torch.Tensor:
+        """x (B, T, J, D), dt (B, T): the block over the frames of each joint."""
         B, T, J, D = x.shape
-        seq = x.transpose(1, 2).reshape(B * J, T, D)  # one sequence per joint
-        dts = None if dt is None else dt.repeat_interleave(J, dim=0)  # (B J, T)
-        return block(seq, dt_scale=dt_scale, dt=dts).reshape(B, J, T, D).transpose(1, 2)
+        dts = None if dt is None else dt.unsqueeze(-1).expand(B, T, J)
+        return block.run(x, dt_scale, dts)
 
     def forward(self, x, dt_scale=1.0, dt=None):
-        x_st = self.run_temporal(self.temporal_st, self.run_spatial(self.spatial_st, x), dt_scale, dt)
-        x_ts = self.run_spatial(self.spatial_ts, self.run_temporal(self.temporal_ts, x, dt_scale, dt))
+        """x (B, T, J, D), dt (B, T) -> (B, T, J, D)."""
+        h = x.transpose(0, 1).contiguous()
+        return self.forward_frames(h, dt_scale, None if dt is None else dt.t()).transpose(0, 1)
+
+    def forward_frames(self, h: torch.Tensor, dt_scale: float = 1.0, dt: torch.Tensor | None = None):
+        """Frame-major h (T, B, J, D) contiguous, dt (T, B) -> (T, B, J, D).
+
+        Frame-major tokens make both block kinds free views: spatial blocks see (T B, J, 1, D)
+        (sequences along the joints), temporal blocks (1, T, B J, D) (along the frames).
+        """
+        T, B, J, D = h.shape
+        dts = None if dt is None else dt.unsqueeze(-1).expand(T, B, J).reshape(1, T, B * J)
+
+        def spatial(block, x):
+            return block.run(x.view(T * B, J, 1, D)).view(T, B, J, D)
+
+        def temporal(block, x):
+            return block.run(x.view(1, T, B * J, D), dt_scale, dts).view(T, B, J, D)
+
+        x_st = temporal(self.temporal_st, spatial(self.spatial_st, h))
+        x_ts = spatial(self.spatial_ts, temporal(self.temporal_ts, h))
         return self.fuse(x_st, x_ts)
 
 
@@ -166,22 +186,27 @@ class HumMUSS(nn.Module):
                 raise ValueError("dt must be finite and > 0 for every frame")
 
     # -- forward ----------------------------------------------------------------------
+    def _trunk(self, x, dt_scale=1.0, dt=None) -> torch.Tensor:
+        """(B, T, J, 3) -> normalised features, frame-major (T, B, J, D)."""
+        self.check_input(x, dt_scale, dt)
+        h = self.joints_embed(x.transpose(0, 1).contiguous()) + self.pos_embed  # (T, B, J, D)
+        dts = None if dt is None else dt.t()
+        for layer in self.layers:
+            h = layer.forward_frames(h, dt_scale, dts)
+        return self.norm(h)
+
     def features(self, x, dt_scale=1.0, dt=None) -> torch.Tensor:
         """(B, T, J, 3) -> normalised features (B, T, J, D)."""
-        self.check_input(x, dt_scale, dt)
-        h = self.joints_embed(x) + self.pos_embed
-        for layer in self.layers:
-            h = layer(h, dt_scale, dt)
-        return self.norm(h)
+        return self._trunk(x, dt_scale, dt).transpose(0, 1).contiguous()
 
     def representation(self, x, dt_scale=1.0, dt=None) -> torch.Tensor:
         """The motion representation (B, T, J, D_rep)."""
-        return self.pre_logits(self.features(x, dt_scale, dt))
+        return self.pre_logits(self._trunk(x, dt_scale, dt)).transpose(0, 1).contiguous()
 
     def forward(self, x, dt_scale=1.0, dt=None) -> torch.Tensor:
         """x (B, T, J, 3) -> 3D pose (B, T, J, 3). dt (B, T): per-frame step in units
         of the training step; dt_scale multiplies every step."""
-        return self.head(self.representation(x, dt_scale, dt))
+        return self.head(self.pre_logits(self._trunk(x, dt_scale, dt))).transpose(0, 1).contiguous()
 
     def stream(self, batch_size: int = 1):
         """A frame-by-frame stepper (causal models only); see hummuss.stream."""

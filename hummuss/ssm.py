@@ -14,9 +14,9 @@ Discretisation is zero-order hold with a learned per-channel step Delta = exp(lo
     s_t = dA * s_{t-1} + dB * u_t   y_t = 2 Re(C . s_t) + D u_t
 
 Three computations of the same map, which agree to float round-off:
-- `forward` (FFT convolution with the kernel K_l = 2 Re(C dB dA^l), training and offline);
+- `forward` (convolution with the kernel K_l = 2 Re(C dB dA^l), training and offline);
 - `step` (recurrence on an explicit state, one frame at a time: streaming);
-- `scan` (a parallel prefix scan that takes one step size per frame: irregular timestamps).
+- `scan` (a recurrence that takes one step size per frame: irregular timestamps).
 
 `dt_scale` multiplies every step (input at half the training frame rate: dt_scale=2);
 a per-frame `dt` (B, L), in units of the training step, multiplies it frame by frame.
@@ -29,17 +29,31 @@ Eigenvalue initialisations (S4D paper, Gu et al. 2022), n = 0 .. M-1:
     real  lambda_n = -(n+1)                               (S4D-Real)
     rand  lambda_n = -1/2 + i exp(z_n), z_n ~ N(0, 1)
 C ~ complex normal (unit variance per component), log Delta ~ U[log dt_min, log dt_max].
+
+How the convolution is computed (the same numbers either way, to float round-off):
+- short sequences (L <= TOEPLITZ_MAX_LENGTH, e.g. the 17 joints of a frame) multiply by
+  the (L x L) Toeplitz matrix of the kernel, one small matmul per channel;
+- long ones use an FFT of a 5-smooth size >= 2L - 1 (`fft_size`); the anti-causal
+  (backward) direction multiplies by the conjugate spectrum instead of flipping.
+Both work on channel-major activations u (H, P, L, Q) (the sequence on dim 2), so a
+block that computes its projections as W z^T needs no transposes (see hummuss/gdssm.py).
+Kernels, Toeplitz matrices and spectra are cached without autograd until a parameter
+changes (`ParamCache`). Complex exponentials go through real exp/cos/sin (`cexp`), which
+torch vectorises; its complex exp on CPU is about 5x slower.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 INIT_SCHEMES = ("lin", "inv", "legs", "real", "rand")
+TOEPLITZ_MAX_LENGTH = 32  # direct (Toeplitz) convolution up to this length, FFT beyond
 
 
 def legs_frequencies(state_size: int) -> np.ndarray:
@@ -81,11 +95,146 @@ def init_eigenvalues(scheme: str, state_size: int, generator: torch.Generator | 
     return torch.complex(re, im).to(torch.complex64)
 
 
+def cexp(z: torch.Tensor) -> torch.Tensor:
+    """exp of a complex tensor through real exp, cos and sin (vectorised on CPU)."""
+    return torch.polar(torch.exp(z.real), z.imag)
+
+
 def zoh(lam: torch.Tensor, dt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero-order hold: dA = exp(dt lam), dB = (exp(dt lam) - 1) / lam (broadcasting)."""
-    dtlam = dt * lam
-    dA = torch.exp(dtlam)
+    dA = cexp(dt * lam)
     return dA, (dA - 1) / lam
+
+
+def fft_size(n: int) -> int:
+    """The smallest even 2^a 3^b 5^c >= n: pocketfft's fast sizes (2L is not always one)."""
+    best = 2 ** max(1, math.ceil(math.log2(max(n, 2))))
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = 2 * p35  # even
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+class ParamCache:
+    """Values derived from parameters, reused while no parameter changes (no autograd).
+
+    With autograd enabled (training) `get` always recomputes, so gradients flow. Without
+    it (evaluation, streaming) a value is kept under `key` until one of `params` changes:
+    an optimiser step or load_state_dict bumps the tensor's version, `.to()` moves it.
+    """
+
+    def __init__(self, maxsize: int = 16):
+        self.maxsize, self._store = maxsize, {}
+
+    def get(self, key, params: Sequence[torch.Tensor], compute: Callable[[], object]):
+        if torch.is_grad_enabled():
+            return compute()
+        version = tuple((p._version, p.data_ptr()) for p in params)
+        hit = self._store.get(key)
+        if hit is None or hit[0] != version:
+            if len(self._store) >= self.maxsize:
+                self._store.clear()
+            hit = self._store[key] = (version, compute())
+        return hit[1]
+
+    def clear(self):
+        self._store.clear()
+
+
+# -- convolution on channel-major activations ---------------------------------------------
+@dataclass
+class ConvOperator:
+    """A prepared convolution with R kernels for sequences of `length` frames.
+
+    kind "toeplitz": `weight` (H, R L, L) for layout "rows" (u (H, L, Q)) or (H, L, R L) for
+    layout "cols" (u (H, P, L)), the skip D on its diagonal. kind "fft": `weight` (H, 1, R,
+    n/2+1, 1) complex spectra (conjugated for anti-causal kernels), `skip` (H, 1, R, 1, 1).
+    """
+
+    kind: str
+    layout: str
+    length: int
+    weight: torch.Tensor
+    skip: torch.Tensor | None = None
+    n_fft: int = 0
+
+
+def toeplitz(K: torch.Tensor, D: torch.Tensor, anticausal: Sequence[bool]) -> torch.Tensor:
+    """K (R, H, L), D (R, H) -> T (H, R, L, L) with y_i = sum_j T[., ., i, j] u_j.
+
+    Causal kernels: T[i, j] = K[i - j] for j <= i; anti-causal: T[i, j] = K[j - i] for
+    j >= i; D is added on the diagonal.
+    """
+    R, H, L = K.shape
+    i = torch.arange(L, device=K.device)
+    lag = i[:, None] - i[None, :]  # (L, L): i - j
+    Kz = torch.nn.functional.pad(K, (0, 1))  # (R, H, L + 1), index L reads a zero
+    T = Kz[:, :, torch.where(lag >= 0, lag, L)]  # (R, H, L, L) causal
+    if any(anticausal):
+        anti = torch.tensor(list(anticausal), device=K.device).view(R, 1, 1, 1)
+        T = torch.where(anti, T.transpose(-1, -2), T)
+    T = T + torch.diag_embed(D.unsqueeze(-1).expand(R, H, L))
+    return T.permute(1, 0, 2, 3)  # (H, R, L, L)
+
+
+def conv_operator(K: torch.Tensor, D: torch.Tensor, anticausal: Sequence[bool], layout: str,
+                  method: str = "auto") -> ConvOperator:
+    """Prepare the convolution by K (R, H, L) with skips D (R, H) for `apply_conv`.
+
+    layout "rows": inputs u (H, 1, L, Q); "cols": u (H, P, L, 1). method "toeplitz",
+    "fft" or "auto" (Toeplitz up to TOEPLITZ_MAX_LENGTH frames).
+    """
+    R, H, L = K.shape
+    if method == "auto":
+        method = "toeplitz" if L <= TOEPLITZ_MAX_LENGTH else "fft"
+    if method == "toeplitz":
+        T = toeplitz(K, D, anticausal)  # (H, R, L, L)
+        if layout == "rows":
+            weight = T.reshape(H, R * L, L)
+        elif layout == "cols":
+            weight = T.permute(0, 3, 1, 2).reshape(H, L, R * L)
+        else:
+            raise ValueError(f"unknown layout {layout!r}; known: rows, cols")
+        return ConvOperator("toeplitz", layout, L, weight.contiguous())
+    if method != "fft":
+        raise ValueError(f"unknown convolution method {method!r}; known: auto, toeplitz, fft")
+    n = fft_size(2 * L - 1)  # zero padding makes the circular convolution linear
+    Kf = torch.fft.rfft(K.float(), n=n)  # (R, H, n/2+1)
+    if any(anticausal):  # correlation with K: y_i = sum_{j >= i} K[j - i] u_j
+        anti = torch.tensor(list(anticausal), device=K.device).view(R, 1, 1)
+        Kf = torch.where(anti, Kf.conj(), Kf)
+    weight = Kf.permute(1, 0, 2)[:, None, :, :, None]  # (H, 1, R, n/2+1, 1)
+    skip = D.t()[:, None, :, None, None]  # (H, 1, R, 1, 1)
+    return ConvOperator("fft", layout, L, weight, skip, n)
+
+
+def apply_conv(op: ConvOperator, u: torch.Tensor) -> torch.Tensor:
+    """u (H, P, L, Q) -> y (H, P, R, L, Q), the R convolutions of each channel's sequences."""
+    H, P, L, Q = u.shape
+    if L != op.length:
+        raise ValueError(f"operator built for {op.length} frames, got {L}")
+    if op.kind == "toeplitz":
+        RL = op.weight.shape[1] if op.layout == "rows" else op.weight.shape[2]
+        if op.layout == "rows":  # (H, R L, L) @ (H, L, Q)
+            if P != 1:
+                raise ValueError(f"layout 'rows' needs P = 1, got u of shape {tuple(u.shape)}")
+            y = torch.bmm(op.weight, u.reshape(H, L, Q))
+        else:  # (H, P, L) @ (H, L, R L)
+            if Q != 1:
+                raise ValueError(f"layout 'cols' needs Q = 1, got u of shape {tuple(u.shape)}")
+            y = torch.bmm(u.reshape(H, P, L), op.weight)
+        return y.view(H, P, RL // L, L, Q)
+    n = op.n_fft
+    Uf = torch.fft.rfft(u, n=n, dim=2)  # (H, P, n/2+1, Q)
+    y = torch.fft.irfft(Uf.unsqueeze(2) * op.weight, n=n, dim=3)[:, :, :, :L]  # (H, P, R, L, Q)
+    return torch.addcmul(y, op.skip, u.unsqueeze(2))
 
 
 class DSSM(nn.Module):
@@ -128,7 +277,7 @@ class DSSM(nn.Module):
         )  # (H,)
         self.C = nn.Parameter(torch.randn(k, H, M, 2))  # (k, H, M) complex as real pairs
         self.D = nn.Parameter(torch.randn(k, H))  # (k, H)
-        self._kernels: dict = {}  # evaluation-time kernel cache, see `kernel`
+        self.cache = ParamCache()  # evaluation-time kernels, operators, read-out weights
 
     # -- parameters in complex form -------------------------------------------------
     def eigenvalues(self) -> torch.Tensor:
@@ -148,38 +297,42 @@ class DSSM(nn.Module):
         Without autograd (evaluation, streaming) the kernel is cached per length and
         dt_scale until a parameter changes (in-place updates bump tensor versions).
         """
-        if torch.is_grad_enabled():
-            return self._kernel(length, dt_scale)
-        key = (length, float(dt_scale))
-        version = tuple(p._version for p in self.parameters()) + (self.C.data_ptr(),)
-        hit = self._kernels.get(key)
-        if hit is None or hit[0] != version:
-            if len(self._kernels) > 16:
-                self._kernels.clear()
-            hit = self._kernels[key] = (version, self._kernel(length, dt_scale))
-        return hit[1]
+        key = ("kernel", length, float(dt_scale))
+        return self.cache.get(key, list(self.parameters()), lambda: self._kernel(length, dt_scale))
 
     def _kernel(self, length: int, dt_scale: float) -> torch.Tensor:
-        dt = (torch.exp(self.log_dt) * dt_scale).unsqueeze(-1)  # (H, 1)
-        dtlam = dt * self.eigenvalues()  # (H, M)
-        dB = (torch.exp(dtlam) - 1) / self.eigenvalues()  # (H, M)
-        ell = torch.arange(length, device=dtlam.device, dtype=torch.float32)
-        powers = torch.exp(dtlam.unsqueeze(-1) * ell)  # (H, M, L): dA^l
-        return 2 * torch.einsum("khm,hml->khl", self._C() * dB, powers).real
+        # dA^l = dA^(q b) dA^r with l = q b + r: two small Vandermonde factors instead of
+        # the (H, M, L) powers, and the sum over modes as one real batched matmul
+        lam = self.eigenvalues()  # (S, M)
+        dtlam = (torch.exp(self.log_dt) * dt_scale).unsqueeze(-1) * lam  # (H, M)
+        H, M, k = self.channels, self.modes, self.out_channels
+        b = max(1, math.isqrt(length - 1) + 1) if length > 1 else 1
+        nq = -(-length // b)
+        steps = torch.arange(max(b, nq), device=dtlam.device, dtype=torch.float32)
+        W = self._C() * ((cexp(dtlam) - 1) / lam)  # (k, H, M): C dB
+        Vq = cexp(dtlam.unsqueeze(1) * (steps[:nq] * b).unsqueeze(-1))  # (H, nq, M): dA^(q b)
+        Vr = cexp(dtlam.unsqueeze(-1) * steps[:b])  # (H, M, b): dA^r
+        A = (W.transpose(0, 1).unsqueeze(2) * Vq.unsqueeze(1)).reshape(H, k * nq, M)
+        # Re(A Vr) = [Re A, -Im A] @ [Re Vr; Im Vr]
+        K = torch.bmm(torch.cat([A.real, -A.imag], -1), torch.cat([Vr.real, Vr.imag], 1))
+        return 2 * K.view(H, k, nq * b)[..., :length].transpose(0, 1)  # (k, H, L)
+
+    def operator(self, length: int, layout: str, dt_scale: float = 1.0, anticausal: bool = False,
+                 method: str = "auto") -> ConvOperator:
+        """This layer's convolution (cached without autograd), see `conv_operator`."""
+        key = ("op", length, layout, float(dt_scale), anticausal, method)
+        return self.cache.get(key, list(self.parameters()), lambda: conv_operator(
+            self.kernel(length, dt_scale), self.D, [anticausal] * self.out_channels, layout, method))
 
     # -- convolution mode -----------------------------------------------------------
     def forward(self, u: torch.Tensor, dt_scale: float = 1.0, dt: torch.Tensor | None = None) -> torch.Tensor:
         """u (B, L, H) -> y (B, L, H, k). With per-frame `dt` (B, L) this runs `scan`."""
         if dt is not None:
             return self.scan(u, dt * dt_scale)
-        L = u.shape[1]
-        K = self.kernel(L, dt_scale)  # (k, H, L)
-        n = 2 * L  # zero padding makes the circular convolution linear (causal)
-        Uf = torch.fft.rfft(u.transpose(1, 2).float(), n=n)  # (B, H, n/2+1)
-        Kf = torch.fft.rfft(K, n=n)  # (k, H, n/2+1)
-        y = torch.fft.irfft(Uf.unsqueeze(1) * Kf, n=n)[..., :L]  # (B, k, H, L)
-        y = y + self.D.unsqueeze(-1) * u.transpose(1, 2).unsqueeze(1)
-        return y.permute(0, 3, 2, 1).to(u.dtype)  # (B, L, H, k)
+        B, L, H = u.shape
+        op = self.operator(L, "cols", dt_scale)
+        y = apply_conv(op, u.permute(2, 0, 1).unsqueeze(-1).to(self.D.dtype))  # (H, B, k, L, 1)
+        return y[..., 0].permute(1, 3, 0, 2).to(u.dtype)  # (B, L, H, k)
 
     # -- scan mode: one step size per frame -----------------------------------------
     def scan(self, u: torch.Tensor, dt: torch.Tensor, state: torch.Tensor | None = None,
@@ -187,30 +340,54 @@ class DSSM(nn.Module):
         """u (B, L, H), dt (B, L) in units of the learned step -> y (B, L, H, k).
 
         Solves s_t = dA_t s_{t-1} + dB_t u_t, with dA_t, dB_t from each frame's own
-        step, in blocks of `block` frames: within a block a Hillis-Steele prefix scan
-        (log2(block) sweeps over products of |dA| <= 1, so it is stable), the last state
-        carried into the next block. `state` (B, H, M) continues an earlier sequence.
+        step. `state` (B, H, M) continues an earlier sequence. See `scan_frames`.
         """
         B, L, H = u.shape
         if dt.shape != (B, L):
             raise ValueError(f"dt must have shape (batch, frames) = {(B, L)}, got {tuple(dt.shape)}")
-        lam, C = self.eigenvalues(), self._C()  # (S, M), (k, H, M)
-        steps = dt.unsqueeze(-1) * torch.exp(self.log_dt)  # (B, L, H)
+        y, _ = self.scan_frames(u.transpose(0, 1), dt.t(), state, block)
+        return y.transpose(0, 1)
+
+    def scan_frames(self, u: torch.Tensor, dt: torch.Tensor, state: torch.Tensor | None = None,
+                    block: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame-major scan: u (L, N, H), dt (L, N) -> y (L, N, H, k), last state (N, H, M).
+
+        In blocks of `block` frames: the block's dA_t, dB_t u_t in one vectorised pass,
+        then the recurrence frame by frame (on CUDA a Hillis-Steele prefix scan, log2(block)
+        sweeps over products of |dA| <= 1, so it is stable), then the read-out of the
+        block's states at once.
+        """
+        L, N, H = u.shape
+        lam, step = self.eigenvalues(), torch.exp(self.log_dt)  # (S, M), (H,)
+        R = self.readout_weight()  # (H, 2M, k)
         ys = []
         for t0 in range(0, L, block):
-            a, b = zoh(lam, steps[:, t0:t0 + block].unsqueeze(-1))  # (B, l, H, M)
-            b = b * u[:, t0:t0 + block].unsqueeze(-1)
+            a, b = zoh(lam, (dt[t0:t0 + block].unsqueeze(-1) * step).unsqueeze(-1))  # (l, N, H, M)
+            b = b * u[t0:t0 + block].unsqueeze(-1)
             if state is not None:  # fold the carried state into the block's first frame
-                b = torch.cat([b[:, :1] + a[:, :1] * state.unsqueeze(1), b[:, 1:]], 1)
-            s = _linear_scan(a, b)  # (B, l, H, M)
-            state = s[:, -1]
-            ys.append(2 * torch.einsum("blhm,khm->blhk", s, C).real)
-        return torch.cat(ys, 1) + u.unsqueeze(-1) * self.D.T
+                b = torch.cat([torch.addcmul(b[:1], a[:1], state.unsqueeze(0)), b[1:]], 0)
+            s = _linear_scan(a, b) if a.is_cuda else _sequential_scan(a, b)  # (l, N, H, M)
+            state = s[-1]
+            ys.append(_readout(s, R))
+        y = torch.cat(ys, 0) if len(ys) > 1 else ys[0]
+        return torch.addcmul(y, u.unsqueeze(-1), self.D.t()), state
 
     # -- recurrent mode: streaming --------------------------------------------------
     def initial_state(self, batch_size: int, device=None) -> torch.Tensor:
         """Zero state (B, H, M) complex."""
         return torch.zeros(batch_size, self.channels, self.modes, dtype=torch.complex64, device=device)
+
+    def readout_weight(self) -> torch.Tensor:
+        """R (H, 2M, k) with 2 Re(C s) = view_as_real(s) @ R (cached without autograd)."""
+        def compute():
+            C = self.C  # (k, H, M, 2): 2 Re(C s) = 2 (C_re s_re - C_im s_im)
+            return (2 * torch.stack([C[..., 0], -C[..., 1]], -1)).permute(1, 2, 3, 0).reshape(
+                self.channels, 2 * self.modes, self.out_channels)
+        return self.cache.get("readout", [self.C], compute)
+
+    def readout(self, state: torch.Tensor) -> torch.Tensor:
+        """2 Re(C s): states (..., H, M) complex -> (..., H, k), without the skip D u."""
+        return _readout(state, self.readout_weight())
 
     def step(self, u_t: torch.Tensor, state: torch.Tensor, dt: float | torch.Tensor = 1.0,
              discretised: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,8 +399,8 @@ class DSSM(nn.Module):
         if discretised is None:
             discretised = self.discretise_step(dt, u_t.device)
         dA, dB = discretised
-        state = dA * state + dB * u_t.unsqueeze(-1)  # (B, H, M)
-        y = 2 * torch.einsum("bhm,khm->bhk", state, self._C()).real + u_t.unsqueeze(-1) * self.D.T
+        state = torch.addcmul(dB * u_t.unsqueeze(-1), dA, state)  # (B, H, M)
+        y = torch.addcmul(_readout(state, self.readout_weight()), u_t.unsqueeze(-1), self.D.t())
         return y, state
 
     def discretise_step(self, dt: float | torch.Tensor, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,12 +413,27 @@ class DSSM(nn.Module):
         return self.discretise(dts.unsqueeze(-1))
 
 
+def _readout(s: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """States s (..., H, M) complex, R (H, 2M, k) -> 2 Re(C s) (..., H, k)."""
+    sr = torch.view_as_real(s).flatten(-2)  # (..., H, 2M): (re, im) interleaved
+    return torch.einsum("...hj,hjk->...hk", sr, R)
+
+
+def _sequential_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """All prefixes of s_t = a_t s_{t-1} + b_t (s_{-1} = 0) along dim 0, frame by frame."""
+    s, out = b[0], [b[0]]
+    for t in range(1, a.shape[0]):
+        s = torch.addcmul(b[t], a[t], s)
+        out.append(s)
+    return torch.stack(out, 0)
+
+
 def _linear_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """All prefixes of s_t = a_t s_{t-1} + b_t (s_{-1} = 0) along dim 1, in log2(L) sweeps."""
-    L = a.shape[1]
+    """All prefixes of s_t = a_t s_{t-1} + b_t (s_{-1} = 0) along dim 0, in log2(L) sweeps."""
+    L = a.shape[0]
     d = 1
     while d < L:
-        b = torch.cat([b[:, :d], b[:, d:] + a[:, d:] * b[:, :-d]], dim=1)
-        a = torch.cat([a[:, :d], a[:, d:] * a[:, :-d]], dim=1)
+        b = torch.cat([b[:d], b[d:] + a[d:] * b[:-d]], dim=0)
+        a = torch.cat([a[:d], a[d:] * a[:-d]], dim=0)
         d *= 2
     return b

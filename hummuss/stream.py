@@ -53,7 +53,7 @@ class HumMUSSStream:
                                for layer in self.model.layers]
         return self._cache[dt]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self, x_t: torch.Tensor, dt: float | torch.Tensor = 1.0) -> torch.Tensor:
         """x_t (B, 17, 3) -> pose (B, 17, 3). dt: this frame's step in training steps."""
         model, cfg = self.model, self.model.config
@@ -76,11 +76,11 @@ class HumMUSSStream:
 
     @staticmethod
     def _layer_step(layer: Layer, h, states, disc, B, J, D):
+        """h (B, J, D) -> (B, J, D); the temporal states (B J, H, M) advance in place."""
         # stream 1: spatial over the joints, then one temporal step per joint
-        x_st = layer.spatial_st(h)
-        y, states[0] = layer.temporal_st.step(x_st.reshape(B * J, D), states[0], discretised=disc[0])
-        x_st = y.reshape(B, J, D)
+        x_st = layer.spatial_st.run(h.view(B, J, 1, D))
+        x_st = layer.temporal_st.step_(x_st.view(B * J, D), states[0], disc[0])
         # stream 2: one temporal step per joint, then spatial over the joints
-        y, states[1] = layer.temporal_ts.step(h.reshape(B * J, D), states[1], discretised=disc[1])
-        x_ts = layer.spatial_ts(y.reshape(B, J, D))
-        return layer.fuse(x_st, x_ts)
+        y = layer.temporal_ts.step_(h.reshape(B * J, D), states[1], disc[1])
+        x_ts = layer.spatial_ts.run(y.view(B, J, 1, D))
+        return layer.fuse(x_st.view(B, J, D), x_ts.view(B, J, D))

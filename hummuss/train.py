@@ -81,7 +81,8 @@ class TrainConfig(PresetConfig):
     PRESETS = {
         "motionbert": {},
         "pretrain": dict(lr=3e-4, corruption=True, batch_size=64, epochs=90),
-        "cpu": dict(epochs=8, batch_size=16, lr=1e-3, eval_batch_size=32),
+        "cpu": dict(epochs=10, batch_size=16, lr=1e-3, max_steps_per_epoch=20, max_val_clips=48,
+                    eval_batch_size=32),
         "smoke": dict(epochs=2, batch_size=8, lr=1e-3, max_steps_per_epoch=4, eval_batch_size=16),
     }
 
@@ -366,6 +367,9 @@ class Trainer:
     def fit(self, resume: bool = True) -> TrainResult:
         cfg = self.config
         last = self.out_dir / "last.pt"
+        if self.dist.main and self.out_dir.is_dir():  # leftovers of a write killed midway
+            for stale in self.out_dir.glob(".*.pt.*.tmp"):
+                stale.unlink(missing_ok=True)
         if resume and last.exists():
             self.resume(last)
         net = self._init_distributed()

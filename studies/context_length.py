@@ -6,7 +6,7 @@ sliding 27-frame windows (how a transformer is normally run on longer input).
 At the `paper` scale HumMUSS starts from the pre-training stage (`pretrain`).
 """
 
-from suite.registry import PaperRef, Study, Table, Variant, frozen
+from suite.registry import PaperRef, Param, Study, Table, Variant, frozen
 
 STUDY = Study(
     name="context-length",
@@ -32,5 +32,13 @@ STUDY = Study(
         cells=frozen({("motionbert-lite-win", "F_27"): ("motionbert-lite", "F_27"),
                       ("motionbert-lite-win", "F_81"): ("motionbert-lite", "F_81_win27"),
                       ("motionbert-lite-win", "F_243"): ("motionbert-lite", "F_243_win27")}),
+    ),
+    # tune HumMUSS trained on 27 frames (its validation is at the training length)
+    search_space=frozen(
+        state_size=Param("categorical", choices=(8, 16, 32, 64, 128)),  # N
+        dt_min=Param("float", 1e-4, 1e-2, log=True),
+        dt_max=Param("float", 2e-2, 1.0, log=True),
+        lr=Param("float", 1e-4, 3e-3, log=True, target="train"),
+        weight_decay=Param("float", 1e-4, 1e-1, log=True, target="train"),
     ),
 )

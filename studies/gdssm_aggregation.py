@@ -1,6 +1,6 @@
 """Table 2: how should a GDSSM block combine its forward, backward and identity paths?"""
 
-from suite.registry import PaperRef, Study, Table, Variant, frozen
+from suite.registry import PaperRef, Param, Study, Table, Variant, frozen
 
 AGGREGATIONS = (("gate", "Multiplicative gating"), ("mean", "Average pool"),
                 ("learned", "Pooling with learnable weights"))
@@ -26,5 +26,13 @@ STUDY = Study(
         rows=AGGREGATIONS,
         columns=KINDS,
         cells=frozen({(agg, kind): (f"{agg}-{kind}", "as_trained") for agg, _ in AGGREGATIONS for kind, _ in KINDS}),
+    ),
+    # sweep around the causal gating block (the first variant): `hummuss-suite sweep gdssm-aggregation`
+    search_space=frozen(
+        gdssm_aggregation=Param("categorical", choices=("gate", "mean", "learned")),
+        expand=Param("float", 1.5, 4.0, step=0.5),  # m
+        temporal_channels=Param("int", 1, 4),  # k of the temporal blocks
+        lr=Param("float", 1e-4, 3e-3, log=True, target="train"),
+        weight_decay=Param("float", 1e-4, 1e-1, log=True, target="train"),
     ),
 )

@@ -1,6 +1,6 @@
 """Table 3: how should a layer fuse its spatial-temporal and temporal-spatial streams?"""
 
-from suite.registry import PaperRef, Study, Table, Variant, frozen
+from suite.registry import PaperRef, Param, Study, Table, Variant, frozen
 
 FUSIONS = (("gate", "Multiplicative gating"), ("mean", "Average pool"),
            ("learned", "Pooling with learnable weights"))
@@ -25,5 +25,12 @@ STUDY = Study(
         rows=FUSIONS,
         columns=KINDS,
         cells=frozen({(f, kind): (f"{f}-{kind}", "as_trained") for f, _ in FUSIONS for kind, _ in KINDS}),
+    ),
+    # sweep around the causal gated fusion (the first variant): `hummuss-suite sweep stream-aggregation`
+    search_space=frozen(
+        stream_fusion=Param("categorical", choices=("gate", "mean", "learned")),
+        state_size=Param("categorical", choices=(8, 16, 32, 64, 128)),  # N
+        lr=Param("float", 1e-4, 3e-3, log=True, target="train"),
+        weight_decay=Param("float", 1e-4, 1e-1, log=True, target="train"),
     ),
 )

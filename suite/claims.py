@@ -1,20 +1,31 @@
 """Claiming runs through the tracking store, so no run executes twice.
 
 Several `hummuss-suite run` processes (on one machine or many sharing a tracking
-server) may expand the same study. Before a run starts, its process claims it:
+server) may expand the same study. Just before a run starts, its process claims it:
 
 - a FINISHED run with the same config hash: nothing to do;
 - a RUNNING one whose `heartbeat` tag is fresh (younger than `claim_ttl_s`): it is
-  someone else's;
+  someone else's (`holder` names it); the runner looks again later;
 - a FAILED, KILLED or stale RUNNING one: taken over (resumed into the same MLflow run
   from its checkpoint) by writing a `claim` token and reading it back after a pause:
   the last writer wins, every other claimant backs off;
 - none: a new run is created, then every run with that hash is read back and the
   earliest live one wins; a process that lost deletes its own run.
+
+Both races are decided by reading back after `SETTLE_S`. That is sound only if a
+claimant's write lands within `SETTLE_S` of its first read, so a claim whose read and
+write took longer than `MAX_GAP_S` is withdrawn and tried again.
+
+A claim lives as long as its holder: the worker (`suite.worker.Heartbeat`) and the
+runner (`ClaimKeeper`, also for runs queued on Slurm) refresh the `heartbeat` tag every
+`claim_ttl_s / 4`; when the holder dies the heartbeat stops, and `claim_ttl_s` later
+the run is stale and the next claimant takes it over.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,15 +34,20 @@ from suite.runspec import RunSpec
 from suite.tracking import Tracker
 
 SETTLE_S = 0.5  # pause between writing a claim and reading it back
+MAX_GAP_S = 0.8 * SETTLE_S  # longest first-read-to-write time for which read-back decides
+ATTEMPTS = 5  # claims withdrawn for being slow before giving up ("lost")
 
 
 @dataclass
 class Claim:
     run_id: str | None  # None: not ours to run
     action: str  # new | resume | finished | running-elsewhere | lost
+    holder: str | None = None  # running-elsewhere: the live run; finished: the finished run
+    previous: str = ""  # resume: what the run was ("FAILED", "KILLED", "RUNNING, no heartbeat for 412 s")
 
 
-def _heartbeat(run) -> float:
+def heartbeat_of(run) -> float:
+    """The run's last heartbeat (seconds since the epoch); its start when it has none."""
     tag = run.data.tags.get("heartbeat")
     try:
         return float(tag) if tag else run.info.start_time / 1000.0
@@ -39,34 +55,97 @@ def _heartbeat(run) -> float:
         return run.info.start_time / 1000.0
 
 
-def _live(run, ttl: float, now: float) -> bool:
-    return run.info.status == "RUNNING" and now - _heartbeat(run) < ttl
+def is_live(run, ttl: float, now: float) -> bool:
+    """RUNNING with a heartbeat younger than `ttl` seconds."""
+    return run.info.status == "RUNNING" and now - heartbeat_of(run) < ttl
 
 
 def claim(tracker: Tracker, experiment_id: str, spec: RunSpec, parent_id: str | None,
           token: str | None = None) -> Claim:
     token = token or uuid.uuid4().hex
     ttl = tracker.settings.claim_ttl_s
-    runs = tracker.runs_with_hash(experiment_id, spec.config_hash)
-    now = time.time()
-    if any(r.info.status == "FINISHED" for r in runs):
-        return Claim(None, "finished")
-    if any(_live(r, ttl, now) for r in runs):
-        return Claim(None, "running-elsewhere")
-    if runs:  # failed, killed or abandoned: take it over
-        target = runs[0].info.run_id
-        tracker.set_tags(target, {"claim": token, "heartbeat": f"{now:.0f}"})
-        tracker.set_status(target, "RUNNING")
+    for _attempt in range(ATTEMPTS):
+        first_read = time.time()
+        runs = tracker.runs_with_hash(experiment_id, spec.config_hash)
+        now = time.time()
+        done = [r for r in runs if r.info.status == "FINISHED"]
+        if done:
+            return Claim(None, "finished", holder=done[0].info.run_id)
+        live = [r for r in runs if is_live(r, ttl, now) and r.data.tags.get("claim") != token]
+        if live:
+            return Claim(None, "running-elsewhere", holder=live[0].info.run_id)
+        if runs:  # failed, killed or abandoned (or our own withdrawn claim): take it over
+            target = runs[0]
+            previous = target.info.status
+            if previous == "RUNNING" and target.data.tags.get("claim") != token:
+                previous = f"RUNNING, no heartbeat for {now - heartbeat_of(target):.0f} s"
+            tracker.set_tags(target.info.run_id, {"claim": token, "heartbeat": f"{time.time():.3f}"})
+            if time.time() - first_read > MAX_GAP_S:
+                continue  # too slow for the read-back to be sure: look again
+            tracker.set_status(target.info.run_id, "RUNNING")
+            time.sleep(SETTLE_S)
+            current = tracker.client.get_run(target.info.run_id).data.tags.get("claim")
+            if current == token:
+                return Claim(target.info.run_id, "resume", previous=previous)
+            return Claim(None, "lost", holder=target.info.run_id)
+        tags = {**spec.tags(), "claim": token, "heartbeat": f"{time.time():.3f}"}
+        run_id = tracker.create_run(experiment_id, spec.name, tags, parent_id)
+        if time.time() - first_read > MAX_GAP_S:
+            tracker.client.delete_run(run_id)
+            continue
         time.sleep(SETTLE_S)
-        current = tracker.client.get_run(target).data.tags.get("claim")
-        return Claim(target, "resume") if current == token else Claim(None, "lost")
-    tags = {**spec.tags(), "claim": token, "heartbeat": f"{now:.0f}"}
-    run_id = tracker.create_run(experiment_id, spec.name, tags, parent_id)
-    time.sleep(SETTLE_S)
-    rivals = [r for r in tracker.runs_with_hash(experiment_id, spec.config_hash)
-              if r.info.status in ("RUNNING", "FINISHED")]
-    rivals.sort(key=lambda r: (r.info.start_time, r.info.run_id))
-    if rivals and rivals[0].info.run_id != run_id:
-        tracker.client.delete_run(run_id)
-        return Claim(None, "lost")
-    return Claim(run_id, "new")
+        rivals = [r for r in tracker.runs_with_hash(experiment_id, spec.config_hash)
+                  if r.info.status in ("RUNNING", "FINISHED")]
+        rivals.sort(key=lambda r: (r.info.start_time, r.info.run_id))
+        if rivals and rivals[0].info.run_id != run_id:
+            tracker.client.delete_run(run_id)
+            return Claim(None, "lost", holder=rivals[0].info.run_id)
+        return Claim(run_id, "new")
+    return Claim(None, "lost")
+
+
+class ClaimKeeper:
+    """Refresh the `heartbeat` of every run this process holds, in the background.
+
+        with ClaimKeeper(tracker) as keeper:
+            keeper.add(run_id)      # claimed: queued on Slurm, starting in a child, ...
+            ...
+            keeper.discard(run_id)  # ended
+
+    Every `claim_ttl_s / 4` (at least 1 s). A missed beat is not an error.
+    """
+
+    def __init__(self, tracker: Tracker, interval: float | None = None):
+        self.tracker = tracker
+        self.interval = max(1.0, interval if interval is not None else tracker.settings.claim_ttl_s / 4)
+        self._runs: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="claim-keeper")
+
+    def add(self, run_id: str) -> None:
+        with self._lock:
+            self._runs.add(run_id)
+
+    def discard(self, run_id: str) -> None:
+        with self._lock:
+            self._runs.discard(run_id)
+
+    @property
+    def runs(self) -> set[str]:
+        with self._lock:
+            return set(self._runs)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            for run_id in self.runs:
+                with contextlib.suppress(Exception):
+                    self.tracker.set_tags(run_id, {"heartbeat": f"{time.time():.3f}"})
+
+    def __enter__(self) -> ClaimKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

@@ -64,7 +64,8 @@ _PRESETS = dict(
 SCALES: Mapping[str, Scale] = frozen(
     smoke=Scale("smoke", "synthetic:scale=smoke", _PRESETS["smoke"], "smoke", frames=27, stride=9,
                 eval=frozen(max_sequences=2, batch_size=16)),
-    cpu=Scale("cpu", "synthetic", _PRESETS["cpu"], "cpu", frames=81, stride=27),
+    cpu=Scale("cpu", "synthetic", _PRESETS["cpu"], "cpu", frames=81, stride=27,
+              eval=frozen(max_sequences=16)),
     paper=Scale("paper", "mpi3dhp:data/mpi3dhp", _PRESETS["paper"], "motionbert", frames=243, stride=81,
                 seeds=(0, 1, 2)),
 )
@@ -117,7 +118,16 @@ class Table:
 
 @dataclass(frozen=True)
 class Param:
-    """One dimension of a sweep's search space (see suite/sweep.py)."""
+    """One dimension of a sweep's search space (see suite/sweep.py).
+
+    The key of a `Study.search_space` entry names a field of the target config (the
+    base variant's model config, or `TrainConfig`); the sweep validates every entry
+    before the first trial runs.
+        Param("float", 1e-4, 3e-3, log=True, target="train")   # lr on a log scale
+        Param("float", 1.5, 4.0, step=0.5)                     # expand m: 1.5, 2.0, ..., 4.0
+        Param("int", 1, 4)                                     # temporal_channels k
+        Param("categorical", choices=("gate", "mean", "learned"))
+    """
 
     kind: str  # float | int | categorical
     low: float | None = None
@@ -125,6 +135,7 @@ class Param:
     log: bool = False
     choices: tuple = ()
     target: str = "model"  # model | train
+    step: float | None = None  # spacing of a float or int range (a grid sampler needs it on floats)
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,23 @@
 
     runner = Runner(Tracker(load_settings()), jobs=2)
     outcomes = runner.run_study("context-length", "smoke")
+    print(summary(outcomes))
 
-Runs execute in this process (`jobs=1`), in `jobs` parallel child processes, or each
-under `torchrun --nproc-per-node N` (`launcher="torchrun"`). Stages (`init_from`) run
-before the runs that start from them. A failing run does not stop its siblings;
-Ctrl-C stops cleanly: running runs are marked KILLED and their checkpoints kept.
+Where runs execute (see suite/launch.py):
+- `jobs=1`, launcher `local`: one after the other in this process;
+- `jobs=N`: in up to N child processes at once, each pinned to its own GPU(s) when the
+  machine has GPUs (`gpus_per_run`, default 1; K > 1 runs torchrun with K processes);
+- launcher `torchrun`: each run under `torchrun --nproc-per-node N`;
+- launcher `slurm`: a submitit job array (`slurm=SlurmOptions(...)`).
+
+Each run is claimed (suite/claims.py) just before it starts, so several processes, on
+one machine or many sharing a tracking store, divide a study between them. A run some
+other process holds is looked at again every `claim_ttl_s / 4`: when it finished it is
+skipped, when its holder died (no heartbeat for `claim_ttl_s`) it is taken over and
+resumed from its checkpoint. With `wait=False` the runner stops looking once its own
+runs are done. Stages (`init_from`) run before the runs that start from them. A failing
+run does not stop its siblings; Ctrl-C stops cleanly: running runs are marked KILLED
+and their checkpoints kept.
 """
 
 from __future__ import annotations
@@ -22,12 +34,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from suite.claims import claim
+from suite.claims import ClaimKeeper, claim
+from suite.launch import (
+    LAUNCHERS,
+    DevicePlan,
+    DevicePool,
+    RunTask,
+    SlurmOptions,
+    discover_gpus,
+    plan_devices,
+    project_on_pythonpath,
+)
 from suite.runspec import RunSpec, expand
 from suite.tracking import PROJECT_DIR, Tracker, git_commit
 from suite.worker import execute, log_path
-
-LAUNCHERS = ("local", "torchrun")
 
 
 @dataclass
@@ -42,13 +62,21 @@ class Outcome:
 
 class Runner:
     def __init__(self, tracker: Tracker, jobs: int = 1, launcher: str = "local", nproc_per_node: int = 1,
-                 say=print):
+                 say=print, *, gpus_per_run: int | None = None, wait: bool = True,
+                 slurm: SlurmOptions | None = None):
         if launcher not in LAUNCHERS:
             raise ValueError(f"unknown launcher {launcher!r}; known: {', '.join(LAUNCHERS)}")
         if jobs < 1 or nproc_per_node < 1:
-            raise ValueError("--jobs and --nproc-per-node must be >= 1")
+            raise ValueError(f"--jobs and --nproc-per-node must be >= 1, got {jobs} and {nproc_per_node}")
+        if gpus_per_run is not None and gpus_per_run < 0:
+            raise ValueError(f"--gpus-per-run must be >= 0, got {gpus_per_run}")
         self.tracker, self.jobs, self.launcher, self.nproc = tracker, jobs, launcher, nproc_per_node
-        self.say = say
+        self.gpus_per_run, self.wait, self.say = gpus_per_run, wait, say
+        self.slurm = slurm or (SlurmOptions(gpus_per_task=1 if gpus_per_run is None else gpus_per_run)
+                               if launcher == "slurm" else None)
+        self._plan: DevicePlan | None = None
+        if launcher != "slurm":
+            self.device_plan()  # bad combinations fail here, before anything is logged
 
     # -- the plan ------------------------------------------------------------------------
     def run_study(self, study: str, scale: str, seeds=None, data=None, sets=None, variants=None,
@@ -73,6 +101,23 @@ class Runner:
             outcomes += self._run_group(study, group, parent_tags or {})
         return outcomes
 
+    def device_plan(self) -> DevicePlan:
+        """GPUs found and how runs share them (discovered and said once, at construction)."""
+        if self._plan is None:
+            self._plan = plan_devices(discover_gpus(), self.jobs, self.gpus_per_run, self.launcher, self.nproc)
+            self.say(self._plan.describe())
+        return self._plan
+
+    def _backend(self):
+        if self.launcher == "slurm":
+            return _SlurmBackend(self)
+        plan = self.device_plan()
+        hide_gpus = bool(plan.gpus) and plan.per_run == 0  # only a child's environment can hide them
+        if self.jobs == 1 and self.launcher == "local" and not plan.torchrun and not hide_gpus:
+            return _InProcess(self)
+        return _Children(self, plan)
+
+    # -- claiming and waiting ----------------------------------------------------------------
     def _run_group(self, study: str, specs: list[RunSpec], parent_tags: dict) -> list[Outcome]:
         tracker = self.tracker
         exp_id = tracker.experiment_id(study)
@@ -81,51 +126,76 @@ class Runner:
                                      "git_commit": git_commit(), **parent_tags})
         self.say(f"{study}: {len(specs)} run(s) at scale {specs[0].scale} "
                  f"(experiment {tracker.experiment_name(study)}, parent run {parent})")
-        todo, outcomes = [], []
-        for spec in specs:
-            c = claim(tracker, exp_id, spec, parent)
-            if c.run_id is None:
-                words = {"finished": "already finished", "running-elsewhere": "running in another process",
-                         "lost": "claimed by another process"}[c.action]
-                self.say(f"  {spec.name}: skipped ({words})")
-                outcomes.append(Outcome(spec, "SKIPPED", words))
-            else:
-                if c.action == "resume":
-                    self.say(f"  {spec.name}: resuming run {c.run_id}")
-                tracker.set_tags(c.run_id, {"git_commit": git_commit()})
-                if c.action == "new":
-                    tracker.log_params(c.run_id, spec.params())
-                todo.append((spec, c.run_id))
+        ttl = tracker.settings.claim_ttl_s
+        recheck = min(30.0, max(1.0, ttl / 4))
+        queue = list(range(len(specs)))  # not claimed yet, in order
+        waiting: dict[int, float] = {}  # held by another process: index -> when to look again
+        results: dict[int, Outcome] = {}
         status = "FINISHED"
-        try:
-            outcomes += self._execute_all(todo)
-        except KeyboardInterrupt:
-            status = "KILLED"
-            raise
-        finally:
-            failed = any(o.status in ("FAILED", "KILLED") for o in outcomes)
-            tracker.set_status(parent, status if status == "KILLED" else ("FAILED" if failed else "FINISHED"))
-        return outcomes
+        backend = None
+        with ClaimKeeper(tracker) as keeper:
+            try:
+                backend = self._backend()
+                while queue or waiting or backend.busy():
+                    now = time.time()
+                    due = [i for i, t in waiting.items() if t <= now]
+                    batch = []
+                    while len(batch) < backend.free_slots() and (queue or due):
+                        i = queue.pop(0) if queue else due.pop(0)
+                        looked_before = waiting.pop(i, None) is not None
+                        started = self._claim(exp_id, specs[i], parent, looked_before, recheck)
+                        if isinstance(started, Outcome):
+                            results[i] = started
+                        elif started is None:  # someone else's: look again later
+                            waiting[i] = time.time() + recheck
+                        else:
+                            keeper.add(started)
+                            batch.append((i, specs[i], started))
+                    if batch:
+                        backend.start(batch)
+                    for i, outcome in backend.poll():
+                        keeper.discard(outcome.run_id)
+                        results[i] = outcome
+                    if not queue and waiting and not backend.busy() and not self.wait:
+                        for i in waiting:
+                            results[i] = Outcome(specs[i], "SKIPPED", "running in another process")
+                        break
+                    if not batch and (backend.busy() or waiting):
+                        pause = backend.poll_s if backend.busy() else min(waiting.values()) - time.time()
+                        time.sleep(min(max(pause, 0.05), recheck))
+            except BaseException as err:  # Ctrl-C, or the store failing under us: stop what runs
+                status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+                if backend is not None:
+                    backend.interrupt()
+                raise
+            finally:
+                failed = any(o.status in ("FAILED", "KILLED") for o in results.values())
+                tracker.set_status(parent, status if status != "FINISHED" else ("FAILED" if failed else "FINISHED"))
+        return [results[i] for i in sorted(results)]
 
-    # -- execution -----------------------------------------------------------------------
-    def _execute_all(self, todo: list[tuple[RunSpec, str]]) -> list[Outcome]:
-        if not todo:
-            return []
-        if self.jobs == 1 and self.launcher == "local":
-            return [self._in_process(spec, run_id) for spec, run_id in todo]
-        return self._in_children(todo)
+    def _claim(self, exp_id: str, spec: RunSpec, parent: str, looked_before: bool, recheck: float):
+        """Claim `spec`: its run id when ours to run, None when another process holds it,
+        else the Outcome (SKIPPED) it ends with."""
+        c = claim(self.tracker, exp_id, spec, parent)
+        if c.action == "finished":
+            reason = "finished by another process" if looked_before else "already finished"
+            self.say(f"  {spec.name}: skipped ({reason})")
+            return Outcome(spec, "SKIPPED", reason, c.holder)
+        if c.action in ("running-elsewhere", "lost"):
+            if not looked_before:
+                ttl = self.tracker.settings.claim_ttl_s
+                then = (f"looking again every {recheck:.0f} s; taken over if its heartbeat stops for {ttl:.0f} s"
+                        if self.wait else "skipped unless it frees up before this process is done")
+                self.say(f"  {spec.name}: held by another process (run {c.holder}); {then}")
+            return None
+        if c.action == "resume":
+            self.say(f"  {spec.name}: resuming run {c.run_id} (was {c.previous})")
+        self.tracker.set_tags(c.run_id, {"git_commit": git_commit()})
+        if c.action == "new":
+            self.tracker.log_params(c.run_id, spec.params())
+        return c.run_id
 
-    def _in_process(self, spec: RunSpec, run_id: str) -> Outcome:
-        started = time.time()
-        self.say(f"  {spec.name}: training (run {run_id})")
-        try:
-            execute(spec, run_id, self.tracker.settings)
-        except KeyboardInterrupt:
-            raise
-        except Exception as err:
-            return self._done(spec, run_id, "FAILED", f"{type(err).__name__}: {err}", started)
-        return self._done(spec, run_id, "FINISHED", "trained and evaluated", started)
-
+    # -- shared by the backends ---------------------------------------------------------------
     def _done(self, spec, run_id, status, reason, started) -> Outcome:
         log = str(log_path(self.tracker.settings, spec))
         o = Outcome(spec, status, reason, run_id, log, time.time() - started)
@@ -133,67 +203,182 @@ class Runner:
                                                                           if status != "FINISHED" else ""))
         return o
 
-    def _command(self, spec_file: Path, run_id: str) -> list[str]:
-        worker = ["-m", "suite.worker", "--spec", str(spec_file), "--run-id", run_id]
-        if self.launcher == "torchrun":
-            torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-            return [torchrun, "--standalone", "--nproc-per-node", str(self.nproc), *worker]
-        return [sys.executable, *worker]
 
-    def _child_env(self) -> dict[str, str]:
-        settings = self.tracker.settings
+class _InProcess:
+    """`jobs=1`: each run executes in this process, one after the other."""
+
+    poll_s = 0.2
+
+    def __init__(self, runner: Runner):
+        self.runner, self._done = runner, []
+
+    def free_slots(self) -> int:
+        return 1
+
+    def busy(self) -> bool:
+        return False
+
+    def start(self, batch) -> None:
+        for i, spec, run_id in batch:
+            started = time.time()
+            self.runner.say(f"  {spec.name}: training (run {run_id})")
+            try:
+                execute(spec, run_id, self.runner.tracker.settings)
+            except KeyboardInterrupt:
+                raise
+            except Exception as err:
+                self._done.append((i, self.runner._done(spec, run_id, "FAILED", f"{type(err).__name__}: {err}",
+                                                        started)))
+            else:
+                self._done.append((i, self.runner._done(spec, run_id, "FINISHED", "trained and evaluated", started)))
+
+    def poll(self):
+        done, self._done = self._done, []
+        return done
+
+    def interrupt(self) -> None:  # execute() marked its run KILLED
+        pass
+
+
+class _Children:
+    """Each run in its own process group (`python -m suite.launch`, or torchrun), pinned
+    to the GPUs the device pool hands it."""
+
+    poll_s = 0.2
+
+    def __init__(self, runner: Runner, plan: DevicePlan):
+        self.runner, self.plan, self.pool = runner, plan, DevicePool(plan)
+        self.running: dict[int, tuple] = {}  # pid -> (proc, i, spec, run_id, started, out, devices)
+        settings = runner.tracker.settings
+        self.spec_dir = Path(settings.checkpoint_dir) / "specs"
+
+    def free_slots(self) -> int:
+        return self.plan.slots - len(self.running)
+
+    def busy(self) -> bool:
+        return bool(self.running)
+
+    def _command(self, spec_file: Path, run_id: str) -> list[str]:
+        entry = ["-m", "suite.launch", "--spec", str(spec_file), "--run-id", run_id]
+        if self.plan.torchrun:
+            torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+            return [torchrun, "--standalone", "--nproc-per-node", str(self.plan.nproc), *entry]
+        return [sys.executable, *entry]
+
+    def _env(self, devices: tuple[str, ...]) -> dict[str, str]:
+        settings = self.runner.tracker.settings
         env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri,
                "HUMMUSS_MLFLOW_CONFIG": settings.source,
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")]))}
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")])),
+               **self.pool.env(devices)}
         if "HUMMUSS_THREADS" not in os.environ:
-            env["HUMMUSS_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
+            env["HUMMUSS_THREADS"] = str(max(1, (os.cpu_count() or 1) // (self.plan.slots * self.plan.nproc)))
         return env
 
-    def _in_children(self, todo: list[tuple[RunSpec, str]]) -> list[Outcome]:
-        spec_dir = Path(self.tracker.settings.checkpoint_dir) / "specs"
-        spec_dir.mkdir(parents=True, exist_ok=True)
-        pending, running, outcomes = list(todo), {}, []
-        try:
-            while pending or running:
-                while pending and len(running) < self.jobs:
-                    spec, run_id = pending.pop(0)
-                    spec_file = spec_dir / f"{spec.config_hash}.json"
-                    spec_file.write_text(json.dumps(spec.to_dict()))
-                    log = log_path(self.tracker.settings, spec)
-                    log.parent.mkdir(parents=True, exist_ok=True)
-                    out = open(log.with_suffix(".out"), "a")
-                    proc = subprocess.Popen(self._command(spec_file, run_id), env=self._child_env(),
-                                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-                    running[proc.pid] = (proc, spec, run_id, time.time(), out)
-                    self.say(f"  {spec.name}: started (pid {proc.pid}, run {run_id}, log {log})")
-                for pid, (proc, spec, run_id, started, out) in list(running.items()):
-                    code = proc.poll()
-                    if code is None:
-                        continue
-                    out.close()
-                    del running[pid]
-                    if code == 0:
-                        outcomes.append(self._done(spec, run_id, "FINISHED", "trained and evaluated", started))
-                    else:
-                        status = "KILLED" if code in (130, -signal.SIGINT, -signal.SIGTERM) else "FAILED"
-                        if code < 0 and status == "FAILED":  # died without marking its run
-                            self.tracker.set_status(run_id, "FAILED")
-                        outcomes.append(self._done(spec, run_id, status, f"exit code {code}", started))
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            self.say("interrupted: stopping the running runs (they are marked KILLED, checkpoints kept)")
-            for proc, *_ in running.values():
-                with contextlib.suppress(OSError):
-                    os.killpg(proc.pid, signal.SIGINT)
-            for proc, _spec, run_id, _started, out in running.values():
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                self.tracker.set_status(run_id, "KILLED")
-                out.close()
-            raise
-        return outcomes
+    def start(self, batch) -> None:
+        self.spec_dir.mkdir(parents=True, exist_ok=True)
+        for i, spec, run_id in batch:
+            devices = self.pool.acquire()
+            assert devices is not None, "started more runs than the device pool has slots"
+            spec_file = self.spec_dir / f"{spec.config_hash}.json"
+            spec_file.write_text(json.dumps(spec.to_dict()))
+            log = log_path(self.runner.tracker.settings, spec)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            out = open(log.with_suffix(".out"), "a")
+            proc = subprocess.Popen(self._command(spec_file, run_id), env=self._env(devices),
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.running[proc.pid] = (proc, i, spec, run_id, time.time(), out, devices)
+            where = f", GPU {','.join(devices)}" if devices else ""
+            self.runner.say(f"  {spec.name}: started (pid {proc.pid}, run {run_id}{where}, log {log})")
+
+    def poll(self):
+        done = []
+        for pid, (proc, i, spec, run_id, started, out, devices) in list(self.running.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            out.close()
+            del self.running[pid]
+            self.pool.release(devices)
+            if code == 0:
+                done.append((i, self.runner._done(spec, run_id, "FINISHED", "trained and evaluated", started)))
+                continue
+            status = "KILLED" if code in (130, -signal.SIGINT, -signal.SIGTERM) else "FAILED"
+            if code < 0 and status == "FAILED":  # died without marking its run
+                self.runner.tracker.set_status(run_id, "FAILED")
+            done.append((i, self.runner._done(spec, run_id, status, f"exit code {code}", started)))
+        return done
+
+    def interrupt(self) -> None:
+        self.runner.say("interrupted: stopping the running runs (they are marked KILLED, checkpoints kept)")
+        for proc, *_ in self.running.values():
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGINT)
+        for proc, _i, _spec, run_id, _started, out, devices in self.running.values():
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            self.runner.tracker.set_status(run_id, "KILLED")
+            out.close()
+            self.pool.release(devices)
+        self.running.clear()
+
+
+class _SlurmBackend:
+    """A submitit job array per batch of claimed runs; the runner waits for the tasks
+    (and keeps their claims alive while they queue)."""
+
+    poll_s = 2.0
+
+    def __init__(self, runner: Runner):
+        self.runner, self.options = runner, runner.slurm
+        self.executor = self.options.executor(parallelism=runner.jobs)
+        self.jobs: list[tuple] = []  # (job, i, spec, run_id, started)
+
+    def free_slots(self) -> int:
+        return 10**6  # Slurm queues them; --jobs caps the array's parallelism
+
+    def busy(self) -> bool:
+        return bool(self.jobs)
+
+    def start(self, batch) -> None:
+        settings = self.runner.tracker.settings
+        with project_on_pythonpath(), self.executor.batch():
+            submitted = [(self.executor.submit(RunTask(), spec.to_dict(), run_id, settings), i, spec, run_id)
+                         for i, spec, run_id in batch]
+        for job, i, spec, run_id in submitted:
+            self.jobs.append((job, i, spec, run_id, time.time()))
+            self.runner.tracker.set_tags(run_id, {"slurm_job": job.job_id, "slurm_log": str(job.paths.stdout)})
+            self.runner.say(f"  {spec.name}: submitted (job {job.job_id}, run {run_id}, "
+                            f"log {log_path(settings, spec)}, slurm log {job.paths.stdout})")
+
+    def poll(self):
+        done = []
+        for entry in list(self.jobs):
+            job, i, spec, run_id, started = entry
+            if not job.done():
+                continue
+            self.jobs.remove(entry)
+            error = job.exception()
+            if error is None:
+                done.append((i, self.runner._done(spec, run_id, "FINISHED", "trained and evaluated", started)))
+                continue
+            last = [line for line in str(error).strip().splitlines() if line.strip()][-1:] or [repr(error)]
+            current = self.runner.tracker.client.get_run(run_id).info.status
+            if current == "RUNNING":  # the task died without marking its run
+                self.runner.tracker.set_status(run_id, "FAILED")
+            done.append((i, self.runner._done(spec, run_id, "FAILED",
+                                              f"{last[0].strip()} (slurm log: {job.paths.stderr})", started)))
+        return done
+
+    def interrupt(self) -> None:
+        self.runner.say("interrupted: cancelling the submitted runs (they are marked KILLED, checkpoints kept)")
+        for job, _i, _spec, run_id, _started in self.jobs:
+            with contextlib.suppress(Exception):
+                job.cancel(check=False)
+            self.runner.tracker.set_status(run_id, "KILLED")
+        self.jobs.clear()
 
 
 def summary(outcomes: list[Outcome]) -> str:

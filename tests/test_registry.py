@@ -4,8 +4,17 @@ import dataclasses
 
 import pytest
 
-from suite.registry import (PaperRef, Study, Table, Variant, frozen, get_study, paper_studies, registry,
-                            validate)
+from suite.registry import (
+    PaperRef,
+    Study,
+    Table,
+    Variant,
+    frozen,
+    get_study,
+    paper_studies,
+    registry,
+    validate,
+)
 from suite.runspec import expand
 
 PAPER_STUDIES = {"context-length", "gdssm-aggregation", "stream-aggregation", "frame-rate", "init-schemes",

@@ -1,0 +1,263 @@
+"""`hummuss-suite bench`: the speed benchmarks of tests/benchmarks, their table and figure.
+
+    df = run_benchmarks("results")        # pytest-benchmark over tests/benchmarks
+    # -> results/benchmarks.json (pytest-benchmark's JSON, figures in each extra_info)
+    #    results/benchmarks.csv, results/benchmarks.md (the table and the target ratios)
+    #    results/figures/latency_vs_context.png
+
+The benchmarks put their figures in `extra_info` (see `record`): model, mode, frames (F,
+the streaming context or the window), batch, latency_ms (median per call), fps,
+peak_mb (allocations during one call, from the torch profiler's memory events),
+macs_per_frame, gmacs (achieved multiply-accumulate rate) and matmul_fraction (gmacs over
+this machine's measured fp32 matmul rate, `gemm_rate`). `benchmarks_table` turns the
+JSON into one row per benchmark; `targets` computes the ratios of issue 9 from one run.
+The measuring helpers live here too so the benchmarks and this module agree on them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "tests" / "benchmarks"
+QUICK_ENV = "HUMMUSS_BENCH_QUICK"  # "1": fewer sizes and rounds (a few minutes)
+COLUMNS = ["group", "name", "model", "mode", "frames", "batch", "latency_ms", "fps", "peak_mb",
+           "macs_per_frame", "gmacs", "matmul_fraction", "rounds", "stddev_ms"]
+
+
+# -- measuring ------------------------------------------------------------------------------
+def quick() -> bool:
+    """True when the benchmarks run in quick mode (HUMMUSS_BENCH_QUICK=1)."""
+    return os.environ.get(QUICK_ENV) == "1"
+
+
+def bench_input(frames: int, batch: int = 1):
+    """A reproducible input (batch, frames, 17, 3) for the benchmarks."""
+    import torch
+
+    return torch.randn(batch, frames, 17, 3, generator=torch.Generator().manual_seed(frames))
+
+
+def tune_malloc(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 << 31) -> bool:
+    """Keep freed memory in glibc's heap instead of returning it to the system.
+
+    By default glibc serves blocks above 128 KiB-32 MiB with mmap and unmaps them on free, so
+    every large activation costs fresh zeroed pages (page faults); a `cpu`-preset training
+    step at F = 243 spends most of its time there. Returns False where there is no glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and \
+        bool(libc.mallopt(M_TRIM_THRESHOLD, trim_threshold))
+
+
+def gemm_rate(m: int = 1024, k: int = 1024, n: int = 1024, seconds: float = 0.5) -> float:
+    """This machine's fp32 matrix-multiply rate in GMAC/s: (m, k) @ (k, n), median of runs."""
+    import torch
+
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    c = torch.empty(m, n)
+    torch.mm(a, b, out=c)
+    reps = max(1, int(2e8 // (m * k * n)))  # about 0.2 GMAC per timed call
+    times, start = [], time.perf_counter()
+    while len(times) < 5 or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b, out=c)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return m * k * n * reps / times[len(times) // 2] / 1e9
+
+
+def peak_memory_mb(fn: Callable[[], object]) -> float:
+    """Peak of the bytes allocated during fn() (torch profiler memory events), in MiB.
+
+    Counts what fn allocates on top of what existed before (parameters, caches and inputs
+    allocated earlier are not counted); run fn once before to fill the model's caches.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    total = peak = 0
+    for _, nbytes in events:
+        total += nbytes
+        peak = max(peak, total)
+    return peak / 2**20
+
+
+def record(benchmark, *, model: str, mode: str, frames: int, frames_per_call: int, macs_per_frame: int,
+           rate: float, batch: int = 1, **extra) -> dict:
+    """Put the standard figures of a finished `benchmark.pedantic` into its extra_info.
+
+    frames: the x value of the comparison (F, context or window); frames_per_call: output
+    frames one timed call produces (batch included); rate: the measured matmul GMAC/s.
+    """
+    median = benchmark.stats.stats.median  # robust to a busy machine's outliers
+    fps = frames_per_call / median
+    gmacs = macs_per_frame * fps / 1e9
+    info = dict(model=model, mode=mode, frames=frames, batch=batch, latency_ms=1e3 * median, fps=fps,
+                macs_per_frame=int(macs_per_frame), gmacs=gmacs, matmul_gmacs=rate,
+                matmul_fraction=gmacs / rate, **extra)
+    benchmark.extra_info.update(info)
+    return info
+
+
+# -- the table ------------------------------------------------------------------------------
+def benchmarks_table(bench: dict) -> pd.DataFrame:
+    """pytest-benchmark JSON -> one row per benchmark (COLUMNS, then any other extra_info)."""
+    rows = []
+    for b in bench.get("benchmarks", []):
+        info, stats = b.get("extra_info", {}), b.get("stats", {})
+        row = {"group": b.get("group"), "name": b.get("name"), "rounds": stats.get("rounds"),
+               "stddev_ms": 1e3 * stats["stddev"] if "stddev" in stats else math.nan}
+        row.update(info)
+        if "latency_ms" not in info and "median" in stats:
+            row["latency_ms"] = 1e3 * stats["median"]
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    for col in COLUMNS:
+        if col not in df:
+            df[col] = math.nan
+    return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
+
+
+def _pick(df: pd.DataFrame, **where) -> pd.Series | None:
+    rows = df
+    for key, value in where.items():
+        rows = rows[rows[key] == value]
+    return rows.iloc[0] if len(rows) else None
+
+
+def targets(df: pd.DataFrame) -> pd.DataFrame:
+    """The ratios of issue 9 from one run: target, measured value, met (None if not measured)."""
+    out = []
+
+    def add(name, goal, value, ok):
+        out.append(dict(target=name, goal=goal, value=value, met=None if value is None else bool(ok(value))))
+
+    def ratio(a, b, col):
+        return None if a is None or b is None else float(a[col] / b[col])
+
+    h100 = _pick(df, model="hummuss-paper-causal", mode="stream", frames=100)
+    h10k = _pick(df, model="hummuss-paper-causal", mode="stream", frames=10_000)
+    mb243 = _pick(df, model="motionbert-lite", mode="stream", frames=243)
+    add("stream latency MotionBERT-Lite (243-frame window) / HumMUSS", ">= 100",
+        ratio(mb243, h100, "latency_ms"), lambda v: v >= 100)
+    add("HumMUSS stream latency at 10,000 / at 100 frames of context", "<= 1.10",
+        ratio(h10k, h100, "latency_ms"), lambda v: v <= 1.10)
+    for frames, goal in ((243, 1.0), (2187, 2.0)):
+        h = _pick(df, model="hummuss-paper-bidirectional", mode="offline", frames=frames)
+        m = _pick(df, model="motionbert-lite", mode="offline", frames=frames)
+        add(f"offline fps HumMUSS / MotionBERT-Lite (one pass), F = {frames}", f">= {goal:g}",
+            ratio(h, m, "fps"), lambda v, g=goal: v >= g)
+    h = _pick(df, model="hummuss-paper-bidirectional", mode="offline", frames=2187)
+    m = _pick(df, model="motionbert-lite", mode="offline", frames=2187)
+    add("offline peak memory HumMUSS / MotionBERT-Lite, F = 2187", "<= 0.5",
+        ratio(h, m, "peak_mb"), lambda v: v <= 0.5)
+    add("HumMUSS stream step: fraction of the measured matmul rate", ">= 0.40",
+        None if h100 is None else float(h100["matmul_fraction"]), lambda v: v >= 0.40)
+    return pd.DataFrame(out, columns=["target", "goal", "value", "met"])
+
+
+def markdown(df: pd.DataFrame, goals: pd.DataFrame) -> str:
+    """The table and the target ratios as markdown."""
+    def fmt(v, spec):
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+    lines = ["| group | model | mode | frames | batch | latency (ms) | fps | peak (MB) | GMAC/frame | "
+             "GMAC/s | of matmul rate |", "|" + "---|" * 11]
+    for _, r in df.iterrows():
+        macs = r["macs_per_frame"] / 1e9 if pd.notna(r["macs_per_frame"]) else None
+        lines.append(f"| {r['group']} | {r['model']} | {r['mode']} | {fmt(r['frames'], '.0f')} | "
+                     f"{fmt(r['batch'], '.0f')} | {fmt(r['latency_ms'], '.2f')} | {fmt(r['fps'], '.1f')} | "
+                     f"{fmt(r['peak_mb'], '.1f')} | {fmt(macs, '.3f')} | {fmt(r['gmacs'], '.1f')} | "
+                     f"{fmt(r['matmul_fraction'], '.1%')} |")
+    lines += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
+    for _, g in goals.iterrows():
+        met = "" if g["met"] is None else ("yes" if g["met"] else "no")
+        lines.append(f"| {g['target']} | {g['goal']} | {fmt(g['value'], '.3g')} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+# -- the figure -----------------------------------------------------------------------------
+def plot_latency_vs_context(df: pd.DataFrame, path: str | Path, title_suffix: str = "") -> Path:
+    """Per-frame streaming latency against context (frames seen, or the window re-run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    stream = df[df["mode"] == "stream"].dropna(subset=["frames", "latency_ms"])
+    if not len(stream):
+        raise ValueError("no streaming benchmarks (mode 'stream') in the table; nothing to plot")
+    fig = Figure(figsize=(7.5, 4.6), layout="constrained")
+    ax = fig.subplots()
+    for model, part in stream.groupby("model", sort=True):
+        part = part.sort_values("frames")
+        label = {"motionbert-lite": "MotionBERT-Lite (re-runs the last min(context, window) frames)"}.get(
+            model, f"{model} (steps its state)")
+        ax.plot(part["frames"], part["latency_ms"], marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("context (frames)")
+    ax.set_ylabel("latency per frame (ms, median, batch 1)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title("Streaming: per-frame latency against context" + title_suffix)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+# -- running --------------------------------------------------------------------------------
+def run_benchmarks(out_dir: str | Path = "results", quick: bool = False) -> pd.DataFrame:
+    """Run tests/benchmarks with pytest-benchmark; write the JSON, table and figure.
+
+    quick: fewer sizes and rounds (context 1,000 instead of 10,000, F <= 243, no paper-size
+    training). Raises RuntimeError if a benchmark failed (after writing what was measured).
+    """
+    import pytest
+
+    if not BENCH_DIR.is_dir():
+        raise FileNotFoundError(f"benchmarks not found at {BENCH_DIR}; run from a source checkout")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "benchmarks.json"
+    old = os.environ.get(QUICK_ENV)
+    os.environ[QUICK_ENV] = "1" if quick else "0"
+    try:
+        code = pytest.main([str(BENCH_DIR), "--benchmark-only", f"--benchmark-json={json_path}",
+                            "--benchmark-columns=median,rounds", "-q", "-p", "no:cacheprovider"])
+    finally:
+        if old is None:
+            os.environ.pop(QUICK_ENV, None)
+        else:
+            os.environ[QUICK_ENV] = old
+    if not json_path.is_file():
+        raise RuntimeError(f"pytest-benchmark wrote no {json_path} (pytest exit code {int(code)})")
+    bench = json.loads(json_path.read_text())
+    df = benchmarks_table(bench)
+    goals = targets(df)
+    df.to_csv(out / "benchmarks.csv", index=False)
+    (out / "benchmarks.md").write_text(markdown(df, goals))
+    cpu = bench.get("machine_info", {}).get("cpu", {}).get("brand_raw")
+    if (df["mode"] == "stream").any():
+        plot_latency_vs_context(df, out / "figures" / "latency_vs_context.png", f" ({cpu})" if cpu else "")
+    if int(code) != 0:
+        raise RuntimeError(f"some benchmarks failed (pytest exit code {int(code)}); "
+                           f"the others are in {json_path}")
+    return df

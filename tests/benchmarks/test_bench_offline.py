@@ -1,0 +1,63 @@
+"""Offline: frames per second and peak memory of one forward pass over F frames, batch 1.
+
+HumMUSS `paper-bidirectional` against MotionBERT-Lite over the whole sequence in one pass
+(built with maxlen = F) and, for F > 243, MotionBERT-Lite in 243-frame windows. Both
+under torch.inference_mode. Peak memory: what one pass allocates (torch profiler events),
+measured on a pass before the timed ones (which also warms HumMUSS's kernel caches).
+"""
+
+import pytest
+import torch
+
+from hummuss.windows import sliding_window_forward
+from suite.bench import bench_input as clip
+from suite.bench import peak_memory_mb, quick, record
+
+QUICK_MODE = quick()
+
+
+FRAMES = (27, 81, 243) if QUICK_MODE else (27, 81, 243, 729, 2187)
+HUMMUSS_ROUNDS = {27: 10, 81: 5, 243: 3, 729: 2, 2187: 2}
+LITE_ROUNDS = {27: 5, 81: 3, 243: 2, 729: 1, 2187: 1}
+
+
+def _run(benchmark, model_fn, x, rounds, warm: bool):
+    with torch.inference_mode():
+        if warm:
+            model_fn(x)
+        peak = peak_memory_mb(lambda: model_fn(x))
+        y = benchmark.pedantic(model_fn, args=(x,), rounds=rounds, iterations=1)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    return peak
+
+
+@pytest.mark.parametrize("frames", FRAMES)
+def test_hummuss_offline(benchmark, models, matmul_rate, frames):
+    model = models("hummuss", "paper-bidirectional")
+    benchmark.group = f"offline F={frames}"
+    peak = _run(benchmark, model, clip(frames), HUMMUSS_ROUNDS[frames], warm=True)
+    record(benchmark, model="hummuss-paper-bidirectional", mode="offline", frames=frames,
+           frames_per_call=frames, macs_per_frame=model.macs_per_frame(), rate=matmul_rate, peak_mb=peak)
+
+
+@pytest.mark.parametrize("frames", FRAMES)
+def test_motionbert_lite_offline(benchmark, models, matmul_rate, frames):
+    lite = models("motionbert", "lite", maxlen=max(frames, 243))
+    benchmark.group = f"offline F={frames}"
+    peak = _run(benchmark, lite, clip(frames), LITE_ROUNDS[frames], warm=False)
+    record(benchmark, model="motionbert-lite", mode="offline", frames=frames, frames_per_call=frames,
+           macs_per_frame=lite.macs_per_frame(frames), rate=matmul_rate, peak_mb=peak, maxlen=lite.config.maxlen)
+
+
+@pytest.mark.parametrize("frames", [f for f in FRAMES if f > 243])
+def test_motionbert_lite_windows(benchmark, models, matmul_rate, frames):
+    lite = models("motionbert", "lite")
+
+    def windows(x):
+        return sliding_window_forward(lite, x, 243)
+
+    benchmark.group = f"offline F={frames}"
+    peak = _run(benchmark, windows, clip(frames), LITE_ROUNDS[frames], warm=False)
+    record(benchmark, model="motionbert-lite", mode="offline, windows of 243", frames=frames,
+           frames_per_call=frames, macs_per_frame=lite.macs_per_frame(243), rate=matmul_rate, peak_mb=peak,
+           windows=-(-frames // 243))

@@ -1,0 +1,62 @@
+"""Streaming: per-frame latency at batch 1.
+
+HumMUSS `paper-causal` steps its state (after 100 and after 10,000 frames of context: the
+cost must not grow); MotionBERT-Lite re-runs its last `window` frames for every new frame
+(windows 27, 81, 243). Peak memory is what one step allocates (torch profiler).
+"""
+
+import pytest
+import torch
+
+from suite.bench import bench_input as clip
+from suite.bench import peak_memory_mb, quick, record
+
+QUICK_MODE = quick()
+
+
+GROUP = "stream: per-frame latency, batch 1"
+CONTEXTS = (100, 1_000) if QUICK_MODE else (100, 10_000)
+ROUNDS = 30 if QUICK_MODE else 100
+WINDOWS = {27: 5, 243: 2} if QUICK_MODE else {27: 20, 81: 10, 243: 5}  # window -> rounds
+
+
+def _frames(x):
+    t = 0
+    while True:
+        yield x[:, t % x.shape[1]]
+        t += 1
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_hummuss_stream_step(benchmark, models, matmul_rate, context):
+    model = models("hummuss", "paper-causal")
+    stream = model.stream(batch_size=1)
+    frames = _frames(clip(500))
+    for _ in range(context):  # the state after `context` frames
+        stream.step(next(frames))
+    assert stream.frames_seen == context
+    peak = peak_memory_mb(lambda: stream.step(next(frames)))
+
+    benchmark.group = GROUP
+    y = benchmark.pedantic(lambda: stream.step(next(frames)), rounds=ROUNDS, iterations=1, warmup_rounds=3)
+    assert y.shape == (1, 17, 3) and torch.isfinite(y).all()
+    state_mb = sum(s.numel() * s.element_size() for pair in stream.states for s in pair) / 2**20
+    record(benchmark, model="hummuss-paper-causal", mode="stream", frames=context, frames_per_call=1,
+           macs_per_frame=model.macs_per_frame(), rate=matmul_rate, peak_mb=peak, state_mb=state_mb)
+
+
+@pytest.mark.parametrize("window", list(WINDOWS))
+def test_motionbert_lite_stream_step(benchmark, models, matmul_rate, window):
+    """Per-frame latency once the buffer is full: each step re-runs `window` frames."""
+    lite = models("motionbert", "lite")
+    x = clip(window + WINDOWS[window] + 2)
+    s = lite.stream(window=window)
+    s.prefill(x[:, :window])  # a full buffer, as after `window` steps
+    frames = iter(range(window, x.shape[1]))
+    peak = peak_memory_mb(lambda: s.step(x[:, next(frames)]))
+
+    benchmark.group = GROUP
+    y = benchmark.pedantic(lambda: s.step(x[:, next(frames)]), rounds=WINDOWS[window], iterations=1)
+    assert y.shape == (1, 17, 3)
+    record(benchmark, model="motionbert-lite", mode="stream", frames=window, frames_per_call=1,
+           macs_per_frame=window * lite.macs_per_frame(window), rate=matmul_rate, peak_mb=peak)

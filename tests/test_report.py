@@ -1,0 +1,393 @@
+"""The report: tables with the right means, stds and n (computed here by hand from what the
+test logged), the paper's numbers beside them, "—" for missing runs, one scale at a time,
+claims judged from the numbers, every figure written, and 500 runs rendered in < 10 s.
+
+The stores are written with the MlflowClient directly (tags, metrics and params as the
+suite logs them, specs from `expand`), batched, on sqlite without fsync while building.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from hummuss.train import CHECKPOINT_FORMAT
+from suite.registry import get_study, paper_studies
+from suite.report import add_report_parser, render_report
+from suite.runspec import expand
+from suite.tracking import Tracker, load_settings, metric_name
+from suite.worker import build_model
+
+SEED_OFFSETS = (0.0, 0.3, 0.9)  # added to a cell's base value, times a per-condition factor
+# base MPJPE (mm) per (study, variant, condition); everything else gets DEFAULT_BASE
+BASE = {
+    ("context-length", "hummuss", "F_27"): 30.0, ("context-length", "hummuss", "F_81"): 30.5,
+    ("context-length", "hummuss", "F_243"): 31.0, ("context-length", "motionbert-lite", "F_27"): 35.0,
+    ("context-length", "motionbert-lite", "F_81"): 38.0, ("context-length", "motionbert-lite", "F_243"): 45.0,
+    # gating best only in the causal column: "best in 1 of 2"
+    ("gdssm-aggregation", "gate-causal", "as_trained"): 40.0,
+    ("gdssm-aggregation", "learned-causal", "as_trained"): 41.0,
+    ("gdssm-aggregation", "mean-causal", "as_trained"): 42.0,
+    ("gdssm-aggregation", "gate-bidirectional", "as_trained"): 36.0,
+    ("gdssm-aggregation", "learned-bidirectional", "as_trained"): 37.0,
+    ("gdssm-aggregation", "mean-bidirectional", "as_trained"): 35.0,
+    # learned fusion best where judged (gate-causal lacks its metric)
+    ("stream-aggregation", "learned-causal", "as_trained"): 40.0,
+    ("stream-aggregation", "mean-causal", "as_trained"): 41.0,
+    ("stream-aggregation", "learned-bidirectional", "as_trained"): 35.0,
+    ("stream-aggregation", "mean-bidirectional", "as_trained"): 36.0,
+    ("stream-aggregation", "gate-bidirectional", "as_trained"): 38.0,
+    # the step helps at every factor and HumMUSS beats MotionBERT at x8
+    ("frame-rate", "hummuss", "as_trained"): 30.0, ("frame-rate", "hummuss", "fps_x2"): 33.0,
+    ("frame-rate", "hummuss", "fps_x2_dt"): 31.0, ("frame-rate", "hummuss", "fps_x4"): 40.0,
+    ("frame-rate", "hummuss", "fps_x4_dt"): 32.0, ("frame-rate", "hummuss", "fps_x8"): 60.0,
+    ("frame-rate", "hummuss", "fps_x8_dt"): 34.0, ("frame-rate", "motionbert-lite", "fps_x8"): 80.0,
+    ("init-schemes", "lin", "as_trained"): 40.0, ("init-schemes", "inv", "as_trained"): 40.5,
+    ("init-schemes", "legs", "as_trained"): 41.0, ("init-schemes", "real", "as_trained"): 40.8,
+}
+DEFAULT_BASE = 50.0
+NOT_LOGGED = {("context-length", "motionbert-lite", "F_243_win27"), ("stream-aggregation", "gate-causal", "as_trained")}
+FAILED_ONLY = {("init-schemes", "rand")}  # variants whose only run failed
+EPOCHS = 3
+
+
+def value(study, variant, condition, seed):
+    factor = 1.0 + (sum(map(ord, condition)) % 3) / 2  # same for every variant: orderings hold
+    return BASE.get((study, variant, condition), DEFAULT_BASE) + SEED_OFFSETS[seed % 3] * factor
+
+
+def conditions(study, variant):
+    """Every condition the study's table reads from `variant`, and as_trained."""
+    t = study.table
+    return {"as_trained"} | {t.cell(r, c)[1] for r, _ in t.rows for c, _ in t.columns if t.cell(r, c)[0] == variant}
+
+
+@contextlib.contextmanager
+def fast_sqlite():
+    """No fsync while a test writes its store (only for building test fixtures)."""
+    def pragmas(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA synchronous=OFF")
+        cursor.execute("PRAGMA journal_mode=MEMORY")
+        cursor.close()
+
+    event.listen(Engine, "connect", pragmas)
+    try:
+        yield
+    finally:
+        event.remove(Engine, "connect", pragmas)
+
+
+@pytest.fixture(autouse=True)
+def own_tracking_uri(monkeypatch):
+    """A Tracker exports MLFLOW_TRACKING_URI (mlflow.set_tracking_uri does), which
+    load_settings prefers: drop it before and after each test, so stores never mix."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def new_store(root):
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # set by the previous Tracker of this process
+    (root / "mlflow.yaml").write_text("tracking_uri: sqlite:///mlruns.db\nartifact_location: mlartifacts\n"
+                                      "checkpoint_dir: checkpoints\n")
+    settings = load_settings(root / "mlflow.yaml")
+    return settings, Tracker(settings)
+
+
+class Writer:
+    """Writes child runs as the worker does, in three calls each; records what it logged."""
+
+    def __init__(self, tracker):
+        self.tracker, self.client = tracker, tracker.client
+        self.clock = 1_700_000_000_000  # end times strictly increase: the latest run is well defined
+        self.logged = {}  # (study, scale, variant, seed) -> {condition: value}
+        self.parents = {}
+
+    def parent(self, study, scale):
+        if (study, scale) not in self.parents:
+            exp = self.tracker.experiment_id(study)
+            run = self.tracker.create_run(exp, f"{study} {scale}", {"kind": "parent", "study": study, "scale": scale})
+            self._end(run, "FINISHED")
+            self.parents[(study, scale)] = (exp, run)
+        return self.parents[(study, scale)]
+
+    def _end(self, run_id, status):
+        self.clock += 1000
+        self.client.set_terminated(run_id, status, end_time=self.clock)
+
+    def child(self, spec, values, status="FINISHED", params=False, record=True):
+        from mlflow.entities import Metric, Param
+
+        exp, parent = self.parent(spec.study, spec.scale)
+        run_id = self.tracker.create_run(exp, spec.name, {**spec.tags(), "git_commit": "abcdef0123"}, parent)
+        metrics = [Metric(metric_name("mpjpe", c), v, 0, EPOCHS) for c, v in values.items()]
+        for epoch in range(1, EPOCHS + 1):
+            metrics += [Metric("val/mpjpe", values.get("as_trained", 50.0) + 10.0 * (EPOCHS - epoch), 0, epoch),
+                        Metric("train/loss", 0.5 / epoch, 0, epoch)]
+        few = [Param("data.spec", spec.data)] if not params else []
+        self.client.log_batch(run_id, metrics=metrics, params=few)
+        if params:
+            self.tracker.log_params(run_id, spec.params())
+        self._end(run_id, status)
+        if record and status == "FINISHED":
+            self.logged[(spec.study, spec.scale, spec.variant, spec.seed)] = dict(values)
+        return run_id
+
+    def study_runs(self, study_name, scale, seeds, params=False):
+        study = get_study(study_name)
+        for spec in expand(study_name, scale, seeds):
+            if (study_name, spec.variant) in FAILED_ONLY:
+                self.child(spec, {}, status="FAILED")
+                continue
+            values = {c: value(study_name, spec.variant, c, spec.seed) for c in conditions(study, spec.variant)
+                      if (study_name, spec.variant, c) not in NOT_LOGGED}
+            self.child(spec, values, params=params)
+
+
+def save_checkpoint(settings, spec):
+    """A trainer-format best.pt for `spec` (an untrained model: the panel only needs weights)."""
+    model = build_model(spec)
+    path = Path(settings.checkpoint_dir) / spec.train_hash / "best.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "model_config": spec.model_config,
+                "train_config": spec.train_config}, path)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Every paper study at scale smoke (3 seeds), one extra cpu run, an older duplicate,
+    failed runs, checkpoints for the frame-rate panel, and a benchmark file."""
+    root = tmp_path_factory.mktemp("store")
+    with pytest.MonkeyPatch.context() as mp, fast_sqlite():
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)  # restored (absent) when the store is built
+        settings, tracker = new_store(root)
+        w = Writer(tracker)
+        duplicate = expand("context-length", "smoke", (0,), variants=("hummuss",))[0]
+        w.child(duplicate, {"F_27": 999.0, "F_81": 999.0, "F_243": 999.0, "as_trained": 999.0}, record=False)
+        for study in paper_studies():
+            w.study_runs(study.name, "smoke", (0, 1, 2), params=study.name == "frame-rate")
+        cpu = expand("context-length", "cpu", (0,), variants=("hummuss",))[0]
+        w.child(cpu, {"F_27": 100.0, "F_81": 101.0, "F_243": 102.0, "as_trained": 100.0})
+        exp, parent = w.parent("context-length", "smoke")
+        for kind in ("trial", "sweep"):  # Optuna sweeps live in the same experiment: not table runs
+            run = tracker.create_run(exp, kind, {"kind": kind, "study": "context-length", "variant": "hummuss",
+                                                 "seed": "0", "scale": "smoke"}, parent)
+            tracker.log_metrics(run, {metric_name("mpjpe", "F_27"): 777.0})
+            tracker.set_status(run, "FINISHED")
+        exp, parent = w.parent("motionbert-baseline", "external")  # as `hummuss-suite evaluate` logs it
+        run = tracker.create_run(exp, "evaluate", {"study": "motionbert-baseline", "variant": "lite", "seed": "0",
+                                                   "scale": "external", "model": "motionbert"}, parent)
+        tracker.log_metrics(run, {metric_name("mpjpe", "as_trained"): 39.0})
+        tracker.set_status(run, "FINISHED")
+        for spec in expand("frame-rate", "smoke", (0,)):
+            save_checkpoint(settings, spec)
+            if spec.model == "hummuss":  # MotionBERT's spec is rebuilt from params and the checkpoint
+                run = tracker.search([tracker.experiment_id("frame-rate")],
+                                     f"tags.variant = '{spec.variant}' and tags.seed = '0'")[0]
+                tracker.log_dict(run.info.run_id, spec.to_dict(), "config.json")
+        bench = root / "benchmarks.json"
+        bench.write_text(json.dumps({"machine_info": {"cpu": {"brand_raw": "test CPU"}}, "benchmarks": [
+            {"name": f"offline[{f}]", "stats": {"median": 0.001 * f},
+             "extra_info": {"model": "motionbert-lite", "mode": "offline", "frames": f, "fps": 1000.0}}
+            for f in (27, 81, 243)] + [
+            {"name": f"stream[{f}]", "stats": {"median": 0.002},
+             "extra_info": {"model": "hummuss", "mode": "stream", "frames": f, "latency_ms": 2.0, "fps": 500.0}}
+            for f in (27, 81, 243)]}))
+        result = render_report(settings, None, root / "results", benchmarks=bench)
+    return dict(root=root, settings=settings, tracker=tracker, logged=w.logged, result=result)
+
+
+def by_hand(logged, study, scale, variant, condition):
+    values = [v[condition] for (s, sc, var, _), v in sorted(logged.items()) if (s, sc, var) == (study, scale, variant)
+              and condition in v]
+    return values, statistics.mean(values), statistics.stdev(values)
+
+
+def cell(result, study, row, column):
+    frame = result.frames[study]
+    return frame[(frame["row"] == row) & (frame["column"] == column)].iloc[0]
+
+
+# -- tables --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("study,row,column,variant,condition", [
+    ("context-length", "hummuss", "F_27", "hummuss", "F_27"),
+    ("context-length", "hummuss", "F_243", "hummuss", "F_243"),
+    ("context-length", "motionbert-lite-win", "F_81", "motionbert-lite", "F_81_win27"),
+    ("gdssm-aggregation", "mean", "bidirectional", "mean-bidirectional", "as_trained"),
+    ("frame-rate", "hummuss-dt", "x8", "hummuss", "fps_x8_dt"),
+    ("frame-rate", "hummuss-fixed", "x8", "hummuss", "fps_x8"),
+    ("frame-rate", "motionbert-lite", "x1", "motionbert-lite", "as_trained"),
+])
+def test_cells_hold_mean_std_and_n_of_the_finished_runs(store, study, row, column, variant, condition):
+    values, mean, std = by_hand(store["logged"], study, "smoke", variant, condition)
+    got = cell(store["result"], study, row, column)
+    assert len(values) == 3 and got["n"] == 3
+    assert got["mean"] == pytest.approx(mean, abs=1e-9)
+    assert got["std"] == pytest.approx(std, abs=1e-9)
+    assert got["metric"] == metric_name("mpjpe", condition)
+    paper = get_study(study).paper.numbers.get((row, column))
+    if paper is not None:
+        assert got["diff"] == pytest.approx(mean - paper, abs=1e-9)
+
+
+def test_context_length_markdown_shows_ours_beside_the_papers_numbers(store):
+    text = (store["result"].out_dir / "tables" / "context-length.md").read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.splitlines() if line.startswith("| ") and "---" not in line}
+    hummuss = rows["HumMUSS"]
+    assert rows[""][:3] == ["F=27", "paper", "Δ"]
+    for i, (condition, paper) in enumerate((("F_27", "25.1"), ("F_81", "25.8"), ("F_243", "26.2"))):
+        _, mean, std = by_hand(store["logged"], "context-length", "smoke", "hummuss", condition)
+        assert hummuss[3 * i] == f"{mean:.1f} ± {std:.1f} (n=3)"
+        assert hummuss[3 * i + 1] == paper
+        assert hummuss[3 * i + 2] == f"{mean - float(paper):+.1f}"
+    assert rows["MotionBERT-Lite, 27-frame windows"][6] == "—"  # F=243 in windows: never logged
+    assert "999" not in text and "777" not in text  # older duplicate, sweep runs: not read
+    assert "scale `smoke` (the scale with the most finished runs; 7 finished runs; also in the store: cpu (1 runs))" in text
+    assert "1 older duplicate run(s) ignored" in text
+
+
+def test_a_missing_cell_shows_a_dash_even_beside_a_paper_number(store):
+    text = (store["result"].out_dir / "tables" / "stream-aggregation.md").read_text()
+    gating = next(line for line in text.splitlines() if line.startswith("| Multiplicative gating"))
+    assert [c.strip() for c in gating.split("|")[2:5]] == ["—", "26.6", ""]
+    assert cell(store["result"], "stream-aggregation", "gate", "causal")["n"] == 0
+
+
+def test_missing_cells_are_listed_with_the_reason(store):
+    result = store["result"]
+    missing = {(m.study, m.variant): m.why for m in result.missing.itertuples()}
+    assert missing == {
+        ("context-length", "motionbert-lite"): "3 finished run(s) at scale smoke lack this metric",
+        ("stream-aggregation", "gate-causal"): "3 finished run(s) at scale smoke lack this metric",
+        ("init-schemes", "rand"): "no finished run of variant 'rand' at scale smoke (3 FAILED)",
+    }
+    readme = result.readme.read_text()
+    assert "| init-schemes | Random | MPJPE | rand | `test/mpjpe/as_trained` | no finished run" in readme
+
+
+def test_csv_and_tex_carry_the_same_numbers(store):
+    import pandas as pd
+
+    tables = store["result"].out_dir / "tables"
+    for study in paper_studies():
+        for ext in ("md", "tex", "csv"):
+            assert (tables / f"{study.name}.{ext}").stat().st_size > 100
+    csv = pd.read_csv(tables / "context-length.csv")
+    row = csv[(csv["row"] == "hummuss") & (csv["column"] == "F_81")].iloc[0]
+    _, mean, std = by_hand(store["logged"], "context-length", "smoke", "hummuss", "F_81")
+    assert (row["n"], row["paper"]) == (3, 25.8)
+    assert row["mean"] == pytest.approx(mean) and row["std"] == pytest.approx(std)
+    tex = (tables / "context-length.tex").read_text()
+    assert f"{mean:.1f} $\\pm$ {std:.1f} (n=3) & 25.8" in tex and "\\label{tab:context-length}" in tex
+
+
+def test_scale_option_reads_only_that_scale(store, tmp_path):
+    result = render_report(store["settings"], ["context-length"], tmp_path, scale="cpu", figures=False)
+    got = cell(result, "context-length", "hummuss", "F_27")
+    assert (got["n"], got["mean"], got["values"]) == (1, 100.0, "100")
+    assert cell(result, "context-length", "motionbert-lite", "F_27")["n"] == 0  # smoke runs are not mixed in
+    assert "scale `cpu` (chosen with --scale; 1 finished runs" in (tmp_path / "tables" / "context-length.md").read_text()
+
+
+def test_a_scale_found_on_runs_can_be_reported(store, tmp_path):
+    result = render_report(store["settings"], ["motionbert-baseline"], tmp_path, scale="external", figures=False)
+    lite, full = cell(result, "motionbert-baseline", "lite", "as_trained"), cell(result, "motionbert-baseline", "full", "as_trained")
+    assert (lite["n"], lite["mean"], full["n"]) == (1, 39.0, 0)
+
+
+def test_unknown_study_and_scale_are_refused_with_the_known_names(store, tmp_path):
+    with pytest.raises(ValueError, match="unknown study 'ctx'; known: .*context-length"):
+        render_report(store["settings"], ["ctx"], tmp_path)
+    with pytest.raises(ValueError, match="unknown scale 'huge'; known: smoke, cpu, paper, external$"):
+        render_report(store["settings"], ["motionbert-baseline"], tmp_path, scale="huge")
+
+
+# -- claims --------------------------------------------------------------------------------------
+def test_claims_are_judged_from_the_numbers(store):
+    claims = {c.study: c for c in store["result"].claims}
+    _, a, _ = by_hand(store["logged"], "context-length", "smoke", "hummuss", "F_27")
+    _, b, _ = by_hand(store["logged"], "context-length", "smoke", "hummuss", "F_243")
+    assert f"HumMUSS's MPJPE grew by {(b / a - 1) * 100:.1f}% from F=27 to F=243 (paper: +4.4%)" in claims["context-length"].text
+    assert claims["context-length"].verdict == "held"
+    assert "Multiplicative gating was best in 1 of 2 model types (paper: 2 of 2)" in claims["gdssm-aggregation"].text
+    assert claims["gdssm-aggregation"].verdict == "partly held"
+    assert "Pooling with learnable weights was best in 1 of 1 model types (paper: 2 of 2)" in claims["stream-aggregation"].text
+    assert claims["stream-aggregation"].verdict == "held"
+    _, dt, _ = by_hand(store["logged"], "frame-rate", "smoke", "hummuss", "fps_x8_dt")
+    _, fixed, _ = by_hand(store["logged"], "frame-rate", "smoke", "hummuss", "fps_x8")
+    text = claims["frame-rate"].text
+    assert f"{dt:.1f} vs {fixed:.1f} mm at x8 ({(dt / fixed - 1) * 100:+.1f}%)" in text
+    assert "helped (at least 1% lower) at 3 of 3 factors" in text and claims["frame-rate"].verdict == "held"
+    assert claims["init-schemes"].verdict == "held" and "1 scheme(s) missing" in claims["init-schemes"].text
+    readme = store["result"].readme.read_text()
+    assert "- **gdssm aggregation** (partly held): Multiplicative gating was best in 1 of 2" in readme
+
+
+# -- figures -------------------------------------------------------------------------------------
+def test_every_figure_is_written(store):
+    result = store["result"]
+    expected = {"context-length", "frame-rate", "skeletons", "aggregation", "init-schemes", "latency"} | {
+        f"training:{s.name}" for s in paper_studies()}
+    assert set(result.figures) == expected, result.skipped
+    for path in result.figures.values():
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    readme = result.readme.read_text()
+    for path in result.figures.values():
+        assert f"(figures/{path.name})" in readme
+
+
+# -- 500 runs ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def big_store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("big")
+    with pytest.MonkeyPatch.context() as mp, fast_sqlite():
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        settings, tracker = new_store(root)
+        w = Writer(tracker)
+        for study in paper_studies():
+            w.study_runs(study.name, "cpu", tuple(range(21)))
+            w.study_runs(study.name, "smoke", (0,))
+    runs = sum(len(tracker.search([tracker.experiment_id(s.name)])) for s in paper_studies())
+    return root, settings, runs
+
+
+def test_500_runs_render_in_under_10_seconds(big_store):
+    root, settings, runs = big_store
+    assert runs >= 500
+    start = time.perf_counter()
+    result = render_report(settings, None, root / "results")
+    seconds = time.perf_counter() - start
+    print(f"\nreport over {runs} runs: {seconds:.2f} s")
+    assert seconds < 10.0
+    assert cell(result, "context-length", "hummuss", "F_27")["n"] == 21
+    assert result.scales["frame-rate"] == "cpu"
+    # no checkpoints and no benchmark file in this store: noted, not fatal
+    assert "checkpoint" in result.skipped["skeletons"] and "make bench" in result.skipped["latency"]
+    assert "Not drawn:" in result.readme.read_text()
+
+
+# -- command line --------------------------------------------------------------------------------
+def test_report_command(store, tmp_path, monkeypatch, capsys):
+    from suite.cli import UsageError
+
+    monkeypatch.setenv("HUMMUSS_MLFLOW_CONFIG", str(store["root"] / "mlflow.yaml"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    parser = argparse.ArgumentParser(prog="hummuss-suite")
+    add_report_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["report", "context-length", "init-schemes", "--out", str(tmp_path), "--no-figures"])
+    assert args.func(args) == 0
+    assert (tmp_path / "tables" / "init-schemes.md").exists() and (tmp_path / "README.md").exists()
+    assert "2 table(s), 0 figure(s), 2 missing cell(s)" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="unknown study 'nope'"):
+        args.func(parser.parse_args(["report", "nope"]))
+    with pytest.raises(UsageError, match="unknown scale 'big'"):
+        args.func(parser.parse_args(["report", "--scale", "big"]))

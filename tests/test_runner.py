@@ -1,0 +1,139 @@
+"""The runner: parallel children, failures kept to their run, Ctrl-C, waiting on other processes, reruns."""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from suite.claims import claim
+from suite.runner import Outcome, Runner, summary
+from suite.runspec import expand
+from suite.tracking import PROJECT_DIR, Tracker, load_settings
+
+TINY = {"epochs": "1", "max_steps_per_epoch": "1", "max_val_clips": "2", "eval.lengths": "27",
+        "eval.flip": "false", "eval.max_sequences": "1"}
+
+
+def _store(tmp_path: Path, monkeypatch, ttl: float) -> Path:
+    config = tmp_path / "mlflow.yaml"
+    config.write_text("tracking_uri: sqlite:///mlruns.db\nartifact_location: mlartifacts\n"
+                      f"checkpoint_dir: checkpoints\nclaim_ttl_s: {ttl}\n")
+    monkeypatch.setenv("HUMMUSS_MLFLOW_CONFIG", str(config))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri exports it
+    monkeypatch.setenv("HUMMUSS_FAKE_GPUS", "0")  # the same placement on any machine
+    return config
+
+
+def _child_runs(tracker: Tracker, study: str):
+    exp = tracker.experiment_id(study, create=False)
+    return [r for r in tracker.search([exp]) if r.data.tags.get("kind") != "parent"]
+
+
+def _lite():
+    return expand("motionbert-baseline", "smoke", sets=TINY, variants=("lite",))[0]
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="unknown launcher 'pbs'; known: local, torchrun, slurm"):
+        Runner(None, launcher="pbs")
+    with pytest.raises(ValueError, match="--jobs and --nproc-per-node must be >= 1, got 0"):
+        Runner(None, jobs=0)
+
+
+def test_summary_lists_every_run_and_names_the_logs_of_those_that_did_not_finish():
+    spec = _lite()
+    text = summary([Outcome(spec, "FINISHED", "trained and evaluated", "r1", "/l/a.log", 12.0),
+                    Outcome(spec, "FAILED", "exit code 1", "r2", "/l/b.log", 3.0)])
+    lines = text.splitlines()
+    assert lines[1].split() == ["motionbert-baseline/lite/seed0", "FINISHED", "12s", "trained", "and", "evaluated"]
+    assert lines[-2:] == ["1 run(s) did not finish:", "  motionbert-baseline/lite/seed0: exit code 1; log: /l/b.log"]
+
+
+def test_failing_run_does_not_stop_its_sibling_and_a_finished_run_is_not_run_again(tmp_path, monkeypatch):
+    _store(tmp_path, monkeypatch, ttl=30)
+    tracker = Tracker(load_settings())
+    good = _lite()
+    bad = dataclasses.replace(good, variant="broken", data="h36m:/nonexistent/data_3d.pkl")
+    said = []
+    outcomes = Runner(tracker, jobs=2, say=said.append).run_specs([good, bad])
+    print("\n".join(said))
+    print(summary(outcomes))
+    assert [(o.spec.variant, o.status) for o in outcomes] == [("lite", "FINISHED"), ("broken", "FAILED")]
+    started = [i for i, line in enumerate(said) if ": started (pid " in line]
+    ended = [i for i, line in enumerate(said) if " in " in line and (": finished" in line or ": failed" in line)]
+    assert len(started) == 2 and max(started) < min(ended), "the two runs did not run side by side"
+    assert len({line.split("pid ")[1].split(",")[0] for line in said if "started (pid" in line}) == 2
+    failed = outcomes[1]
+    assert failed.log.endswith("logs/motionbert-baseline/broken-seed0.log")
+    assert "FileNotFoundError" in Path(failed.log).read_text()
+    assert f"  motionbert-baseline/broken/seed0: exit code 1; log: {failed.log}" in summary(outcomes)
+    assert tracker.client.get_run(failed.run_id).info.status == "FAILED"
+    assert tracker.client.get_run(outcomes[0].run_id).info.status == "FINISHED"
+
+    # the finished study again: nothing runs, no child run is added
+    before = len(_child_runs(tracker, "motionbert-baseline"))
+    said = []
+    outcomes = Runner(tracker, jobs=2, say=said.append).run_specs([good])
+    assert [(o.status, o.reason) for o in outcomes] == [("SKIPPED", "already finished")]
+    assert len(_child_runs(tracker, "motionbert-baseline")) == before == 2
+    assert said[-2].startswith("motionbert-baseline: 1 run(s) at scale smoke")
+    assert said[-1] == "  lite/seed0: skipped (already finished)"  # nothing started
+
+
+def test_ctrl_c_marks_running_runs_killed_and_keeps_their_checkpoints(tmp_path, monkeypatch):
+    """SIGINT to the runner; its run trains in a child process (--jobs 2), which the
+    runner stops (--jobs 1 trains in the runner's process: the worker marks it KILLED)."""
+    config = _store(tmp_path, monkeypatch, ttl=30)
+    sets = [f"{k}={v}" for k, v in {**TINY, "epochs": "500"}.items()]
+    cmd = [sys.executable, "-m", "suite", "run", "motionbert-baseline", "--scale", "smoke", "--variant", "lite",
+           "--jobs", "2", "--set", *sets]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(PYTHONPATH=str(PROJECT_DIR), PYTHONUNBUFFERED="1", MLFLOW_DISABLE_TELEMETRY="true")
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while not list((tmp_path / "checkpoints").glob("*/last.pt")) and time.time() < deadline:
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C reaches the runner process (only)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    print(out[-3000:])
+    assert proc.returncode == 130, out
+    tracker = Tracker(load_settings(config))
+    (run,) = _child_runs(tracker, "motionbert-baseline")
+    assert run.info.status == "KILLED"
+    exp = tracker.experiment_id("motionbert-baseline", create=False)
+    (parent,) = [r for r in tracker.search([exp]) if r.data.tags.get("kind") == "parent"]
+    assert parent.info.status == "KILLED"
+    (last,) = (tmp_path / "checkpoints").glob("*/last.pt")
+    assert last.stat().st_size > 0
+    log = tmp_path / "checkpoints" / "logs" / "motionbert-baseline" / "lite-seed0.log"
+    assert "interrupted: run marked KILLED, checkpoints kept" in log.read_text()
+
+
+def test_a_run_held_by_another_process_is_skipped_or_waited_for(tmp_path, monkeypatch):
+    _store(tmp_path, monkeypatch, ttl=4)  # looked at again every second
+    tracker = Tracker(load_settings())
+    spec = _lite()
+    other = claim(tracker, tracker.experiment_id(spec.study), spec, None)  # "another process" holds it
+    assert other.action == "new"
+
+    said = []
+    outcomes = Runner(tracker, wait=False, say=said.append).run_specs([spec])
+    assert [(o.status, o.reason) for o in outcomes] == [("SKIPPED", "running in another process")]
+    assert any(f"held by another process (run {other.run_id})" in line for line in said)
+
+    threading.Timer(1.0, tracker.set_status, (other.run_id, "FINISHED")).start()
+    outcomes = Runner(tracker, wait=True, say=said.append).run_specs([spec])
+    assert [(o.status, o.reason, o.run_id) for o in outcomes] == \
+        [("SKIPPED", "finished by another process", other.run_id)]
+    assert len(_child_runs(tracker, spec.study)) == 1
