@@ -51,7 +51,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hummuss.fusion import Aggregate
-from hummuss.ssm import DSSM, ParamCache, apply_conv, conv_operator
+from hummuss.ssm import DSSM, ParamCache, advance_state_, advance_state_real_, apply_conv, conv_operator
 
 CHUNK_TOKENS = 8192  # evaluation works on chunks of about this many tokens
 
@@ -131,16 +131,16 @@ class GDSSM(nn.Module):
         return self.cache.get("mix", params, lambda: (
             torch.stack([m.weight for m in mixes], 1), torch.stack([m.bias for m in mixes], 1)))
 
-    def _mix(self, y: torch.Tensor) -> torch.Tensor:
+    def _mix(self, y: torch.Tensor, mix=None) -> torch.Tensor:
         """y (H, P, R, L, Q) -> paths (H, P, directions, L, Q): sum_c w GELU(y_c) + b."""
         H, P, R, L, Q = y.shape
-        w, b = self._mix_weights()
+        w, b = self._mix_weights() if mix is None else mix
         n, k = w.shape[1], w.shape[2]
-        g = F.gelu(y).view(H, P, n, k, L, Q)
-        out = torch.addcmul(b.view(H, 1, n, 1, 1), g[:, :, :, 0], w[:, :, 0].view(H, 1, n, 1, 1))
-        for c in range(1, k):
-            out = out.addcmul_(g[:, :, :, c], w[:, :, c].view(H, 1, n, 1, 1))
-        return out
+        g = F.gelu(y)
+        if k == 1:  # views only: no index ops whose backward would fill zeros
+            return torch.addcmul(b.view(H, 1, n, 1, 1), g, w.view(H, 1, n, 1, 1))
+        out = (g.view(H, P, n, k, L, Q) * w.view(H, 1, n, k, 1, 1)).sum(3)
+        return out.add_(b.view(H, 1, n, 1, 1))
 
     def _project(self, z: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
         """GELU(W z^T + b): tokens z (N, D) -> channel-major (H, N)."""
@@ -188,7 +188,8 @@ class GDSSM(nn.Module):
             out[idx] = self._run(x[idx], dt_scale, None if dt is None else dt[idx])
         return out
 
-    def _run(self, x: torch.Tensor, dt_scale: float, dt: torch.Tensor | None) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, dt_scale: float, dt: torch.Tensor | None, op=None, mix=None) -> torch.Tensor:
+        """`run` on one chunk; `op` and `mix` may pass precomputed `_operator`, `_mix_weights`."""
         P, L, Q, D = x.shape
         H = self.width
         flat = x.reshape(-1, D)  # (N, D) tokens in (P, L, Q) order
@@ -196,10 +197,11 @@ class GDSSM(nn.Module):
         x_id = self._project(z, self.proj_id).view(H, P, L, Q)
         u = self._project(z, self.proj_in).view(H, P, L, Q)
         if dt is None:
-            y = apply_conv(self._operator(L, "cols" if Q == 1 else "rows", dt_scale), u)
+            op = self._operator(L, "cols" if Q == 1 else "rows", dt_scale) if op is None else op
+            y = apply_conv(op, u)
         else:
             y = self._scan(u, dt * dt_scale)
-        paths = self._mix(y)  # (H, P, directions, L, Q)
+        paths = self._mix(y, mix)  # (H, P, directions, L, Q)
         xs = [paths[:, :, i] for i in range(paths.shape[2])] + [x_id]
         y = self.aggregate(*xs, dim=0).reshape(H, -1)  # (H, N)
         out = torch.addmm(self.proj_out.bias, y.t(), self.proj_out.weight.t())  # (N, D)
@@ -220,22 +222,40 @@ class GDSSM(nn.Module):
         y, state = self.ssm_f.step(u, state, dt, discretised)
         return x_t + self.proj_out(self.aggregate(self.mix_f(y), x_id)), state
 
-    def step_(self, x_t: torch.Tensor, state: torch.Tensor, discretised) -> torch.Tensor:
-        """`step` updating `state` (B, H, M) in place (no autograd): x_t (B, D) -> (B, D).
+    def stream_constants(self, joints: int) -> dict:
+        """What a streaming step needs besides the parameters, computed now without autograd.
 
-        `discretised` = (dA, dB), (H, M) or (B, H, M), from `ssm_f.discretise_step`.
+        Spatial blocks: the convolution operator over `joints` and the mix weights;
+        temporal (forward-only) blocks: the read-out weights and the mix weights.
         """
+        with torch.no_grad():
+            if not self.temporal:
+                return dict(op=self._operator(joints, "cols", 1.0), mix=self._mix_weights())
+            self._check_streamable()
+            return dict(R=self.ssm_f.readout_weight(), planes=self.ssm_f.readout_planes(),
+                        mix=self._mix_weights())
+
+    def step_(self, x_t: torch.Tensor, state: torch.Tensor, discretised, consts: dict | None = None) -> torch.Tensor:
+        """`step` updating `state` in place (no autograd): x_t (B, D) -> (B, D).
+
+        state: complex (B, H, M), or its real view (B, H, M, 2) for the fused real-arithmetic
+        update (`advance_state_real_`, meant for torch.compile); `discretised` = (dA, dB) from
+        `ssm_f.discretise_step`, (H, M) or (B, H, M), as real views (.., 2) with a real state.
+        `consts` from `stream_constants`.
+        """
+        consts = self.stream_constants(0) if consts is None else consts
         ssm = self.ssm_f
         z = self.norm(x_t)
         x_id = F.gelu(self.proj_id(z))  # (B, H)
         u = F.gelu(self.proj_in(z))  # (B, H)
-        dA, dB = discretised
-        state.mul_(dA).addcmul_(dB, u.unsqueeze(-1))  # s = dA s + dB u
-        y = ssm.readout(state).addcmul_(u.unsqueeze(-1), ssm.D.t())  # (B, H, k)
-        w, b = self._mix_weights()  # (H, 1, k), (H, 1)
-        x_f = (F.gelu(y) * w[:, 0]).sum(-1).add_(b[:, 0])  # (B, H)
+        if state.is_complex():
+            y = advance_state_(state, *discretised, u, consts["R"], ssm.D)  # (B, H, k)
+        else:
+            y = advance_state_real_(state, *discretised, u, *consts["planes"], ssm.D)
+        w, b = consts["mix"]  # (H, 1, k), (H, 1)
+        x_f = (F.gelu(y) * w[:, 0]).sum(-1) + b[:, 0]  # (B, H)
         out = torch.addmm(x_t, self.aggregate(x_f, x_id), self.proj_out.weight.t())
-        return out.add_(self.proj_out.bias)
+        return out + self.proj_out.bias
 
     def _check_streamable(self):
         if self.bidirectional:

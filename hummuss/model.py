@@ -208,11 +208,14 @@ class HumMUSS(nn.Module):
         of the training step; dt_scale multiplies every step."""
         return self.head(self.pre_logits(self._trunk(x, dt_scale, dt))).transpose(0, 1).contiguous()
 
-    def stream(self, batch_size: int = 1):
-        """A frame-by-frame stepper (causal models only); see hummuss.stream."""
+    def stream(self, batch_size: int = 1, compile: bool = False):
+        """A frame-by-frame stepper (causal models only); see hummuss.stream.
+
+        compile: run each frame through torch.compile (faster after a one-off compilation;
+        falls back to eager execution if compilation fails)."""
         from hummuss.stream import HumMUSSStream
 
-        return HumMUSSStream(self, batch_size)
+        return HumMUSSStream(self, batch_size, compile=compile)
 
     # -- accounting -------------------------------------------------------------------
     def num_parameters(self) -> int:

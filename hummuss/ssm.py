@@ -385,6 +385,11 @@ class DSSM(nn.Module):
                 self.channels, 2 * self.modes, self.out_channels)
         return self.cache.get("readout", [self.C], compute)
 
+    def readout_planes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(2 Re C, -2 Im C), each (H, k, M), for `advance_state_real_` (cached without autograd)."""
+        return self.cache.get("planes", [self.C], lambda: (
+            (2 * self.C[..., 0]).transpose(0, 1).contiguous(), (-2 * self.C[..., 1]).transpose(0, 1).contiguous()))
+
     def readout(self, state: torch.Tensor) -> torch.Tensor:
         """2 Re(C s): states (..., H, M) complex -> (..., H, k), without the skip D u."""
         return _readout(state, self.readout_weight())
@@ -411,6 +416,33 @@ class DSSM(nn.Module):
         else:
             dts = step * float(dt)  # (H,)
         return self.discretise(dts.unsqueeze(-1))
+
+
+def advance_state_(state: torch.Tensor, dA: torch.Tensor, dB: torch.Tensor, u: torch.Tensor,
+                   R: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """One recurrence step in place on a complex state (N, H, M): s = dA s + dB u.
+
+    dA, dB (H, M) or (N, H, M); u (N, H); R (H, 2M, k) from `DSSM.readout_weight`; D (k, H).
+    Returns y = 2 Re(C s) + D u (N, H, k).
+    """
+    state.mul_(dA).addcmul_(dB, u.unsqueeze(-1))
+    return _readout(state, R).addcmul_(u.unsqueeze(-1), D.t())
+
+
+def advance_state_real_(s: torch.Tensor, a: torch.Tensor, b: torch.Tensor, u: torch.Tensor,
+                        Rr: torch.Tensor, Ri: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """`advance_state_` on real views, written for torch.compile (one fused pass over the state).
+
+    s (N, H, M, 2) = view_as_real(state), updated in place; a, b (..., H, M, 2) = dA, dB as
+    (re, im); u (N, H); Rr, Ri (H, k, M) = 2 Re C, -2 Im C (`DSSM.readout_planes`); D (k, H).
+    """
+    sr, si = s[..., 0], s[..., 1]
+    ar, ai, br, bi = a[..., 0], a[..., 1], b[..., 0], b[..., 1]
+    uu = u.unsqueeze(-1)
+    nr = ar * sr - ai * si + br * uu  # (N, H, M)
+    ni = ar * si + ai * sr + bi * uu
+    s.copy_(torch.stack([nr, ni], -1))
+    return (nr.unsqueeze(-2) * Rr + ni.unsqueeze(-2) * Ri).sum(-1) + uu * D.t()
 
 
 def _readout(s: torch.Tensor, R: torch.Tensor) -> torch.Tensor:

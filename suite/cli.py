@@ -246,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="only run the studies")
     p.set_defaults(func=cmd_reproduce)
 
+    from suite.report import add_report_parser
+
+    add_report_parser(sub)
+
     p = sub.add_parser("info", help="parameter count and multiply-accumulates per frame of a model")
     p.add_argument("--model", default="hummuss", help="hummuss or motionbert (default: hummuss)")
     p.add_argument("--preset", default="paper-bidirectional",

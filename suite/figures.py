@@ -228,7 +228,7 @@ def plot_aggregation(items: dict, path: Path) -> Path:
 
 def plot_init_schemes(frame: pd.DataFrame, subtitle: str, path: Path) -> Path:
     """One bar per initialisation scheme (mean ± std over seeds, seeds as dots)."""
-    fig = _figure((7.5, 4.4), left=0.1, right=0.98, bottom=0.08, top=0.91)
+    fig = _figure((7.5, 4.6), left=0.1, right=0.98, bottom=0.08, top=0.88)
     ax = fig.subplots()
     done = frame[frame["n"] > 0]
     labels = list(frame["row_label"])
@@ -250,7 +250,7 @@ def plot_init_schemes(frame: pd.DataFrame, subtitle: str, path: Path) -> Path:
         ax.legend(fontsize=8)
     else:
         _no_data(ax)
-    ax.set_title(f"DSSM initialisation schemes ({subtitle}); paper: all similar")
+    ax.set_title(f"DSSM initialisation schemes; paper: all similar, no numbers\n({subtitle})", fontsize=10)
     return _save(fig, path)
 
 
@@ -372,6 +372,7 @@ def plot_skeletons(models: list, subtitle: str, path: Path, factor: int = 8, fra
                 set_lim(-reach, reach)
             ax.set_xticklabels([]), ax.set_yticklabels([]), ax.set_zticklabels([])
             ax.view_init(elev=12, azim=-70)
+            ax.set_box_aspect((1, 1, 1), zoom=1.25)
             ax.set_title(f"{label}\nframe {t} of {length} (×{factor} subsampled)", fontsize=8)
             if r == 0 and c == 0:
                 ax.legend(fontsize=7, loc="upper left")

@@ -204,15 +204,21 @@ class SlurmOptions:
             raise ValueError(f"GPUs per task must be >= 0, got {self.gpus_per_task}")
         parse_minutes(self.time)
 
+    def check(self) -> None:
+        """ValueError when this machine cannot submit: no submitit, or no sbatch for a real cluster."""
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            raise ValueError("--launcher slurm needs submitit: pip install 'hummuss-suite[cluster]'") from None
+        if self.cluster == "slurm" and shutil.which("sbatch") is None:
+            raise ValueError("--launcher slurm: sbatch is not on PATH (not a Slurm login node?); "
+                             "--slurm-cluster local runs the array on this machine instead")
+
     def executor(self, parallelism: int):
         """A submitit executor for these options; `parallelism` caps array tasks at once."""
-        try:
-            import submitit
-        except ImportError:
-            raise RuntimeError("--launcher slurm needs submitit: pip install 'hummuss-suite[cluster]'") from None
-        if self.cluster == "slurm" and shutil.which("sbatch") is None:
-            raise RuntimeError("--launcher slurm: sbatch is not on PATH (not a Slurm login node?); "
-                               "--slurm-cluster local runs the array on this machine instead")
+        self.check()
+        import submitit
+
         executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster)
         gpus = self.gpus_per_task
         params = dict(name="hummuss", timeout_min=parse_minutes(self.time), nodes=1,

@@ -238,7 +238,8 @@ def to_markdown(frame: pd.DataFrame, sel: Selection) -> str:
 
 _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                "—": "---", "−": "-", "Δ": r"$\Delta$", "±": r"$\pm$", "`": ""}
+                "—": "---", "−": "-", "Δ": r"$\Delta$", "±": r"$\pm$", "`": "", "<": r"\textless{}",
+                ">": r"\textgreater{}"}
 
 
 def tex_escape(text: str) -> str:
@@ -666,7 +667,10 @@ def _draw_figures(tracker: Tracker, result: ReportResult, bench: Path, say) -> N
     def skeletons():
         need("frame-rate")
         models, scale = skeleton_models(tracker, sels["frame-rate"])
-        return F.plot_skeletons(models, f"scale {scale}", path("skeletons"))
+        try:
+            return F.plot_skeletons(models, f"scale {scale}", path("skeletons"))
+        except (FileNotFoundError, ValueError) as err:  # e.g. the run's data set is not on this machine
+            raise F.FigureSkipped(f"cannot predict the test sequence: {err}") from None
 
     def aggregation():
         names = [n for n in ("gdssm-aggregation", "stream-aggregation") if n in frames]
@@ -681,7 +685,11 @@ def _draw_figures(tracker: Tracker, result: ReportResult, bench: Path, say) -> N
     def latency():
         if not bench.is_file():
             raise F.FigureSkipped(f"{bench} not found (run `make bench`)")
-        return F.plot_latency(json.loads(bench.read_text()), path("latency"))
+        try:
+            payload = json.loads(bench.read_text())
+        except ValueError as err:
+            raise F.FigureSkipped(f"{bench} is not pytest-benchmark JSON ({err})") from None
+        return F.plot_latency(payload, path("latency"))
 
     def path(key: str, study: str = "") -> Path:
         return fig_dir / FIGURES[key][0].format(study=study)

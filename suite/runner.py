@@ -75,8 +75,10 @@ class Runner:
         self.slurm = slurm or (SlurmOptions(gpus_per_task=1 if gpus_per_run is None else gpus_per_run)
                                if launcher == "slurm" else None)
         self._plan: DevicePlan | None = None
-        if launcher != "slurm":
-            self.device_plan()  # bad combinations fail here, before anything is logged
+        if launcher == "slurm":  # bad combinations fail here, before anything is logged
+            self.slurm.check()
+        else:
+            self.device_plan()
 
     # -- the plan ------------------------------------------------------------------------
     def run_study(self, study: str, scale: str, seeds=None, data=None, sets=None, variants=None,

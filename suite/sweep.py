@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from hummuss.train import Callback, TrainConfig, Trainer, load_checkpoint
 from hummuss.zoo import config_class
@@ -190,12 +190,13 @@ def _check_param(study: Study, name: str, p: Param, sampler: str) -> None:
             if bound != int(bound):
                 raise ValueError(f"{where}: an int range needs integer low, high and step, got {bound}")
     if sampler == "grid" and p.kind == "float" and p.step is None:
-        raise ValueError(f"{where}: the grid sampler needs a finite set of values; give this float range "
-                         f"a step, or declare it categorical")
+        fix = "declare its values categorical, e.g. choices=(1e-4, 3e-4, 1e-3)" if p.log else \
+            "give this float range a step, or declare it categorical"
+        raise ValueError(f"{where}: the grid sampler needs a finite set of values; {fix}")
 
 
 def grid_values(space: Mapping[str, Param]) -> dict[str, list]:
-    """Every parameter's values, for the grid sampler (ranges need a step on floats)."""
+    """Every parameter's values on a grid (ranges need a step on floats)."""
     out = {}
     for name, p in space.items():
         if p.kind == "categorical":
@@ -209,6 +210,16 @@ def grid_values(space: Mapping[str, Param]) -> dict[str, list]:
             n = round((p.high - p.low) / p.step)
             out[name] = [round(p.low + i * p.step, 12) for i in range(n + 1)]
     return out
+
+
+def grid_exhausted(trials: list[FrozenTrial], size: int) -> bool:
+    """Every point of a grid of `size` points has been tried (a failed point counts, as for
+    BruteForceSampler) and no retry waits."""
+    if any(t.state == TrialState.WAITING for t in trials):
+        return False
+    tried = {tuple(sorted(t.params.items())) for t in trials
+             if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    return len(tried) >= size
 
 
 def check_space(study: Study, variant: str, scale: str, seed: int = 0, sets: Mapping[str, str] | None = None,
@@ -480,7 +491,7 @@ def work(cfg: SweepConfig, index: int = 0, deadline: float | None = None, say: C
                                tracker.experiment_id(study_decl.name), parent, say)
     lock = AskLock(trial_dir(tracker.settings, cfg.name, 0).parent / ".ask.lock")
     objective.on_start = lock.release
-    grid = grid_values(study_decl.search_space) if cfg.sampler == "grid" else None
+    grid_size = math.prod(map(len, grid_values(study_decl.search_space).values())) if cfg.sampler == "grid" else 0
     ran = failures = 0
     while True:
         if deadline and time.time() >= deadline:
@@ -496,14 +507,13 @@ def work(cfg: SweepConfig, index: int = 0, deadline: float | None = None, say: C
             done = states[TrialState.COMPLETE] + states[TrialState.PRUNED]
             if done >= cfg.trials:
                 return WorkerOutcome(ran, "done")
-            if grid is not None and make_sampler("grid", cfg.seed, grid).is_exhausted(study):
+            if grid_size and grid_exhausted(trials, grid_size):
                 return WorkerOutcome(ran, "grid exhausted")
             if done + states[TrialState.RUNNING] >= cfg.trials:  # enough are running elsewhere
                 lock.release()
                 time.sleep(POLL_S)
                 continue
-            seed = cfg.seed if grid is not None else derive_seed(cfg.seed, len(trials), index)
-            study.sampler = make_sampler(cfg.sampler, seed, grid)
+            study.sampler = make_sampler(cfg.sampler, derive_seed(cfg.seed, len(trials), index))
             study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
         finally:
             lock.release()
@@ -640,7 +650,7 @@ def prepare(cfg: SweepConfig, tracker: Tracker, say: Callable[[str], None] = pri
                             "sampler": cfg.sampler, "pruner": cfg.pruner, "storage": storage.shown,
                             "git_commit": git_commit()}, study_decl.search_space)
     if not study.get_trials(deepcopy=False):
-        study.enqueue_trial(paper, user_attrs={"paper": True}, skip_if_exists=True)
+        study.enqueue_trial(dict(paper), user_attrs={"paper": True}, skip_if_exists=True)
         say(f"sweep {name}: the paper's configuration is the first trial [{_fmt_params(paper)}]")
     recover_stale(study, cfg.stale_after_s, cfg.max_retry, tracker, say)
     return Plan(cfg, storage, study, tracker, parent)
@@ -653,13 +663,13 @@ def _child_env(settings: TrackingSettings, workers: int) -> dict[str, str]:
     return env
 
 
-def _spawn_workers(plan: Plan, deadline: float | None, say: Callable[[str], None]) -> list[str]:
-    """N worker processes on this machine; their exit codes as stop reasons."""
+def _spawn_workers(plan: Plan, workers: int, deadline: float | None, say: Callable[[str], None]) -> list[str]:
+    """`workers` processes on this machine; their exit codes as stop reasons."""
     cfg = plan.cfg
     payload = json.dumps({**dataclasses.asdict(cfg), "sets": dict(cfg.sets)})
-    env = _child_env(plan.tracker.settings, cfg.workers)
+    env = _child_env(plan.tracker.settings, workers)
     procs = {}
-    for i in range(cfg.workers):
+    for i in range(workers):
         cmd = [sys.executable, "-m", "suite.sweep", "--worker", str(i), "--deadline", str(deadline or 0),
                "--config", payload]
         proc = subprocess.Popen(cmd, env=env, start_new_session=True)
@@ -726,16 +736,20 @@ def run_sweep(cfg: SweepConfig, tracker: Tracker, say: Callable[[str], None] = p
     cfg = plan.cfg
     started = time.time()
     deadline = started + cfg.timeout_s if cfg.timeout_s else None
+    needed = cfg.trials - sum(t.state in DONE for t in plan.study.get_trials(deepcopy=False))
+    workers = max(0, min(cfg.workers, needed))
     say(f"sweep {cfg.name}: {cfg.trials} trials of {cfg.study}/{cfg.variant} at scale {cfg.scale}, "
-        f"sampler {cfg.sampler} (seed {cfg.seed}), pruner {cfg.pruner}, {cfg.workers} worker(s); "
-        f"storage {plan.storage.describe}; MLflow parent run {plan.parent_id}")
+        f"sampler {cfg.sampler} (seed {cfg.seed}), pruner {cfg.pruner}; {max(needed, 0)} to run on "
+        f"{workers} worker(s); storage {plan.storage.describe}; MLflow parent run {plan.parent_id}")
     tracker.set_status(plan.parent_id, "RUNNING")
     status = "FAILED"
     try:
-        if cfg.workers == 1:
+        if workers == 0:
+            stops = ["done"]
+        elif workers == 1:
             stops = [work(cfg, 0, deadline, say, tracker).stop]
         else:
-            stops = _spawn_workers(plan, deadline, say)
+            stops = _spawn_workers(plan, workers, deadline, say)
         result = summarise(plan, started, stops)
         status = "FINISHED" if result.ok else "FAILED"
     except KeyboardInterrupt:

@@ -31,7 +31,7 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -291,8 +291,9 @@ def derive_seed(seed: int, *salt: Any) -> int:
     return int(digest[:8], 16) & 0x7FFFFFFF
 
 
-def make_sampler(kind: str, seed: int, grid: Mapping[str, Sequence] | None = None) -> optuna.samplers.BaseSampler:
-    """`tpe`, `gp`, `random` or `grid` (then `grid` gives every parameter's values)."""
+def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
+    """`tpe`, `gp`, `random` or `grid` (every combination once, in a seeded order:
+    `BruteForceSampler`, which also skips the combinations already tried, e.g. the paper's)."""
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if kind == "gp":
@@ -300,9 +301,7 @@ def make_sampler(kind: str, seed: int, grid: Mapping[str, Sequence] | None = Non
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == "grid":
-        if not grid:
-            raise ValueError("the grid sampler needs the values of every parameter")
-        return optuna.samplers.GridSampler({k: list(v) for k, v in grid.items()}, seed=seed)
+        return optuna.samplers.BruteForceSampler(seed=seed)
     raise ValueError(f"unknown sampler {kind!r}; known: {', '.join(SAMPLERS)}")
 
 

@@ -173,13 +173,13 @@ class Tracker:
 
     def __init__(self, settings: TrackingSettings, check: bool = True):
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        import mlflow
         from mlflow import MlflowClient
 
         self.settings = settings
         if check:
             check_reachable(settings.tracking_uri)
-        mlflow.set_tracking_uri(settings.tracking_uri)  # also exported to child processes
+        # an explicit client: no global state (mlflow.set_tracking_uri would export
+        # MLFLOW_TRACKING_URI and silently redirect later Trackers in this process)
         self.client = MlflowClient(tracking_uri=settings.tracking_uri)
         if check and settings.tracking_uri.startswith(("http", "postgresql", "mysql", "mssql")):
             try:  # one cheap call: the store answers and its schema is usable

@@ -220,3 +220,11 @@ def test_slurm_array_runs_a_smoke_study_and_requeues_a_preempted_run(store, tmp_
     steps = sorted(m.step for m in tracker.client.get_metric_history(run.info.run_id, "train/loss"))
     assert steps == [1, 2, 3, 4, 5, 6]
     assert list((tmp_path / "slurm").glob("*/*_log.out")), "submitit wrote no log in the named folder"
+
+
+def test_slurm_without_sbatch_is_refused_before_anything_is_logged(monkeypatch):
+    from suite.runner import Runner
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ValueError, match="sbatch is not on PATH .* --slurm-cluster local"):
+        Runner(None, launcher="slurm")

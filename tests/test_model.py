@@ -200,3 +200,41 @@ def test_macs_per_frame_counts_the_streaming_step():
     assert linear_per_layer * 5 < macs < 1.2 * linear_per_layer * 5 + 5 * 2 * J * H * 6 * M * 3
     # the streaming cost does not grow with the context
     assert HumMUSS(cfg).macs_per_frame(10_000) == macs
+
+
+def test_chunked_evaluation_equals_one_pass(monkeypatch, causal_cpu, long_input):
+    import hummuss.gdssm as gdssm
+
+    x = long_input[:, :60]
+    with torch.no_grad():
+        whole = causal_cpu(x)
+        monkeypatch.setattr(gdssm, "CHUNK_TOKENS", 100)  # spatial: 5 frames, temporal: 1 joint
+        chunked = causal_cpu(x)
+        scan = causal_cpu(x, dt=torch.ones(1, 60))
+    assert (whole - chunked).abs().max() < 1e-6
+    assert (whole - scan).abs().max() < 1e-4
+
+
+def test_layer_keeps_its_batch_first_interface():
+    torch.manual_seed(0)
+    model = HumMUSS(HumMUSSConfig.preset("smoke")).eval()
+    layer, x = model.layers[0], torch.randn(2, 7, 17, 16)
+    with torch.no_grad():
+        frame_major = layer.forward_frames(x.transpose(0, 1).contiguous()).transpose(0, 1)
+        by_block = layer.fuse(layer.run_temporal(layer.temporal_st, layer.run_spatial(layer.spatial_st, x), 1.0, None),
+                              layer.run_spatial(layer.spatial_ts, layer.run_temporal(layer.temporal_ts, x, 1.0, None)))
+        assert torch.allclose(layer(x), frame_major, atol=1e-6)
+    assert torch.allclose(by_block, frame_major, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["gate", "mean", "learned"])
+def test_aggregation_on_channel_major_tensors(kind):
+    g = torch.Generator().manual_seed(0)
+    agg = Aggregate(kind, 3, 5)
+    with torch.no_grad():
+        if kind == "learned":
+            agg.weights.weight.normal_(generator=g)
+    xs = [torch.randn(4, 6, 5, generator=g) for _ in range(3)]  # (..., width)
+    token_major = agg(*xs)
+    channel_major = agg(*[x.permute(2, 0, 1).contiguous() for x in xs], dim=0)
+    assert torch.allclose(channel_major.permute(1, 2, 0), token_major, atol=1e-6)

@@ -331,6 +331,18 @@ def test_claims_are_judged_from_the_numbers(store):
     assert "- **gdssm aggregation** (partly held): Multiplicative gating was best in 1 of 2" in readme
 
 
+def test_histories_are_the_same_with_and_without_the_bulk_query(store, monkeypatch):
+    import suite.report as report
+
+    sel = store["result"].selections["gdssm-aggregation"]
+    bulk = report.load_histories(store["tracker"], sel)
+    monkeypatch.setattr(report, "_bulk_history", lambda *args: None)  # a store without it
+    one_by_one = report.load_histories(store["tracker"], sel)
+    order = ["key", "variant", "seed", "step"]
+    assert len(bulk) == 18 * 2 * EPOCHS  # 6 variants x 3 seeds, two keys, 3 epochs
+    assert bulk.sort_values(order).reset_index(drop=True).equals(one_by_one.sort_values(order).reset_index(drop=True))
+
+
 # -- figures -------------------------------------------------------------------------------------
 def test_every_figure_is_written(store):
     result = store["result"]
@@ -391,3 +403,18 @@ def test_report_command(store, tmp_path, monkeypatch, capsys):
         args.func(parser.parse_args(["report", "nope"]))
     with pytest.raises(UsageError, match="unknown scale 'big'"):
         args.func(parser.parse_args(["report", "--scale", "big"]))
+
+
+def test_latency_points_read_frames_or_window_and_prefer_latency_ms():
+    from suite.figures import latency_points
+
+    bench = {"benchmarks": [
+        {"stats": {"median": 0.25}, "extra_info": {"model": "motionbert-lite", "mode": "offline", "frames": 243}},
+        {"stats": {"median": 0.5}, "extra_info": {"model": "motionbert-lite", "mode": "stream", "window": 81,
+                                                  "latency_ms": 4.0}},
+        {"stats": {"median": 1.0}, "extra_info": {"model": "hummuss"}},  # no length: not a point
+    ]}
+    points = latency_points(bench)
+    assert points.to_dict("records") == [
+        {"model": "motionbert-lite", "mode": "offline", "frames": 243.0, "latency_ms": 250.0},
+        {"model": "motionbert-lite", "mode": "stream", "frames": 81.0, "latency_ms": 4.0}]

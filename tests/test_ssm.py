@@ -192,3 +192,78 @@ def test_scan_rejects_misshaped_steps():
     layer = DSSM(4, 8)
     with pytest.raises(ValueError, match=r"dt must have shape \(batch, frames\)"):
         layer.scan(torch.zeros(2, 10, 4), torch.ones(10))
+
+
+# -- fast paths: the same numbers by other routes -------------------------------------------
+def test_fft_size_is_the_smallest_even_5_smooth_size():
+    from hummuss.ssm import fft_size
+
+    def smooth(n):
+        for p in (2, 3, 5):
+            while n % p == 0:
+                n //= p
+        return n == 1
+
+    for n in (2, 33, 53, 161, 485, 1457, 4373):
+        m = fft_size(n)
+        assert m >= n and m % 2 == 0 and smooth(m)
+        assert not any(smooth(j) and j % 2 == 0 for j in range(n, m))
+    assert fft_size(485) == 486 and fft_size(4373) == 4374
+
+
+def test_chunked_kernel_matches_the_vandermonde_formula():
+    torch.manual_seed(4)
+    layer = DSSM(6, 16, out_channels=2, shared_modes=False)
+    with torch.no_grad():
+        lam = layer.eigenvalues().to(torch.complex128)  # (H, M)
+        dt = torch.exp(layer.log_dt).double().unsqueeze(-1) * 1.5
+        C = torch.view_as_complex(layer.C.double())
+        ell = torch.arange(100, dtype=torch.float64)
+        ref = 2 * torch.einsum("khm,hml->khl", C * (torch.exp(dt * lam) - 1) / lam,
+                               torch.exp((dt * lam).unsqueeze(-1) * ell)).real
+        K = layer.kernel(100, dt_scale=1.5)
+    assert K.shape == (2, 6, 100)
+    assert (K.double() - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+@pytest.mark.parametrize("anticausal", [False, True])
+def test_toeplitz_and_fft_convolutions_agree_with_a_direct_sum(anticausal):
+    from hummuss.ssm import apply_conv, conv_operator
+
+    g = torch.Generator().manual_seed(5)
+    K, D = torch.randn(2, 3, 20, generator=g), torch.randn(2, 3, generator=g)
+    u = torch.randn(3, 1, 20, 4, generator=g)  # (H, P, L, Q)
+    ref = torch.zeros(3, 1, 2, 20, 4)
+    for i in range(20):
+        for j in range(20):
+            lag = j - i if anticausal else i - j
+            if lag >= 0:
+                ref[:, :, :, i] += K.permute(1, 0, 2)[:, None, :, lag, None] * u[:, :, None, j]
+    ref += D.t()[:, None, :, None, None] * u[:, :, None]
+    for method in ("toeplitz", "fft"):
+        y = apply_conv(conv_operator(K, D, [anticausal] * 2, "rows", method), u)
+        assert y.shape == (3, 1, 2, 20, 4)
+        assert (y - ref).abs().max() < 1e-4
+    cols = conv_operator(K, D, [anticausal] * 2, "cols", "toeplitz")  # u (H, P, L, 1)
+    y = apply_conv(cols, u.permute(0, 3, 2, 1))
+    assert (y[..., 0] - ref[:, 0].permute(0, 3, 1, 2)).abs().max() < 1e-4
+
+
+def test_real_arithmetic_state_update_matches_the_complex_one():
+    from hummuss.ssm import advance_state_, advance_state_real_
+
+    torch.manual_seed(6)
+    layer = DSSM(5, 8, out_channels=2)
+    u = torch.randn(3, 5)
+    s0 = torch.randn(3, 5, 4, dtype=torch.complex64)
+    with torch.no_grad():
+        y_ref, s_ref = layer.step(u, s0, 1.3)  # the functional step
+        dA, dB = layer.discretise_step(1.3)
+        s1, s2 = s0.clone(), s0.clone()
+        y1 = advance_state_(s1, dA, dB, u, layer.readout_weight(), layer.D)
+        y2 = advance_state_real_(torch.view_as_real(s2), torch.view_as_real(dA), torch.view_as_real(dB),
+                                 u, *layer.readout_planes(), layer.D)
+    assert y1.shape == (3, 5, 2)
+    for s, y in ((s1, y1), (s2, y2)):
+        assert (s - s_ref).abs().max() < 1e-5 and (y - y_ref).abs().max() < 1e-4
+    assert (s_ref - s0).abs().max() > 0.1  # the step did move the state

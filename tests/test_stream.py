@@ -63,3 +63,39 @@ def test_bad_frames_are_named(model):
         s.step(torch.full((2, 17, 3), float("nan")))
     with pytest.raises(ValueError, match="dt must be > 0"):
         s.step(torch.zeros(2, 17, 3), dt=0.0)
+
+
+def test_compile_falls_back_to_eager_when_it_fails(model, monkeypatch):
+    def broken(fn, **kwargs):
+        def run(*args, **kw):
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    x = torch.randn(1, 6, 17, 3)
+    eager = model.stream()
+    expected = [eager.step(x[:, t]) for t in range(6)]
+    s = model.stream(compile=True)
+    with pytest.warns(RuntimeWarning, match="no C++ compiler"):
+        first = s.step(x[:, 0])
+    rest = [s.step(x[:, t]) for t in range(1, 6)]
+    assert not s.compile
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip([first] + rest, expected))
+
+
+def test_reset_rereads_changed_parameters(model):
+    import copy
+
+    changed = copy.deepcopy(model)
+    s = changed.stream()
+    x = torch.randn(1, 17, 3)
+    before = s.step(x)
+    with torch.no_grad():
+        changed.layers[0].spatial_st.ssm_f.D.add_(1.0)
+        changed.layers[0].temporal_st.ssm_f.log_dt.add_(0.5)
+    s.reset()
+    after = s.step(x)
+    with torch.no_grad():
+        offline = changed(x[:, None])[:, 0]
+    assert (after - before).abs().max() > 1e-4
+    assert (after - offline).abs().max() < 1e-5

@@ -67,8 +67,15 @@ def load_sweep(storage: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=open_storage(parse_storage(storage)))
 
 
+def settings_of(config: Path):
+    """The settings of `config` alone (mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        return load_settings(config)
+
+
 def children(config: Path, parent: str):
-    tracker = Tracker(load_settings(config), check=False)
+    tracker = Tracker(settings_of(config), check=False)
     exp = tracker.experiment_id("context-length", create=False)
     return tracker, tracker.search([exp], f"tags.mlflow.parentRunId = '{parent}'")
 
@@ -118,9 +125,9 @@ def store(tmp_path_factory):
     the PostgreSQL one; each sweep has its own name and Optuna storage."""
     folder = tmp_path_factory.mktemp("store")
     config = write_store(folder)
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp:  # undone after the module, also what Tracker exports
         mp.setenv("HUMMUSS_MLFLOW_CONFIG", str(config))
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.setenv("MLFLOW_TRACKING_URI", settings_of(config).tracking_uri)
         tracker = Tracker(load_settings(config))
         tracker.experiment_id("context-length")  # creates the tables and the experiment
         yield config, tracker
@@ -210,6 +217,22 @@ def test_pruned_trials_end_killed_and_tagged(store, monkeypatch):
     assert result.ok and result.best is None and result.storage.location.endswith("optuna.db")
 
 
+def test_a_grid_sweep_tries_every_combination_once(store, monkeypatch):
+    _, tracker = store
+    space = {"init": Param("categorical", choices=("lin", "inv")), "expand": Param("float", 2.0, 2.5, step=0.5)}
+    grid_study = dataclasses.replace(get_study("context-length"), search_space=space)
+    monkeypatch.setattr(sweep, "get_study", lambda name: grid_study)
+    cfg = SweepConfig("context-length", trials=10, scale="smoke", name="grid", sampler="grid", pruner="none",
+                      sets={**FAST_SETS, "epochs": "1"})
+    result = sweep.run_sweep(cfg, tracker, say=lambda m: None)
+    trials = load_sweep(result.storage.location, "grid").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4  # 2 x 2 points, the paper's among them
+    assert trials[0].params == {"init": "lin", "expand": 2.0} and trials[0].user_attrs["paper"] is True
+    assert {(t.params["init"], t.params["expand"]) for t in trials} == {("lin", 2.0), ("lin", 2.5), ("inv", 2.0),
+                                                                       ("inv", 2.5)}
+    assert result.ok and result.stops == ["grid exhausted"] and "the grid is exhausted" in result.format()
+
+
 # -- a journal file, two workers ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def journal_sweep(store):
@@ -241,7 +264,7 @@ def test_a_rerun_of_a_finished_sweep_adds_no_trial(journal_sweep):
     after = load_sweep(storage, "eight")
     assert len(after.trials) == 8 and after.user_attrs["mlflow_parent_run_id"] == parent
     assert len(children(config, parent)[1]) == 8
-    assert "trial " not in "".join(line for line in proc.stdout.splitlines() if line.startswith("[worker"))
+    assert "0 to run on 0 worker(s)" in proc.stdout and "[worker" not in proc.stdout
 
 
 def test_a_rerun_with_another_scale_is_refused(journal_sweep):
