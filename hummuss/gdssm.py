@@ -51,7 +51,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hummuss.fusion import Aggregate
-from hummuss.ssm import DSSM, ParamCache, advance_state_, advance_state_real_, apply_conv, conv_operator
+from hummuss.ssm import (
+    DSSM,
+    ParamCache,
+    advance_state_,
+    advance_state_real_,
+    apply_conv,
+    conv_operator,
+)
 
 CHUNK_TOKENS = 8192  # evaluation works on chunks of about this many tokens
 

@@ -247,8 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reproduce)
 
     from suite.report import add_report_parser
+    from suite.sweep import add_sweep_parser
 
     add_report_parser(sub)
+    add_sweep_parser(sub)
 
     p = sub.add_parser("info", help="parameter count and multiply-accumulates per frame of a model")
     p.add_argument("--model", default="hummuss", help="hummuss or motionbert (default: hummuss)")

@@ -130,7 +130,7 @@ def expand(study: Study | str, scale: str, seeds: tuple[int, ...] | None = None,
     for v in chosen:
         overrides = per_model[v.model]
         cls = config_class(v.model)
-        model_cfg = cls.preset(sc.preset_for(v), **v.config, **coerce(cls, overrides["model"])).to_dict()
+        model_cfg = cls.preset(sc.preset_for(v), **{**v.config, **coerce(cls, overrides["model"])}).to_dict()
         frames = v.frames or study.frames or sc.frames
         stride = max(1, round(frames * sc.stride / sc.frames))
         eval_values = {"lengths": (frames,), "rate_length": frames, **sc.eval, **study.eval, **v.eval}

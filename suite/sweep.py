@@ -15,17 +15,21 @@ parallel one is not (the order in which trials finish changes what is sampled).
 
 Workers: `--workers N` starts N processes on this machine; each runs trials until
 `--trials` trials of the sweep are finished (complete or pruned), counted over every
-process and machine before each new trial. A rerun of a finished or interrupted sweep
-only adds the missing trials.
+process and machine before each new trial (a file lock makes the count exact among the
+workers of one host). A rerun of a finished or interrupted sweep only adds the missing
+trials; `--set KEY=VALUE` fixes config fields for every trial (part of the sweep's
+identity, with the study, variant, scale and seed).
 
-Dead workers: with a database (`--storage postgresql://...`) each running trial beats a
-heartbeat and `RetryHeartbeatStaleTrialCallback` fails and re-enqueues the trials of a
-worker that stopped beating. With a journal file (no heartbeats) every worker records
-its host name and pid on its trial, and the sweep command fails and re-enqueues the
-running trials whose process is gone (same host) or that run for longer than
-`--stale-after` seconds, when it starts and before every new trial. A retried trial
+Dead workers (suite/sweep_storage.py): every trial records its worker (host, pid); the
+command fails and re-enqueues a RUNNING trial whose process is gone (same host) or that
+runs longer than `--stale-after`, when it starts and before every new trial. With a
+database (`--storage postgresql://...`) running trials also beat a heartbeat and
+`RetryHeartbeatStaleTrialCallback` retries the trials of a machine that went silent.
+Ctrl-C (or SIGTERM) ends the running trial failed and re-enqueues it. A retried trial
 resumes from the checkpoint of the trial it retries (`<checkpoint_dir>/sweeps/<sweep>/
-trial-<n>/`, shared by all machines when checkpoint_dir is).
+trial-<n>/`, shared by all machines when checkpoint_dir is). A trial that raises (a
+non-finite loss, a config the model refuses) fails and is not retried; a worker stops
+after 3 such failures in a row.
 
 MLflow (through suite.tracking): experiment `hummuss/<study>`; one parent run per sweep
 (tags `kind=sweep`, `sweep`, `sweep_uid`; its id is kept in the Optuna study's user
@@ -48,6 +52,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -371,22 +376,23 @@ class TrialObjective:
         n, started = trial.number, time.time()
         trial.set_user_attr("worker", worker_identity(n))
         params = suggest(trial, self.space)
-        spec = apply_params(self.base, params, self.space)
         out = trial_dir(self.tracker.settings, self.sweep, n)
         retry_of = trial.user_attrs.get("retry_of")
-        self._carry_over(retry_of, out)
-        tags = {"kind": "trial", "sweep": self.sweep, "trial": n, "study": spec.study, "variant": spec.variant,
-                "seed": spec.seed, "scale": spec.scale, "model": spec.model, "train_hash": spec.train_hash,
-                "label": f"{self.sweep} trial {n}", "git_commit": git_commit(), "host": socket.gethostname(),
-                "sweep.params": json.dumps(params, default=str)}
+        base = self.base
+        tags = {"kind": "trial", "sweep": self.sweep, "trial": n, "study": base.study, "variant": base.variant,
+                "seed": base.seed, "scale": base.scale, "model": base.model, "label": f"{self.sweep} trial {n}",
+                "git_commit": git_commit(), "host": socket.gethostname(), "sweep.params": json.dumps(params)}
         if retry_of is not None:
             tags["retry_of"] = retry_of
         if trial.user_attrs.get("paper"):
             tags["paper_config"] = "true"
         run_id = self.tracker.create_run(self.experiment_id, f"trial-{n}", tags, self.parent_id)
         trial.set_user_attr("mlflow_run_id", run_id)
-        self.tracker.log_params(run_id, {**spec.params(), "sweep.name": self.sweep, "sweep.trial": n})
         try:
+            spec = apply_params(base, params, self.space)  # the configs may refuse a combination
+            self.tracker.set_tags(run_id, {"train_hash": spec.train_hash})
+            self.tracker.log_params(run_id, {**spec.params(), "sweep.name": self.sweep, "sweep.trial": n})
+            self._carry_over(retry_of, out)
             result, report = self._train(trial, spec, run_id, out)
             value = float(result.best_val_mpjpe)
             if not math.isfinite(value):
@@ -552,7 +558,7 @@ class SweepResult:
                          f"[{_fmt_params(self.best['params'])}]  (MLflow run {self.best['run_id']})")
         else:
             lines.append("best: no trial has completed yet")
-        lines.append(f"storage: {self.storage.describe}  (optuna-dashboard {self.storage.shown})")
+        lines.append(f"storage: {self.storage.describe}  (optuna-dashboard {self.storage.dashboard})")
         lines.append(f"MLflow: experiment {self.experiment}, parent run {self.parent_run_id}")
         if self.ok and self.finished < self.target and "grid exhausted" in self.stops:
             lines.append("the grid is exhausted: every combination has been tried")
@@ -693,9 +699,9 @@ def _spawn_workers(plan: Plan, workers: int, deadline: float | None, say: Callab
             time.sleep(0.5)
     except KeyboardInterrupt:
         say("interrupted: stopping the workers (their trials are marked failed and re-enqueued)")
-        for _i, proc in procs.values():
+        for _i, proc in procs.values():  # SIGTERM: a worker turns it into KeyboardInterrupt
             with contextlib.suppress(OSError):
-                os.killpg(proc.pid, signal.SIGINT)
+                os.killpg(proc.pid, signal.SIGTERM)
         for _i, proc in procs.values():
             try:
                 proc.wait(timeout=60)
@@ -825,6 +831,8 @@ def cmd_sweep(args) -> int:
     except TrackingError as err:
         print(f"hummuss-suite: error: {err}", file=sys.stderr)
         return 1
+    if threading.current_thread() is threading.main_thread():  # SIGTERM (a scheduler's stop) as Ctrl-C
+        signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     try:
         result = run_sweep(cfg, tracker)
     except ValueError as err:  # raised by prepare(), before any trial

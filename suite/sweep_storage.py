@@ -39,7 +39,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from suite.tracking import Tracker, TrackingSettings, redact
+from suite.tracking import Tracker, TrackingSettings, postgres_driver, redact
 
 SAMPLERS = ("tpe", "gp", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
@@ -68,6 +68,11 @@ class StorageSpec:
     def shown(self) -> str:
         """The location with any password hidden (for logs, tags and messages)."""
         return redact(self.location)
+
+    @property
+    def dashboard(self) -> str:
+        """The argument of `optuna-dashboard` for this storage."""
+        return self.location if self.kind == "journal" else redact(postgres_driver(self.location))
 
     @property
     def describe(self) -> str:
@@ -126,18 +131,6 @@ def sweep_exists(spec: StorageSpec, sweep: str) -> bool:
     return sweep in names
 
 
-def sqlalchemy_url(url: str) -> str:
-    """`postgresql://` with a driver that is installed: SQLAlchemy 2.1 picks psycopg (3) by
-    default, while many environments (and `pip install psycopg2-binary`) only have psycopg2."""
-    import importlib.util
-
-    scheme, sep, rest = url.partition("://")
-    if scheme in ("postgresql", "postgres") and importlib.util.find_spec("psycopg") is None \
-            and importlib.util.find_spec("psycopg2") is not None:
-        return f"postgresql+psycopg2://{rest}"
-    return url
-
-
 def open_storage(spec: StorageSpec, heartbeat_s: float | None = None, grace_s: float | None = None,
                  stale_callback: Callable | None = None) -> optuna.storages.BaseStorage:
     """An Optuna storage for `spec`; RDB storages get heartbeats when `heartbeat_s` is given."""
@@ -157,7 +150,7 @@ def open_storage(spec: StorageSpec, heartbeat_s: float | None = None, grace_s: f
                      grace_period=max(2, round(grace_s or 4 * heartbeat_s)),
                      heartbeat_stale_trial_callback=stale_callback)
     with quiet_experimental():
-        return optuna.storages.RDBStorage(sqlalchemy_url(spec.location), engine_kwargs=engine, **beats)
+        return optuna.storages.RDBStorage(postgres_driver(spec.location), engine_kwargs=engine, **beats)
 
 
 # -- dead workers: their trials are failed and retried -----------------------------

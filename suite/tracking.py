@@ -60,8 +60,22 @@ def sqlite_uri(path: Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
+def postgres_driver(uri: str) -> str:
+    """`postgresql://` with the driver that is installed (SQLAlchemy 2.1 defaults to
+    psycopg 3; the suite's cluster extra installs psycopg2)."""
+    import importlib.util
+
+    scheme, _, rest = uri.partition("://")
+    if scheme in ("postgresql", "postgres") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2://{rest}"
+    return uri
+
+
 def resolve_uri(uri: str, base: Path) -> str:
-    """Relative sqlite paths (and bare paths) become absolute against `base`."""
+    """Relative sqlite paths (and bare paths) become absolute against `base`; a bare
+    `postgresql://` gets the installed driver."""
+    uri = postgres_driver(uri)
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return sqlite_uri(base / uri[len("sqlite:///"):])
     if "://" not in uri and ":" not in uri[:3]:

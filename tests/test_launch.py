@@ -162,7 +162,8 @@ def test_jobs_4_on_4_fake_gpus_pins_every_run_to_its_own_gpu(store):
            "--seeds", "0,1,2,3", "--jobs", "4", "--set", *sets]
     out = subprocess.run(cmd, env=_env(store, HUMMUSS_FAKE_GPUS="4"), cwd=store.parent, capture_output=True,
                          text=True, timeout=240)
-    assert out.returncode == 0, out.stdout + out.stderr
+    logs = sorted((store.parent / "checkpoints" / "logs").glob("*/*"))
+    assert out.returncode == 0, out.stdout + out.stderr + "".join(f"\n--- {p}\n{p.read_text()}" for p in logs)
     assert "4 GPU(s) found (0,1,2,3): up to 4 run(s) at once, 1 GPU(s) each" in out.stdout
     runs = _child_runs(Tracker(load_settings()), "context-length")
     seen = sorted(r.data.tags[DEVICES_TAG] for r in runs)  # written by each child from its own environment

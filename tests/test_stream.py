@@ -76,7 +76,7 @@ def test_compile_falls_back_to_eager_when_it_fails(model, monkeypatch):
     eager = model.stream()
     expected = [eager.step(x[:, t]) for t in range(6)]
     s = model.stream(compile=True)
-    with pytest.warns(RuntimeWarning, match="no C++ compiler"):
+    with pytest.warns(RuntimeWarning, match=r"compile of the streaming step failed \(RuntimeError: no C\+\+ compiler\)"):
         first = s.step(x[:, 0])
     rest = [s.step(x[:, t]) for t in range(1, 6)]
     assert not s.compile
@@ -91,11 +91,13 @@ def test_reset_rereads_changed_parameters(model):
     x = torch.randn(1, 17, 3)
     before = s.step(x)
     with torch.no_grad():
-        changed.layers[0].spatial_st.ssm_f.D.add_(1.0)
-        changed.layers[0].temporal_st.ssm_f.log_dt.add_(0.5)
+        block = changed.layers[0].spatial_st  # cached: its Toeplitz operator and mix weights
+        block.ssm_f.C.mul_(30.0)
+        block.mix_f.weight.mul_(30.0)
+        changed.layers[0].temporal_st.ssm_f.D.add_(30.0)  # cached: its read-out
     s.reset()
     after = s.step(x)
     with torch.no_grad():
         offline = changed(x[:, None])[:, 0]
-    assert (after - before).abs().max() > 1e-4
-    assert (after - offline).abs().max() < 1e-5
+    assert (after - before).abs().max() > 0.1 * before.abs().max()
+    assert (after - offline).abs().max() < 1e-5 * max(1.0, offline.abs().max())

@@ -24,8 +24,8 @@ from optuna.trial import TrialState
 from suite import sweep
 from suite.registry import Param, get_study
 from suite.sweep import SweepConfig, check_space, grid_values
-from suite.sweep_storage import open_storage, parse_storage, sqlalchemy_url
-from suite.tracking import Tracker, load_settings
+from suite.sweep_storage import open_storage, parse_storage
+from suite.tracking import Tracker, load_settings, postgres_driver
 
 ROOT = Path(__file__).resolve().parents[1]
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -198,7 +198,7 @@ def test_storage_argument_is_a_url_or_a_journal_file(tmp_path):
         parse_storage(str(tmp_path / "optuna.db"))
     with pytest.raises(ValueError, match="redis:// is not an SQLAlchemy URL"):
         parse_storage("redis://localhost:6379")
-    url = sqlalchemy_url("postgresql://postgres@127.0.0.1:5432/x")
+    url = postgres_driver("postgresql://postgres@127.0.0.1:5432/x")
     assert url.endswith("@127.0.0.1:5432/x") and url.split("://")[0] in ("postgresql", "postgresql+psycopg2")
 
 
@@ -231,6 +231,24 @@ def test_a_grid_sweep_tries_every_combination_once(store, monkeypatch):
     assert {(t.params["init"], t.params["expand"]) for t in trials} == {("lin", 2.0), ("lin", 2.5), ("inv", 2.0),
                                                                        ("inv", 2.5)}
     assert result.ok and result.stops == ["grid exhausted"] and "the grid is exhausted" in result.format()
+
+
+def test_failing_trials_end_failed_and_stop_the_worker(store, monkeypatch):
+    _, tracker = store
+
+    def explode(self, trial, spec, run_id, out):
+        raise RuntimeError(f"non-finite loss in trial {trial.number}")
+
+    monkeypatch.setattr(sweep.TrialObjective, "_train", explode)
+    cfg = SweepConfig("context-length", trials=2, scale="smoke", name="failing", sampler="random")
+    result = sweep.run_sweep(cfg, tracker, say=lambda m: None)
+    trials = load_sweep(result.storage.location, "failing").trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * 3  # not retried; 3 in a row stop the worker
+    runs = tracker.search([tracker.experiment_id("context-length")], f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    assert sorted(r.info.status for r in runs) == ["FAILED"] * 3
+    assert {r.data.tags["error"] for r in runs} == {f"RuntimeError: non-finite loss in trial {i}" for i in range(3)}
+    assert not result.ok and result.stops == ["failing"] and "run the same command again" in result.format()
+    assert tracker.client.get_run(result.parent_run_id).info.status == "FAILED"
 
 
 # -- a journal file, two workers ---------------------------------------------------------------
@@ -366,7 +384,7 @@ def postgres_databases():
                     ".ci/run sets it when a PostgreSQL server answers on loopback")
     import psycopg2
 
-    admin = psycopg2.connect(sqlalchemy_url(PG_URL).replace("postgresql+psycopg2://", "postgresql://"))
+    admin = psycopg2.connect(postgres_driver(PG_URL).replace("postgresql+psycopg2://", "postgresql://"))
     admin.autocommit = True
     tag = uuid.uuid4().hex[:8]
     names = [f"hummuss_sweep_optuna_{tag}", f"hummuss_sweep_mlflow_{tag}"]
@@ -384,7 +402,7 @@ def postgres_databases():
 @pytest.mark.postgres
 def test_eight_trials_with_two_workers_on_postgresql(postgres_databases, tmp_path):
     optuna_url, mlflow_url = postgres_databases
-    config = write_store(tmp_path, sqlalchemy_url(mlflow_url))
+    config = write_store(tmp_path, postgres_driver(mlflow_url))
     proc, seconds = run_cli(config, "--trials", "8", "--workers", "2", "--storage", optuna_url, "--name", "pg", *FAST)
     print(f"\n8 trials, 2 workers, PostgreSQL: {seconds:.1f} s\n{summary_lines(proc)}")
     assert proc.returncode == 0, proc.stderr[-3000:]

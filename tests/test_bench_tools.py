@@ -1,0 +1,92 @@
+"""suite.bench: the pytest-benchmark JSON -> table, the target ratios, markdown and figure,
+and the measuring helpers (peak memory from profiler events, matmul rate)."""
+
+import pandas as pd
+import pytest
+import torch
+
+from suite.bench import benchmarks_table, markdown, peak_memory_mb, plot_latency_vs_context, targets
+
+
+def _bench(group, name, median, **info):
+    return dict(group=group, name=name, stats=dict(median=median, stddev=0.1 * median, rounds=5), extra_info=info)
+
+
+@pytest.fixture()
+def bench_json():
+    return {"machine_info": {"cpu": {"brand_raw": "Test CPU"}}, "benchmarks": [
+        _bench("stream", "h100", 0.010, model="hummuss-paper-causal", mode="stream", frames=100,
+               latency_ms=10.0, fps=100.0, matmul_fraction=0.25, peak_mb=1.0),
+        _bench("stream", "h10k", 0.0105, model="hummuss-paper-causal", mode="stream", frames=10_000,
+               latency_ms=10.5, fps=95.2, matmul_fraction=0.24, peak_mb=1.0),
+        _bench("stream", "mb243", 1.5, model="motionbert-lite", mode="stream", frames=243, latency_ms=1500.0),
+        _bench("stream", "mb27", 0.2, model="motionbert-lite", mode="stream", frames=27, latency_ms=200.0),
+        _bench("offline F=243", "h", 1.0, model="hummuss-paper-bidirectional", mode="offline", frames=243,
+               fps=243.0, peak_mb=100.0),
+        _bench("offline F=243", "m", 2.0, model="motionbert-lite", mode="offline", frames=243, fps=121.5,
+               peak_mb=150.0),
+        _bench("offline F=2187", "h", 10.0, model="hummuss-paper-bidirectional", mode="offline", frames=2187,
+               fps=218.7, peak_mb=400.0),
+        _bench("offline F=2187", "m", 30.0, model="motionbert-lite", mode="offline", frames=2187, fps=72.9,
+               peak_mb=1000.0),
+        _bench("matmul", "mm", 0.01),  # no extra_info: latency from the median
+    ]}
+
+
+def test_table_has_one_row_per_benchmark_with_the_standard_columns(bench_json):
+    df = benchmarks_table(bench_json)
+    assert len(df) == 9
+    assert list(df.columns[:6]) == ["group", "name", "model", "mode", "frames", "batch"]
+    row = df[df["name"] == "mm"].iloc[0]
+    assert row["latency_ms"] == pytest.approx(10.0) and pd.isna(row["model"])
+    assert df.loc[df["name"] == "h100", "stddev_ms"].item() == pytest.approx(1.0)
+
+
+def test_targets_are_the_ratios_of_one_run(bench_json):
+    goals = targets(benchmarks_table(bench_json)).set_index("target")
+    assert len(goals) == 6
+    stream = goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS"]
+    assert stream["value"] == pytest.approx(150.0) and stream["met"]
+    flat = goals.loc["HumMUSS stream latency at 10,000 / at 100 frames of context"]
+    assert flat["value"] == pytest.approx(1.05) and flat["met"]
+    assert goals.loc["offline fps HumMUSS / MotionBERT-Lite (one pass), F = 243", "value"] == pytest.approx(2.0)
+    f2187 = goals.loc["offline fps HumMUSS / MotionBERT-Lite (one pass), F = 2187"]
+    assert f2187["value"] == pytest.approx(3.0) and f2187["met"]
+    assert goals.loc["offline peak memory HumMUSS / MotionBERT-Lite, F = 2187", "value"] == pytest.approx(0.4)
+    frac = goals.loc["HumMUSS stream step: fraction of the measured matmul rate"]
+    assert frac["value"] == pytest.approx(0.25)
+    assert frac["met"] is not None and not frac["met"]
+
+
+def test_missing_benchmarks_give_no_verdict(bench_json):
+    bench_json["benchmarks"] = bench_json["benchmarks"][:1]
+    goals = targets(benchmarks_table(bench_json))
+    assert goals["value"].isna().sum() == 5 and goals["met"].isna().sum() == 5
+
+
+def test_markdown_lists_rows_and_targets(bench_json):
+    df = benchmarks_table(bench_json)
+    text = markdown(df, targets(df))
+    assert "| stream | hummuss-paper-causal | stream | 100 |" in text
+    assert "| >= 100 | 150 | yes |" in text
+    assert text.count("\n") == 2 + 9 + 1 + 2 + 6
+
+
+def test_latency_figure_is_written(tmp_path, bench_json):
+    path = plot_latency_vs_context(benchmarks_table(bench_json), tmp_path / "figures" / "lat.png")
+    assert path.is_file() and path.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="no streaming benchmarks"):
+        plot_latency_vs_context(benchmarks_table({"benchmarks": []}).assign(mode=[]), tmp_path / "x.png")
+
+
+def test_peak_memory_counts_the_largest_live_allocation():
+    def work():
+        a = torch.ones(1024, 1024)  # 4 MiB
+        b = torch.ones(2048, 1024)  # 8 MiB, both alive: 12 MiB
+        del a, b
+        c = torch.ones(512, 1024)  # 2 MiB after both were freed
+        return c
+
+    peak = peak_memory_mb(work)
+    assert 12.0 <= peak < 12.5
+
