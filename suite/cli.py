@@ -155,8 +155,13 @@ def cmd_run(args) -> int:
             open_source(args.data)
     except (ValueError, FileNotFoundError) as err:
         raise UsageError(str(err)) from err
+    from suite.launch import runner_kwargs
+
     tracker = _tracker()
-    runner = Runner(tracker, jobs=args.jobs, launcher=args.launcher, nproc_per_node=args.nproc_per_node)
+    try:
+        runner = Runner(tracker, **runner_kwargs(args))
+    except ValueError as err:
+        raise UsageError(str(err)) from err
     outcomes = runner.run_study(study.name, args.scale, seeds, args.data, sets, variants)
     print(summary(outcomes))
     return 1 if any(o.status in ("FAILED", "KILLED") for o in outcomes) else 0
@@ -201,10 +206,9 @@ def _add_run_options(p) -> None:
     p.add_argument("--data", help="data spec instead of the scale's (e.g. mpi3dhp:DIR)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override a config field: lr=1e-3, model.state_size=64, eval.flip=false")
-    p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (default: 1)")
-    p.add_argument("--launcher", default="local", choices=["local", "torchrun"],
-                   help="local processes, or torchrun for multi-GPU training of each run")
-    p.add_argument("--nproc-per-node", type=int, default=1, help="processes per run under torchrun")
+    from suite.launch import add_launch_options
+
+    add_launch_options(p)
 
 
 # -- the parser -----------------------------------------------------------------------

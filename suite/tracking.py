@@ -288,7 +288,12 @@ class Tracker:
         dataset = mlflow.data.from_numpy(features, source=CodeDatasetSource({"spec": redact(source)}),
                                          name=name, digest=digest)
         entry = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
-        _with_retry(lambda: self.client.log_inputs(run_id, datasets=[entry]), "log input")
+        try:
+            _with_retry(lambda: self.client.log_inputs(run_id, datasets=[entry]), "log input")
+        except Exception as err:  # another run created the same dataset meanwhile: link to that one
+            if not any(t in str(err).lower() for t in ("unique constraint", "duplicate key")):
+                raise
+            _with_retry(lambda: self.client.log_inputs(run_id, datasets=[entry]), "log input")
 
 
 def git_commit() -> str:

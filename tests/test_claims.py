@@ -22,6 +22,13 @@ TTL = 3.0  # seconds without heartbeat before a RUNNING run is taken over (keepe
 PG_URL = os.environ.get("HUMMUSS_TEST_POSTGRES_URL")
 
 
+def _forget_tracking_uri(monkeypatch) -> None:
+    """Unset MLFLOW_TRACKING_URI (it would override mlflow.yaml) for this test only; a bare
+    delenv of an unset variable would not undo a value set meanwhile."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+
+
 @pytest.fixture(scope="module")
 def tracker(tmp_path_factory):
     """One sqlite store for the unit tests; each test claims in its own experiment."""
@@ -30,7 +37,7 @@ def tracker(tmp_path_factory):
     config.write_text(f"tracking_uri: sqlite:///mlruns.db\nartifact_location: mlartifacts\nclaim_ttl_s: {TTL}\n")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HUMMUSS_MLFLOW_CONFIG", str(config))
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        _forget_tracking_uri(mp)
         yield Tracker(load_settings())
 
 
@@ -124,14 +131,12 @@ def postgres_store(tmp_path, monkeypatch):
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
-    # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the cluster extra installs psycopg2
-    url = urllib.parse.urlunsplit(urllib.parse.urlsplit(PG_URL)._replace(scheme="postgresql+psycopg2",
-                                                                         path=f"/{name}"))
+    url = urllib.parse.urlunsplit(urllib.parse.urlsplit(PG_URL)._replace(path=f"/{name}"))  # postgresql://
     config = tmp_path / "mlflow.yaml"
     config.write_text(f"tracking_uri: {url}\nartifact_location: mlartifacts\ncheckpoint_dir: checkpoints\n"
                       "claim_ttl_s: 6\n")
     monkeypatch.setenv("HUMMUSS_MLFLOW_CONFIG", str(config))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _forget_tracking_uri(monkeypatch)
     try:
         yield config
     finally:

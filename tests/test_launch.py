@@ -28,6 +28,13 @@ TINY = {"epochs": "1", "max_steps_per_epoch": "1", "max_val_clips": "2", "eval.l
         "eval.flip": "false", "eval.max_sequences": "1"}
 
 
+def _forget_tracking_uri(monkeypatch) -> None:
+    """Unset MLFLOW_TRACKING_URI (it would override mlflow.yaml) for this test only; a bare
+    delenv of an unset variable would not undo a value set meanwhile."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+
+
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     """A fresh sqlite store in tmp_path, named by HUMMUSS_MLFLOW_CONFIG."""
@@ -35,7 +42,7 @@ def store(tmp_path, monkeypatch):
     config.write_text("tracking_uri: sqlite:///mlruns.db\nartifact_location: mlartifacts\n"
                       "checkpoint_dir: checkpoints\nclaim_ttl_s: 30\n")
     monkeypatch.setenv("HUMMUSS_MLFLOW_CONFIG", str(config))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri exports it
+    _forget_tracking_uri(monkeypatch)
     return config
 
 

@@ -20,14 +20,26 @@ TINY = {"epochs": "1", "max_steps_per_epoch": "1", "max_val_clips": "2", "eval.l
         "eval.flip": "false", "eval.max_sequences": "1"}
 
 
+def _forget_tracking_uri(monkeypatch) -> None:
+    """Unset MLFLOW_TRACKING_URI (it would override mlflow.yaml) for this test only; a bare
+    delenv of an unset variable would not undo a value set meanwhile."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+
+
 def _store(tmp_path: Path, monkeypatch, ttl: float) -> Path:
     config = tmp_path / "mlflow.yaml"
     config.write_text("tracking_uri: sqlite:///mlruns.db\nartifact_location: mlartifacts\n"
                       f"checkpoint_dir: checkpoints\nclaim_ttl_s: {ttl}\n")
     monkeypatch.setenv("HUMMUSS_MLFLOW_CONFIG", str(config))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri exports it
+    _forget_tracking_uri(monkeypatch)
     monkeypatch.setenv("HUMMUSS_FAKE_GPUS", "0")  # the same placement on any machine
     return config
+
+
+def _default_sigint():
+    """A process started in the background inherits an ignored SIGINT; Ctrl-C must reach the runner."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _child_runs(tracker: Tracker, study: str):
@@ -95,7 +107,8 @@ def test_ctrl_c_marks_running_runs_killed_and_keeps_their_checkpoints(tmp_path, 
            "--jobs", "2", "--set", *sets]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update(PYTHONPATH=str(PROJECT_DIR), PYTHONUNBUFFERED="1", MLFLOW_DISABLE_TELEMETRY="true")
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_default_sigint)
     try:
         deadline = time.time() + 120
         while not list((tmp_path / "checkpoints").glob("*/last.pt")) and time.time() < deadline:
@@ -108,16 +121,17 @@ def test_ctrl_c_marks_running_runs_killed_and_keeps_their_checkpoints(tmp_path, 
             proc.kill()
     print(out[-3000:])
     assert proc.returncode == 130, out
+    assert "interrupted: stopping the running runs (they are marked KILLED, checkpoints kept)" in out
     tracker = Tracker(load_settings(config))
     (run,) = _child_runs(tracker, "motionbert-baseline")
-    assert run.info.status == "KILLED"
+    assert run.info.status == "KILLED", out
     exp = tracker.experiment_id("motionbert-baseline", create=False)
     (parent,) = [r for r in tracker.search([exp]) if r.data.tags.get("kind") == "parent"]
-    assert parent.info.status == "KILLED"
+    assert parent.info.status == "KILLED", out
     (last,) = (tmp_path / "checkpoints").glob("*/last.pt")
     assert last.stat().st_size > 0
     log = tmp_path / "checkpoints" / "logs" / "motionbert-baseline" / "lite-seed0.log"
-    assert "interrupted: run marked KILLED, checkpoints kept" in log.read_text()
+    assert "interrupted: run marked KILLED, checkpoints kept" in log.read_text(), log.read_text()
 
 
 def test_a_run_held_by_another_process_is_skipped_or_waited_for(tmp_path, monkeypatch):
