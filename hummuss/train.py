@@ -81,7 +81,7 @@ class TrainConfig(PresetConfig):
     PRESETS = {
         "motionbert": {},
         "pretrain": dict(lr=3e-4, corruption=True, batch_size=64, epochs=90),
-        "cpu": dict(epochs=10, batch_size=16, lr=1e-3, max_steps_per_epoch=20, max_val_clips=48,
+        "cpu": dict(epochs=10, batch_size=16, lr=1e-3, max_steps_per_epoch=16, max_val_clips=48,
                     eval_batch_size=32),
         "smoke": dict(epochs=2, batch_size=8, lr=1e-3, max_steps_per_epoch=4, eval_batch_size=16),
     }
@@ -448,7 +448,7 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"bad override {item!r}; expected key=value")
+            raise ValueError(f"bad --set {item!r}; expected key=value (e.g. lr=1e-3)")
         out[key.strip()] = value.strip()
     return out
 

@@ -111,13 +111,12 @@ def cmd_show(args) -> int:
 
 
 def _parse_sets(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"bad --set {item!r}; expected key=value (e.g. --set lr=1e-3)")
-        out[key] = value
-    return out
+    from hummuss.train import parse_overrides
+
+    try:
+        return parse_overrides(items or [])
+    except ValueError as err:
+        raise UsageError(str(err)) from err
 
 
 def _parse_seeds(text: str | None):

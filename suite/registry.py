@@ -65,7 +65,7 @@ SCALES: Mapping[str, Scale] = frozen(
     smoke=Scale("smoke", "synthetic:scale=smoke", _PRESETS["smoke"], "smoke", frames=27, stride=9,
                 eval=frozen(max_sequences=2, batch_size=16)),
     cpu=Scale("cpu", "synthetic", _PRESETS["cpu"], "cpu", frames=27, stride=9,
-              eval=frozen(max_sequences=16)),
+              eval=frozen(max_sequences=6)),
     paper=Scale("paper", "mpi3dhp:data/mpi3dhp", _PRESETS["paper"], "motionbert", frames=243, stride=81,
                 seeds=(0, 1, 2)),
 )

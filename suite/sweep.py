@@ -64,7 +64,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hummuss.train import Callback, TrainConfig, Trainer, load_checkpoint
+from hummuss.train import Callback, TrainConfig, Trainer, load_checkpoint, parse_overrides
 from hummuss.zoo import config_class
 from suite.registry import Param, Study, get_study
 from suite.runspec import RunSpec, expand
@@ -796,16 +796,6 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _parse_sets(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"bad --set {item!r}; expected KEY=VALUE (e.g. --set max_val_clips=8)")
-        out[key] = value
-    return out
-
-
 def cmd_sweep(args) -> int:
     """Exit 0 when the sweep has its trials, 1 when it stopped short, 2 on a usage error."""
     from suite.cli import UsageError
@@ -813,7 +803,7 @@ def cmd_sweep(args) -> int:
     try:
         cfg = SweepConfig(args.study, args.trials, scale=args.scale, variant=args.variant, name=args.name,
                           sampler=args.sampler, pruner=args.pruner, seed=args.seed, workers=args.workers,
-                          storage=args.storage, timeout_s=args.timeout, sets=_parse_sets(args.set),
+                          storage=args.storage, timeout_s=args.timeout, sets=parse_overrides(args.set or []),
                           stale_after_s=args.stale_after)
     except ValueError as err:
         raise UsageError(str(err)) from err
