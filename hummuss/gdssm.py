@@ -55,9 +55,11 @@ from hummuss.ssm import (
     DSSM,
     ParamCache,
     advance_state_,
-    advance_state_real_,
+    advance_state_planar,
     apply_conv,
+    conv_method,
     conv_operator,
+    operator_bytes,
 )
 
 CHUNK_TOKENS = 8192  # evaluation works on chunks of about this many tokens
@@ -118,18 +120,20 @@ class GDSSM(nn.Module):
             return [(self.ssm_f, self.mix_f), (self.ssm_b, self.mix_b)]
         return [(self.ssm_f, self.mix_f)]
 
-    def _operator(self, length: int, layout: str, dt_scale: float):
+    def _operator(self, length: int, layout: str, dt_scale: float, method: str = "auto"):
         """Both directions' convolutions as one operator with R = directions x k kernels."""
         dirs = self._directions()
 
         def compute():
-            K = torch.cat([s.kernel(length, dt_scale) for s, _ in dirs], 0)  # (R, H, L)
+            K = torch.cat([s._kernel(length, dt_scale) for s, _ in dirs], 0)  # (R, H, L)
             D = torch.cat([s.D for s, _ in dirs], 0)  # (R, H)
             anti = [i == 1 for i, (s, _) in enumerate(dirs) for _ in range(s.out_channels)]
-            return conv_operator(K, D, anti, layout)
+            return conv_operator(K, D, anti, layout, method)
 
         params = [p for s, _ in dirs for p in s.parameters()]
-        return self.cache.get(("op", length, layout, float(dt_scale)), params, compute)
+        R = sum(s.out_channels for s, _ in dirs)
+        return self.cache.get(("op", length, layout, float(dt_scale), method), params, compute,
+                              nbytes=operator_bytes(self.width, R, length, method))
 
     def _mix_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(H, directions, k) read-out weights and (H, directions) biases of the mixes."""
@@ -146,8 +150,11 @@ class GDSSM(nn.Module):
         g = F.gelu(y)
         if k == 1:  # views only: no index ops whose backward would fill zeros
             return torch.addcmul(b.view(H, 1, n, 1, 1), g, w.view(H, 1, n, 1, 1))
-        out = (g.view(H, P, n, k, L, Q) * w.view(H, 1, n, k, 1, 1)).sum(3)
-        return out.add_(b.view(H, 1, n, 1, 1))
+        gs = g.view(H, P, n, k, L, Q).unbind(3)  # backward: one stack
+        out = torch.addcmul(b.view(H, 1, n, 1, 1), gs[0], w[:, :, 0].view(H, 1, n, 1, 1))
+        for c in range(1, k):
+            out = out.addcmul_(gs[c], w[:, :, c].view(H, 1, n, 1, 1))
+        return out
 
     def _project(self, z: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
         """GELU(W z^T + b): tokens z (N, D) -> channel-major (H, N)."""
@@ -186,13 +193,15 @@ class GDSSM(nn.Module):
             return self.run(xs, dt_scale, dts).view(P, Q, L, D).permute(0, 2, 1, 3)
         if torch.is_grad_enabled() or P * L * Q <= CHUNK_TOKENS:
             return self._run(x, dt_scale, dt)
-        out = torch.empty_like(x)
         along = 0 if Q == 1 else 2
         size = max(1, CHUNK_TOKENS // L)
+        op = None if dt is not None else self._operator(
+            L, "cols" if Q == 1 else "rows", dt_scale, conv_method(L, min(size, x.shape[along])))
+        out = torch.empty_like(x)
         for i in range(0, x.shape[along], size):
             part = slice(i, i + size)
             idx = (part,) if along == 0 else (slice(None), slice(None), part)
-            out[idx] = self._run(x[idx], dt_scale, None if dt is None else dt[idx])
+            out[idx] = self._run(x[idx], dt_scale, None if dt is None else dt[idx], op=op)
         return out
 
     def _run(self, x: torch.Tensor, dt_scale: float, dt: torch.Tensor | None, op=None, mix=None) -> torch.Tensor:
@@ -204,7 +213,9 @@ class GDSSM(nn.Module):
         x_id = self._project(z, self.proj_id).view(H, P, L, Q)
         u = self._project(z, self.proj_in).view(H, P, L, Q)
         if dt is None:
-            op = self._operator(L, "cols" if Q == 1 else "rows", dt_scale) if op is None else op
+            if op is None:
+                layout = "cols" if Q == 1 else "rows"
+                op = self._operator(L, layout, dt_scale, conv_method(L, P if Q == 1 else Q))
             y = apply_conv(op, u)
         else:
             y = self._scan(u, dt * dt_scale)
@@ -237,17 +248,19 @@ class GDSSM(nn.Module):
         """
         with torch.no_grad():
             if not self.temporal:
-                return dict(op=self._operator(joints, "cols", 1.0), mix=self._mix_weights())
+                return dict(op=self._operator(joints, "cols", 1.0, "toeplitz"), mix=self._mix_weights())
             self._check_streamable()
             return dict(R=self.ssm_f.readout_weight(), planes=self.ssm_f.readout_planes(),
                         mix=self._mix_weights())
 
-    def step_(self, x_t: torch.Tensor, state: torch.Tensor, discretised, consts: dict | None = None) -> torch.Tensor:
-        """`step` updating `state` in place (no autograd): x_t (B, D) -> (B, D).
+    def step_(self, x_t: torch.Tensor, state: torch.Tensor, discretised,
+              consts: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`step` without autograd: x_t (B, D) -> (out_t (B, D), state).
 
-        state: complex (B, H, M), or its real view (B, H, M, 2) for the fused real-arithmetic
-        update (`advance_state_real_`, meant for torch.compile); `discretised` = (dA, dB) from
-        `ssm_f.discretise_step`, (H, M) or (B, H, M), as real views (.., 2) with a real state.
+        state: complex (B, H, M), updated in place and returned; or planar real (2, B, H, M)
+        = (Re, Im), for which a new state is returned (`advance_state_planar`, one pass over
+        the state under torch.compile). `discretised` = (dA, dB) from
+        `ssm_f.discretise_step`, (H, M) or (B, H, M), planar (2, ...) with a planar state.
         `consts` from `stream_constants`.
         """
         consts = self.stream_constants(0) if consts is None else consts
@@ -258,11 +271,11 @@ class GDSSM(nn.Module):
         if state.is_complex():
             y = advance_state_(state, *discretised, u, consts["R"], ssm.D)  # (B, H, k)
         else:
-            y = advance_state_real_(state, *discretised, u, *consts["planes"], ssm.D)
+            state, y = advance_state_planar(state, *discretised, u, *consts["planes"], ssm.D)
         w, b = consts["mix"]  # (H, 1, k), (H, 1)
         x_f = (F.gelu(y) * w[:, 0]).sum(-1) + b[:, 0]  # (B, H)
         out = torch.addmm(x_t, self.aggregate(x_f, x_id), self.proj_out.weight.t())
-        return out + self.proj_out.bias
+        return out + self.proj_out.bias, state
 
     def _check_streamable(self):
         if self.bidirectional:

@@ -33,7 +33,7 @@ C ~ complex normal (unit variance per component), log Delta ~ U[log dt_min, log 
 How the convolution is computed (the same numbers either way, to float round-off):
 - short sequences (L <= TOEPLITZ_MAX_LENGTH, e.g. the 17 joints of a frame) multiply by
   the (L x L) Toeplitz matrix of the kernel, one small matmul per channel;
-- long ones use an FFT of a 5-smooth size >= 2L - 1 (`fft_size`); the anti-causal
+- long ones use an FFT of a mostly-two size >= 2L - 1 (`fft_size`); the anti-causal
   (backward) direction multiplies by the conjugate spectrum instead of flipping.
 Both work on channel-major activations u (H, P, L, Q) (the sequence on dim 2), so a
 block that computes its projections as W z^T needs no transposes (see hummuss/gdssm.py).
@@ -53,7 +53,12 @@ import torch
 import torch.nn as nn
 
 INIT_SCHEMES = ("lin", "inv", "legs", "real", "rand")
-TOEPLITZ_MAX_LENGTH = 32  # direct (Toeplitz) convolution up to this length, FFT beyond
+# direct (Toeplitz) convolution up to TOEPLITZ_MAX_LENGTH frames, or up to
+# TOEPLITZ_WIDE_MAX_LENGTH when the matmul has at least TOEPLITZ_WIDE_COLUMNS columns
+# (sequences per channel); FFT beyond. Measured on a 2-core AVX-512 CPU, see `conv_method`.
+TOEPLITZ_MAX_LENGTH, TOEPLITZ_WIDE_MAX_LENGTH, TOEPLITZ_WIDE_COLUMNS = 32, 128, 64
+CACHE_MAX_BYTES = 16 * 2**20  # evaluation caches keep no value larger than this
+FFT_ODD_FACTORS = (1, 3, 5, 9)  # FFT sizes 2^a c, see `fft_size`
 
 
 def legs_frequencies(state_size: int) -> np.ndarray:
@@ -107,18 +112,18 @@ def zoh(lam: torch.Tensor, dt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 
 def fft_size(n: int) -> int:
-    """The smallest even 2^a 3^b 5^c >= n: pocketfft's fast sizes (2L is not always one)."""
-    best = 2 ** max(1, math.ceil(math.log2(max(n, 2))))
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            m = 2 * p35  # even
-            while m < n:
-                m *= 2
-            best = min(best, m)
-            p35 *= 3
-        p5 *= 5
+    """The smallest 2^a c >= n with c in (1, 3, 5, 9): FFT sizes that are mostly twos.
+
+    On this project's 2-core AVX-512 CPU (MKL) they beat the smallest 5-smooth sizes: for
+    L = 243 frames (n >= 485) 512 runs about 30% faster than 486 = 2 3^5; for L = 729, 1536
+    beats 1458 = 2 3^6.
+    """
+    best = None
+    for c in FFT_ODD_FACTORS:
+        m = c
+        while m < n:
+            m *= 2
+        best = m if best is None else min(best, m)
     return best
 
 
@@ -128,13 +133,15 @@ class ParamCache:
     With autograd enabled (training) `get` always recomputes, so gradients flow. Without
     it (evaluation, streaming) a value is kept under `key` until one of `params` changes:
     an optimiser step or load_state_dict bumps the tensor's version, `.to()` moves it.
+    Values larger than CACHE_MAX_BYTES (pass their size as `nbytes`) are not kept: long
+    sequences' kernels and spectra are cheap to recompute next to their convolution.
     """
 
     def __init__(self, maxsize: int = 16):
         self.maxsize, self._store = maxsize, {}
 
-    def get(self, key, params: Sequence[torch.Tensor], compute: Callable[[], object]):
-        if torch.is_grad_enabled():
+    def get(self, key, params: Sequence[torch.Tensor], compute: Callable[[], object], nbytes: int = 0):
+        if torch.is_grad_enabled() or nbytes > CACHE_MAX_BYTES:
             return compute()
         version = tuple((p._version, p.data_ptr()) for p in params)
         hit = self._store.get(key)
@@ -155,14 +162,14 @@ class ConvOperator:
 
     kind "toeplitz": `weight` (H, R L, L) for layout "rows" (u (H, L, Q)) or (H, L, R L) for
     layout "cols" (u (H, P, L)), the skip D on its diagonal. kind "fft": `weight` (H, 1, R,
-    n/2+1, 1) complex spectra (conjugated for anti-causal kernels), `skip` (H, 1, R, 1, 1).
+    n/2+1, 1) complex spectra of the kernels with D added at lag 0 (conjugated for
+    anti-causal kernels), `n_fft` the transform size.
     """
 
     kind: str
     layout: str
     length: int
     weight: torch.Tensor
-    skip: torch.Tensor | None = None
     n_fft: int = 0
 
 
@@ -184,16 +191,38 @@ def toeplitz(K: torch.Tensor, D: torch.Tensor, anticausal: Sequence[bool]) -> to
     return T.permute(1, 0, 2, 3)  # (H, R, L, L)
 
 
+def conv_method(length: int, columns: int) -> str:
+    """"toeplitz" or "fft" for sequences of `length` frames, `columns` sequences per channel.
+
+    The Toeplitz matmul costs R L multiply-adds per frame and channel and runs near the matmul
+    rate once it has enough columns; the FFT costs O(log L) but at a fraction of that rate.
+    (H = 640, R = 4: with 17 columns the FFT wins from about 40 frames, with 136 from about
+    130.)
+    """
+    if length <= TOEPLITZ_MAX_LENGTH or (length <= TOEPLITZ_WIDE_MAX_LENGTH and columns >= TOEPLITZ_WIDE_COLUMNS):
+        return "toeplitz"
+    return "fft"
+
+
+def operator_bytes(channels: int, kernels: int, length: int, method: str) -> int:
+    """Size of `conv_operator`'s weight for H channels, R kernels, L frames."""
+    if method == "auto":
+        method = conv_method(length, 1)
+    if method == "toeplitz":
+        return 4 * channels * kernels * length * length
+    return 8 * channels * kernels * (fft_size(2 * length - 1) // 2 + 1)
+
+
 def conv_operator(K: torch.Tensor, D: torch.Tensor, anticausal: Sequence[bool], layout: str,
                   method: str = "auto") -> ConvOperator:
     """Prepare the convolution by K (R, H, L) with skips D (R, H) for `apply_conv`.
 
     layout "rows": inputs u (H, 1, L, Q); "cols": u (H, P, L, 1). method "toeplitz",
-    "fft" or "auto" (Toeplitz up to TOEPLITZ_MAX_LENGTH frames).
+    "fft" or "auto" (`conv_method` with few columns: Toeplitz up to TOEPLITZ_MAX_LENGTH).
     """
     R, H, L = K.shape
     if method == "auto":
-        method = "toeplitz" if L <= TOEPLITZ_MAX_LENGTH else "fft"
+        method = conv_method(L, 1)
     if method == "toeplitz":
         T = toeplitz(K, D, anticausal)  # (H, R, L, L)
         if layout == "rows":
@@ -206,13 +235,13 @@ def conv_operator(K: torch.Tensor, D: torch.Tensor, anticausal: Sequence[bool], 
     if method != "fft":
         raise ValueError(f"unknown convolution method {method!r}; known: auto, toeplitz, fft")
     n = fft_size(2 * L - 1)  # zero padding makes the circular convolution linear
+    K = torch.cat([K[..., :1] + D.unsqueeze(-1), K[..., 1:]], -1)  # the skip D u is lag 0
     Kf = torch.fft.rfft(K.float(), n=n)  # (R, H, n/2+1)
     if any(anticausal):  # correlation with K: y_i = sum_{j >= i} K[j - i] u_j
         anti = torch.tensor(list(anticausal), device=K.device).view(R, 1, 1)
         Kf = torch.where(anti, Kf.conj(), Kf)
     weight = Kf.permute(1, 0, 2)[:, None, :, :, None]  # (H, 1, R, n/2+1, 1)
-    skip = D.t()[:, None, :, None, None]  # (H, 1, R, 1, 1)
-    return ConvOperator("fft", layout, L, weight, skip, n)
+    return ConvOperator("fft", layout, L, weight, n)
 
 
 def apply_conv(op: ConvOperator, u: torch.Tensor) -> torch.Tensor:
@@ -234,7 +263,9 @@ def apply_conv(op: ConvOperator, u: torch.Tensor) -> torch.Tensor:
     n = op.n_fft
     Uf = torch.fft.rfft(u, n=n, dim=2)  # (H, P, n/2+1, Q)
     y = torch.fft.irfft(Uf.unsqueeze(2) * op.weight, n=n, dim=3)[:, :, :, :L]  # (H, P, R, L, Q)
-    return torch.addcmul(y, op.skip, u.unsqueeze(2))
+    # with autograd a contiguous copy pays for itself: GELU's backward on the strided slice
+    # is about 4x slower than on a dense tensor
+    return y.contiguous() if torch.is_grad_enabled() else y
 
 
 class DSSM(nn.Module):
@@ -298,7 +329,8 @@ class DSSM(nn.Module):
         dt_scale until a parameter changes (in-place updates bump tensor versions).
         """
         key = ("kernel", length, float(dt_scale))
-        return self.cache.get(key, list(self.parameters()), lambda: self._kernel(length, dt_scale))
+        return self.cache.get(key, list(self.parameters()), lambda: self._kernel(length, dt_scale),
+                              nbytes=4 * self.out_channels * self.channels * length)
 
     def _kernel(self, length: int, dt_scale: float) -> torch.Tensor:
         # dA^l = dA^(q b) dA^r with l = q b + r: two small Vandermonde factors instead of
@@ -322,7 +354,8 @@ class DSSM(nn.Module):
         """This layer's convolution (cached without autograd), see `conv_operator`."""
         key = ("op", length, layout, float(dt_scale), anticausal, method)
         return self.cache.get(key, list(self.parameters()), lambda: conv_operator(
-            self.kernel(length, dt_scale), self.D, [anticausal] * self.out_channels, layout, method))
+            self._kernel(length, dt_scale), self.D, [anticausal] * self.out_channels, layout, method),
+            nbytes=operator_bytes(self.channels, self.out_channels, length, method))
 
     # -- convolution mode -----------------------------------------------------------
     def forward(self, u: torch.Tensor, dt_scale: float = 1.0, dt: torch.Tensor | None = None) -> torch.Tensor:
@@ -330,7 +363,7 @@ class DSSM(nn.Module):
         if dt is not None:
             return self.scan(u, dt * dt_scale)
         B, L, H = u.shape
-        op = self.operator(L, "cols", dt_scale)
+        op = self.operator(L, "cols", dt_scale, method=conv_method(L, B))
         y = apply_conv(op, u.permute(2, 0, 1).unsqueeze(-1).to(self.D.dtype))  # (H, B, k, L, 1)
         return y[..., 0].permute(1, 3, 0, 2).to(u.dtype)  # (B, L, H, k)
 
@@ -359,7 +392,7 @@ class DSSM(nn.Module):
         """
         L, N, H = u.shape
         lam, step = self.eigenvalues(), torch.exp(self.log_dt)  # (S, M), (H,)
-        R = self.readout_weight()  # (H, 2M, k)
+        R = self.readout_weight()  # (H, k, 2M)
         ys = []
         for t0 in range(0, L, block):
             a, b = zoh(lam, (dt[t0:t0 + block].unsqueeze(-1) * step).unsqueeze(-1))  # (l, N, H, M)
@@ -378,15 +411,15 @@ class DSSM(nn.Module):
         return torch.zeros(batch_size, self.channels, self.modes, dtype=torch.complex64, device=device)
 
     def readout_weight(self) -> torch.Tensor:
-        """R (H, 2M, k) with 2 Re(C s) = view_as_real(s) @ R (cached without autograd)."""
+        """R (H, k, 2M) with 2 Re(C_c s) = <view_as_real(s), R[:, c]> (cached without autograd)."""
         def compute():
             C = self.C  # (k, H, M, 2): 2 Re(C s) = 2 (C_re s_re - C_im s_im)
-            return (2 * torch.stack([C[..., 0], -C[..., 1]], -1)).permute(1, 2, 3, 0).reshape(
-                self.channels, 2 * self.modes, self.out_channels)
+            R = 2 * torch.stack([C[..., 0], -C[..., 1]], -1)  # (k, H, M, 2)
+            return R.transpose(0, 1).reshape(self.channels, self.out_channels, 2 * self.modes)
         return self.cache.get("readout", [self.C], compute)
 
     def readout_planes(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(2 Re C, -2 Im C), each (H, k, M), for `advance_state_real_` (cached without autograd)."""
+        """(2 Re C, -2 Im C), each (H, k, M), for `advance_state_planar` (cached without autograd)."""
         return self.cache.get("planes", [self.C], lambda: (
             (2 * self.C[..., 0]).transpose(0, 1).contiguous(), (-2 * self.C[..., 1]).transpose(0, 1).contiguous()))
 
@@ -422,33 +455,39 @@ def advance_state_(state: torch.Tensor, dA: torch.Tensor, dB: torch.Tensor, u: t
                    R: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
     """One recurrence step in place on a complex state (N, H, M): s = dA s + dB u.
 
-    dA, dB (H, M) or (N, H, M); u (N, H); R (H, 2M, k) from `DSSM.readout_weight`; D (k, H).
+    dA, dB (H, M) or (N, H, M); u (N, H); R (H, k, 2M) from `DSSM.readout_weight`; D (k, H).
     Returns y = 2 Re(C s) + D u (N, H, k).
     """
     state.mul_(dA).addcmul_(dB, u.unsqueeze(-1))
     return _readout(state, R).addcmul_(u.unsqueeze(-1), D.t())
 
 
-def advance_state_real_(s: torch.Tensor, a: torch.Tensor, b: torch.Tensor, u: torch.Tensor,
-                        Rr: torch.Tensor, Ri: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
-    """`advance_state_` on real views, written for torch.compile (one fused pass over the state).
+def advance_state_planar(s: torch.Tensor, a: torch.Tensor, b: torch.Tensor, u: torch.Tensor,
+                         Rr: torch.Tensor, Ri: torch.Tensor, D: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`advance_state_` on planar real states, written for torch.compile: one pass over the state.
 
-    s (N, H, M, 2) = view_as_real(state), updated in place; a, b (..., H, M, 2) = dA, dB as
-    (re, im); u (N, H); Rr, Ri (H, k, M) = 2 Re C, -2 Im C (`DSSM.readout_planes`); D (k, H).
+    s (2, N, H, M) = (Re, Im) of the state; a, b (2, H, M) or (2, N, H, M) = dA, dB likewise;
+    u (N, H); Rr, Ri (H, k, M) = 2 Re C, -2 Im C (`DSSM.readout_planes`); D (k, H).
+    Returns the new state (2, N, H, M) (a new tensor: no copy-back of an in-place update)
+    and y = 2 Re(C s) + D u (N, H, k).
     """
-    sr, si = s[..., 0], s[..., 1]
-    ar, ai, br, bi = a[..., 0], a[..., 1], b[..., 0], b[..., 1]
     uu = u.unsqueeze(-1)
-    nr = ar * sr - ai * si + br * uu  # (N, H, M)
-    ni = ar * si + ai * sr + bi * uu
-    s.copy_(torch.stack([nr, ni], -1))
-    return (nr.unsqueeze(-2) * Rr + ni.unsqueeze(-2) * Ri).sum(-1) + uu * D.t()
+    nr = a[0] * s[0] - a[1] * s[1] + b[0] * uu  # (N, H, M)
+    ni = a[0] * s[1] + a[1] * s[0] + b[1] * uu
+    y = torch.stack([(nr * Rr[:, c] + ni * Ri[:, c]).sum(-1) for c in range(Rr.shape[1])], -1)
+    return torch.stack([nr, ni], 0), y + uu * D.t()
 
 
 def _readout(s: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-    """States s (..., H, M) complex, R (H, 2M, k) -> 2 Re(C s) (..., H, k)."""
+    """States s (..., H, M) complex, R (H, k, 2M) -> 2 Re(C s) (..., H, k).
+
+    Few states (one frame): multiply and sum, faster on CPU than H tiny matmuls. Many (a
+    block of frames in `scan_frames`): a batched matmul, without the k-fold temporary.
+    """
     sr = torch.view_as_real(s).flatten(-2)  # (..., H, 2M): (re, im) interleaved
-    return torch.einsum("...hj,hjk->...hk", sr, R)
+    if s.dim() <= 3:
+        return (sr.unsqueeze(-2) * R).sum(-1)
+    return torch.einsum("...hj,hkj->...hk", sr, R)
 
 
 def _sequential_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

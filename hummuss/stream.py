@@ -10,15 +10,15 @@ gives the same outputs as `model(x)` on the whole sequence.
         y_t = s.step(x_t)         # (B, 17, 3)
         y_t = s.step(x_t, dt=2.0) # this frame came two training steps after the last
 
-Speed: the states are updated in place; the spatial convolutions, read-out and mix weights
-and the discretisation of each step size are computed once (at `reset`) and reused. At
+Speed: the spatial convolutions, read-out and mix weights and the discretisation of each
+step size are computed once (at `reset`) and reused; the states are updated in place. At
 batch 1 the step is bound by memory traffic: the paper-causal state is 10 blocks x 17 joints
-x 768 channels x 64 complex modes (67 MB), read and written every frame, and the 16M
-weights (64 MB) are read once. `compile=True` runs the frame through `torch.compile`
-(the state update and read-out become one pass over the state); it needs a C++ compiler
-(CPU) or Triton (GPU), costs a one-off compilation on the first frame (about 10-60 s on a
-2-core CPU, cached on disk afterwards) and falls back to eager execution with a warning
-if compilation fails.
+x 768 channels x 64 complex modes (67 MB), read and rewritten every frame, and the 16M
+weights (64 MB) are read once. `compile=True` runs each frame through `torch.compile`, with
+the states as planar real tensors (2, B J, H, M) = (Re, Im), so that each block's update and
+read-out are one pass over its state. It needs a C++ compiler (CPU) or Triton (GPU), costs a
+one-off compilation on the first frame (about 5-30 s on a 2-core CPU; cached on disk) and
+falls back to eager execution, with a warning, if compilation fails.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ class HumMUSSStream:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.batch_size = model, batch_size
         self.compile = compile
-        self._compiled = None
         self.reset()
 
     def reset(self):
@@ -54,6 +53,8 @@ class HumMUSSStream:
             [layer.temporal_st.initial_state(n, device), layer.temporal_ts.initial_state(n, device)]
             for layer in model.layers
         ]
+        if self.compile:  # planar (Re, Im) real states for the compiled update
+            self.states = [[_planar(s) for s in pair] for pair in self.states]
         J = model.config.num_joints
         self._consts = [[block.stream_constants(J) for block in self._blocks(layer)] for layer in model.layers]
         self.frames_seen = 0
@@ -67,8 +68,8 @@ class HumMUSSStream:
         def disc(step):
             out = [[b.ssm_f.discretise_step(step) for b in (layer.temporal_st, layer.temporal_ts)]
                    for layer in self.model.layers]
-            if self.compile:  # the compiled update works on (re, im) views
-                out = [[tuple(torch.view_as_real(t) for t in pair) for pair in per] for per in out]
+            if self.compile:
+                out = [[tuple(_planar(t) for t in pair) for pair in per] for per in out]
             return out
 
         with torch.no_grad():
@@ -96,41 +97,56 @@ class HumMUSSStream:
             y = self._step_compiled(x_t, dt)
         else:
             with torch.inference_mode():
-                y = self._frame(x_t, self.states, self._discretised(dt), self._consts)
+                y, self.states = _frame(self.model, x_t, self.states, self._discretised(dt), self._consts)
         self.frames_seen += 1
         return y
 
     def _step_compiled(self, x_t, dt):
-        states = [[torch.view_as_real(s) for s in pair] for pair in self.states]
-        if self._compiled is None:
-            self._compiled = torch.compile(self._frame, dynamic=False)
+        global _compiled_frame
+        if _compiled_frame is None:  # one per process: streams of one model share its code
+            _compiled_frame = torch.compile(_frame, dynamic=False)
         try:
             with torch.no_grad():
-                return self._compiled(x_t, states, self._discretised(dt), self._consts)
+                y, self.states = _compiled_frame(self.model, x_t, self.states, self._discretised(dt), self._consts)
+            return y
         except Exception as err:  # no compiler, unsupported backend: run eagerly from now on
             warnings.warn(f"torch.compile of the streaming step failed ({type(err).__name__}: {err}); "
                           "running it eagerly", RuntimeWarning, stacklevel=3)
             self.compile, self._cache = False, {}
+            self.states = [[torch.complex(s[0], s[1]) for s in pair] for pair in self.states]
             with torch.inference_mode():
-                return self._frame(x_t, self.states, self._discretised(dt), self._consts)
+                y, self.states = _frame(self.model, x_t, self.states, self._discretised(dt), self._consts)
+            return y
 
-    def _frame(self, x_t, states, disc, consts):
-        """One frame through the network: x_t (B, J, 3) -> (B, J, 3), states advanced in place."""
-        model = self.model
-        B, J, D = self.batch_size, model.config.num_joints, model.config.dim
-        h = model.joints_embed(x_t) + model.pos_embed[0]  # (B, J, D)
-        for layer, st, dsc, cst in zip(model.layers, states, disc, consts):
-            h = self._layer_step(layer, h, st, dsc, cst, B, J, D)
-        return model.head(model.pre_logits(model.norm(h)))
 
-    @staticmethod
-    def _layer_step(layer: Layer, h, states, disc, consts, B, J, D):
-        """h (B, J, D) -> (B, J, D); the temporal states (B J, H, M) advance in place."""
-        c_sst, c_tst, c_tts, c_sts = consts
+_compiled_frame = None
+
+
+def _planar(z: torch.Tensor) -> torch.Tensor:
+    """complex (...) -> real (2, ...) = (Re, Im)."""
+    return torch.stack([z.real, z.imag], 0)
+
+
+def _frame(model: HumMUSS, x_t, states, disc, consts):
+    """One frame through the network: x_t (B, J, 3) -> ((B, J, 3), new states).
+
+    states: per layer [st, ts], complex (B J, H, M) (advanced in place) or planar real
+    (2, B J, H, M) (replaced); disc: per layer the (dA, dB) of both temporal blocks, in the
+    same form; consts: per layer the `stream_constants` of (spatial_st, temporal_st,
+    temporal_ts, spatial_ts).
+    """
+    B, J, _ = x_t.shape
+    D = model.config.dim
+    h = model.joints_embed(x_t) + model.pos_embed[0]  # (B, J, D)
+    new_states = []
+    for layer, st, dsc, cst in zip(model.layers, states, disc, consts):
+        c_sst, c_tst, c_tts, c_sts = cst
         # stream 1: spatial over the joints, then one temporal step per joint
         x_st = layer.spatial_st._run(h.reshape(B, J, 1, D), 1.0, None, **c_sst)
-        x_st = layer.temporal_st.step_(x_st.view(B * J, D), states[0], disc[0], c_tst)
+        x_st, s_st = layer.temporal_st.step_(x_st.view(B * J, D), st[0], dsc[0], c_tst)
         # stream 2: one temporal step per joint, then spatial over the joints
-        y = layer.temporal_ts.step_(h.reshape(B * J, D), states[1], disc[1], c_tts)
+        y, s_ts = layer.temporal_ts.step_(h.reshape(B * J, D), st[1], dsc[1], c_tts)
         x_ts = layer.spatial_ts._run(y.view(B, J, 1, D), 1.0, None, **c_sts)
-        return layer.fuse(x_st.view(B, J, D), x_ts.view(B, J, D))
+        h = layer.fuse(x_st.view(B, J, D), x_ts.view(B, J, D))
+        new_states.append([s_st, s_ts])
+    return model.head(model.pre_logits(model.norm(h))), new_states

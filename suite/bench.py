@@ -28,6 +28,7 @@ import pandas as pd
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "tests" / "benchmarks"
 QUICK_ENV = "HUMMUSS_BENCH_QUICK"  # "1": fewer sizes and rounds (a few minutes)
+STREAM_MODELS = {"hummuss-paper-causal": "eager", "hummuss-paper-causal, compiled": "compiled"}
 COLUMNS = ["group", "name", "model", "mode", "frames", "batch", "latency_ms", "fps", "peak_mb",
            "macs_per_frame", "gmacs", "matmul_fraction", "rounds", "stddev_ms"]
 
@@ -98,6 +99,17 @@ def peak_memory_mb(fn: Callable[[], object]) -> float:
     return peak / 2**20
 
 
+def clear_caches(model) -> None:
+    """Drop a model's evaluation-time caches (HumMUSS's kernels and operators), so that a
+    measured call pays for, and counts the memory of, everything it uses."""
+    from hummuss.ssm import ParamCache
+
+    for module in model.modules():
+        cache = getattr(module, "cache", None)
+        if isinstance(cache, ParamCache):
+            cache.clear()
+
+
 def record(benchmark, *, model: str, mode: str, frames: int, frames_per_call: int, macs_per_frame: int,
            rate: float, batch: int = 1, **extra) -> dict:
     """Put the standard figures of a finished `benchmark.pedantic` into its extra_info.
@@ -151,13 +163,18 @@ def targets(df: pd.DataFrame) -> pd.DataFrame:
     def ratio(a, b, col):
         return None if a is None or b is None else float(a[col] / b[col])
 
-    h100 = _pick(df, model="hummuss-paper-causal", mode="stream", frames=100)
-    h10k = _pick(df, model="hummuss-paper-causal", mode="stream", frames=10_000)
     mb243 = _pick(df, model="motionbert-lite", mode="stream", frames=243)
-    add("stream latency MotionBERT-Lite (243-frame window) / HumMUSS", ">= 100",
-        ratio(mb243, h100, "latency_ms"), lambda v: v >= 100)
-    add("HumMUSS stream latency at 10,000 / at 100 frames of context", "<= 1.10",
-        ratio(h10k, h100, "latency_ms"), lambda v: v <= 1.10)
+    streams = {}
+    for model, label in STREAM_MODELS.items():
+        h100 = _pick(df, model=model, mode="stream", frames=100)
+        rows = df[(df["model"] == model) & (df["mode"] == "stream")]
+        longest = int(rows["frames"].max()) if len(rows) and rows["frames"].max() > 100 else 10_000
+        h_long = _pick(df, model=model, mode="stream", frames=longest)
+        streams[label] = h100
+        add(f"stream latency MotionBERT-Lite (243-frame window) / HumMUSS ({label})", ">= 100",
+            ratio(mb243, h100, "latency_ms"), lambda v: v >= 100)
+        add(f"HumMUSS ({label}) stream latency at {longest:,} / at 100 frames of context", "<= 1.10",
+            ratio(h_long, h100, "latency_ms"), lambda v: v <= 1.10)
     for frames, goal in ((243, 1.0), (2187, 2.0)):
         h = _pick(df, model="hummuss-paper-bidirectional", mode="offline", frames=frames)
         m = _pick(df, model="motionbert-lite", mode="offline", frames=frames)
@@ -167,8 +184,9 @@ def targets(df: pd.DataFrame) -> pd.DataFrame:
     m = _pick(df, model="motionbert-lite", mode="offline", frames=2187)
     add("offline peak memory HumMUSS / MotionBERT-Lite, F = 2187", "<= 0.5",
         ratio(h, m, "peak_mb"), lambda v: v <= 0.5)
-    add("HumMUSS stream step: fraction of the measured matmul rate", ">= 0.40",
-        None if h100 is None else float(h100["matmul_fraction"]), lambda v: v >= 0.40)
+    for label, h100 in streams.items():
+        add(f"HumMUSS ({label}) stream step: fraction of the measured matmul rate", ">= 0.40",
+            None if h100 is None else float(h100["matmul_fraction"]), lambda v: v >= 0.40)
     return pd.DataFrame(out, columns=["target", "goal", "value", "met"])
 
 
@@ -187,7 +205,7 @@ def markdown(df: pd.DataFrame, goals: pd.DataFrame) -> str:
                      f"{fmt(r['matmul_fraction'], '.1%')} |")
     lines += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
     for _, g in goals.iterrows():
-        met = "" if g["met"] is None else ("yes" if g["met"] else "no")
+        met = "" if pd.isna(g["met"]) else ("yes" if g["met"] else "no")
         lines.append(f"| {g['target']} | {g['goal']} | {fmt(g['value'], '.3g')} | {met} |")
     return "\n".join(lines) + "\n"
 

@@ -19,6 +19,8 @@ def bench_json():
                latency_ms=10.0, fps=100.0, matmul_fraction=0.25, peak_mb=1.0),
         _bench("stream", "h10k", 0.0105, model="hummuss-paper-causal", mode="stream", frames=10_000,
                latency_ms=10.5, fps=95.2, matmul_fraction=0.24, peak_mb=1.0),
+        _bench("stream", "c100", 0.005, model="hummuss-paper-causal, compiled", mode="stream", frames=100,
+               latency_ms=5.0, matmul_fraction=0.5),
         _bench("stream", "mb243", 1.5, model="motionbert-lite", mode="stream", frames=243, latency_ms=1500.0),
         _bench("stream", "mb27", 0.2, model="motionbert-lite", mode="stream", frames=27, latency_ms=200.0),
         _bench("offline F=243", "h", 1.0, model="hummuss-paper-bidirectional", mode="offline", frames=243,
@@ -35,7 +37,7 @@ def bench_json():
 
 def test_table_has_one_row_per_benchmark_with_the_standard_columns(bench_json):
     df = benchmarks_table(bench_json)
-    assert len(df) == 9
+    assert len(df) == 10
     assert list(df.columns[:6]) == ["group", "name", "model", "mode", "frames", "batch"]
     row = df[df["name"] == "mm"].iloc[0]
     assert row["latency_ms"] == pytest.approx(10.0) and pd.isna(row["model"])
@@ -44,24 +46,29 @@ def test_table_has_one_row_per_benchmark_with_the_standard_columns(bench_json):
 
 def test_targets_are_the_ratios_of_one_run(bench_json):
     goals = targets(benchmarks_table(bench_json)).set_index("target")
-    assert len(goals) == 6
-    stream = goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS"]
+    assert len(goals) == 9
+    stream = goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (eager)"]
     assert stream["value"] == pytest.approx(150.0) and stream["met"]
-    flat = goals.loc["HumMUSS stream latency at 10,000 / at 100 frames of context"]
+    assert goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (compiled)",
+                     "value"] == pytest.approx(300.0)
+    flat = goals.loc["HumMUSS (eager) stream latency at 10,000 / at 100 frames of context"]
     assert flat["value"] == pytest.approx(1.05) and flat["met"]
+    no_10k = goals.loc["HumMUSS (compiled) stream latency at 10,000 / at 100 frames of context"]
+    assert pd.isna(no_10k["value"]) and no_10k["met"] is None
     assert goals.loc["offline fps HumMUSS / MotionBERT-Lite (one pass), F = 243", "value"] == pytest.approx(2.0)
     f2187 = goals.loc["offline fps HumMUSS / MotionBERT-Lite (one pass), F = 2187"]
     assert f2187["value"] == pytest.approx(3.0) and f2187["met"]
     assert goals.loc["offline peak memory HumMUSS / MotionBERT-Lite, F = 2187", "value"] == pytest.approx(0.4)
-    frac = goals.loc["HumMUSS stream step: fraction of the measured matmul rate"]
+    frac = goals.loc["HumMUSS (eager) stream step: fraction of the measured matmul rate"]
     assert frac["value"] == pytest.approx(0.25)
     assert frac["met"] is not None and not frac["met"]
+    assert goals.loc["HumMUSS (compiled) stream step: fraction of the measured matmul rate", "met"]
 
 
 def test_missing_benchmarks_give_no_verdict(bench_json):
     bench_json["benchmarks"] = bench_json["benchmarks"][:1]
     goals = targets(benchmarks_table(bench_json))
-    assert goals["value"].isna().sum() == 5 and goals["met"].isna().sum() == 5
+    assert goals["value"].isna().sum() == 8 and goals["met"].isna().sum() == 8
 
 
 def test_markdown_lists_rows_and_targets(bench_json):
@@ -69,7 +76,8 @@ def test_markdown_lists_rows_and_targets(bench_json):
     text = markdown(df, targets(df))
     assert "| stream | hummuss-paper-causal | stream | 100 |" in text
     assert "| >= 100 | 150 | yes |" in text
-    assert text.count("\n") == 2 + 9 + 1 + 2 + 6
+    assert "F = 2187 | >= 2 | 3 | yes |" in text and "| <= 1.10 |  |  |" in text  # compiled: no 10,000
+    assert text.count("\n") == 2 + 10 + 1 + 2 + 9
 
 
 def test_latency_figure_is_written(tmp_path, bench_json):
@@ -90,3 +98,16 @@ def test_peak_memory_counts_the_largest_live_allocation():
     peak = peak_memory_mb(work)
     assert 12.0 <= peak < 12.5
 
+
+
+def test_clear_caches_empties_every_evaluation_cache():
+    from hummuss.model import HumMUSS, HumMUSSConfig
+    from suite.bench import clear_caches
+
+    model = HumMUSS(HumMUSSConfig.preset("smoke")).eval()
+    with torch.no_grad():
+        model(torch.randn(1, 20, 17, 3))
+    caches = [m.cache for m in model.modules() if hasattr(m, "cache")]
+    assert sum(len(c._store) for c in caches) > 0
+    clear_caches(model)
+    assert sum(len(c._store) for c in caches) == 0

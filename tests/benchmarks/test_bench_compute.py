@@ -71,3 +71,21 @@ def test_macs_per_frame(benchmark, models, matmul_rate):
     benchmark.extra_info.update(model="both", mode="macs", matmul_gmacs=matmul_rate,
                                 stream_macs_ratio=ratio, **macs)
     assert 200 < ratio < 300  # "about 240"
+
+
+def test_memory_bandwidth(benchmark):
+    """Read + write bandwidth on 64 MiB blocks (the size of paper-causal's streaming state),
+    the floor of a streaming step that must read and rewrite its whole state every frame."""
+    src = [torch.randn(16 * 2**20) for _ in range(4)]  # 4 x 64 MiB: more than the caches
+    dst = [torch.empty_like(s) for s in src]
+
+    def run():
+        for s, d in zip(src, dst):
+            d.copy_(s)
+
+    benchmark.group = "compute: memory bandwidth"
+    benchmark.pedantic(run, rounds=5 if QUICK_MODE else 20, iterations=1, warmup_rounds=2)
+    moved = 2 * sum(s.numel() * 4 for s in src)  # bytes read + written
+    gbs = moved / benchmark.stats.stats.median / 1e9
+    benchmark.extra_info.update(model="copy_", mode="bandwidth", bytes=moved, gb_per_s=gbs)
+    assert gbs > 0

@@ -1,8 +1,10 @@
 """Streaming: per-frame latency at batch 1.
 
-HumMUSS `paper-causal` steps its state (after 100 and after 10,000 frames of context: the
-cost must not grow); MotionBERT-Lite re-runs its last `window` frames for every new frame
-(windows 27, 81, 243). Peak memory is what one step allocates (torch profiler).
+HumMUSS `paper-causal` steps its state, eagerly and through torch.compile
+(`model.stream(compile=True)`), measured after 100 and after 10,000 frames of context (the
+cost must not grow: one stream per mode is advanced through both contexts); MotionBERT-Lite
+re-runs its last `window` frames for every new frame (windows 27, 81, 243). Peak memory is
+what one step allocates (torch profiler events).
 """
 
 import pytest
@@ -13,36 +15,53 @@ from suite.bench import peak_memory_mb, quick, record
 
 QUICK_MODE = quick()
 
-
 GROUP = "stream: per-frame latency, batch 1"
 CONTEXTS = (100, 1_000) if QUICK_MODE else (100, 10_000)
 ROUNDS = 30 if QUICK_MODE else 100
 WINDOWS = {27: 5, 243: 2} if QUICK_MODE else {27: 20, 81: 10, 243: 5}  # window -> rounds
 
 
-def _frames(x):
-    t = 0
-    while True:
-        yield x[:, t % x.shape[1]]
-        t += 1
+class _Stepper:
+    """A HumMUSS stream fed with a looping clip, advanced to a requested context."""
+
+    def __init__(self, model, compile: bool):
+        self.stream = model.stream(batch_size=1, compile=compile)
+        self.x, self.t = clip(500), 0
+
+    def step(self):
+        y = self.stream.step(self.x[:, self.t % self.x.shape[1]])
+        self.t += 1
+        return y
+
+    def advance_to(self, context: int):
+        while self.stream.frames_seen < context:
+            self.step()
 
 
-@pytest.mark.parametrize("context", CONTEXTS)
-def test_hummuss_stream_step(benchmark, models, matmul_rate, context):
+@pytest.fixture(scope="module")
+def steppers(models):
     model = models("hummuss", "paper-causal")
-    stream = model.stream(batch_size=1)
-    frames = _frames(clip(500))
-    for _ in range(context):  # the state after `context` frames
-        stream.step(next(frames))
-    assert stream.frames_seen == context
-    peak = peak_memory_mb(lambda: stream.step(next(frames)))
+    return {False: _Stepper(model, False), True: _Stepper(model, True)}
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_hummuss_stream_step(benchmark, models, matmul_rate, steppers, context, compiled):
+    model, stepper = models("hummuss", "paper-causal"), steppers[compiled]
+    stepper.advance_to(context)  # the state after `context` frames (and the compilation done)
+    start = stepper.stream.frames_seen
+    assert start >= context
+    peak = peak_memory_mb(stepper.step)
 
     benchmark.group = GROUP
-    y = benchmark.pedantic(lambda: stream.step(next(frames)), rounds=ROUNDS, iterations=1, warmup_rounds=3)
+    y = benchmark.pedantic(stepper.step, rounds=ROUNDS, iterations=1, warmup_rounds=3)
     assert y.shape == (1, 17, 3) and torch.isfinite(y).all()
-    state_mb = sum(s.numel() * s.element_size() for pair in stream.states for s in pair) / 2**20
-    record(benchmark, model="hummuss-paper-causal", mode="stream", frames=context, frames_per_call=1,
-           macs_per_frame=model.macs_per_frame(), rate=matmul_rate, peak_mb=peak, state_mb=state_mb)
+    if compiled:
+        assert stepper.stream.compile, "torch.compile fell back to eager execution"
+    state_mb = sum(s.numel() * s.element_size() for pair in stepper.stream.states for s in pair) / 2**20
+    record(benchmark, model="hummuss-paper-causal" + (", compiled" if compiled else ""), mode="stream",
+           frames=context, frames_per_call=1, macs_per_frame=model.macs_per_frame(), rate=matmul_rate,
+           peak_mb=peak, state_mb=state_mb, frames_seen=start)
 
 
 @pytest.mark.parametrize("window", list(WINDOWS))
