@@ -727,7 +727,7 @@ def readme(result: ReportResult, tracker: Tracker) -> str:
                       for c in sel.runs.get("tags.git_commit", pd.Series(dtype=object)).dropna()})
     lines = [
         "# Results: the HumMUSS supplement's tables and claims beside ours", "",
-        f"Rendered by `hummuss-suite report` from the MLflow store `{redact(tracker.settings.tracking_uri)}` "
+        f"Rendered by `hummuss-suite report` from the MLflow store `{_shown_store(tracker.settings)}` "
         f"(experiments `{tracker.settings.experiment_prefix}/<study>`). Every number of ours was read from a "
         "FINISHED run (mean ± sample std over seeds, n = seeds); the paper's come from the study declarations "
         f"in `studies/`. A cell without a finished run shows {MISSING}."
@@ -799,3 +799,16 @@ def cmd_report(args) -> int:
     print(f"{len(result.tables)} table(s), {len(result.figures)} figure(s), "
           f"{len(result.missing)} missing cell(s); see {result.readme}")
     return 0
+
+
+def _shown_store(settings) -> str:
+    """The store URI, with a sqlite path relative to its mlflow.yaml (no machine paths)."""
+    uri = redact(settings.tracking_uri)
+    if uri.startswith("sqlite:///") and settings.source:
+        base = Path(settings.source).resolve().parent
+        path = Path(uri[len("sqlite:///"):])
+        try:
+            return f"sqlite:///{path.relative_to(base)}"
+        except ValueError:
+            return uri
+    return uri
