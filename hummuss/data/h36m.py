@@ -30,7 +30,7 @@ from hummuss.data.cache import cached_arrays, safe_unpickle
 from hummuss.data.clips import Sequence
 from hummuss.data.render import normalise_pixels
 from hummuss.data.skeleton import H36M_BONES, H36M_MEAN_BONE_MM, NUM_JOINTS
-from hummuss.data.source import MotionSource, check_rate, checked_array, resample_recorded
+from hummuss.data.source import RecordedSource, checked_array
 
 H36M_FPS = 50.0
 H36M_RESOLUTION: dict[str, tuple[int, int]] = {
@@ -127,7 +127,7 @@ def _runs(ids: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), stops.tolist(), strict=True))
 
 
-class H36MSource(MotionSource):
+class H36MSource(RecordedSource):
     """Human3.6M from the LCN/MotionBERT pickle (see the module docstring)."""
 
     name = "h36m"
@@ -140,7 +140,7 @@ class H36MSource(MotionSource):
         self.exclude = exclude
         self.spec = f"h36m:{path}"
         self._arrays: dict[str, np.ndarray] | None = None
-        self._memo: dict[tuple[str, float], list[Sequence]] = {}
+        super().__init__()
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The converted pickle (from the cache after the first read)."""
@@ -179,16 +179,8 @@ class H36MSource(MotionSource):
                                  times=np.arange(stop - start) / H36M_FPS, meta=meta, extras=extras))
         return seqs
 
-    def sequences(self, split: str, rate: float = 1.0) -> list[Sequence]:
-        key = (self.check_split(split), check_rate(rate))
-        if key not in self._memo:
-            native = self._memo.get((split, 1.0)) or self._native(split)
-            self._memo[(split, 1.0)] = native
-            self._memo[key] = native if key[1] == 1.0 else [resample_recorded(s, key[1]) for s in native]
-        return self._memo[key]
 
-
-class MotionBERTClipsSource(MotionSource):
+class MotionBERTClipsSource(RecordedSource):
     """MotionBERT's per-clip pickles: DIR/train/*.pkl and DIR/test/*.pkl (see the module docstring)."""
 
     name = "motionbert-clips"
@@ -204,7 +196,7 @@ class MotionBERTClipsSource(MotionSource):
                                     "expected DIR/train/*.pkl and DIR/test/*.pkl")
         self.native_fps = float(fps)
         self.spec = f"motionbert-clips:{path}"
-        self._memo: dict[tuple[str, float], list[Sequence]] = {}
+        super().__init__()
 
     def files(self, split: str) -> list[Path]:
         files = sorted((self.path / split).glob("*.pkl"))
@@ -248,11 +240,3 @@ class MotionBERTClipsSource(MotionSource):
                 extras={"mm_per_unit": estimate_mm_per_unit(lab)}))
             start += n
         return seqs
-
-    def sequences(self, split: str, rate: float = 1.0) -> list[Sequence]:
-        key = (self.check_split(split), check_rate(rate))
-        if key not in self._memo:
-            native = self._memo.get((split, 1.0)) or self._native(split)
-            self._memo[(split, 1.0)] = native
-            self._memo[key] = native if key[1] == 1.0 else [resample_recorded(s, key[1]) for s in native]
-        return self._memo[key]

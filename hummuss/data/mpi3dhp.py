@@ -23,7 +23,7 @@ from hummuss.data.cache import cached_arrays, load_object_npz
 from hummuss.data.clips import Sequence
 from hummuss.data.render import normalise_pixels
 from hummuss.data.skeleton import MPI3DHP_TO_H36M, NUM_JOINTS, ROOT
-from hummuss.data.source import MotionSource, check_rate, checked_array, resample_recorded
+from hummuss.data.source import RecordedSource, checked_array
 
 FILES = {"train": "data_train_3dhp.npz", "test": "data_test_3dhp.npz"}
 TRAIN_RESOLUTION = (2048, 2048)
@@ -102,7 +102,7 @@ def normalise_3dhp(d2: np.ndarray, d3: np.ndarray, width: float, height: float):
     return inputs.astype(np.float32), labels.astype(np.float32)
 
 
-class MPI3DHPSource(MotionSource):
+class MPI3DHPSource(RecordedSource):
     """MPI-INF-3DHP from DIR/data_train_3dhp.npz and DIR/data_test_3dhp.npz."""
 
     name = "mpi3dhp"
@@ -115,7 +115,7 @@ class MPI3DHPSource(MotionSource):
             raise FileNotFoundError(f"mpi3dhp: {self.path} has neither {' nor '.join(FILES.values())}")
         self.test_fps = {**TEST_FPS, **(test_fps or {})}
         self.spec = f"mpi3dhp:{path}"
-        self._memo: dict[tuple[str, float], list[Sequence]] = {}
+        super().__init__()
 
     def _load(self, split: str) -> dict[str, np.ndarray]:
         file = self.path / FILES[split]
@@ -151,11 +151,3 @@ class MPI3DHPSource(MotionSource):
             seqs.append(Sequence(inputs=inputs, labels=labels, fps=fps, times=np.arange(int(n)) / fps,
                                  meta=meta, extras=extras))
         return seqs
-
-    def sequences(self, split: str, rate: float = 1.0) -> list[Sequence]:
-        key = (self.check_split(split), check_rate(rate))
-        if key not in self._memo:
-            native = self._memo.get((split, 1.0)) or self._native(split)
-            self._memo[(split, 1.0)] = native
-            self._memo[key] = native if key[1] == 1.0 else [resample_recorded(s, key[1]) for s in native]
-        return self._memo[key]

@@ -157,3 +157,24 @@ class MotionSource(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec or self.name!r})"
+
+
+class RecordedSource(MotionSource):
+    """A source read from recordings at their own frame rate: subclasses implement
+    `_native(split)`; other rates are resampled from it (`resample_recorded`), and
+    both are memoised per (split, rate)."""
+
+    def __init__(self):
+        self._memo: dict[tuple[str, float], list[Sequence]] = {}
+
+    @abstractmethod
+    def _native(self, split: str) -> list[Sequence]:
+        """The sequences of `split` as recorded."""
+
+    def sequences(self, split: str, rate: float = 1.0) -> list[Sequence]:
+        key = (self.check_split(split), check_rate(rate))
+        if key not in self._memo:
+            native = self._memo.get((split, 1.0)) or self._native(split)
+            self._memo[(split, 1.0)] = native
+            self._memo[key] = native if key[1] == 1.0 else [resample_recorded(s, key[1]) for s in native]
+        return self._memo[key]
