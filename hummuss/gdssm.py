@@ -62,7 +62,7 @@ from hummuss.ssm import (
     operator_bytes,
 )
 
-CHUNK_TOKENS = 8192  # evaluation works on chunks of about this many tokens
+CHUNK_TOKENS = 2048  # evaluation works on chunks of about this many tokens (cache-sized)
 
 
 class ChannelMix(nn.Module):
@@ -156,6 +156,13 @@ class GDSSM(nn.Module):
             out = out.addcmul_(gs[c], w[:, :, c].view(H, 1, n, 1, 1))
         return out
 
+    def _input_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """[W_id; W_in] (2H, D) and [b_id; b_in] (2H, 1), cached without autograd."""
+        params = [self.proj_id.weight, self.proj_id.bias, self.proj_in.weight, self.proj_in.bias]
+        return self.cache.get("proj", params, lambda: (
+            torch.cat([self.proj_id.weight, self.proj_in.weight], 0),
+            torch.cat([self.proj_id.bias, self.proj_in.bias], 0).unsqueeze(-1)))
+
     def _project(self, z: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
         """GELU(W z^T + b): tokens z (N, D) -> channel-major (H, N)."""
         return F.gelu(torch.addmm(lin.bias.unsqueeze(-1), lin.weight, z.t()))
@@ -204,14 +211,21 @@ class GDSSM(nn.Module):
             out[idx] = self._run(x[idx], dt_scale, None if dt is None else dt[idx], op=op)
         return out
 
-    def _run(self, x: torch.Tensor, dt_scale: float, dt: torch.Tensor | None, op=None, mix=None) -> torch.Tensor:
-        """`run` on one chunk; `op` and `mix` may pass precomputed `_operator`, `_mix_weights`."""
+    def _run(self, x: torch.Tensor, dt_scale: float, dt: torch.Tensor | None, op=None, mix=None,
+             proj=None) -> torch.Tensor:
+        """`run` on one chunk; `op`, `mix`, `proj` may pass precomputed `_operator`,
+        `_mix_weights`, `_input_weights` (no cache lookups: the streaming step is compiled)."""
         P, L, Q, D = x.shape
         H = self.width
         flat = x.reshape(-1, D)  # (N, D) tokens in (P, L, Q) order
         z = self.norm(flat)
-        x_id = self._project(z, self.proj_id).view(H, P, L, Q)
-        u = self._project(z, self.proj_in).view(H, P, L, Q)
+        if torch.is_grad_enabled():
+            x_id = self._project(z, self.proj_id).view(H, P, L, Q)
+            u = self._project(z, self.proj_in).view(H, P, L, Q)
+        else:  # one matmul and one GELU for both paths
+            w, b = self._input_weights() if proj is None else proj
+            both = F.gelu(torch.addmm(b, w, z.t()))  # (2H, N)
+            x_id, u = both[:H].view(H, P, L, Q), both[H:].view(H, P, L, Q)
         if dt is None:
             if op is None:
                 layout = "cols" if Q == 1 else "rows"
@@ -243,12 +257,13 @@ class GDSSM(nn.Module):
     def stream_constants(self, joints: int) -> dict:
         """What a streaming step needs besides the parameters, computed now without autograd.
 
-        Spatial blocks: the convolution operator over `joints` and the mix weights;
+        Spatial blocks: the convolution operator over `joints`, the mix and input weights;
         temporal (forward-only) blocks: the read-out weights and the mix weights.
         """
         with torch.no_grad():
             if not self.temporal:
-                return dict(op=self._operator(joints, "cols", 1.0, "toeplitz"), mix=self._mix_weights())
+                return dict(op=self._operator(joints, "cols", 1.0, "toeplitz"), mix=self._mix_weights(),
+                            proj=self._input_weights())
             self._check_streamable()
             return dict(R=self.ssm_f.readout_weight(), planes=self.ssm_f.readout_planes(),
                         mix=self._mix_weights())

@@ -56,7 +56,7 @@ INIT_SCHEMES = ("lin", "inv", "legs", "real", "rand")
 # direct (Toeplitz) convolution up to TOEPLITZ_MAX_LENGTH frames, or up to
 # TOEPLITZ_WIDE_MAX_LENGTH when the matmul has at least TOEPLITZ_WIDE_COLUMNS columns
 # (sequences per channel); FFT beyond. Measured on a 2-core AVX-512 CPU, see `conv_method`.
-TOEPLITZ_MAX_LENGTH, TOEPLITZ_WIDE_MAX_LENGTH, TOEPLITZ_WIDE_COLUMNS = 32, 128, 64
+TOEPLITZ_MAX_LENGTH, TOEPLITZ_WIDE_MAX_LENGTH, TOEPLITZ_WIDE_COLUMNS = 40, 128, 64
 CACHE_MAX_BYTES = 16 * 2**20  # evaluation caches keep no value larger than this
 FFT_ODD_FACTORS = (1, 3, 5, 9)  # FFT sizes 2^a c, see `fft_size`
 
@@ -196,8 +196,9 @@ def conv_method(length: int, columns: int) -> str:
 
     The Toeplitz matmul costs R L multiply-adds per frame and channel and runs near the matmul
     rate once it has enough columns; the FFT costs O(log L) but at a fraction of that rate.
-    (H = 640, R = 4: with 17 columns the FFT wins from about 40 frames, with 136 from about
-    130.)
+    (H = 640, R = 4, 2 threads: with 17 columns the two meet at about 64 frames (Toeplitz
+    1.9 ms against FFT 2.9 ms at 48), with 136 columns at about 130. The Toeplitz limit of 40
+    frames also keeps a cached operator under CACHE_MAX_BYTES.)
     """
     if length <= TOEPLITZ_MAX_LENGTH or (length <= TOEPLITZ_WIDE_MAX_LENGTH and columns >= TOEPLITZ_WIDE_COLUMNS):
         return "toeplitz"

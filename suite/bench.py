@@ -99,6 +99,18 @@ def peak_memory_mb(fn: Callable[[], object]) -> float:
     return peak / 2**20
 
 
+def linear_macs_per_frame(model) -> int:
+    """Multiply-accumulates of a model's Linear layers per frame (num_joints tokens).
+
+    HumMUSS offline and in training: its matmul work (its `macs_per_frame` counts the
+    streaming recurrence instead; the FFT and Toeplitz convolutions add about 1%).
+    """
+    import torch
+
+    return model.config.num_joints * sum(m.in_features * m.out_features for m in model.modules()
+                                         if isinstance(m, torch.nn.Linear))
+
+
 def clear_caches(model) -> None:
     """Drop a model's evaluation-time caches (HumMUSS's kernels and operators), so that a
     measured call pays for, and counts the memory of, everything it uses."""

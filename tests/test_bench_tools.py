@@ -111,3 +111,14 @@ def test_clear_caches_empties_every_evaluation_cache():
     assert sum(len(c._store) for c in caches) > 0
     clear_caches(model)
     assert sum(len(c._store) for c in caches) == 0
+
+
+def test_linear_macs_per_frame_counts_every_linear_layer():
+    from hummuss.model import HumMUSS, HumMUSSConfig
+    from suite.bench import linear_macs_per_frame
+
+    model = HumMUSS(HumMUSSConfig.preset("paper-bidirectional"))
+    D, H = 256, 640
+    blocks = 20 * 3 * D * H  # proj_id, proj_in, proj_out of 20 blocks
+    heads = 3 * D + D * 512 + 512 * 3 + 5 * 2 * D * 2  # embedding, representation, output, fusions
+    assert linear_macs_per_frame(model) == 17 * (blocks + heads)
