@@ -25,8 +25,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	mkdir -p results
-	$(BIN)/python -m pytest tests/benchmarks --benchmark-only --benchmark-json=results/benchmarks.json -q
+	$(BIN)/hummuss-suite bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check hummuss suite studies tests

@@ -51,6 +51,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hummuss.fusion import Aggregate
+from hummuss.packed_linear import PackedLinear, pack_linear
 from hummuss.ssm import (
     DSSM,
     ParamCache,
@@ -212,18 +213,22 @@ class GDSSM(nn.Module):
         return out
 
     def _run(self, x: torch.Tensor, dt_scale: float, dt: torch.Tensor | None, op=None, mix=None,
-             proj=None) -> torch.Tensor:
-        """`run` on one chunk; `op`, `mix`, `proj` may pass precomputed `_operator`,
-        `_mix_weights`, `_input_weights` (no cache lookups: the streaming step is compiled)."""
+             proj: PackedLinear | None = None, out: PackedLinear | None = None) -> torch.Tensor:
+        """`run` on one chunk. The streaming step passes `stream_constants`: `op` and `mix`
+        (precomputed `_operator`, `_mix_weights`), `proj` and `out` (the packed input and
+        output projections); no cache lookups, as the step may be compiled."""
         P, L, Q, D = x.shape
         H = self.width
         flat = x.reshape(-1, D)  # (N, D) tokens in (P, L, Q) order
         z = self.norm(flat)
-        if torch.is_grad_enabled():
+        if proj is not None:  # token-major (N, 2H) from the packed [W_id; W_in]
+            both = proj(z, gelu=True).t().contiguous()  # channel-major, as the convolution wants
+            x_id, u = both[:H].reshape(H, P, L, Q), both[H:].reshape(H, P, L, Q)
+        elif torch.is_grad_enabled():
             x_id = self._project(z, self.proj_id).view(H, P, L, Q)
             u = self._project(z, self.proj_in).view(H, P, L, Q)
         else:  # one matmul and one GELU for both paths
-            w, b = self._input_weights() if proj is None else proj
+            w, b = self._input_weights()
             both = F.gelu(torch.addmm(b, w, z.t()))  # (2H, N)
             x_id, u = both[:H].view(H, P, L, Q), both[H:].view(H, P, L, Q)
         if dt is None:
@@ -236,8 +241,10 @@ class GDSSM(nn.Module):
         paths = self._mix(y, mix)  # (H, P, directions, L, Q)
         xs = [paths[:, :, i] for i in range(paths.shape[2])] + [x_id]
         y = self.aggregate(*xs, dim=0).reshape(H, -1)  # (H, N)
-        out = torch.addmm(self.proj_out.bias, y.t(), self.proj_out.weight.t())  # (N, D)
-        return out.add_(flat).view(P, L, Q, D)
+        if out is not None:
+            return (out(y.t()) + flat).view(P, L, Q, D)
+        res = torch.addmm(self.proj_out.bias, y.t(), self.proj_out.weight.t())  # (N, D)
+        return res.add_(flat).view(P, L, Q, D)
 
     # -- streaming (forward-only blocks) ------------------------------------------------
     def initial_state(self, batch_size: int, device=None) -> torch.Tensor:
@@ -254,43 +261,46 @@ class GDSSM(nn.Module):
         y, state = self.ssm_f.step(u, state, dt, discretised)
         return x_t + self.proj_out(self.aggregate(self.mix_f(y), x_id)), state
 
-    def stream_constants(self, joints: int) -> dict:
+    def stream_constants(self, joints: int, rows: int | None = None) -> dict:
         """What a streaming step needs besides the parameters, computed now without autograd.
 
-        Spatial blocks: the convolution operator over `joints`, the mix and input weights;
-        temporal (forward-only) blocks: the read-out weights and the mix weights.
+        Every block: `proj` and `out`, its input projections [W_id; W_in] and output
+        projection packed for `rows` tokens per step (default `joints`; `packed_linear`),
+        and the mix weights. Spatial blocks: the convolution operator over `joints`;
+        temporal (forward-only) blocks: the read-out weights.
         """
         with torch.no_grad():
+            w, b = self._input_weights()
+            rows = joints if rows is None else rows
+            packed = dict(proj=pack_linear(w, b.squeeze(-1), rows),
+                          out=pack_linear(self.proj_out.weight, self.proj_out.bias, rows),
+                          mix=self._mix_weights())
             if not self.temporal:
-                return dict(op=self._operator(joints, "cols", 1.0, "toeplitz"), mix=self._mix_weights(),
-                            proj=self._input_weights())
+                return dict(op=self._operator(joints, "cols", 1.0, "toeplitz"), **packed)
             self._check_streamable()
-            return dict(R=self.ssm_f.readout_weight(), planes=self.ssm_f.readout_planes(),
-                        mix=self._mix_weights())
+            return dict(R=self.ssm_f.readout_weight(), planes=self.ssm_f.readout_planes(), **packed)
 
     def step_(self, x_t: torch.Tensor, state: torch.Tensor, discretised,
               consts: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`step` without autograd: x_t (B, D) -> (out_t (B, D), state).
 
-        state: complex (B, H, M), updated in place and returned; or planar real (2, B, H, M)
-        = (Re, Im), for which a new state is returned (`advance_state_planar`, one pass over
-        the state under torch.compile). `discretised` = (dA, dB) from
-        `ssm_f.discretise_step`, (H, M) or (B, H, M), planar (2, ...) with a planar state.
+        state: complex (B, H, M), updated in place and returned; or planar real (2, H, B, M)
+        = (Re, Im), channel-major, for which a new state is returned (`advance_state_planar`,
+        one pass over the state under torch.compile). `discretised` = (dA, dB) from
+        `ssm_f.discretise_step`, (H, M) or (B, H, M), `planar_state` with a planar state.
         `consts` from `stream_constants`.
         """
-        consts = self.stream_constants(0) if consts is None else consts
+        consts = self.stream_constants(1, rows=x_t.shape[0]) if consts is None else consts
         ssm = self.ssm_f
         z = self.norm(x_t)
-        x_id = F.gelu(self.proj_id(z))  # (B, H)
-        u = F.gelu(self.proj_in(z))  # (B, H)
+        x_id, u = consts["proj"](z, gelu=True).chunk(2, dim=-1)  # (B, H) each: one matmul
         if state.is_complex():
             y = advance_state_(state, *discretised, u, consts["R"], ssm.D)  # (B, H, k)
         else:
             state, y = advance_state_planar(state, *discretised, u, *consts["planes"], ssm.D)
         w, b = consts["mix"]  # (H, 1, k), (H, 1)
         x_f = (F.gelu(y) * w[:, 0]).sum(-1) + b[:, 0]  # (B, H)
-        out = torch.addmm(x_t, self.aggregate(x_f, x_id), self.proj_out.weight.t())
-        return out + self.proj_out.bias, state
+        return consts["out"](self.aggregate(x_f, x_id)) + x_t, state
 
     def _check_streamable(self):
         if self.bidirectional:

@@ -463,20 +463,40 @@ def advance_state_(state: torch.Tensor, dA: torch.Tensor, dB: torch.Tensor, u: t
     return _readout(state, R).addcmul_(u.unsqueeze(-1), D.t())
 
 
+def planar_state(z: torch.Tensor) -> torch.Tensor:
+    """Complex (N, H, M) -> planar real (2, H, N, M) = (Re, Im), channel-major; complex
+    (H, M) -> (2, H, M). The layout of `advance_state_planar`."""
+    p = torch.stack([z.real, z.imag], 0)
+    return p.transpose(1, 2).contiguous() if z.dim() == 3 else p
+
+
+def complex_state(p: torch.Tensor) -> torch.Tensor:
+    """The inverse of `planar_state`: (2, H, N, M) -> complex (N, H, M)."""
+    return torch.complex(p[0], p[1]).transpose(0, 1).contiguous()
+
+
 def advance_state_planar(s: torch.Tensor, a: torch.Tensor, b: torch.Tensor, u: torch.Tensor,
                          Rr: torch.Tensor, Ri: torch.Tensor, D: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`advance_state_` on planar real states, written for torch.compile: one pass over the state.
 
-    s (2, N, H, M) = (Re, Im) of the state; a, b (2, H, M) or (2, N, H, M) = dA, dB likewise;
-    u (N, H); Rr, Ri (H, k, M) = 2 Re C, -2 Im C (`DSSM.readout_planes`); D (k, H).
-    Returns the new state (2, N, H, M) (a new tensor: no copy-back of an in-place update)
-    and y = 2 Re(C s) + D u (N, H, k).
+    s (2, H, N, M) = (Re, Im) of the state, channel-major (`planar_state`); a, b = dA, dB
+    likewise, (2, H, M) or per stream (2, H, N, M); u (N, H); Rr, Ri (H, k, M) = 2 Re C,
+    -2 Im C (`DSSM.readout_planes`); D (k, H). Returns the new state (2, H, N, M) (a new
+    tensor: no copy-back of an in-place update) and y = 2 Re(C s) + D u (N, H, k).
+
+    Channel-major, the compiled loop runs over channels outside and streams inside, so a
+    channel's dA, dB and read-out (a few KB) stay in L1 while its N states stream past; with
+    streams outside, every stream re-read all of them (about 1.5 MB per block at H = 768)
+    from L3, which made the update take 1.8x as long as a copy of the state.
     """
-    uu = u.unsqueeze(-1)
-    nr = a[0] * s[0] - a[1] * s[1] + b[0] * uu  # (N, H, M)
+    if a.dim() == 3:
+        a, b = a.unsqueeze(2), b.unsqueeze(2)  # (2, H, 1, M): one step for every stream
+    uu = u.t().unsqueeze(-1)  # (H, N, 1)
+    nr = a[0] * s[0] - a[1] * s[1] + b[0] * uu  # (H, N, M)
     ni = a[0] * s[1] + a[1] * s[0] + b[1] * uu
-    y = torch.stack([(nr * Rr[:, c] + ni * Ri[:, c]).sum(-1) for c in range(Rr.shape[1])], -1)
-    return torch.stack([nr, ni], 0), y + uu * D.t()
+    y = torch.stack([(nr * Rr[:, c].unsqueeze(1) + ni * Ri[:, c].unsqueeze(1)).sum(-1)
+                     for c in range(Rr.shape[1])], -1)  # (H, N, k)
+    return torch.stack([nr, ni], 0), (y + uu * D.t().unsqueeze(1)).transpose(0, 1)
 
 
 def _readout(s: torch.Tensor, R: torch.Tensor) -> torch.Tensor:

@@ -15,10 +15,11 @@ step size are computed once (at `reset`) and reused; the states are updated in p
 batch 1 the step is bound by memory traffic: the paper-causal state is 10 blocks x 17 joints
 x 768 channels x 64 complex modes (67 MB), read and rewritten every frame, and the 16M
 weights (64 MB) are read once. `compile=True` runs each frame through `torch.compile`, with
-the states as planar real tensors (2, B J, H, M) = (Re, Im), so that each block's update and
-read-out are one pass over its state. It needs a C++ compiler (CPU) or Triton (GPU), costs a
-one-off compilation on the first frame (about 5-30 s on a 2-core CPU; cached on disk) and
-falls back to eager execution, with a warning, if compilation fails.
+the states as planar real tensors (2, H, B J, M) = (Re, Im), channel-major, so that each
+block's update and read-out are one pass over its state (`advance_state_planar`). It needs
+a C++ compiler (CPU) or Triton (GPU), costs a one-off compilation on the first frame (about
+5-30 s on a 2-core CPU; cached on disk) and falls back to eager execution, with a warning, if
+compilation fails.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import warnings
 import torch
 
 from hummuss.model import HumMUSS, Layer
+from hummuss.ssm import complex_state, planar_state
 
 
 class HumMUSSStream:
@@ -54,7 +56,7 @@ class HumMUSSStream:
             for layer in model.layers
         ]
         if self.compile:  # planar (Re, Im) real states for the compiled update
-            self.states = [[_planar(s) for s in pair] for pair in self.states]
+            self.states = [[planar_state(s) for s in pair] for pair in self.states]
         J = model.config.num_joints
         self._consts = [[block.stream_constants(J) for block in self._blocks(layer)] for layer in model.layers]
         self.frames_seen = 0
@@ -69,7 +71,7 @@ class HumMUSSStream:
             out = [[b.ssm_f.discretise_step(step) for b in (layer.temporal_st, layer.temporal_ts)]
                    for layer in self.model.layers]
             if self.compile:
-                out = [[tuple(_planar(t) for t in pair) for pair in per] for per in out]
+                out = [[tuple(planar_state(t) for t in pair) for pair in per] for per in out]
             return out
 
         with torch.no_grad():
@@ -113,7 +115,7 @@ class HumMUSSStream:
             warnings.warn(f"torch.compile of the streaming step failed ({type(err).__name__}: {err}); "
                           "running it eagerly", RuntimeWarning, stacklevel=3)
             self.compile, self._cache = False, {}
-            self.states = [[torch.complex(s[0], s[1]) for s in pair] for pair in self.states]
+            self.states = [[complex_state(s) for s in pair] for pair in self.states]
             with torch.inference_mode():
                 y, self.states = _frame(self.model, x_t, self.states, self._discretised(dt), self._consts)
             return y
@@ -122,16 +124,11 @@ class HumMUSSStream:
 _compiled_frame = None
 
 
-def _planar(z: torch.Tensor) -> torch.Tensor:
-    """complex (...) -> real (2, ...) = (Re, Im)."""
-    return torch.stack([z.real, z.imag], 0)
-
-
 def _frame(model: HumMUSS, x_t, states, disc, consts):
     """One frame through the network: x_t (B, J, 3) -> ((B, J, 3), new states).
 
     states: per layer [st, ts], complex (B J, H, M) (advanced in place) or planar real
-    (2, B J, H, M) (replaced); disc: per layer the (dA, dB) of both temporal blocks, in the
+    (2, H, B J, M) (replaced); disc: per layer the (dA, dB) of both temporal blocks, in the
     same form; consts: per layer the `stream_constants` of (spatial_st, temporal_st,
     temporal_ts, spatial_ts).
     """

@@ -3,7 +3,7 @@
     df = run_benchmarks("results")        # pytest-benchmark over tests/benchmarks
     # -> results/benchmarks.json (pytest-benchmark's JSON, figures in each extra_info)
     #    results/benchmarks.csv, results/benchmarks.md (the table and the target ratios)
-    #    results/figures/latency_vs_context.png
+    #    results/figures/fig7_latency.png (the report's figure 7)
 
 The benchmarks put their figures in `extra_info` (see `record`): model, mode, frames (F,
 the streaming context or the window), batch, latency_ms (median per call), fps,
@@ -222,45 +222,19 @@ def markdown(df: pd.DataFrame, goals: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-# -- the figure -----------------------------------------------------------------------------
-def plot_latency_vs_context(df: pd.DataFrame, path: str | Path, title_suffix: str = "") -> Path:
-    """Per-frame streaming latency against context (frames seen, or the window re-run)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    stream = df[df["mode"] == "stream"].dropna(subset=["frames", "latency_ms"])
-    if not len(stream):
-        raise ValueError("no streaming benchmarks (mode 'stream') in the table; nothing to plot")
-    fig = Figure(figsize=(7.5, 4.6), layout="constrained")
-    ax = fig.subplots()
-    for model, part in stream.groupby("model", sort=True):
-        part = part.sort_values("frames")
-        label = {"motionbert-lite": "MotionBERT-Lite (re-runs the last min(context, window) frames)"}.get(
-            model, f"{model} (steps its state)")
-        ax.plot(part["frames"], part["latency_ms"], marker="o", label=label)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("context (frames)")
-    ax.set_ylabel("latency per frame (ms, median, batch 1)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    ax.set_title("Streaming: per-frame latency against context" + title_suffix)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
-
-
 # -- running --------------------------------------------------------------------------------
-def run_benchmarks(out_dir: str | Path = "results", quick: bool = False) -> pd.DataFrame:
+def run_benchmarks(out_dir: str | Path = "results", quick: bool = False, select: str | None = None
+                   ) -> pd.DataFrame:
     """Run tests/benchmarks with pytest-benchmark; write the JSON, table and figure.
 
     quick: fewer sizes and rounds (context 1,000 instead of 10,000, F <= 243, no paper-size
-    training). Raises RuntimeError if a benchmark failed (after writing what was measured).
+    training); select: a pytest -k expression (e.g. "stream or compute"). Raises
+    RuntimeError if a benchmark failed (after writing what was measured).
     """
     import pytest
+
+    from suite.figures import FigureSkipped, plot_latency
+    from suite.report import FIGURES
 
     if not BENCH_DIR.is_dir():
         raise FileNotFoundError(f"benchmarks not found at {BENCH_DIR}; run from a source checkout")
@@ -271,7 +245,8 @@ def run_benchmarks(out_dir: str | Path = "results", quick: bool = False) -> pd.D
     os.environ[QUICK_ENV] = "1" if quick else "0"
     try:
         code = pytest.main([str(BENCH_DIR), "--benchmark-only", f"--benchmark-json={json_path}",
-                            "--benchmark-columns=median,rounds", "-q", "-p", "no:cacheprovider"])
+                            "--benchmark-columns=median,rounds", "-q", "-p", "no:cacheprovider"]
+                           + (["-k", select] if select else []))
     finally:
         if old is None:
             os.environ.pop(QUICK_ENV, None)
@@ -284,9 +259,10 @@ def run_benchmarks(out_dir: str | Path = "results", quick: bool = False) -> pd.D
     goals = targets(df)
     df.to_csv(out / "benchmarks.csv", index=False)
     (out / "benchmarks.md").write_text(markdown(df, goals))
-    cpu = bench.get("machine_info", {}).get("cpu", {}).get("brand_raw")
-    if (df["mode"] == "stream").any():
-        plot_latency_vs_context(df, out / "figures" / "latency_vs_context.png", f" ({cpu})" if cpu else "")
+    try:
+        plot_latency(bench, out / "figures" / FIGURES["latency"][0])
+    except FigureSkipped:
+        pass  # nothing streamed or offline was measured
     if int(code) != 0:
         raise RuntimeError(f"some benchmarks failed (pytest exit code {int(code)}); "
                            f"the others are in {json_path}")

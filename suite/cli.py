@@ -199,6 +199,19 @@ def cmd_reproduce(args) -> int:
     return reproduce(_tracker(), args.scale, seeds, args.jobs, args.out, report=not args.no_report)
 
 
+def cmd_bench(args) -> int:
+    from suite.bench import run_benchmarks, targets
+
+    try:
+        df = run_benchmarks(args.out, quick=args.quick, select=args.k)
+    except RuntimeError as err:
+        print(f"hummuss-suite bench: {err}", file=sys.stderr)
+        return 1
+    print(targets(df).to_string(index=False))
+    print(f"wrote {args.out}/benchmarks.json, benchmarks.csv, benchmarks.md and figures/")
+    return 0
+
+
 def _add_run_options(p) -> None:
     p.add_argument("--scale", default="cpu", help="smoke, cpu or paper (default: cpu)")
     p.add_argument("--seeds", help="comma-separated seeds (default: the scale's)")
@@ -248,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="report folder (default: results)")
     p.add_argument("--no-report", action="store_true", help="only run the studies")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("bench", help="the speed benchmarks (HumMUSS vs MotionBERT-Lite) and the latency figure")
+    p.add_argument("--out", default="results", help="output folder (default: results)")
+    p.add_argument("--quick", action="store_true", help="fewer sizes and rounds (a few minutes)")
+    p.add_argument("-k", metavar="EXPR", help="only benchmarks matching this pytest -k expression")
+    p.set_defaults(func=cmd_bench)
 
     from suite.report import add_report_parser
     from suite.sweep import add_sweep_parser

@@ -290,7 +290,11 @@ def plot_training_curves(history: pd.DataFrame, labels: dict[str, str], study: s
 
 # -- figure 7: latency -------------------------------------------------------------------------------
 def latency_points(bench: dict) -> pd.DataFrame:
-    """pytest-benchmark JSON -> model, mode, frames, latency_ms (extra_info, else the median)."""
+    """pytest-benchmark JSON -> model, mode, frames, latency_ms, fps (extra_info, else the median).
+
+    frames is the benchmark's x value: the context of a stream, the window MotionBERT re-runs
+    per frame, or the sequence length F offline. fps: output frames per second (extra_info).
+    """
     rows = []
     for b in bench.get("benchmarks", []):
         info = b.get("extra_info", {})
@@ -301,30 +305,50 @@ def latency_points(bench: dict) -> pd.DataFrame:
         if latency is None:
             latency = 1e3 * b.get("stats", {}).get("median", np.nan)
         rows.append(dict(model=info.get("model", b.get("group") or "?"), mode=info.get("mode", ""),
-                         frames=float(frames), latency_ms=float(latency)))
-    return pd.DataFrame(rows, columns=["model", "mode", "frames", "latency_ms"])
+                         frames=float(frames), latency_ms=float(latency), fps=float(info.get("fps", np.nan))))
+    return pd.DataFrame(rows, columns=["model", "mode", "frames", "latency_ms", "fps"])
+
+
+def _log_axes(ax, frames: pd.Series, xlabel: str, ylabel: str) -> None:
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ticks = sorted(frames.unique())
+    ax.set_xticks(ticks, [f"{t:,.0f}" for t in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
 
 
 def plot_latency(bench: dict, path: Path) -> Path:
+    """Left: streaming latency per frame against context (HumMUSS steps its state, MotionBERT
+    re-runs its window). Right: offline frames per second against sequence length F."""
     points = latency_points(bench)
-    if not len(points):
-        raise FigureSkipped("the benchmark results carry no entries with extra_info frames")
-    fig = _figure((7.5, 4.6), left=0.1, right=0.97, bottom=0.12, top=0.92)
-    ax = fig.subplots()
-    for i, ((model, mode), part) in enumerate(points.groupby(["model", "mode"], sort=True)):
+    stream = points[points["mode"] == "stream"]
+    offline = points[points["mode"].str.startswith("offline")].dropna(subset=["fps"])
+    if not len(stream) and not len(offline):
+        raise FigureSkipped("the benchmark results carry no streaming or offline entries")
+    fig = _figure((12, 4.6), left=0.06, right=0.98, bottom=0.12, top=0.86, wspace=0.22)
+    left, right = fig.subplots(1, 2)
+    for i, (model, part) in enumerate(stream.groupby("model", sort=True)):
         part = part.sort_values("frames")
-        ax.plot(part["frames"], part["latency_ms"], marker="o", color=COLORS[i % len(COLORS)],
-                label=f"{model}, {mode}" if mode else model)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ticks = sorted(points["frames"].unique())
-    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel("context length (frames)")
-    ax.set_ylabel("latency per call (ms, median)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    ax.set_title(f"Latency against context length ({bench.get('machine_info', {}).get('cpu', {}).get('brand_raw', 'CPU')})")
+        how = "re-runs the last `window` frames" if model.startswith("motionbert") else "steps its state"
+        left.plot(part["frames"], part["latency_ms"], marker="o", color=COLORS[i % len(COLORS)],
+                  label=f"{model} ({how})")
+    if len(stream):
+        _log_axes(left, stream["frames"], "context (frames seen, or window re-run)",
+                  "latency per frame (ms, median, batch 1)")
+    left.set_title("Streaming, frame by frame")
+    for i, ((model, mode), part) in enumerate(offline.groupby(["model", "mode"], sort=True)):
+        part = part.sort_values("frames")
+        right.plot(part["frames"], part["fps"], marker="o", color=COLORS[i % len(COLORS)],
+                   label=f"{model}, {mode}")
+    if len(offline):
+        _log_axes(right, offline["frames"], "sequence length F (frames)", "frames per second (batch 1)")
+    right.set_title("Offline, whole sequence")
+    cpu = bench.get("machine_info", {}).get("cpu", {}).get("brand_raw", "CPU")
+    fig.suptitle(f"Speed against context length ({cpu})")
     return _save(fig, path)
 
 

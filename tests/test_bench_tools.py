@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from suite.bench import benchmarks_table, markdown, peak_memory_mb, plot_latency_vs_context, targets
+from suite.bench import benchmarks_table, markdown, peak_memory_mb, targets
+from suite.figures import FigureSkipped, latency_points, plot_latency
 
 
 def _bench(group, name, median, **info):
@@ -81,10 +82,12 @@ def test_markdown_lists_rows_and_targets(bench_json):
 
 
 def test_latency_figure_is_written(tmp_path, bench_json):
-    path = plot_latency_vs_context(benchmarks_table(bench_json), tmp_path / "figures" / "lat.png")
+    points = latency_points(bench_json)
+    assert set(points["mode"]) >= {"stream", "offline"}  # both panels have lines
+    path = plot_latency(bench_json, tmp_path / "figures" / "lat.png")
     assert path.is_file() and path.read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(ValueError, match="no streaming benchmarks"):
-        plot_latency_vs_context(benchmarks_table({"benchmarks": []}).assign(mode=[]), tmp_path / "x.png")
+    with pytest.raises(FigureSkipped, match="no streaming or offline"):
+        plot_latency({"benchmarks": []}, tmp_path / "x.png")
 
 
 def test_peak_memory_counts_the_largest_live_allocation():
@@ -122,3 +125,21 @@ def test_linear_macs_per_frame_counts_every_linear_layer():
     blocks = 20 * 3 * D * H  # proj_id, proj_in, proj_out of 20 blocks
     heads = 3 * D + D * 512 + 512 * 3 + 5 * 2 * D * 2  # embedding, representation, output, fusions
     assert linear_macs_per_frame(model) == 17 * (blocks + heads)
+
+
+def test_bench_command_runs_the_selected_benchmarks_and_writes_table_and_json(tmp_path, capsys):
+    """`hummuss-suite bench` runs pytest-benchmark over tests/benchmarks (here only the MAC
+    count) and writes the JSON, CSV and markdown; the targets it could not measure stay empty."""
+    import json
+
+    from suite.cli import main
+
+    assert main(["bench", "--quick", "-k", "macs_per_frame", "--out", str(tmp_path)]) == 0
+    bench = json.loads((tmp_path / "benchmarks.json").read_text())
+    assert [b["name"] for b in bench["benchmarks"]] == ["test_macs_per_frame"]
+    info = bench["benchmarks"][0]["extra_info"]
+    assert info["hummuss_stream"] == 288_803_072 and 200 < info["stream_macs_ratio"] < 300
+    assert (tmp_path / "benchmarks.csv").is_file()
+    assert "| target | goal | measured | met |" in (tmp_path / "benchmarks.md").read_text()
+    assert not (tmp_path / "figures").exists()  # nothing streamed or offline: no figure
+    assert "stream latency MotionBERT-Lite" in capsys.readouterr().out

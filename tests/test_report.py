@@ -409,12 +409,14 @@ def test_latency_points_read_frames_or_window_and_prefer_latency_ms():
     from suite.figures import latency_points
 
     bench = {"benchmarks": [
-        {"stats": {"median": 0.25}, "extra_info": {"model": "motionbert-lite", "mode": "offline", "frames": 243}},
+        {"stats": {"median": 0.25}, "extra_info": {"model": "motionbert-lite", "mode": "offline", "frames": 243,
+                                                   "fps": 972.0}},
         {"stats": {"median": 0.5}, "extra_info": {"model": "motionbert-lite", "mode": "stream", "window": 81,
                                                   "latency_ms": 4.0}},
         {"stats": {"median": 1.0}, "extra_info": {"model": "hummuss"}},  # no length: not a point
     ]}
     points = latency_points(bench)
-    assert points.to_dict("records") == [
+    assert points["fps"].iloc[0] == 972.0 and points["fps"].isna().iloc[1]  # fps only where recorded
+    assert points.drop(columns="fps").to_dict("records") == [
         {"model": "motionbert-lite", "mode": "offline", "frames": 243.0, "latency_ms": 250.0},
         {"model": "motionbert-lite", "mode": "stream", "frames": 81.0, "latency_ms": 4.0}]

@@ -249,26 +249,32 @@ def test_toeplitz_and_fft_convolutions_agree_with_a_direct_sum(anticausal):
 
 
 def test_real_arithmetic_state_update_matches_the_complex_one():
-    from hummuss.ssm import advance_state_, advance_state_planar
+    from hummuss.ssm import advance_state_, advance_state_planar, complex_state, planar_state
 
     torch.manual_seed(6)
     layer = DSSM(5, 8, out_channels=2)
     u = torch.randn(3, 5)
     s0 = torch.randn(3, 5, 4, dtype=torch.complex64)
-
-    def planar(z):
-        return torch.stack([z.real, z.imag], 0)
+    assert torch.equal(complex_state(planar_state(s0)), s0)
+    assert planar_state(s0)[1, 2, 0, 3] == s0[0, 2, 3].imag  # (Re/Im, channel, stream, mode)
 
     with torch.no_grad():
         y_ref, s_ref = layer.step(u, s0, 1.3)  # the functional step
-        dA, dB = layer.discretise_step(1.3)
+        dA, dB = layer.discretise_step(1.3)  # (H, M): shared by the streams
         s1 = s0.clone()
         y1 = advance_state_(s1, dA, dB, u, layer.readout_weight(), layer.D)
-        s2, y2 = advance_state_planar(planar(s0), planar(dA), planar(dB), u, *layer.readout_planes(), layer.D)
-    assert y1.shape == y2.shape == (3, 5, 2) and s2.shape == (2, 3, 5, 4)
-    for s, y in ((s1, y1), (torch.complex(s2[0], s2[1]), y2)):
-        assert (s - s_ref).abs().max() < 1e-5 and (y - y_ref).abs().max() < 1e-4
-    assert (s_ref - s0).abs().max() > 0.1  # the step did move the state
+        s2, y2 = advance_state_planar(planar_state(s0), planar_state(dA), planar_state(dB), u,
+                                      *layer.readout_planes(), layer.D)
+        steps = torch.tensor([1.3, 0.5, 2.0])  # one step per stream: (N, H, M)
+        y_ref3, s_ref3 = layer.step(u, s0, steps)
+        dA3, dB3 = layer.discretise_step(steps)
+        s3, y3 = advance_state_planar(planar_state(s0), planar_state(dA3), planar_state(dB3), u,
+                                      *layer.readout_planes(), layer.D)
+    assert y1.shape == y2.shape == y3.shape == (3, 5, 2) and s2.shape == s3.shape == (2, 5, 3, 4)
+    for s, y, sr, yr in ((s1, y1, s_ref, y_ref), (complex_state(s2), y2, s_ref, y_ref),
+                         (complex_state(s3), y3, s_ref3, y_ref3)):
+        assert (s - sr).abs().max() < 1e-5 and (y - yr).abs().max() < 1e-4
+    assert (s_ref - s0).abs().max() > 0.1 and (s_ref3 - s_ref).abs().max() > 0.1  # the steps moved it
 
 
 def test_evaluation_cache_skips_large_values(monkeypatch):
