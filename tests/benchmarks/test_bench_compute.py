@@ -32,25 +32,36 @@ def test_matmul_rate(benchmark, shape):
     assert rate > 0 and rate == rate  # positive and not NaN
 
 
-def test_streaming_linear_rate(benchmark, models):
-    """The streaming step's projections alone: 60 distinct weights of paper-causal applied to
-    one frame's 17 tokens, so the weights come from memory as in the real step."""
+@pytest.mark.parametrize("kind", ["torch.mm", "packed"])
+def test_streaming_linear_rate(benchmark, models, kind):
+    """The streaming step's projections alone: the 60 weights of paper-causal applied to one
+    frame's 17 tokens, each read from memory as in the real step. torch.mm: each weight
+    separately through torch.mm; packed: as the step runs them, the 40 prepacked (oneDNN)
+    products of `stream_constants` (each block's input projections fused in one)."""
     model = models("hummuss", "paper-causal")
-    weights = [lin.weight.detach() for layer in model.layers
-               for block in (layer.spatial_st, layer.temporal_st, layer.temporal_ts, layer.spatial_ts)
-               for lin in (block.proj_id, block.proj_in, block.proj_out)]
+    blocks = [block for layer in model.layers
+              for block in (layer.spatial_st, layer.temporal_st, layer.temporal_ts, layer.spatial_ts)]
+    weights = [lin.weight.detach() for block in blocks for lin in (block.proj_id, block.proj_in, block.proj_out)]
     x = {w.shape[1]: torch.randn(17, w.shape[1]) for w in weights}
     macs = sum(17 * w.numel() for w in weights)
+    if kind == "torch.mm":
+        def run():
+            for w in weights:
+                torch.mm(x[w.shape[1]], w.t())
+    else:
+        packed = [c[key] for c in (block.stream_constants(17) for block in blocks) for key in ("proj", "out")]
 
-    def run():
-        for w in weights:
-            torch.mm(x[w.shape[1]], w.t())
+        def run():
+            for lin in packed:
+                lin(x[lin.weight.shape[1]])
 
     benchmark.group = "compute: fp32 matmul rate"
-    benchmark.pedantic(run, rounds=20 if QUICK_MODE else 100, iterations=1, warmup_rounds=5)
+    with torch.inference_mode():
+        benchmark.pedantic(run, rounds=20 if QUICK_MODE else 100, iterations=1, warmup_rounds=5)
     rate = macs / benchmark.stats.stats.median / 1e9
-    benchmark.extra_info.update(model="torch.mm", mode="matmul, streaming step's 60 projections",
-                                macs=macs, weights_mb=sum(w.numel() for w in weights) * 4 / 2**20, gmacs=rate)
+    benchmark.extra_info.update(model=kind, mode="matmul, streaming step's projections", macs=macs,
+                                weights_mb=sum(w.numel() for w in weights) * 4 / 2**20, gmacs=rate,
+                                latency_ms=1e3 * benchmark.stats.stats.median)
     assert len(weights) == 60
 
 
@@ -73,19 +84,24 @@ def test_macs_per_frame(benchmark, models, matmul_rate):
     assert 200 < ratio < 300  # "about 240"
 
 
-def test_memory_bandwidth(benchmark):
-    """Read + write bandwidth on 64 MiB blocks (the size of paper-causal's streaming state),
-    the floor of a streaming step that must read and rewrite its whole state every frame."""
-    src = [torch.randn(16 * 2**20) for _ in range(4)]  # 4 x 64 MiB: more than the caches
-    dst = [torch.empty_like(s) for s in src]
+def test_memory_bandwidth(benchmark, models):
+    """Rewriting paper-causal's whole streaming state (10 blocks x (2, 768, 17, 64) floats,
+    66.8 MB) by copying it: read + write, the floor of a step that must read and rewrite
+    its whole state every frame."""
+    model = models("hummuss", "paper-causal")
+    shapes = [(2, block.width, model.config.num_joints, block.ssm_f.modes) for layer in model.layers
+              for block in (layer.temporal_st, layer.temporal_ts)]
+    src = [torch.randn(shape) for shape in shapes]
+    dst = [torch.empty_like(t) for t in src]
 
     def run():
         for s, d in zip(src, dst):
             d.copy_(s)
 
     benchmark.group = "compute: memory bandwidth"
-    benchmark.pedantic(run, rounds=5 if QUICK_MODE else 20, iterations=1, warmup_rounds=2)
-    moved = 2 * sum(s.numel() * 4 for s in src)  # bytes read + written
-    gbs = moved / benchmark.stats.stats.median / 1e9
-    benchmark.extra_info.update(model="copy_", mode="bandwidth", bytes=moved, gb_per_s=gbs)
-    assert gbs > 0
+    benchmark.pedantic(run, rounds=5 if QUICK_MODE else 50, iterations=1, warmup_rounds=2)
+    state = sum(t.numel() * 4 for t in src)
+    gbs = 2 * state / benchmark.stats.stats.median / 1e9  # bytes read + written
+    benchmark.extra_info.update(model="copy_", mode="bandwidth", bytes=2 * state, state_mb=state / 1e6,
+                                gb_per_s=gbs, latency_ms=1e3 * benchmark.stats.stats.median)
+    assert len(src) == 10 and state == 10 * 2 * 768 * 17 * 64 * 4

@@ -1,0 +1,61 @@
+"""hummuss.packed_linear: prepacked (oneDNN) linear layers equal nn.Linear, eagerly and compiled."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hummuss.packed_linear import PackedLinear, onednn_available, pack_linear
+
+
+@pytest.fixture()
+def layer():
+    torch.manual_seed(0)
+    return torch.nn.Linear(64, 96)
+
+
+@pytest.mark.parametrize("rows", [1, 17, 40])
+def test_packed_linear_equals_the_layer_with_and_without_gelu(layer, rows):
+    lin = pack_linear(layer.weight, layer.bias, rows=17)  # packed for 17 rows, used with others
+    assert lin.packed == onednn_available(layer.weight) and lin.out_features == 96
+    x = torch.randn(rows, 64)
+    with torch.no_grad():
+        ref = layer(x)
+        assert lin(x).shape == (rows, 96)
+        assert (lin(x) - ref).abs().max() < 1e-5
+        assert (lin(x, gelu=True) - F.gelu(ref)).abs().max() < 1e-5
+        assert (lin(x.t().contiguous().t()) - ref).abs().max() < 1e-5  # strided input
+
+
+def test_packed_linear_is_a_copy_and_falls_back_to_dense(layer):
+    if not onednn_available(layer.weight):
+        pytest.skip("this PyTorch build has no oneDNN (mkldnn): only the dense path exists")
+    lin = pack_linear(layer.weight, layer.bias, rows=17)
+    x = torch.randn(5, 64)
+    with torch.no_grad():
+        before = lin(x)
+        layer.weight.mul_(2.0)  # a packed weight does not follow the parameter: repack
+        assert torch.equal(lin(x), before)
+        assert (pack_linear(layer.weight, layer.bias, 17)(x) - layer(x)).abs().max() < 1e-5
+    dense = pack_linear(layer.weight.double(), layer.bias.double(), rows=17)  # float64: no oneDNN
+    assert not dense.packed
+    assert (dense(x.double()) - layer(x).double()).abs().max() < 1e-5
+
+
+def test_bad_shapes_raise(layer):
+    with pytest.raises(ValueError, match=r"weight must be \(out, in\) and bias \(out,\)"):
+        pack_linear(layer.weight, layer.bias[:5], rows=17)
+    with pytest.raises(ValueError, match="weight must be"):
+        pack_linear(layer.weight[0], layer.bias, rows=17)
+
+
+def test_packed_linear_inside_torch_compile(layer):
+    """The custom op stays one opaque call in a compiled graph and gives the eager result."""
+    lin = pack_linear(layer.weight, layer.bias, rows=17)
+
+    def f(x, lin: PackedLinear):
+        return lin(x, gelu=True) * 2 + 1
+
+    x = torch.randn(17, 64)
+    with torch.no_grad():
+        compiled = torch.compile(f, dynamic=False)(x, lin)
+        assert (compiled - (F.gelu(layer(x)) * 2 + 1)).abs().max() < 1e-5
