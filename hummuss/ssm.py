@@ -494,9 +494,10 @@ def advance_state_planar(s: torch.Tensor, a: torch.Tensor, b: torch.Tensor, u: t
     uu = u.t().unsqueeze(-1)  # (H, N, 1)
     nr = a[0] * s[0] - a[1] * s[1] + b[0] * uu  # (H, N, M)
     ni = a[0] * s[1] + a[1] * s[0] + b[1] * uu
-    y = torch.stack([(nr * Rr[:, c].unsqueeze(1) + ni * Ri[:, c].unsqueeze(1)).sum(-1)
-                     for c in range(Rr.shape[1])], -1)  # (H, N, k)
-    return torch.stack([nr, ni], 0), (y + uu * D.t().unsqueeze(1)).transpose(0, 1)
+    ys = [((nr * Rr[:, c].unsqueeze(1) + ni * Ri[:, c].unsqueeze(1)).sum(-1) + uu[..., 0] * D[c].unsqueeze(-1)).t()
+          for c in range(Rr.shape[1])]  # k x (N, H)
+    # y is (N, H, k) over storage (k, N, H): what reads it next runs along the channels
+    return torch.stack([nr, ni], 0), torch.stack(ys, 0).permute(1, 2, 0)
 
 
 def _readout(s: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
