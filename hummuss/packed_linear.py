@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
 # One operator, hummuss::onednn_linear(x, packed, bias, out_features, gelu). Defined with
 # torch.library.Library rather than torch.library.custom_op: the step calls it 40 times per
 # frame and this dispatch costs about 6 us less per call (a third of the call's overhead).
