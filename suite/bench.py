@@ -185,8 +185,11 @@ def targets(df: pd.DataFrame) -> pd.DataFrame:
         streams[label] = h100
         add(f"stream latency MotionBERT-Lite (243-frame window) / HumMUSS ({label})", ">= 100",
             ratio(mb243, h100, "latency_ms"), lambda v: v >= 100)
+        flat = ratio(h_long, h100, "latency_ms")
+        if h_long is not None and pd.notna(h_long.get("paired_ratio", math.nan)):
+            flat = float(h_long["paired_ratio"])  # both streams stepped alternately in one loop
         add(f"HumMUSS ({label}) stream latency at {longest:,} / at 100 frames of context", "<= 1.10",
-            ratio(h_long, h100, "latency_ms"), lambda v: v <= 1.10)
+            flat, lambda v: v <= 1.10)
     for frames, goal in ((243, 1.0), (2187, 2.0)):
         h = _pick(df, model="hummuss-paper-bidirectional", mode="offline", frames=frames)
         m = _pick(df, model="motionbert-lite", mode="offline", frames=frames)
@@ -207,6 +210,9 @@ def targets(df: pd.DataFrame) -> pd.DataFrame:
     bound = None if proj is None or copy is None else float(proj["latency_ms"] + copy["latency_ms"])
     out.append(dict(target="HumMUSS stream step floor, ms: its projections alone + rewriting its state",
                     goal="(bound)", value=bound, met=None))
+    overhead = _pick(df, mode="overhead")
+    out.append(dict(target="HumMUSS stream step fixed cost, ms: the same network at dim 16 (compiled)",
+                    goal="(bound)", value=None if overhead is None else float(overhead["latency_ms"]), met=None))
     fraction = None if bound is None or h100 is None else \
         float(h100["macs_per_frame"] / (bound * 1e-3) / 1e9 / h100["matmul_gmacs"])
     out.append(dict(target="fraction of the measured matmul rate at that floor", goal="(bound)",

@@ -105,3 +105,20 @@ def test_memory_bandwidth(benchmark, models):
     benchmark.extra_info.update(model="copy_", mode="bandwidth", bytes=2 * state, state_mb=state / 1e6,
                                 gb_per_s=gbs, latency_ms=1e3 * benchmark.stats.stats.median)
     assert len(src) == 10 and state == 10 * 2 * 768 * 17 * 64 * 4
+
+
+def test_stream_step_overhead(benchmark, models):
+    """The compiled streaming step of paper-causal's network shrunk to dim 16 and state size 2:
+    the same 5 layers, 20 blocks and 40 projections, each kernel tiny. What it takes is the
+    step's fixed cost (dispatch, guards, kernel launches), paid at any size."""
+    model = models("hummuss", "paper-causal", dim=16, dim_rep=32, state_size=2)
+    stream = model.stream(batch_size=1, compile=True)
+    x = torch.randn(1, 17, 3)
+    for _ in range(3):  # compile, warm up
+        stream.step(x)
+
+    benchmark.group = "compute: stream step overhead"
+    benchmark.pedantic(stream.step, args=(x,), rounds=50 if QUICK_MODE else 300, iterations=1, warmup_rounds=5)
+    assert stream.compile, "torch.compile fell back to eager execution"
+    benchmark.extra_info.update(model="hummuss-paper-causal, dim 16, compiled", mode="overhead",
+                                latency_ms=1e3 * benchmark.stats.stats.median)

@@ -2,10 +2,15 @@
 
 HumMUSS `paper-causal` steps its state, eagerly and through torch.compile
 (`model.stream(compile=True)`), measured after 100 and after 10,000 frames of context (the
-cost must not grow: one stream per mode is advanced through both contexts); MotionBERT-Lite
+cost must not grow). Each context has its own stream; at 10,000 the two streams are also
+stepped alternately (`paired_ratio`), so that the flatness ratio does not depend on what the
+machine did between the two measurements; MotionBERT-Lite
 re-runs its last `window` frames for every new frame (windows 27, 81, 243). Peak memory is
 what one step allocates (torch profiler events).
 """
+
+import statistics
+import time
 
 import pytest
 import torch
@@ -17,7 +22,8 @@ QUICK_MODE = quick()
 
 GROUP = "stream: per-frame latency, batch 1"
 CONTEXTS = (100, 1_000) if QUICK_MODE else (100, 10_000)
-ROUNDS = 30 if QUICK_MODE else 100
+ROUNDS = 30 if QUICK_MODE else 300
+PAIRED_ROUNDS = 50 if QUICK_MODE else 300  # alternate steps of the short and the long stream
 WINDOWS = {27: 5, 243: 2} if QUICK_MODE else {27: 20, 81: 10, 243: 5}  # window -> rounds
 
 
@@ -40,15 +46,34 @@ class _Stepper:
 
 @pytest.fixture(scope="module")
 def steppers(models):
-    model = models("hummuss", "paper-causal")
-    return {False: _Stepper(model, False), True: _Stepper(model, True)}
+    """(compiled, context) -> a stream of its own, advanced to `context` on first use."""
+    model, made = models("hummuss", "paper-causal"), {}
+
+    def get(compiled: bool, context: int) -> _Stepper:
+        if (compiled, context) not in made:
+            made[compiled, context] = _Stepper(model, compiled)
+            made[compiled, context].advance_to(context)
+        return made[compiled, context]
+
+    return get
+
+
+def _paired(short: _Stepper, long: _Stepper, rounds: int) -> tuple[float, float]:
+    """Median step latency (ms) of two streams stepped alternately, so that whatever else
+    the machine does in the meantime weighs on both alike."""
+    times = {id(short): [], id(long): []}
+    for _ in range(rounds):
+        for stepper in (short, long):
+            t0 = time.perf_counter()
+            stepper.step()
+            times[id(stepper)].append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times[id(short)]), 1e3 * statistics.median(times[id(long)])
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 @pytest.mark.parametrize("context", CONTEXTS)
 def test_hummuss_stream_step(benchmark, models, matmul_rate, steppers, context, compiled):
-    model, stepper = models("hummuss", "paper-causal"), steppers[compiled]
-    stepper.advance_to(context)  # the state after `context` frames (and the compilation done)
+    model, stepper = models("hummuss", "paper-causal"), steppers(compiled, context)
     start = stepper.stream.frames_seen
     assert start >= context
     peak = peak_memory_mb(stepper.step)
@@ -59,9 +84,14 @@ def test_hummuss_stream_step(benchmark, models, matmul_rate, steppers, context, 
     if compiled:
         assert stepper.stream.compile, "torch.compile fell back to eager execution"
     state_mb = sum(s.numel() * s.element_size() for pair in stepper.stream.states for s in pair) / 2**20
+    extra = {}
+    if context > CONTEXTS[0]:  # flatness, measured alternately against a stream at the shortest context
+        short_ms, long_ms = _paired(steppers(compiled, CONTEXTS[0]), stepper, PAIRED_ROUNDS)
+        extra = dict(paired_context=CONTEXTS[0], paired_short_ms=short_ms, paired_long_ms=long_ms,
+                     paired_ratio=long_ms / short_ms)
     record(benchmark, model="hummuss-paper-causal" + (", compiled" if compiled else ""), mode="stream",
            frames=context, frames_per_call=1, macs_per_frame=model.macs_per_frame(), rate=matmul_rate,
-           peak_mb=peak, state_mb=state_mb, frames_seen=start)
+           peak_mb=peak, state_mb=state_mb, frames_seen=start, **extra)
 
 
 @pytest.mark.parametrize("window", list(WINDOWS))
