@@ -10,11 +10,12 @@ gives the same outputs as `model(x)` on the whole sequence.
         y_t = s.step(x_t)         # (B, 17, 3)
         y_t = s.step(x_t, dt=2.0) # this frame came two training steps after the last
 
-Speed: the spatial convolutions, read-out and mix weights and the discretisation of each
-step size are computed once (at `reset`) and reused; the states are updated in place. At
-batch 1 the step is bound by memory traffic: the paper-causal state is 10 blocks x 17 joints
-x 768 channels x 64 complex modes (67 MB), read and rewritten every frame, and the 16M
-weights (64 MB) are read once. `compile=True` runs each frame through `torch.compile`, with
+Speed: the spatial convolutions, read-out and mix weights, the projections (packed for
+oneDNN on the CPU, `packed_linear`; a copy, 45 MB for paper-causal) and the discretisation
+of each step size are computed once (at `reset`) and reused; the states are updated in
+place. At batch 1 the step is bound by memory traffic: the paper-causal state is 10 blocks
+x 17 joints x 768 channels x 64 complex modes (67 MB), read and rewritten every frame, and
+the projections' weights are read once. `compile=True` runs each frame through `torch.compile`, with
 the states as planar real tensors (2, H, B J, M) = (Re, Im), channel-major, so that each
 block's update and read-out are one pass over its state (`advance_state_planar`). It needs
 a C++ compiler (CPU) or Triton (GPU), costs a one-off compilation on the first frame (about

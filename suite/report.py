@@ -565,6 +565,8 @@ class ReportResult:
     missing: pd.DataFrame  # study, row, column, variant, metric, why
     incomplete: pd.DataFrame
     claims: list[ClaimCheck] = field(default_factory=list)
+    speed: pd.DataFrame | None = None  # the speed targets from benchmarks.json (suite.bench.targets)
+    speed_source: Path | None = None
 
     @property
     def scales(self) -> dict[str, str | None]:
@@ -628,12 +630,25 @@ def render_report(tracker_or_settings: Tracker | TrackingSettings, studies: list
             f"{int((frame['n'] == 0).sum())} of {len(frame)} cell(s) missing -> {paths['md']}")
     result.missing = pd.concat(missing, ignore_index=True)
     result.incomplete = pd.concat(incomplete, ignore_index=True)
+    bench = Path(benchmarks) if benchmarks else out / BENCHMARKS_FILE
     if figures:
-        bench = Path(benchmarks) if benchmarks else out / BENCHMARKS_FILE
         _draw_figures(tracker, result, bench, say)
+    result.speed, result.speed_source = _speed_targets(bench), bench
     result.readme.write_text(readme(result, tracker))
     say(f"wrote {result.readme}")
     return result
+
+
+def _speed_targets(bench: Path) -> pd.DataFrame | None:
+    """The speed targets measured in `bench` (pytest-benchmark JSON), or None without it."""
+    from suite.bench import benchmarks_table, targets
+
+    try:
+        payload = json.loads(bench.read_text())
+    except (OSError, ValueError):
+        return None
+    table = benchmarks_table(payload)
+    return targets(table) if len(table) else None
 
 
 def _draw_figures(tracker: Tracker, result: ReportResult, bench: Path, say) -> None:
@@ -746,6 +761,15 @@ def readme(result: ReportResult, tracker: Tracker) -> str:
     if result.skipped:
         lines += ["Not drawn:", ""]
         lines += [f"- {_figure_title(key)}: {why}" for key, why in result.skipped.items()]
+        lines.append("")
+    if result.speed is not None:
+        lines += ["## Speed", "", f"From `{result.speed_source.name}` (`hummuss-suite bench`, one run on one "
+                  "machine; every figure is in `benchmarks.md`):", "",
+                  "| target | goal | measured | met |", "|---|---|---|---|"]
+        for g in result.speed.itertuples():
+            value = "" if g.value is None or pd.isna(g.value) else f"{g.value:.3g}"
+            met = "" if g.met is None or pd.isna(g.met) else ("yes" if g.met else "no")
+            lines.append(f"| {g.target} | {g.goal} | {value} | {met} |")
         lines.append("")
     lines += ["## Missing runs", ""]
     if len(result.missing):
