@@ -204,6 +204,8 @@ def cmd_bench(args) -> int:
 
     try:
         df = run_benchmarks(args.out, quick=args.quick, select=args.k)
+    except FileNotFoundError as err:  # installed without the source tree's tests/benchmarks
+        raise UsageError(str(err)) from None
     except RuntimeError as err:
         print(f"hummuss-suite bench: {err}", file=sys.stderr)
         return 1

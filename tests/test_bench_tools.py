@@ -149,3 +149,15 @@ def test_bench_command_runs_the_selected_benchmarks_and_writes_table_and_json(tm
     assert "| target | goal | measured | met |" in (tmp_path / "benchmarks.md").read_text()
     assert not (tmp_path / "figures").exists()  # nothing streamed or offline: no figure
     assert "stream latency MotionBERT-Lite" in capsys.readouterr().out
+
+
+def test_bench_command_outside_a_source_checkout_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    import suite.bench
+    from suite.cli import main
+
+    monkeypatch.setattr(suite.bench, "BENCH_DIR", tmp_path / "no-benchmarks")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "benchmarks not found at" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "benchmarks.json").exists()
