@@ -224,7 +224,7 @@ class GDSSM(nn.Module):
         if proj is not None:  # token-major (N, 2H) from the packed [W_id; W_in]
             both = proj(z, gelu=True).t().contiguous()  # channel-major, as the convolution wants
             x_id, u = both[:H].reshape(H, P, L, Q), both[H:].reshape(H, P, L, Q)
-        elif torch.is_grad_enabled():
+        elif torch.is_grad_enabled():  # separately: fused, a cpu-preset training step measured slower
             x_id = self._project(z, self.proj_id).view(H, P, L, Q)
             u = self._project(z, self.proj_in).view(H, P, L, Q)
         else:  # one matmul and one GELU for both paths
@@ -281,16 +281,15 @@ class GDSSM(nn.Module):
             return dict(R=self.ssm_f.readout_weight(), planes=self.ssm_f.readout_planes(), **packed)
 
     def step_(self, x_t: torch.Tensor, state: torch.Tensor, discretised,
-              consts: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              consts: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """`step` without autograd: x_t (B, D) -> (out_t (B, D), state).
 
         state: complex (B, H, M), updated in place and returned; or planar real (2, H, B, M)
         = (Re, Im), channel-major, for which a new state is returned (`advance_state_planar`,
         one pass over the state under torch.compile). `discretised` = (dA, dB) from
         `ssm_f.discretise_step`, (H, M) or (B, H, M), `planar_state` with a planar state.
-        `consts` from `stream_constants`.
+        `consts` from `stream_constants` (computed once per stream: it packs the weights).
         """
-        consts = self.stream_constants(1, rows=x_t.shape[0]) if consts is None else consts
         ssm = self.ssm_f
         z = self.norm(x_t)
         x_id, u = consts["proj"](z, gelu=True).chunk(2, dim=-1)  # (B, H) each: one matmul

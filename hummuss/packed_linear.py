@@ -29,7 +29,7 @@ from torch import Tensor
 
 # One operator, hummuss::onednn_linear(x, packed, bias, out_features, gelu). Defined with
 # torch.library.Library rather than torch.library.custom_op: the step calls it 40 times per
-# frame and this dispatch costs about 6 us less per call (a third of the call's overhead).
+# frame, and this dispatch measured about 5 us less per call (15 against 20 us, eager).
 _LIB = torch.library.Library("hummuss", "DEF")
 _LIB.define("onednn_linear(Tensor x, Tensor packed, Tensor bias, int out_features, bool gelu) -> Tensor")
 

@@ -12,14 +12,15 @@ gives the same outputs as `model(x)` on the whole sequence.
 
 Speed: the spatial convolutions, read-out and mix weights, the projections (packed for
 oneDNN on the CPU, `packed_linear`; a copy, 45 MB for paper-causal) and the discretisation
-of each step size are computed once (at `reset`) and reused; the states are updated in
-place. At batch 1 the step is bound by memory traffic: the paper-causal state is 10 blocks
-x 17 joints x 768 channels x 64 complex modes (67 MB), read and rewritten every frame, and
-the projections' weights are read once. `compile=True` runs each frame through `torch.compile`, with
-the states as planar real tensors (2, H, B J, M) = (Re, Im), channel-major, so that each
-block's update and read-out are one pass over its state (`advance_state_planar`). It needs
-a C++ compiler (CPU) or Triton (GPU), costs a one-off compilation on the first frame (about
-5-30 s on a 2-core CPU; cached on disk) and falls back to eager execution, with a warning, if
+of each step size are computed once (at `reset`) and reused. At batch 1 the step is bound
+by memory traffic: the paper-causal state is 10 blocks x 17 joints x 768 channels x 64
+complex modes (67 MB), read and rewritten every frame, and the projections' weights are
+read once. Eagerly the complex states are updated in place; `compile=True` runs each frame
+through `torch.compile`, with the states as planar real tensors (2, H, B J, M) = (Re, Im),
+channel-major, so that each block's update and read-out are one pass over its state
+(`advance_state_planar`, which returns a new state). It needs a C++ compiler (CPU) or
+Triton (GPU), costs a compilation on the first frame (paper-causal on a 2-core CPU: 20 s,
+then 4 s from the on-disk cache) and falls back to eager execution, with a warning, if
 compilation fails.
 """
 
@@ -59,7 +60,9 @@ class HumMUSSStream:
         if self.compile:  # planar (Re, Im) real states for the compiled update
             self.states = [[planar_state(s) for s in pair] for pair in self.states]
         J = model.config.num_joints
-        self._consts = [[block.stream_constants(J) for block in self._blocks(layer)] for layer in model.layers]
+        rows = self.batch_size * J  # tokens per step: what the packed projections are tuned for
+        self._consts = [[block.stream_constants(J, rows) for block in self._blocks(layer)]
+                        for layer in model.layers]
         self.frames_seen = 0
 
     @staticmethod

@@ -233,11 +233,17 @@ def markdown(df: pd.DataFrame, goals: pd.DataFrame) -> str:
                      f"{fmt(r['batch'], '.0f')} | {fmt(r['latency_ms'], '.2f')} | {fmt(r['fps'], '.1f')} | "
                      f"{fmt(r['peak_mb'], '.1f')} | {fmt(macs, '.3f')} | {fmt(r['gmacs'], '.1f')} | "
                      f"{fmt(r['matmul_fraction'], '.1%')} |")
-    lines += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
+    return "\n".join(lines + [""] + targets_markdown(goals)) + "\n"
+
+
+def targets_markdown(goals: pd.DataFrame) -> list[str]:
+    """The lines of a markdown table of `targets`: target, goal, measured, met."""
+    lines = ["| target | goal | measured | met |", "|---|---|---|---|"]
     for _, g in goals.iterrows():
-        met = "" if pd.isna(g["met"]) else ("yes" if g["met"] else "no")
-        lines.append(f"| {g['target']} | {g['goal']} | {fmt(g['value'], '.3g')} | {met} |")
-    return "\n".join(lines) + "\n"
+        value = "" if g["value"] is None or pd.isna(g["value"]) else format(g["value"], ".3g")
+        met = "" if g["met"] is None or pd.isna(g["met"]) else ("yes" if g["met"] else "no")
+        lines.append(f"| {g['target']} | {g['goal']} | {value} | {met} |")
+    return lines
 
 
 # -- running --------------------------------------------------------------------------------

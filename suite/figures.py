@@ -290,23 +290,22 @@ def plot_training_curves(history: pd.DataFrame, labels: dict[str, str], study: s
 
 # -- figure 7: latency -------------------------------------------------------------------------------
 def latency_points(bench: dict) -> pd.DataFrame:
-    """pytest-benchmark JSON -> model, mode, frames, latency_ms, fps (extra_info, else the median).
+    """pytest-benchmark JSON -> model, mode, frames, latency_ms, fps (`suite.bench.benchmarks_table`).
 
     frames is the benchmark's x value: the context of a stream, the window MotionBERT re-runs
-    per frame, or the sequence length F offline. fps: output frames per second (extra_info).
+    per frame (extra_info "window"), or the sequence length F offline; benchmarks without one
+    are left out. A benchmark without a model is named by its group.
     """
-    rows = []
-    for b in bench.get("benchmarks", []):
-        info = b.get("extra_info", {})
-        if "frames" not in info and "window" not in info:
-            continue
-        frames = info.get("frames", info.get("window"))
-        latency = info.get("latency_ms")
-        if latency is None:
-            latency = 1e3 * b.get("stats", {}).get("median", np.nan)
-        rows.append(dict(model=info.get("model", b.get("group") or "?"), mode=info.get("mode", ""),
-                         frames=float(frames), latency_ms=float(latency), fps=float(info.get("fps", np.nan))))
-    return pd.DataFrame(rows, columns=["model", "mode", "frames", "latency_ms", "fps"])
+    from suite.bench import benchmarks_table
+
+    table = benchmarks_table(bench)
+    if "window" in table:
+        table["frames"] = table["frames"].fillna(table["window"])
+    table = table.dropna(subset=["frames"]).reset_index(drop=True)
+    table["model"] = table["model"].fillna(table["group"]).fillna("?").astype(str)
+    table["mode"] = table["mode"].fillna("").astype(str)
+    columns = ["model", "mode", "frames", "latency_ms", "fps"]
+    return table[columns].astype({"frames": float, "latency_ms": float, "fps": float})
 
 
 def _log_axes(ax, frames: pd.Series, xlabel: str, ylabel: str) -> None:

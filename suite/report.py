@@ -631,27 +631,30 @@ def render_report(tracker_or_settings: Tracker | TrackingSettings, studies: list
     result.missing = pd.concat(missing, ignore_index=True)
     result.incomplete = pd.concat(incomplete, ignore_index=True)
     bench = Path(benchmarks) if benchmarks else out / BENCHMARKS_FILE
+    payload, why = _load_benchmarks(bench)
     if figures:
-        _draw_figures(tracker, result, bench, say)
-    result.speed, result.speed_source = _speed_targets(bench), bench
+        _draw_figures(tracker, result, payload, why, say)
+    if payload is not None:
+        from suite.bench import benchmarks_table, targets
+
+        table = benchmarks_table(payload)
+        result.speed, result.speed_source = (targets(table) if len(table) else None), bench
     result.readme.write_text(readme(result, tracker))
     say(f"wrote {result.readme}")
     return result
 
 
-def _speed_targets(bench: Path) -> pd.DataFrame | None:
-    """The speed targets measured in `bench` (pytest-benchmark JSON), or None without it."""
-    from suite.bench import benchmarks_table, targets
-
+def _load_benchmarks(bench: Path) -> tuple[dict | None, str]:
+    """pytest-benchmark JSON from `bench`, or (None, why it could not be read)."""
+    if not bench.is_file():
+        return None, f"{bench} not found (run `make bench`)"
     try:
-        payload = json.loads(bench.read_text())
-    except (OSError, ValueError):
-        return None
-    table = benchmarks_table(payload)
-    return targets(table) if len(table) else None
+        return json.loads(bench.read_text()), ""
+    except ValueError as err:
+        return None, f"{bench} is not pytest-benchmark JSON ({err})"
 
 
-def _draw_figures(tracker: Tracker, result: ReportResult, bench: Path, say) -> None:
+def _draw_figures(tracker: Tracker, result: ReportResult, bench: dict | None, bench_why: str, say) -> None:
     from suite import figures as F
 
     fig_dir = result.out_dir / "figures"
@@ -698,13 +701,9 @@ def _draw_figures(tracker: Tracker, result: ReportResult, bench: Path, say) -> N
         return F.plot_init_schemes(frames["init-schemes"], captioned("init-schemes"), path("init-schemes"))
 
     def latency():
-        if not bench.is_file():
-            raise F.FigureSkipped(f"{bench} not found (run `make bench`)")
-        try:
-            payload = json.loads(bench.read_text())
-        except ValueError as err:
-            raise F.FigureSkipped(f"{bench} is not pytest-benchmark JSON ({err})") from None
-        return F.plot_latency(payload, path("latency"))
+        if bench is None:
+            raise F.FigureSkipped(bench_why)
+        return F.plot_latency(bench, path("latency"))
 
     def path(key: str, study: str = "") -> Path:
         return fig_dir / FIGURES[key][0].format(study=study)
@@ -763,14 +762,11 @@ def readme(result: ReportResult, tracker: Tracker) -> str:
         lines += [f"- {_figure_title(key)}: {why}" for key, why in result.skipped.items()]
         lines.append("")
     if result.speed is not None:
+        from suite.bench import targets_markdown
+
         lines += ["## Speed", "", f"From `{result.speed_source.name}` (`hummuss-suite bench`, one run on one "
-                  "machine; every figure is in `benchmarks.md`):", "",
-                  "| target | goal | measured | met |", "|---|---|---|---|"]
-        for g in result.speed.itertuples():
-            value = "" if g.value is None or pd.isna(g.value) else f"{g.value:.3g}"
-            met = "" if g.met is None or pd.isna(g.met) else ("yes" if g.met else "no")
-            lines.append(f"| {g.target} | {g.goal} | {value} | {met} |")
-        lines.append("")
+                  "machine; every figure is in `benchmarks.md`):", ""]
+        lines += targets_markdown(result.speed) + [""]
     lines += ["## Missing runs", ""]
     if len(result.missing):
         lines += ["| study | row | column | variant | metric | why |", "|---|---|---|---|---|---|"]
