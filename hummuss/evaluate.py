@@ -13,6 +13,10 @@ labels and predictions scaled by the source's per-frame `mm_per_unit`):
     drop_<p>[_dt]     frames dropped at random with probability p; `_dt`: HumMUSS given
                       each frame's step (per-frame dt)
     stream            causal models run frame by frame through `stream()`
+    as_trained        the F_<n> condition at the model's training length, under one name
+
+`condition_names` is the one list of these names: the runner labels `as_trained` with
+`with_as_trained`, and the registry checks every table cell against `condition_names`.
 
 Models without a notion of time (MotionBERT) get the `fps_*` and `drop_*` conditions
 without `_dt` only. `evaluate(...)` returns a tidy table (condition, metric, value,
@@ -36,6 +40,7 @@ from hummuss.tta import flip_tta
 from hummuss.windows import sliding_window_forward, window_starts
 
 FACTORS = {"x2": 0.5, "x4": 0.25, "x8": 0.125, "up2": 2.0}  # name -> frame-rate multiplier
+AS_TRAINED = "as_trained"
 
 
 @dataclass
@@ -53,6 +58,49 @@ class EvalConfig:
     extra: dict = field(default_factory=dict)
 
 
+# -- condition names ----------------------------------------------------------------------
+def _length(F: int, window: int | None = None) -> str:
+    return f"F_{F}" if window is None else f"F_{F}_win{window}"
+
+
+def _rate(name: str, dt: bool) -> str:
+    return f"fps_{name}" + ("_dt" if dt else "")
+
+
+def _drop(p: float, dt: bool) -> str:
+    return f"drop_{p:g}" + ("_dt" if dt else "")
+
+
+def condition_names(config: EvalConfig, *, continuous: bool, causal: bool = False,
+                    trained_frames: int | None = None) -> tuple[str, ...]:
+    """Every condition `evaluate(model, source, config)` produces, in its order.
+
+    `continuous`: the model takes a time step (the `_dt` conditions); `causal`: it
+    streams (the `stream` condition). With `trained_frames`, also AS_TRAINED when
+    F_<trained_frames> is among them.
+    """
+    names = []
+    for F in config.lengths:
+        names.append(_length(F))
+        names += [_length(F, w) for w in config.model_windows if w < F]
+    for name in config.rates:
+        names += [_rate(name, False)] + ([_rate(name, True)] if continuous else [])
+    for p in config.drops:
+        names += [_drop(p, False)] + ([_drop(p, True)] if continuous else [])
+    if config.stream and causal:
+        names.append("stream")
+    if trained_frames is not None and _length(trained_frames) in names:
+        names.append(AS_TRAINED)
+    return tuple(names)
+
+
+def with_as_trained(table: pd.DataFrame, frames: int) -> pd.DataFrame:
+    """`table` with the rows of condition F_<frames> repeated under AS_TRAINED."""
+    same = table[table["condition"] == _length(frames)].assign(condition=AS_TRAINED)
+    return pd.concat([table, same], ignore_index=True)
+
+
+# -- prediction ---------------------------------------------------------------------------
 def _continuous(model) -> bool:
     return bool(getattr(model, "continuous_time", False))
 
@@ -197,25 +245,25 @@ def evaluate(model, source, config: EvalConfig | None = None, split: str = "test
     common = dict(flip=cfg.flip, batch_size=cfg.batch_size)
     native = seqs_at(1.0)
     for F in cfg.lengths:
-        add(f"F_{F}", predict_sequences(model, native, F, **common), native)
+        add(_length(F), predict_sequences(model, native, F, **common), native)
         for w in cfg.model_windows:
             if w < F:
-                add(f"F_{F}_win{w}", predict_sequences(model, native, F, model_window=w, **common), native)
+                add(_length(F, w), predict_sequences(model, native, F, model_window=w, **common), native)
     for name in cfg.rates:
         if name not in FACTORS:
             raise ValueError(f"unknown frame-rate condition {name!r}; known: {', '.join(FACTORS)}")
         rate = FACTORS[name]
         seqs = seqs_at(rate)
-        add(f"fps_{name}", predict_sequences(model, seqs, cfg.rate_length, **common), seqs)
+        add(_rate(name, False), predict_sequences(model, seqs, cfg.rate_length, **common), seqs)
         if _continuous(model):
-            add(f"fps_{name}_dt", predict_sequences(model, seqs, cfg.rate_length, dt_scale=1 / rate, **common), seqs)
+            add(_rate(name, True), predict_sequences(model, seqs, cfg.rate_length, dt_scale=1 / rate, **common), seqs)
     rng = np.random.default_rng(cfg.seed)
     for p in cfg.drops:
         pairs = [drop_frames(s, rng, p) for s in native]
         seqs, dts = [q for q, _ in pairs], [d for _, d in pairs]
-        add(f"drop_{p:g}", predict_sequences(model, seqs, cfg.rate_length, **common), seqs)
+        add(_drop(p, False), predict_sequences(model, seqs, cfg.rate_length, **common), seqs)
         if _continuous(model):
-            add(f"drop_{p:g}_dt", predict_sequences(model, seqs, cfg.rate_length, dts=dts, **common), seqs)
+            add(_drop(p, True), predict_sequences(model, seqs, cfg.rate_length, dts=dts, **common), seqs)
     if cfg.stream and getattr(getattr(model, "config", None), "causal", False):
         online = stream_sequences(model, native)
         add("stream", online, native)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import random
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -42,14 +41,20 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from hummuss.config import PresetConfig
+from hummuss.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    rng_state,
+    save_atomic,
+    seed_everything,
+    set_rng_state,
+)
+from hummuss.config import PresetConfig, coerce, parse_overrides
 from hummuss.data.augment import corrupt
 from hummuss.data.clips import Clips
 from hummuss.data.skeleton import ROOT, flip_pose
 from hummuss.evaluate import clip_mpjpe_mm
 from hummuss.losses import PoseLoss
-
-CHECKPOINT_FORMAT = "hummuss-train-v1"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -145,60 +150,6 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device")
     return device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state(np_rng: np.random.Generator, gen: torch.Generator) -> dict:
-    return {"torch": torch.get_rng_state(), "generator": gen.get_state(),
-            "numpy": np_rng.bit_generator.state, "python": random.getstate()}
-
-
-def set_rng_state(state: dict, np_rng: np.random.Generator, gen: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    gen.set_state(state["generator"])
-    np_rng.bit_generator.state = state["numpy"]
-    random.setstate(_as_tuple(state["python"]))
-
-
-def _as_tuple(x):
-    return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
-
-
-# -- checkpoints ------------------------------------------------------------------------
-def save_atomic(payload: dict, path: Path) -> None:
-    """torch.save to `path` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a trainer checkpoint (weights_only), with clear errors for foreign files."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated, not a torch file, or holds arbitrary objects
-        raise ValueError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
-                         f"it is truncated or not a hummuss-suite checkpoint") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint {path} is not a hummuss-suite training checkpoint "
-                         f"(expected format {CHECKPOINT_FORMAT!r}); for MotionBERT's own .bin files "
-                         f"use MotionBERT.load_motionbert_checkpoint")
-    return payload
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -442,51 +393,6 @@ class _progress:
 
 
 # -- command line: the bare trainer (no tracking), e.g. under torchrun ---------------------
-def parse_overrides(items: list[str]) -> dict[str, str]:
-    """['lr=1e-3', 'causal=true'] -> {'lr': '1e-3', 'causal': 'true'}."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"bad --set {item!r}; expected key=value (e.g. lr=1e-3)")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def coerce(config_cls, values: dict[str, str]) -> dict:
-    """Convert string overrides to the types of `config_cls`'s fields, naming bad ones."""
-    import dataclasses
-
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    out = {}
-    for key, raw in values.items():
-        if key not in fields:
-            raise ValueError(f"unknown {config_cls.__name__} field {key!r}; known: {', '.join(fields)}")
-        f = fields[key]
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
-        out[key] = _parse_value(raw, default, f"{config_cls.__name__}.{key}")
-    return out
-
-
-def _parse_value(raw, default, name: str):
-    if not isinstance(raw, str):
-        return raw
-    try:
-        if isinstance(default, bool):
-            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return raw.lower() in ("true", "1", "yes")
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-        if isinstance(default, tuple):
-            return tuple(type(default[0])(v) if default else v for v in raw.split("+"))
-    except ValueError:
-        raise ValueError(f"{name} expects a {type(default).__name__}, got {raw!r}") from None
-    return raw
-
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
 

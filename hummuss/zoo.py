@@ -1,4 +1,9 @@
-"""The models of the library by name: `build_model("hummuss", "paper-causal")`."""
+"""The models of the library by name: the one place a model family is looked up.
+
+    build_model("hummuss", "paper-causal")            # a preset, with field overrides
+    model_from_config("motionbert", {...})            # a config dict (a checkpoint's, a run's)
+    family_of("HumMUSS")                              # a model class name -> its family
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,11 @@ def _lookup(name: str):
     return getattr(mod, model_cls), getattr(mod, config_cls)
 
 
+def model_class(name: str):
+    """The model class of family `name`."""
+    return _lookup(name)[0]
+
+
 def config_class(name: str):
     """The config dataclass of model `name`."""
     return _lookup(name)[1]
@@ -33,3 +43,17 @@ def build_model(name: str, preset: str, **overrides):
     """A freshly initialised model of family `name` from a preset."""
     model_cls, _ = _lookup(name)
     return model_cls(build_config(name, preset, **overrides))
+
+
+def model_from_config(name: str, config: dict):
+    """A freshly initialised model of family `name` from a full config dict."""
+    model_cls, config_cls = _lookup(name)
+    return model_cls(config_cls.from_dict(config))
+
+
+def family_of(class_name: str | None) -> str:
+    """The family whose model class is called `class_name` (as a checkpoint records it)."""
+    for name, (_, cls, _) in MODELS.items():
+        if cls == class_name:
+            return name
+    raise ValueError(f"unknown model class {class_name!r}; known: {', '.join(c for _, c, _ in MODELS.values())}")

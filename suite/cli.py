@@ -111,7 +111,7 @@ def cmd_show(args) -> int:
 
 
 def _parse_sets(items: list[str]) -> dict[str, str]:
-    from hummuss.train import parse_overrides
+    from hummuss.config import parse_overrides
 
     try:
         return parse_overrides(items or [])

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from hummuss.checkpoint import load_checkpoint
 from hummuss.data import open_source
-from hummuss.evaluate import EvalConfig, evaluate
-from hummuss.train import load_checkpoint
-from hummuss.zoo import MODELS, config_class
+from hummuss.evaluate import EvalConfig, evaluate, with_as_trained
+from hummuss.zoo import family_of, model_from_config
 from suite.runspec import stable_hash
 from suite.tracking import Tracker, git_commit, metric_name
 
@@ -51,14 +51,11 @@ def load_any(path: Path, fmt: str):
         variant = "full" if model.config.dim_feat == 512 else "lite"
         return model, "motionbert", variant
     payload = load_checkpoint(path)
-    family = {cls: name for name, (_, cls, _) in MODELS.items()}.get(payload.get("model_class"))
-    if family is None:
-        raise ValueError(f"checkpoint {path} holds a {payload.get('model_class')!r}; "
-                         f"known: {', '.join(cls for _, cls, _ in MODELS.values())}")
-    import importlib
-
-    module, cls_name, _ = MODELS[family]
-    model = getattr(importlib.import_module(module), cls_name)(config_class(family).from_dict(payload["model_config"]))
+    try:
+        family = family_of(payload.get("model_class"))
+    except ValueError as err:
+        raise ValueError(f"checkpoint {path} holds a {payload.get('model_class')!r}; {str(err).split('; ')[-1]}") from None
+    model = model_from_config(family, payload["model_config"])
     model.load_state_dict(payload["model"])
     return model, family, "external"
 
@@ -87,10 +84,8 @@ def evaluate_checkpoint(path: str | Path, fmt: str, data: str, tracker: Tracker,
                                     "data.spec": data, "model.family": family, "checkpoint.format": fmt})
         say(f"evaluating {path} ({family}, {sum(p.numel() for p in model.parameters()):,} parameters) on {data}")
         table = evaluate(model, source, cfg)
-        metrics = {metric_name(r.metric, r.condition): r.value for r in table.itertuples()}
-        first = f"F_{cfg.lengths[0]}"
-        metrics.update({metric_name(r.metric, "as_trained"): r.value for r in table.itertuples()
-                        if r.condition == first})
+        scored = with_as_trained(table, cfg.lengths[0])
+        metrics = {metric_name(r.metric, r.condition): r.value for r in scored.itertuples()}
         tracker.log_metrics(run_id, metrics)
         with tempfile.TemporaryDirectory() as tmp:
             csv = Path(tmp) / "evaluation.csv"

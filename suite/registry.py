@@ -22,9 +22,9 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
-from hummuss.evaluate import FACTORS, EvalConfig
+from hummuss.evaluate import FACTORS, EvalConfig, condition_names
 from hummuss.train import TrainConfig
-from hummuss.zoo import MODELS, config_class
+from hummuss.zoo import MODELS, config_class, model_class
 
 
 def frozen(mapping: Mapping | None = None, **kw) -> Mapping:
@@ -163,6 +163,24 @@ class Study:
             raise ValueError(f"unknown scale {name!r}; known: {', '.join(self.scales)}")
         return self.scales[name]
 
+    def frames_for(self, variant: Variant, scale: str) -> int:
+        """The training clip length F of `variant` at `scale`."""
+        return variant.frames or self.frames or self.scale(scale).frames
+
+    def eval_values(self, variant: Variant, scale: str) -> dict[str, Any]:
+        """EvalConfig fields of `variant` at `scale`: the training length, then scale, study, variant."""
+        frames = self.frames_for(variant, scale)
+        sc = self.scale(scale)
+        return {"lengths": (frames,), "rate_length": frames, **sc.eval, **self.eval, **variant.eval}
+
+    def conditions(self, variant: Variant, scale: str) -> tuple[str, ...]:
+        """The condition names `evaluate` produces for `variant` at `scale`."""
+        cfg = config_class(variant.model).preset(self.scale(scale).preset_for(variant), **variant.config)
+        return condition_names(EvalConfig(**self.eval_values(variant, scale)),
+                               continuous=bool(getattr(model_class(variant.model), "continuous_time", False)),
+                               causal=bool(getattr(cfg, "causal", False)),
+                               trained_frames=self.frames_for(variant, scale))
+
 
 # -- validation -----------------------------------------------------------------------
 def _check_keys(what: str, keys, allowed) -> None:
@@ -207,11 +225,17 @@ def validate(study: Study) -> Study:
     for row, col in study.paper.numbers:
         if row not in row_keys or col not in col_keys:
             raise ValueError(f"{where}: paper number for ({row!r}, {col!r}) is not a cell of its table")
-    for row in row_keys:
-        for col in col_keys:
-            variant, _ = study.table.cell(row, col)
+    for row, _ in study.table.rows:
+        for col, _ in study.table.columns:
+            variant, condition = study.table.cell(row, col)
             if variant not in names:
                 raise ValueError(f"{where}: table cell ({row!r}, {col!r}) reads unknown variant {variant!r}")
+            for scale in study.scales:
+                known = study.conditions(study.variant(variant), scale)
+                if condition not in known:
+                    raise ValueError(f"{where}: table cell ({row!r}, {col!r}) reads condition {condition!r}, "
+                                     f"which evaluation never produces for variant {variant!r} at scale "
+                                     f"{scale!r}; known: {', '.join(known)}")
     return study
 
 

@@ -536,7 +536,7 @@ def skeleton_models(tracker: Tracker, sel: Selection) -> tuple[list, str]:
         picks.append((run, best))
     if absent:
         raise FigureSkipped("; ".join(absent))
-    from hummuss.train import load_checkpoint
+    from hummuss.checkpoint import load_checkpoint
     from suite.worker import build_model
 
     out = []

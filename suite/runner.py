@@ -11,7 +11,7 @@ Where runs execute (see suite/launch.py):
 - launcher `torchrun`: each run under `torchrun --nproc-per-node N`;
 - launcher `slurm`: a submitit job array (`slurm=SlurmOptions(...)`).
 
-Each run is claimed (suite/claims.py) just before it starts, so several processes, on
+Each run is claimed (suite/leases.py) just before it starts, so several processes, on
 one machine or many sharing a tracking store, divide a study between them. A run some
 other process holds is looked at again every `claim_ttl_s / 4`: when it finished it is
 skipped, when its holder died (no heartbeat for `claim_ttl_s`) it is taken over and
@@ -34,7 +34,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from suite.claims import ClaimKeeper, claim
 from suite.launch import (
     LAUNCHERS,
     DevicePlan,
@@ -45,6 +44,7 @@ from suite.launch import (
     plan_devices,
     project_on_pythonpath,
 )
+from suite.leases import LeaseKeeper, take_lease
 from suite.runspec import RunSpec, expand
 from suite.tracking import PROJECT_DIR, Tracker, git_commit
 from suite.worker import execute, log_path
@@ -135,7 +135,7 @@ class Runner:
         results: dict[int, Outcome] = {}
         status = "FINISHED"
         backend = None
-        with ClaimKeeper(tracker) as keeper:
+        with LeaseKeeper(tracker) as keeper:
             try:
                 backend = self._backend()
                 while queue or waiting or backend.busy():
@@ -178,7 +178,7 @@ class Runner:
     def _claim(self, exp_id: str, spec: RunSpec, parent: str, looked_before: bool, recheck: float):
         """Claim `spec`: its run id when ours to run, None when another process holds it,
         else the Outcome (SKIPPED) it ends with."""
-        c = claim(self.tracker, exp_id, spec, parent)
+        c = take_lease(self.tracker, exp_id, spec, parent)
         if c.action == "finished":
             reason = "finished by another process" if looked_before else "already finished"
             self.say(f"  {spec.name}: skipped ({reason})")
@@ -367,7 +367,7 @@ class _SlurmBackend:
                 done.append((i, self.runner._done(spec, run_id, "FINISHED", "trained and evaluated", started)))
                 continue
             last = [line for line in str(error).strip().splitlines() if line.strip()][-1:] or [repr(error)]
-            current = self.runner.tracker.client.get_run(run_id).info.status
+            current = self.runner.tracker.get_run(run_id).info.status
             if current == "RUNNING":  # the task died without marking its run
                 self.runner.tracker.set_status(run_id, "FAILED")
             done.append((i, self.runner._done(spec, run_id, "FAILED",

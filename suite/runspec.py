@@ -17,8 +17,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from hummuss.config import coerce
 from hummuss.evaluate import EvalConfig
-from hummuss.train import TrainConfig, coerce
+from hummuss.train import TrainConfig
 from hummuss.zoo import config_class
 from suite.registry import Study, get_study
 
@@ -131,9 +132,9 @@ def expand(study: Study | str, scale: str, seeds: tuple[int, ...] | None = None,
         overrides = per_model[v.model]
         cls = config_class(v.model)
         model_cfg = cls.preset(sc.preset_for(v), **{**v.config, **coerce(cls, overrides["model"])}).to_dict()
-        frames = v.frames or study.frames or sc.frames
+        frames = study.frames_for(v, scale)
         stride = max(1, round(frames * sc.stride / sc.frames))
-        eval_values = {"lengths": (frames,), "rate_length": frames, **sc.eval, **study.eval, **v.eval}
+        eval_values = study.eval_values(v, scale)
         eval_values.update(coerce(EvalConfig, overrides["eval"]))
         eval_cfg = dataclasses.asdict(EvalConfig(**eval_values))
         for seed in (seeds if seeds else sc.seeds):

@@ -64,7 +64,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hummuss.train import Callback, TrainConfig, Trainer, load_checkpoint, parse_overrides
+from hummuss.checkpoint import load_checkpoint
+from hummuss.config import parse_overrides
+from hummuss.train import Callback, TrainConfig, Trainer
 from hummuss.zoo import config_class
 from suite.registry import Param, Study, get_study
 from suite.runspec import RunSpec, expand

@@ -236,6 +236,23 @@ class Tracker:
         return _with_retry(lambda: list(self.client.search_runs(
             experiment_ids, filter_string, max_results=max_results, order_by=order_by)), "search runs")
 
+    def all_runs(self, experiment_id: str):
+        """Every active run of the experiment (all pages)."""
+        runs, token = [], None
+        while True:
+            page = _with_retry(lambda tok=token: self.client.search_runs(
+                [experiment_id], "", max_results=5000, page_token=tok), "search runs")
+            runs += list(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def get_run(self, run_id: str):
+        return _with_retry(lambda: self.client.get_run(run_id), "get run")
+
+    def delete_run(self, run_id: str) -> None:
+        _with_retry(lambda: self.client.delete_run(run_id), "delete run")
+
     def runs_with_hash(self, experiment_id: str, config_hash: str):
         return self.search([experiment_id], f"tags.config_hash = '{config_hash}'", order_by=["attributes.start_time ASC"])
 
@@ -266,6 +283,32 @@ class Tracker:
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         for i in range(0, len(items), 1000):
             _with_retry(lambda chunk=items[i:i + 1000]: self.client.log_batch(run_id, metrics=chunk), "log metrics")
+
+    def metric_histories(self, run_ids: list[str], key: str) -> list[tuple[str, int, float]]:
+        """(run_id, step, value) of metric `key` for many runs: one query per 500 runs where
+        the store can (MLflow's SQL stores have `get_metric_history_bulk`), else one per run."""
+        store = getattr(getattr(self.client, "_tracking_client", None), "store", None)
+        bulk = getattr(store, "get_metric_history_bulk", None)
+        if bulk is not None:
+            try:
+                out = []
+                for i in range(0, len(run_ids), 500):
+                    out += [(m.run_id, m.step, m.value) for m in bulk(run_ids[i:i + 500], key, 10**7)]
+                return out
+            except Exception:  # a store version without it: one call per run instead
+                pass
+        return [(run_id, m.step, m.value) for run_id in run_ids
+                for m in _with_retry(lambda r=run_id: self.client.get_metric_history(r, key), "history")]
+
+    def load_json_artifact(self, run_id: str, name: str) -> Any:
+        """The JSON artifact `name` of a run (as `log_dict` wrote it)."""
+        import json
+        import tempfile
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.client.download_artifacts(run_id, name, tmp)  # no retry: a missing file is an answer
+            return json.loads(Path(path).read_text())
 
     def logged_steps(self, run_id: str, key: str) -> set[int]:
         return {m.step for m in _with_retry(lambda: self.client.get_metric_history(run_id, key), "history")}

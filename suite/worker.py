@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hummuss.checkpoint import load_checkpoint
 from hummuss.data import open_source
-from hummuss.evaluate import EvalConfig, evaluate
-from hummuss.train import Callback, DistInfo, TrainConfig, Trainer, load_checkpoint
-from hummuss.zoo import MODELS, config_class
+from hummuss.evaluate import EvalConfig, evaluate, with_as_trained
+from hummuss.train import Callback, DistInfo, TrainConfig, Trainer
+from hummuss.zoo import model_from_config
 from suite.runspec import RunSpec
 from suite.tracking import Tracker, TrackingSettings, load_settings, metric_name
 
@@ -59,7 +60,7 @@ class MlflowCallback(Callback):
 
 class Heartbeat:
     """Refresh the run's `heartbeat` tag in the background, so other processes can
-    tell a live run from a dead one (see suite/claims.py)."""
+    tell a live run from a dead one (see suite/leases.py)."""
 
     def __init__(self, tracker: Tracker, run_id: str, interval: float):
         self.tracker, self.run_id, self.interval = tracker, run_id, max(1.0, interval)
@@ -92,12 +93,9 @@ def file_lock(path: Path):
 
 
 def build_model(spec: RunSpec):
-    module, cls_name, _ = MODELS[spec.model]
-    import importlib
-
-    model_cls = getattr(importlib.import_module(module), cls_name)
+    """The freshly initialised model of `spec`, seeded by its training seed."""
     torch.manual_seed(spec.train_config["seed"])
-    return model_cls(config_class(spec.model).from_dict(spec.model_config))
+    return model_from_config(spec.model, spec.model_config)
 
 
 def checkpoint_dir(settings: TrackingSettings, spec: RunSpec) -> Path:
@@ -183,10 +181,7 @@ def execute(spec: RunSpec, run_id: str, settings: TrackingSettings) -> None:
 
 
 def log_results(tracker, run_id, spec, table, result, source, train, settings, best) -> None:
-    final = {metric_name(r.metric, r.condition): r.value for r in table.itertuples()}
-    trained_at = f"F_{spec.frames}"
-    final.update({metric_name(r.metric, "as_trained"): r.value for r in table.itertuples()
-                  if r.condition == trained_at})
+    final = {metric_name(r.metric, r.condition): r.value for r in with_as_trained(table, spec.frames).itertuples()}
     final["best_epoch"] = result.best_epoch
     final["best_val_mpjpe"] = result.best_val_mpjpe
     tracker.log_metrics(run_id, final, step=result.epochs_run)

@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 import torch
 
-from hummuss.train import load_checkpoint
+from hummuss.checkpoint import load_checkpoint
 from suite.tracking import Tracker, load_settings, redact
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path):
     script = textwrap.dedent(f"""
         import torch
         from pathlib import Path
-        from hummuss.train import save_atomic
+        from hummuss.checkpoint import save_atomic
         path = Path({str(tmp_path / "last.pt")!r})
         i = 0
         while True:

@@ -54,6 +54,12 @@ def _study(**changes):
     (dict(variants=(Variant("a", model="gpt"), Variant("b"))), "unknown model 'gpt'"),
     (dict(eval=frozen(rates=("x3",))), "unknown frame-rate condition 'x3'"),
     (dict(paper=PaperRef("T", "c", numbers=frozen({("z", "as_trained"): 1.0}))), "not a cell of its table"),
+    (dict(table=Table(rows=(("a", "A"),), columns=(("fps_x3", "x3"),))),
+     r"table cell \('a', 'fps_x3'\) reads condition 'fps_x3', which evaluation never produces for variant "
+     r"'a' at scale 'smoke'; known: F_27, as_trained"),
+    (dict(eval=frozen(rates=("x2",)), variants=(Variant("a", model="motionbert"), Variant("b")),
+          table=Table(rows=(("a", "A"),), columns=(("fps_x2_dt", "x2"),))),
+     r"reads condition 'fps_x2_dt'.*known: F_27, fps_x2, as_trained"),
 ])
 def test_validation_names_the_mistake(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -104,3 +110,35 @@ def test_pretrain_is_a_stage_at_the_paper_scale():
     assert paper.init_from.train_config["lr"] == 3e-4 and paper.init_from.frames == 243
     assert paper.train_hash != expand("context-length", "paper", seeds=(1,), variants=("hummuss",))[0].train_hash
     assert expand("context-length", "cpu", variants=("hummuss",))[0].init_from is None
+
+
+@pytest.mark.parametrize("name", sorted(registry()))
+def test_every_table_cell_reads_a_condition_evaluate_produces(name):
+    """Each registered study's cells, at each scale, against `evaluate`'s own list of names."""
+    study = registry()[name]
+    for row, _ in study.table.rows:
+        for col, _ in study.table.columns:
+            variant, condition = study.table.cell(row, col)
+            for scale in study.scales:
+                assert condition in study.conditions(study.variant(variant), scale), (row, col, scale)
+
+
+def test_condition_names_are_the_conditions_evaluate_produces():
+    """`condition_names` and `evaluate` agree on a small HumMUSS and a small MotionBERT."""
+    import torch
+
+    from hummuss.data import open_source
+    from hummuss.evaluate import EvalConfig, condition_names, evaluate
+    from hummuss.zoo import build_model
+
+    source = open_source("synthetic:scale=smoke")
+    cfg = EvalConfig(lengths=(9, 18), model_windows=(9,), rates=("x2", "up2"), drops=(0.2,), rate_length=9,
+                     stream=True, max_sequences=1, flip=False)
+    for family, overrides, continuous, causal in (("hummuss", {"causal": True}, True, True),
+                                                  ("motionbert", {}, False, False)):
+        torch.manual_seed(0)
+        table = evaluate(build_model(family, "smoke", **overrides), source, cfg)
+        expected = condition_names(cfg, continuous=continuous, causal=causal)
+        assert tuple(dict.fromkeys(table["condition"])) == expected
+    assert condition_names(cfg, continuous=False, trained_frames=18)[-1] == "as_trained"
+    assert "as_trained" not in condition_names(cfg, continuous=False, trained_frames=27)

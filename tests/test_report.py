@@ -19,7 +19,7 @@ import torch
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from hummuss.train import CHECKPOINT_FORMAT
+from hummuss.checkpoint import CHECKPOINT_FORMAT
 from suite.registry import get_study, paper_studies
 from suite.report import add_report_parser, render_report
 from suite.runspec import expand

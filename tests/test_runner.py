@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from suite.claims import claim
+from suite.leases import take_lease
 from suite.runner import Outcome, Runner, summary
 from suite.runspec import expand
 from suite.tracking import PROJECT_DIR, Tracker, load_settings
@@ -138,7 +138,7 @@ def test_a_run_held_by_another_process_is_skipped_or_waited_for(tmp_path, monkey
     _store(tmp_path, monkeypatch, ttl=4)  # looked at again every second
     tracker = Tracker(load_settings())
     spec = _lite()
-    other = claim(tracker, tracker.experiment_id(spec.study), spec, None)  # "another process" holds it
+    other = take_lease(tracker, tracker.experiment_id(spec.study), spec, None)  # "another process" holds it
     assert other.action == "new"
 
     said = []

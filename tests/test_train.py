@@ -12,16 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from hummuss.checkpoint import load_checkpoint, save_atomic
 from hummuss.data import open_source
 from hummuss.model import HumMUSS, HumMUSSConfig
-from hummuss.train import (
-    Callback,
-    NonFiniteLossError,
-    TrainConfig,
-    Trainer,
-    load_checkpoint,
-    save_atomic,
-)
+from hummuss.train import Callback, NonFiniteLossError, TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Claiming runs through the tracking store, so no run executes twice.
+"""Leases on runs, taken through the tracking store, so no run executes twice.
 
 Several `hummuss-suite run` processes (on one machine or many sharing a tracking
 server) may expand the same study. Just before a run starts, its process claims it:
@@ -17,7 +17,7 @@ claimant's write lands within `SETTLE_S` of its first read, so a claim whose rea
 write took longer than `MAX_GAP_S` is withdrawn and tried again.
 
 A claim lives as long as its holder: the worker (`suite.worker.Heartbeat`) and the
-runner (`ClaimKeeper`, also for runs queued on Slurm) refresh the `heartbeat` tag every
+runner (`LeaseKeeper`, also for runs queued on Slurm) refresh the `heartbeat` tag every
 `claim_ttl_s / 4`; when the holder dies the heartbeat stops, and `claim_ttl_s` later
 the run is stale and the next claimant takes it over.
 """
@@ -39,7 +39,7 @@ ATTEMPTS = 5  # claims withdrawn for being slow before giving up ("lost")
 
 
 @dataclass
-class Claim:
+class Lease:
     run_id: str | None  # None: not ours to run
     action: str  # new | resume | finished | running-elsewhere | lost
     holder: str | None = None  # running-elsewhere: the live run; finished: the finished run
@@ -60,8 +60,8 @@ def is_live(run, ttl: float, now: float) -> bool:
     return run.info.status == "RUNNING" and now - heartbeat_of(run) < ttl
 
 
-def claim(tracker: Tracker, experiment_id: str, spec: RunSpec, parent_id: str | None,
-          token: str | None = None) -> Claim:
+def take_lease(tracker: Tracker, experiment_id: str, spec: RunSpec, parent_id: str | None,
+               token: str | None = None) -> Lease:
     token = token or uuid.uuid4().hex
     ttl = tracker.settings.claim_ttl_s
     for _attempt in range(ATTEMPTS):
@@ -70,10 +70,10 @@ def claim(tracker: Tracker, experiment_id: str, spec: RunSpec, parent_id: str | 
         now = time.time()
         done = [r for r in runs if r.info.status == "FINISHED"]
         if done:
-            return Claim(None, "finished", holder=done[0].info.run_id)
+            return Lease(None, "finished", holder=done[0].info.run_id)
         live = [r for r in runs if is_live(r, ttl, now) and r.data.tags.get("claim") != token]
         if live:
-            return Claim(None, "running-elsewhere", holder=live[0].info.run_id)
+            return Lease(None, "running-elsewhere", holder=live[0].info.run_id)
         if runs:  # failed, killed or abandoned (or our own withdrawn claim): take it over
             target = runs[0]
             previous = target.info.status
@@ -84,30 +84,30 @@ def claim(tracker: Tracker, experiment_id: str, spec: RunSpec, parent_id: str | 
                 continue  # too slow for the read-back to be sure: look again
             tracker.set_status(target.info.run_id, "RUNNING")
             time.sleep(SETTLE_S)
-            current = tracker.client.get_run(target.info.run_id).data.tags.get("claim")
+            current = tracker.get_run(target.info.run_id).data.tags.get("claim")
             if current == token:
-                return Claim(target.info.run_id, "resume", previous=previous)
-            return Claim(None, "lost", holder=target.info.run_id)
+                return Lease(target.info.run_id, "resume", previous=previous)
+            return Lease(None, "lost", holder=target.info.run_id)
         tags = {**spec.tags(), "claim": token, "heartbeat": f"{time.time():.3f}"}
         run_id = tracker.create_run(experiment_id, spec.name, tags, parent_id)
         if time.time() - first_read > MAX_GAP_S:
-            tracker.client.delete_run(run_id)
+            tracker.delete_run(run_id)
             continue
         time.sleep(SETTLE_S)
         rivals = [r for r in tracker.runs_with_hash(experiment_id, spec.config_hash)
                   if r.info.status in ("RUNNING", "FINISHED")]
         rivals.sort(key=lambda r: (r.info.start_time, r.info.run_id))
         if rivals and rivals[0].info.run_id != run_id:
-            tracker.client.delete_run(run_id)
-            return Claim(None, "lost", holder=rivals[0].info.run_id)
-        return Claim(run_id, "new")
-    return Claim(None, "lost")
+            tracker.delete_run(run_id)
+            return Lease(None, "lost", holder=rivals[0].info.run_id)
+        return Lease(run_id, "new")
+    return Lease(None, "lost")
 
 
-class ClaimKeeper:
+class LeaseKeeper:
     """Refresh the `heartbeat` of every run this process holds, in the background.
 
-        with ClaimKeeper(tracker) as keeper:
+        with LeaseKeeper(tracker) as keeper:
             keeper.add(run_id)      # claimed: queued on Slurm, starting in a child, ...
             ...
             keeper.discard(run_id)  # ended
@@ -142,7 +142,7 @@ class ClaimKeeper:
                 with contextlib.suppress(Exception):
                     self.tracker.set_tags(run_id, {"heartbeat": f"{time.time():.3f}"})
 
-    def __enter__(self) -> ClaimKeeper:
+    def __enter__(self) -> LeaseKeeper:
         self._thread.start()
         return self
 

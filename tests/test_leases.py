@@ -1,4 +1,4 @@
-"""Claims: one run per config hash, claims that expire with their heartbeat, and two
+"""Leases on runs: one run per config hash, leases that expire with their heartbeat, and two
 `hummuss-suite run` processes sharing a PostgreSQL store."""
 
 import os
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from suite.claims import ClaimKeeper, claim, heartbeat_of
+from suite.leases import LeaseKeeper, heartbeat_of, take_lease
 from suite.runspec import expand
 from suite.tracking import PROJECT_DIR, Tracker, load_settings
 
@@ -56,37 +56,37 @@ def _active(tracker, exp, spec):
 
 def test_first_claimant_creates_the_run_and_the_next_sees_it_running(tracker, spec, request):
     exp = _experiment(tracker, request)
-    first = claim(tracker, exp, spec, None)
+    first = take_lease(tracker, exp, spec, None)
     assert first.action == "new" and first.run_id
-    second = claim(tracker, exp, spec, None)
+    second = take_lease(tracker, exp, spec, None)
     assert (second.run_id, second.action, second.holder) == (None, "running-elsewhere", first.run_id)
     tracker.set_status(first.run_id, "FINISHED")
-    third = claim(tracker, exp, spec, None)
+    third = take_lease(tracker, exp, spec, None)
     assert (third.run_id, third.action, third.holder) == (None, "finished", first.run_id)
     assert [r.info.run_id for r in _active(tracker, exp, spec)] == [first.run_id]
 
 
 def test_a_killed_run_is_resumed_into_the_same_mlflow_run(tracker, spec, request):
     exp = _experiment(tracker, request)
-    first = claim(tracker, exp, spec, None)
+    first = take_lease(tracker, exp, spec, None)
     tracker.set_status(first.run_id, "KILLED")
-    again = claim(tracker, exp, spec, None)
+    again = take_lease(tracker, exp, spec, None)
     assert (again.run_id, again.action, again.previous) == (first.run_id, "resume", "KILLED")
     assert tracker.client.get_run(first.run_id).info.status == "RUNNING"
 
 
 def test_a_claim_lives_with_its_heartbeat_and_expires_when_it_stops(tracker, spec, request):
     exp = _experiment(tracker, request)
-    first = claim(tracker, exp, spec, None)
-    with ClaimKeeper(tracker) as keeper:  # the holder is alive
+    first = take_lease(tracker, exp, spec, None)
+    with LeaseKeeper(tracker) as keeper:  # the holder is alive
         assert keeper.interval == 1.0
         keeper.add(first.run_id)
         time.sleep(TTL + 1.0)
-        assert claim(tracker, exp, spec, None).action == "running-elsewhere"
+        assert take_lease(tracker, exp, spec, None).action == "running-elsewhere"
         beat = heartbeat_of(tracker.client.get_run(first.run_id))
         assert time.time() - beat < TTL
     time.sleep(TTL + 0.5)  # the holder died: no heartbeat for claim_ttl_s
-    taken = claim(tracker, exp, spec, None)
+    taken = take_lease(tracker, exp, spec, None)
     assert (taken.run_id, taken.action) == (first.run_id, "resume")
     assert re.fullmatch(r"RUNNING, no heartbeat for \d+ s", taken.previous)
     assert int(taken.previous.split()[-2]) >= TTL
@@ -96,13 +96,13 @@ def test_a_claim_lives_with_its_heartbeat_and_expires_when_it_stops(tracker, spe
 def test_of_three_simultaneous_claimants_exactly_one_wins(tracker, spec, request, state):
     exp = _experiment(tracker, request)
     if state == "KILLED":
-        tracker.set_status(claim(tracker, exp, spec, None).run_id, "KILLED")
+        tracker.set_status(take_lease(tracker, exp, spec, None).run_id, "KILLED")
     start, results = threading.Barrier(3), []
 
     def claimant():
         mine = Tracker(tracker.settings, check=False)  # its own client, as another process would have
         start.wait()
-        results.append(claim(mine, exp, spec, None))
+        results.append(take_lease(mine, exp, spec, None))
 
     threads = [threading.Thread(target=claimant) for _ in range(3)]
     for t in threads:
