@@ -32,11 +32,16 @@ The paper's presets (D = 256, N = 128):
 Aggregation `gate` has no parameters; `learned` adds n (n mD + 1).
 
 Spatial blocks ignore dt (the joint axis has no physical step). Temporal blocks take
-`dt_scale` and per-frame `dt`; a forward-only (causal) block also runs one frame at a
-time with `step`.
+`dt_scale` and per-frame `dt`.
 
-Computation (`run`): tokens X (P, L, Q, D) with the sequence on dim 1 (spatial blocks of
-HumMUSS: P = frames, Q = 1; temporal: P = 1, Q = joints). The paths are computed
+The block's surface: `forward` (whole sequences), and for forward-only (causal) blocks
+`initial_state` and `step` (one frame with its state). Streaming passes `stream_constants`
+(projections prepacked for oneDNN, the joints' convolution operator, read-out and mix
+weights, computed once per stream) to both: a spatial block runs `forward` over one frame's
+joints, a temporal block `step`s its state.
+
+Computation (`forward`): tokens X (P, L, Q, D) with the sequence on dim 1 (spatial blocks
+of HumMUSS: P = frames, Q = 1; temporal: P = 1, Q = joints). The paths are computed
 channel-major, x_id and u as W Z^T (H, P L Q), so both directions' convolutions are one
 batched matmul or FFT (hummuss.ssm.apply_conv) with no transposes, and the output
 projection reads the gated product back through a transposed matmul. The backward
@@ -51,7 +56,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hummuss.fusion import Aggregate
-from hummuss.packed_linear import PackedLinear, pack_linear
+from hummuss.packed_linear import pack_linear
 from hummuss.ssm import (
     DSSM,
     ParamCache,
@@ -61,6 +66,7 @@ from hummuss.ssm import (
     conv_method,
     conv_operator,
     operator_bytes,
+    planar_state,
 )
 
 CHUNK_TOKENS = 2048  # evaluation works on chunks of about this many tokens (cache-sized)
@@ -182,25 +188,28 @@ class GDSSM(nn.Module):
         return y.view(L, P, Q, H, -1).permute(3, 1, 4, 0, 2)
 
     # -- forward ------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, dt_scale: float = 1.0, dt: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, L, D); for temporal blocks dt_scale and dt (B, L) set the steps."""
-        dts = None if dt is None else dt.unsqueeze(-1)
-        return self.run(x.unsqueeze(2), dt_scale, dts).squeeze(2)
+    def forward(self, x: torch.Tensor, dt_scale: float = 1.0, dt: torch.Tensor | None = None,
+                consts: dict | None = None) -> torch.Tensor:
+        """Sequences x (B, L, D) -> (B, L, D), or tokens x (P, L, Q, D) with the sequences
+        along dim 1 -> (P, L, Q, D).
 
-    def run(self, x: torch.Tensor, dt_scale: float = 1.0, dt: torch.Tensor | None = None) -> torch.Tensor:
-        """Tokens x (P, L, Q, D), sequences along dim 1 -> (P, L, Q, D).
-
-        dt (P, L, Q): per-frame steps (temporal blocks only; spatial blocks ignore steps).
+        Temporal blocks take dt_scale and per-frame steps dt, (B, L) or (P, L, Q); spatial
+        blocks ignore both. `consts` from `stream_constants` (no autograd) runs all tokens in
+        one pass with the prepacked projections and precomputed operator: the streaming
+        step's spatial blocks over one frame's joints.
         """
+        if x.dim() == 3:
+            dts = None if dt is None else dt.unsqueeze(-1)
+            return self.forward(x.unsqueeze(2), dt_scale, dts, consts).squeeze(2)
         if not self.temporal:
             dt_scale, dt = 1.0, None
         P, L, Q, D = x.shape
         if P > 1 and Q > 1:  # one batch axis: move Q next to P
             xs = x.permute(0, 2, 1, 3).reshape(P * Q, L, 1, D)
             dts = None if dt is None else dt.permute(0, 2, 1).reshape(P * Q, L, 1)
-            return self.run(xs, dt_scale, dts).view(P, Q, L, D).permute(0, 2, 1, 3)
-        if torch.is_grad_enabled() or P * L * Q <= CHUNK_TOKENS:
-            return self._run(x, dt_scale, dt)
+            return self.forward(xs, dt_scale, dts, consts).view(P, Q, L, D).permute(0, 2, 1, 3)
+        if consts is not None or torch.is_grad_enabled() or P * L * Q <= CHUNK_TOKENS:
+            return self._run(x, dt_scale, dt, consts=consts)
         along = 0 if Q == 1 else 2
         size = max(1, CHUNK_TOKENS // L)
         op = None if dt is not None else self._operator(
@@ -212,11 +221,15 @@ class GDSSM(nn.Module):
             out[idx] = self._run(x[idx], dt_scale, None if dt is None else dt[idx], op=op)
         return out
 
-    def _run(self, x: torch.Tensor, dt_scale: float, dt: torch.Tensor | None, op=None, mix=None,
-             proj: PackedLinear | None = None, out: PackedLinear | None = None) -> torch.Tensor:
-        """`run` on one chunk. The streaming step passes `stream_constants`: `op` and `mix`
-        (precomputed `_operator`, `_mix_weights`), `proj` and `out` (the packed input and
-        output projections); no cache lookups, as the step may be compiled."""
+    def _run(self, x: torch.Tensor, dt_scale: float, dt: torch.Tensor | None, op=None,
+             consts: dict | None = None) -> torch.Tensor:
+        """`forward` on one chunk of tokens (P, L, Q, D). `op`: a precomputed `_operator`.
+        `consts` (`stream_constants`): `op` and `mix` (precomputed `_operator`,
+        `_mix_weights`), `proj` and `out` (the packed input and output projections); no
+        cache lookups, as the streaming step may be compiled."""
+        mix = proj = out = None
+        if consts is not None:
+            op, mix, proj, out = consts.get("op"), consts["mix"], consts["proj"], consts["out"]
         P, L, Q, D = x.shape
         H = self.width
         flat = x.reshape(-1, D)  # (N, D) tokens in (P, L, Q) order
@@ -248,18 +261,9 @@ class GDSSM(nn.Module):
 
     # -- streaming (forward-only blocks) ------------------------------------------------
     def initial_state(self, batch_size: int, device=None) -> torch.Tensor:
+        """Zero state (B, H, M) complex (`hummuss.ssm.planar_state` makes it planar)."""
         self._check_streamable()
         return self.ssm_f.initial_state(batch_size, device)
-
-    def step(self, x_t: torch.Tensor, state: torch.Tensor, dt: float | torch.Tensor = 1.0,
-             discretised=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One frame x_t (B, D) with state (B, H, M) -> (out_t (B, D), new state)."""
-        self._check_streamable()
-        z = self.norm(x_t)
-        x_id = F.gelu(self.proj_id(z))
-        u = F.gelu(self.proj_in(z))
-        y, state = self.ssm_f.step(u, state, dt, discretised)
-        return x_t + self.proj_out(self.aggregate(self.mix_f(y), x_id)), state
 
     def stream_constants(self, joints: int, rows: int | None = None) -> dict:
         """What a streaming step needs besides the parameters, computed now without autograd.
@@ -280,18 +284,31 @@ class GDSSM(nn.Module):
             self._check_streamable()
             return dict(R=self.ssm_f.readout_weight(), planes=self.ssm_f.readout_planes(), **packed)
 
-    def step_(self, x_t: torch.Tensor, state: torch.Tensor, discretised,
-              consts: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """`step` without autograd: x_t (B, D) -> (out_t (B, D), state).
+    def step(self, x_t: torch.Tensor, state: torch.Tensor, dt: float | torch.Tensor = 1.0,
+             discretised=None, consts: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One frame x_t (B, D) with its state -> (out_t (B, D), new state).
 
-        state: complex (B, H, M), updated in place and returned; or planar real (2, H, B, M)
-        = (Re, Im), channel-major, for which a new state is returned (`advance_state_planar`,
-        one pass over the state under torch.compile). `discretised` = (dA, dB) from
-        `ssm_f.discretise_step`, (H, M) or (B, H, M), `planar_state` with a planar state.
-        `consts` from `stream_constants` (computed once per stream: it packs the weights).
+        dt: this frame's step in units of the learned step (a float or (B,) tensor);
+        `discretised` = (dA, dB) from `ssm_f.discretise_step`, (H, M) or (B, H, M), skips the
+        exponentials. Without `consts` the step is functional (differentiable) on a complex
+        state (B, H, M). With `consts` from `stream_constants` (computed once per stream: it
+        packs the weights) it is the streaming step, without autograd: a complex state is
+        updated in place and returned; a planar real one (2, H, B, M) = (Re, Im),
+        channel-major, with `discretised` in the same form (`planar_state`), is replaced by a
+        new one (`advance_state_planar`, one pass over the state under torch.compile).
         """
-        ssm = self.ssm_f
         z = self.norm(x_t)
+        if consts is None:
+            self._check_streamable()
+            x_id = F.gelu(self.proj_id(z))
+            u = F.gelu(self.proj_in(z))
+            y, state = self.ssm_f.step(u, state, dt, discretised)
+            return x_t + self.proj_out(self.aggregate(self.mix_f(y), x_id)), state
+        ssm = self.ssm_f
+        if discretised is None:
+            discretised = ssm.discretise_step(dt, x_t.device)
+            if not state.is_complex():
+                discretised = tuple(planar_state(t) for t in discretised)
         x_id, u = consts["proj"](z, gelu=True).chunk(2, dim=-1)  # (B, H) each: one matmul
         if state.is_complex():
             y = advance_state_(state, *discretised, u, consts["R"], ssm.D)  # (B, H, k)

@@ -38,6 +38,7 @@ from hummuss.config import PresetConfig
 from hummuss.fusion import Aggregate, check_aggregation
 from hummuss.gdssm import GDSSM
 from hummuss.ssm import INIT_SCHEMES
+from hummuss.stream import HumMUSSStream
 
 
 @dataclass
@@ -109,14 +110,14 @@ class Layer(nn.Module):
     def run_spatial(block: GDSSM, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, J, D): the block over the joints of each frame."""
         B, T, J, D = x.shape
-        return block.run(x.reshape(B * T, J, 1, D)).view(B, T, J, D)
+        return block(x.reshape(B * T, J, 1, D)).view(B, T, J, D)
 
     @staticmethod
     def run_temporal(block: GDSSM, x: torch.Tensor, dt_scale: float, dt: torch.Tensor | None) -> torch.Tensor:
         """x (B, T, J, D), dt (B, T): the block over the frames of each joint."""
         B, T, J, D = x.shape
         dts = None if dt is None else dt.unsqueeze(-1).expand(B, T, J)
-        return block.run(x, dt_scale, dts)
+        return block(x, dt_scale, dts)
 
     def forward(self, x, dt_scale=1.0, dt=None):
         """x (B, T, J, D), dt (B, T) -> (B, T, J, D)."""
@@ -133,10 +134,10 @@ class Layer(nn.Module):
         dts = None if dt is None else dt.unsqueeze(-1).expand(T, B, J).reshape(1, T, B * J)
 
         def spatial(block, x):
-            return block.run(x.view(T * B, J, 1, D)).view(T, B, J, D)
+            return block(x.view(T * B, J, 1, D)).view(T, B, J, D)
 
         def temporal(block, x):
-            return block.run(x.view(1, T, B * J, D), dt_scale, dts).view(T, B, J, D)
+            return block(x.view(1, T, B * J, D), dt_scale, dts).view(T, B, J, D)
 
         x_st = temporal(self.temporal_st, spatial(self.spatial_st, h))
         x_ts = spatial(self.spatial_ts, temporal(self.temporal_ts, h))
@@ -208,13 +209,11 @@ class HumMUSS(nn.Module):
         of the training step; dt_scale multiplies every step."""
         return self.head(self.pre_logits(self._trunk(x, dt_scale, dt))).transpose(0, 1).contiguous()
 
-    def stream(self, batch_size: int = 1, compile: bool = False):
+    def stream(self, batch_size: int = 1, compile: bool = False) -> HumMUSSStream:
         """A frame-by-frame stepper (causal models only); see hummuss.stream.
 
         compile: run each frame through torch.compile (faster after a one-off compilation;
         falls back to eager execution if compilation fails)."""
-        from hummuss.stream import HumMUSSStream
-
         return HumMUSSStream(self, batch_size, compile=compile)
 
     # -- accounting -------------------------------------------------------------------

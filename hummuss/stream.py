@@ -1,9 +1,11 @@
 """Frame-by-frame (streaming) inference for causal HumMUSS models.
 
-Each new frame is embedded, every spatial block runs over its 17 joints, and every
-temporal block advances its DSSM state by one step. Time and memory per frame are
-constant: the state is all the model keeps of the past. Stepping through a sequence
-gives the same outputs as `model(x)` on the whole sequence.
+Each new frame is embedded, every spatial block runs over its 17 joints (`GDSSM.forward`)
+and every temporal block advances its DSSM state by one step (`GDSSM.step`), both with the
+block's `stream_constants`. Time and memory per frame are constant: the state is all the
+model keeps of the past. Stepping through a sequence gives the same outputs as `model(x)`
+on the whole sequence. (hummuss.model imports this module for `HumMUSS.stream`; this one
+imports no model, it reads the modules of the one it is given.)
 
     s = model.stream(batch_size=1)
     for x_t in frames:            # x_t (B, 17, 3)
@@ -29,15 +31,15 @@ from __future__ import annotations
 import warnings
 
 import torch
+import torch.nn as nn
 
-from hummuss.model import HumMUSS, Layer
 from hummuss.ssm import complex_state, planar_state
 
 
 class HumMUSSStream:
-    """Holds the temporal DSSM states of a causal HumMUSS for `batch_size` streams."""
+    """Holds the temporal DSSM states of a causal HumMUSS (`model`) for `batch_size` streams."""
 
-    def __init__(self, model: HumMUSS, batch_size: int = 1, compile: bool = False):
+    def __init__(self, model: nn.Module, batch_size: int = 1, compile: bool = False):
         if not model.config.causal:
             raise ValueError("streaming needs a causal model (HumMUSSConfig(causal=True)); "
                              "a bidirectional model looks at future frames")
@@ -66,7 +68,7 @@ class HumMUSSStream:
         self.frames_seen = 0
 
     @staticmethod
-    def _blocks(layer: Layer):
+    def _blocks(layer: nn.Module):
         return layer.spatial_st, layer.temporal_st, layer.temporal_ts, layer.spatial_ts
 
     def _discretised(self, dt):
@@ -128,7 +130,7 @@ class HumMUSSStream:
 _compiled_frame = None
 
 
-def _frame(model: HumMUSS, x_t, states, disc, consts):
+def _frame(model: nn.Module, x_t, states, disc, consts):
     """One frame through the network: x_t (B, J, 3) -> ((B, J, 3), new states).
 
     states: per layer [st, ts], complex (B J, H, M) (advanced in place) or planar real
@@ -143,11 +145,11 @@ def _frame(model: HumMUSS, x_t, states, disc, consts):
     for layer, st, dsc, cst in zip(model.layers, states, disc, consts):
         c_sst, c_tst, c_tts, c_sts = cst
         # stream 1: spatial over the joints, then one temporal step per joint
-        x_st = layer.spatial_st._run(h.reshape(B, J, 1, D), 1.0, None, **c_sst)
-        x_st, s_st = layer.temporal_st.step_(x_st.view(B * J, D), st[0], dsc[0], c_tst)
+        x_st = layer.spatial_st(h.reshape(B, J, 1, D), consts=c_sst)
+        x_st, s_st = layer.temporal_st.step(x_st.view(B * J, D), st[0], discretised=dsc[0], consts=c_tst)
         # stream 2: one temporal step per joint, then spatial over the joints
-        y, s_ts = layer.temporal_ts.step_(h.reshape(B * J, D), st[1], dsc[1], c_tts)
-        x_ts = layer.spatial_ts._run(y.view(B, J, 1, D), 1.0, None, **c_sts)
+        y, s_ts = layer.temporal_ts.step(h.reshape(B * J, D), st[1], discretised=dsc[1], consts=c_tts)
+        x_ts = layer.spatial_ts(y.view(B, J, 1, D), consts=c_sts)
         h = layer.fuse(x_st.view(B, J, D), x_ts.view(B, J, D))
         new_states.append([s_st, s_ts])
     return model.head(model.pre_logits(model.norm(h))), new_states

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -53,8 +52,10 @@ from hummuss.config import PresetConfig, coerce, parse_overrides
 from hummuss.data.augment import corrupt
 from hummuss.data.clips import Clips
 from hummuss.data.skeleton import ROOT, flip_pose
+from hummuss.distributed import DistInfo, agree, pick_device
 from hummuss.evaluate import clip_mpjpe_mm
 from hummuss.losses import PoseLoss
+from hummuss.schedule import SCHEDULES, lr_factor
 
 
 class NonFiniteLossError(RuntimeError):
@@ -67,7 +68,10 @@ class TrainConfig(PresetConfig):
     batch_size: int = 32
     lr: float = 5e-4
     weight_decay: float = 0.01
-    lr_decay: float = 0.99  # per epoch
+    lr_decay: float = 0.99  # exponential schedule: lr x lr_decay after every epoch
+    schedule: str = "exponential"  # exponential (MotionBERT's) | cosine (per step, to min_lr_ratio x lr)
+    warmup_steps: int = 0  # linear warm-up from lr / warmup_steps to lr over the first steps
+    min_lr_ratio: float = 0.0  # cosine: the last step's lr as a fraction of lr
     w_mpjpe: float = 1.0
     w_scale: float = 0.5  # N-MPJPE
     w_velocity: float = 20.0
@@ -97,6 +101,10 @@ class TrainConfig(PresetConfig):
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"TrainConfig.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("TrainConfig.warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
         if self.amp not in ("auto", "bf16", "off"):
             raise ValueError(f"TrainConfig.amp must be auto, bf16 or off, got {self.amp!r}")
 
@@ -123,33 +131,6 @@ class TrainResult:
     history: list[dict[str, float]]  # per-epoch metrics of every epoch, also those before a resume
     stopped_early: bool
     checkpoint: Path | None  # best.pt (rank 0)
-
-
-# -- environment ----------------------------------------------------------------------
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> DistInfo:
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                   int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto` is the local GPU when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device")
-    return device
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -184,7 +165,9 @@ class Trainer:
         self.train_set, self.val = ClipDataset(train), _subset(val, config.max_val_clips)
         self.loss_fn = PoseLoss(config.w_mpjpe, config.w_scale, config.w_velocity)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=config.lr_decay)
+        self.steps_per_epoch = self._steps_per_epoch()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(  # stepped after every optimiser step
+            self.optimizer, lambda step: lr_factor(config, step, self.steps_per_epoch))
         self.generator = torch.Generator().manual_seed(config.seed)  # shuffling and flips
         self.np_rng = np.random.default_rng(config.seed)  # corruption
         self.epoch, self.step, self.best = 0, 0, (math.inf, -1)  # (val mpjpe, epoch)
@@ -204,6 +187,11 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             return DistributedDataParallel(self.model, device_ids=ids)
         return self.model
+
+    def _steps_per_epoch(self) -> int:
+        per_rank = math.ceil(len(self.train_set) / self.dist.world_size)
+        steps = math.ceil(per_rank / self.config.batch_size)
+        return min(steps, self.config.max_steps_per_epoch) if self.config.max_steps_per_epoch else steps
 
     def _loader(self, epoch: int) -> DataLoader:
         cfg, on_gpu = self.config, self.device.type == "cuda"
@@ -282,7 +270,7 @@ class Trainer:
         cfg = self.config
         net.train()
         loader = self._loader(self.epoch)
-        total = len(loader) if not cfg.max_steps_per_epoch else min(len(loader), cfg.max_steps_per_epoch)
+        total = min(len(loader), self.steps_per_epoch)
         sums: dict[str, torch.Tensor] = {}
         progress = _progress(total, f"epoch {self.epoch + 1}/{cfg.epochs}", self.dist.main)
         for i, (x, y) in enumerate(loader):
@@ -300,6 +288,7 @@ class Trainer:
             if cfg.clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
             self.optimizer.step()
+            self.scheduler.step()
             self.step += 1
             for k, v in {"loss": loss.detach(), **terms}.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -329,7 +318,6 @@ class Trainer:
         while self.epoch < cfg.epochs and not stopped:
             started = time.perf_counter()
             metrics = self.train_epoch(net)
-            self.scheduler.step()
             self.epoch += 1
             if self.dist.main:
                 metrics.update(self.validate())
@@ -345,7 +333,7 @@ class Trainer:
                 self.log(f"epoch {self.epoch}/{cfg.epochs} " + " ".join(
                     f"{k}={v:.4g}" for k, v in metrics.items()))
             stopped = self._notify("on_epoch_end", self.epoch, metrics)
-            stopped = _agree(stopped, self.dist, self.device)
+            stopped = agree(stopped, self.dist, self.device)
         result = TrainResult(self.epoch, self.step, self.best[1], self.best[0], list(self.history), stopped,
                              self.out_dir / "best.pt" if self.dist.main else None)
         self._notify("on_train_end", result)
@@ -361,15 +349,6 @@ def _subset(clips: Clips | None, n: int) -> Clips | None:
     idx = np.linspace(0, len(clips) - 1, n).round().astype(int)
     return Clips(clips.inputs[idx], clips.labels[idx], np.asarray(clips.fps)[idx],
                  clips.meta.iloc[idx].reset_index(drop=True), {k: v[idx] for k, v in clips.extras.items()})
-
-
-def _agree(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """Rank 0's decision, shared with every rank."""
-    if info.world_size == 1 or not dist.is_initialized():
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.broadcast(t, src=0)
-    return bool(t.item())
 
 
 class _progress:

@@ -4,9 +4,23 @@ HumMUSS is evaluated twice on each condition: told the new step (dt_scale, or pe
 dt for dropped frames) and not told. MotionBERT has no notion of time and gets the
 resampled sequence as it is. The supplement's Figure 1 shows x8 subsampling.
 At the `paper` scale HumMUSS starts from the pre-training stage (`pretrain`).
+
+The claim: rescaling helps (error at least MARGIN_PCT lower) at x2, x4 and x8, and at x8
+HumMUSS with rescaling beats MotionBERT-Lite. Figures: error against the frame-rate factor
+and dropped frames; one test sequence at x8 with both models' predictions.
 """
 
-from suite.registry import PaperRef, Study, Table, Variant, frozen
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from suite.registry import Figure, PaperRef, Study, Table, Variant, readonly
+from suite.report import ClaimCheck, FigureContext
+from suite.report.judging import cell, pct, signed
+
+MARGIN_PCT = 1.0  # dt rescaling "helped" at a factor: error at least this much lower
 
 COLUMNS = (("x1", "x1"), ("x2", "x2 sub"), ("x4", "x4 sub"), ("x8", "x8 sub"), ("up2", "x2 up"),
            ("drop_0.1", "10% dropped"), ("drop_0.3", "30% dropped"))
@@ -22,6 +36,141 @@ def _cell(row: str, column: str) -> tuple[str, str]:
     return variant, condition + ("_dt" if row == "hummuss-dt" else "")
 
 
+def judge(frame: pd.DataFrame, study: Study) -> ClaimCheck:
+    """Held when rescaling the step helps at x2, x4 and x8 and HumMUSS beats MotionBERT-Lite at x8."""
+    labels = dict(study.table.columns)
+    helped, parts = [], []
+    for col in ("x2", "x4", "x8"):
+        dt, fixed = cell(frame, "hummuss-dt", col), cell(frame, "hummuss-fixed", col)
+        if dt is None or fixed is None:
+            continue
+        change = pct(fixed["mean"], dt["mean"])
+        helped.append(change <= -MARGIN_PCT)
+        parts.append(f"{dt['mean']:.1f} vs {fixed['mean']:.1f} mm at {col} ({signed(change)})")
+    if not parts:
+        return ClaimCheck(study.name, "not judged", "no finished HumMUSS runs with the sub-sampled conditions")
+    text = ("with vs without dt rescaling, HumMUSS's MPJPE was " + ", ".join(parts)
+            + f"; rescaling helped (at least {MARGIN_PCT:g}% lower) at {sum(helped)} of "
+            f"{len(helped)} factors")
+    dt8, mb8 = cell(frame, "hummuss-dt", "x8"), cell(frame, "motionbert-lite", "x8")
+    beat = None
+    if dt8 is not None and mb8 is not None:
+        beat = dt8["mean"] < mb8["mean"]
+        gap = pct(mb8["mean"], dt8["mean"])
+        text += (f"; at x8 HumMUSS with rescaling was {abs(gap):.1f}% {'below' if gap < 0 else 'above'} "
+                 f"MotionBERT-Lite ({dt8['mean']:.1f} vs {mb8['mean']:.1f} mm)")
+    extra = []
+    for col in ("up2", "drop_0.1", "drop_0.3"):
+        dt, fixed = cell(frame, "hummuss-dt", col), cell(frame, "hummuss-fixed", col)
+        if dt is not None and fixed is not None:
+            extra.append(f"{labels.get(col, col)} {dt['mean']:.1f} vs {fixed['mean']:.1f} mm")
+    if extra:
+        text += "; with vs without the step: " + ", ".join(extra)
+    text += " (paper: qualitative, Figure 1 at x8)"
+    if all(helped) and beat is not False:
+        verdict = "held"
+    elif any(helped) or beat:
+        verdict = "partly held"
+    else:
+        verdict = "did not hold"
+    return ClaimCheck(study.name, verdict, text)
+
+
+def rate_of(column: str) -> float | None:
+    """x1 -> 1, x<k> (subsampled) -> 1/k, up<k> -> k."""
+    if m := re.fullmatch(r"x(\d+)", column):
+        return 1.0 / float(m.group(1))
+    if m := re.fullmatch(r"up(\d+)", column):
+        return float(m.group(1))
+    return None
+
+
+def drop_of(column: str) -> float | None:
+    """x1 -> 0, drop_<p> -> 100 p (percent of frames dropped)."""
+    if column == "x1":
+        return 0.0
+    m = re.fullmatch(r"drop_([\d.]+)", column)
+    return 100 * float(m.group(1)) if m else None
+
+
+def draw_rates(ctx: FigureContext) -> Path:
+    """MPJPE against the frame-rate factor (and against dropped frames) per row."""
+    from suite.report.figures import COLORS, figure, line, no_data, save
+
+    frame = ctx.frame
+    columns = list(dict.fromkeys(frame["column"]))
+    rates = {c: rate_of(c) for c in columns if rate_of(c) is not None}
+    drops = {c: drop_of(c) for c in columns if drop_of(c) is not None}
+    fig = figure((11, 4.4), left=0.06, right=0.98, bottom=0.13, top=0.85, wspace=0.2)
+    left, right = fig.subplots(1, 2)
+    rows = list(dict.fromkeys(zip(frame["row"], frame["row_label"])))
+    styles = {0: "-", 1: "--", 2: "-."}
+    for i, (row, label) in enumerate(rows):
+        kw = dict(label=label, color=COLORS[i % len(COLORS)], linestyle=styles.get(i, "-"))
+        line(left, frame, row, rates, **kw)
+        if len(drops) > 1:
+            line(right, frame, row, drops, **kw)
+    left.set_xscale("log", base=2)
+    ticks = sorted(rates.values())
+    left.set_xticks(ticks, [f"×{v:g}" if v >= 1 else f"×1/{1 / v:g}" for v in ticks])
+    left.set_xlabel("frame rate relative to training (×1/8 = subsampled 8 times)")
+    left.set_title("Sub- and up-sampled input")
+    right.set_xlabel("frames dropped at random (%)")
+    right.set_title("Dropped frames")
+    for ax in (left, right):
+        ax.set_ylabel("MPJPE (mm)")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        else:
+            no_data(ax)
+    fig.suptitle("Frame-rate robustness: HumMUSS with and without the step rescaled, MotionBERT "
+                 f"({ctx.subtitle()})")
+    return save(fig, ctx.path)
+
+
+def plot_skeletons(models: list, subtitle: str, path: Path, factor: int = 8, frames: int = 4) -> Path:
+    """Rows: models; columns: frames of one test sequence subsampled `factor` times;
+    ground truth green, prediction red. models: (label, model, spec) triples."""
+    from suite.report.checkpoints import predict_subsampled
+    from suite.report.figures import GT_COLOR, PRED_COLOR, draw_pose, figure, save
+
+    results = [(label, *predict_subsampled(model, spec, factor)) for label, model, spec in models]
+    length = min(len(gt) for _, gt, _ in results)
+    picks = np.unique(np.linspace(0, length - 1, min(frames, length)).round().astype(int))
+    fig = figure((3.0 * len(picks), 3.2 * len(results)), left=0.0, right=1.0, bottom=0.02, top=0.86,
+                 wspace=0.05, hspace=0.2)
+    reach = max(float(np.abs(gt).max()) for _, gt, _ in results)
+    for r, (label, gt, pred) in enumerate(results):
+        for c, t in enumerate(picks):
+            ax = fig.add_subplot(len(results), len(picks), r * len(picks) + c + 1, projection="3d")
+            draw_pose(ax, gt[t], GT_COLOR, "ground truth")
+            draw_pose(ax, pred[t], PRED_COLOR, "prediction")
+            for set_lim in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
+                set_lim(-reach, reach)
+            ax.set_xticklabels([]), ax.set_yticklabels([]), ax.set_zticklabels([])
+            ax.view_init(elev=12, azim=-70)
+            ax.set_box_aspect((1, 1, 1), zoom=1.25)
+            ax.set_title(f"{label}\nframe {t} of {length} (×{factor} subsampled)", fontsize=8)
+            if r == 0 and c == 0:
+                ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"One test sequence subsampled ×{factor}: ground truth (green), prediction (red); "
+                 f"HumMUSS told the step (dt_scale={factor}) ({subtitle}; root-relative, mm)", fontsize=9)
+    return save(fig, path)
+
+
+def draw_skeletons(ctx: FigureContext) -> Path:
+    """The lowest seed's HumMUSS and MotionBERT from their checkpoints on one test sequence at x8."""
+    from suite.report.checkpoints import skeleton_models
+    from suite.report.figures import FigureSkipped
+
+    models, scale = skeleton_models(ctx.tracker, ctx.selection)
+    try:
+        return plot_skeletons(models, f"scale {scale}", ctx.path)
+    except (FileNotFoundError, ValueError) as err:  # e.g. the run's data set is not on this machine
+        raise FigureSkipped(f"cannot predict the test sequence: {err}") from None
+
+
 STUDY = Study(
     name="frame-rate",
     question="Does rescaling the SSM step keep HumMUSS accurate when the frame rate changes at test time?",
@@ -34,7 +183,14 @@ STUDY = Study(
         Variant("hummuss", init_from="pretrain/bidirectional", label="HumMUSS"),
         Variant("motionbert-lite", model="motionbert", label="MotionBERT-Lite"),
     ),
-    eval=frozen(rates=("x2", "x4", "x8", "up2"), drops=(0.1, 0.3)),
+    eval=readonly(rates=("x2", "x4", "x8", "up2"), drops=(0.1, 0.3)),
     table=Table(rows=ROWS, columns=COLUMNS,
-                cells=frozen({(r, c): _cell(r, c) for r, _ in ROWS for c, _ in COLUMNS})),
+                cells=readonly({(r, c): _cell(r, c) for r, _ in ROWS for c, _ in COLUMNS})),
+    claims=judge,
+    figures=(
+        Figure("frame-rate", "fig2_frame_rate.png",
+               "MPJPE against frame-rate factor, with and without dt rescaling", draw_rates),
+        Figure("skeletons", "fig3_skeletons_x8.png",
+               "One test sequence subsampled x8: ground truth and prediction", draw_skeletons),
+    ),
 )

@@ -1,6 +1,10 @@
-"""MotionBERT and MotionBERT-Lite trained and evaluated under the suite's protocol."""
+"""MotionBERT and MotionBERT-Lite trained and evaluated under the suite's protocol.
+
+No claim of the paper to judge: the report states our numbers (`claim_summary`).
+"""
 
 from suite.registry import PaperRef, Study, Table, Variant
+from suite.report.judging import claim_summary
 
 STUDY = Study(
     name="motionbert-baseline",
@@ -17,4 +21,5 @@ STUDY = Study(
     ),
     table=Table(rows=(("lite", "MotionBERT-Lite"), ("full", "MotionBERT")),
                 columns=(("as_trained", "MPJPE"),)),
+    claims=claim_summary,
 )

@@ -5,9 +5,9 @@ joint and 10% frame masking). Other studies start their paper-configuration HumM
 from these checkpoints at the `paper` scale (`init_from="pretrain/<variant>"`).
 """
 
-from suite.registry import PaperRef, Study, Table, Variant, frozen
+from suite.registry import PaperRef, Study, Table, Variant, readonly
 
-TRAIN = frozen(corruption=True, lr=3e-4)
+TRAIN = readonly(corruption=True, lr=3e-4)
 
 STUDY = Study(
     name="pretrain",
@@ -15,7 +15,7 @@ STUDY = Study(
     paper=PaperRef(table="Supplement Section 1", caption="Pre-training with learning rate 3e-4"),
     variants=(
         Variant("bidirectional", train=TRAIN, label="HumMUSS, bidirectional"),
-        Variant("causal", config=frozen(causal=True), train=TRAIN, label="HumMUSS, causal"),
+        Variant("causal", config=readonly(causal=True), train=TRAIN, label="HumMUSS, causal"),
     ),
     table=Table(rows=(("bidirectional", "Bidirectional"), ("causal", "Causal")),
                 columns=(("as_trained", "MPJPE"),)),

@@ -1,4 +1,4 @@
-"""`hummuss-suite bench`: the speed benchmarks of tests/benchmarks, their table and figure.
+"""`hummuss-suite bench`: the speed benchmarks of tests/benchmarks, and what they write.
 
     df = run_benchmarks("results")        # pytest-benchmark over tests/benchmarks
     # -> results/benchmarks.json (pytest-benchmark's JSON, figures in each extra_info)
@@ -9,9 +9,11 @@ The benchmarks put their figures in `extra_info` (see `record`): model, mode, fr
 the streaming context or the window), batch, latency_ms (median per call), fps,
 peak_mb (allocations during one call, from the torch profiler's memory events),
 macs_per_frame, gmacs (achieved multiply-accumulate rate) and matmul_fraction (gmacs over
-this machine's measured fp32 matmul rate, `gemm_rate`). `benchmarks_table` turns the
-JSON into one row per benchmark; `targets` computes the ratios of issue 9 from one run.
-The measuring helpers live here too so the benchmarks and this module agree on them.
+this machine's measured fp32 matmul rate, `gemm_rate`). Reading that JSON belongs to the
+report, which shows the same numbers (suite/report/speed.py: `benchmarks_table`, one row
+per benchmark; `targets`, the ratios of issue 9 from one run; the latency figure): this
+module imports them from there, never the other way round. The measuring helpers live
+here so the benchmarks and this module agree on them.
 """
 
 from __future__ import annotations
@@ -26,11 +28,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from suite.report.speed import (
+    BENCHMARKS_FILE,
+    LATENCY_FIGURE,
+    benchmarks_table,
+    plot_latency,
+    targets,
+    targets_markdown,
+)
+
 BENCH_DIR = Path(__file__).resolve().parents[1] / "tests" / "benchmarks"
 QUICK_ENV = "HUMMUSS_BENCH_QUICK"  # "1": fewer sizes and rounds (a few minutes)
-STREAM_MODELS = {"hummuss-paper-causal": "eager", "hummuss-paper-causal, compiled": "compiled"}
-COLUMNS = ["group", "name", "model", "mode", "frames", "batch", "latency_ms", "fps", "peak_mb",
-           "macs_per_frame", "gmacs", "matmul_fraction", "rounds", "stddev_ms"]
 
 
 # -- measuring ------------------------------------------------------------------------------
@@ -140,86 +148,6 @@ def record(benchmark, *, model: str, mode: str, frames: int, frames_per_call: in
 
 
 # -- the table ------------------------------------------------------------------------------
-def benchmarks_table(bench: dict) -> pd.DataFrame:
-    """pytest-benchmark JSON -> one row per benchmark (COLUMNS, then any other extra_info)."""
-    rows = []
-    for b in bench.get("benchmarks", []):
-        info, stats = b.get("extra_info", {}), b.get("stats", {})
-        row = {"group": b.get("group"), "name": b.get("name"), "rounds": stats.get("rounds"),
-               "stddev_ms": 1e3 * stats["stddev"] if "stddev" in stats else math.nan}
-        row.update(info)
-        if "latency_ms" not in info and "median" in stats:
-            row["latency_ms"] = 1e3 * stats["median"]
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    for col in COLUMNS:
-        if col not in df:
-            df[col] = math.nan
-    return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
-
-
-def _pick(df: pd.DataFrame, **where) -> pd.Series | None:
-    rows = df
-    for key, value in where.items():
-        rows = rows[rows[key] == value]
-    return rows.iloc[0] if len(rows) else None
-
-
-def targets(df: pd.DataFrame) -> pd.DataFrame:
-    """The ratios of issue 9 from one run: target, measured value, met (None if not measured)."""
-    out = []
-
-    def add(name, goal, value, ok):
-        out.append(dict(target=name, goal=goal, value=value, met=None if value is None else bool(ok(value))))
-
-    def ratio(a, b, col):
-        return None if a is None or b is None else float(a[col] / b[col])
-
-    mb243 = _pick(df, model="motionbert-lite", mode="stream", frames=243)
-    streams = {}
-    for model, label in STREAM_MODELS.items():
-        h100 = _pick(df, model=model, mode="stream", frames=100)
-        rows = df[(df["model"] == model) & (df["mode"] == "stream")]
-        longest = int(rows["frames"].max()) if len(rows) and rows["frames"].max() > 100 else 10_000
-        h_long = _pick(df, model=model, mode="stream", frames=longest)
-        streams[label] = h100
-        add(f"stream latency MotionBERT-Lite (243-frame window) / HumMUSS ({label})", ">= 100",
-            ratio(mb243, h100, "latency_ms"), lambda v: v >= 100)
-        flat = ratio(h_long, h100, "latency_ms")
-        if h_long is not None and pd.notna(h_long.get("paired_ratio", math.nan)):
-            flat = float(h_long["paired_ratio"])  # both streams stepped alternately in one loop
-        add(f"HumMUSS ({label}) stream latency at {longest:,} / at 100 frames of context", "<= 1.10",
-            flat, lambda v: v <= 1.10)
-    for frames, goal in ((243, 1.0), (2187, 2.0)):
-        h = _pick(df, model="hummuss-paper-bidirectional", mode="offline", frames=frames)
-        m = _pick(df, model="motionbert-lite", mode="offline", frames=frames)
-        add(f"offline fps HumMUSS / MotionBERT-Lite (one pass), F = {frames}", f">= {goal:g}",
-            ratio(h, m, "fps"), lambda v, g=goal: v >= g)
-    h = _pick(df, model="hummuss-paper-bidirectional", mode="offline", frames=2187)
-    m = _pick(df, model="motionbert-lite", mode="offline", frames=2187)
-    add("offline peak memory HumMUSS / MotionBERT-Lite, F = 2187", "<= 0.5",
-        ratio(h, m, "peak_mb"), lambda v: v <= 0.5)
-    for label, h100 in streams.items():
-        add(f"HumMUSS ({label}) stream step: fraction of the measured matmul rate", ">= 0.40",
-            None if h100 is None else float(h100["matmul_fraction"]), lambda v: v >= 0.40)
-    # what the hardware allows: the step's projections alone (as it runs them) plus rewriting
-    # its whole state once (a copy of the state's bytes); no step can be faster than both
-    proj = _pick(df, model="packed", mode="matmul, streaming step's projections")
-    copy = _pick(df, mode="bandwidth")
-    h100 = streams.get("compiled")
-    bound = None if proj is None or copy is None else float(proj["latency_ms"] + copy["latency_ms"])
-    out.append(dict(target="HumMUSS stream step floor, ms: its projections alone + rewriting its state",
-                    goal="(bound)", value=bound, met=None))
-    overhead = _pick(df, mode="overhead")
-    out.append(dict(target="HumMUSS stream step fixed cost, ms: the same network at dim 16 (compiled)",
-                    goal="(bound)", value=None if overhead is None else float(overhead["latency_ms"]), met=None))
-    fraction = None if bound is None or h100 is None else \
-        float(h100["macs_per_frame"] / (bound * 1e-3) / 1e9 / h100["matmul_gmacs"])
-    out.append(dict(target="fraction of the measured matmul rate at that floor", goal="(bound)",
-                    value=fraction, met=None))
-    return pd.DataFrame(out, columns=["target", "goal", "value", "met"])
-
-
 def markdown(df: pd.DataFrame, goals: pd.DataFrame) -> str:
     """The table and the target ratios as markdown."""
     def fmt(v, spec):
@@ -236,16 +164,6 @@ def markdown(df: pd.DataFrame, goals: pd.DataFrame) -> str:
     return "\n".join(lines + [""] + targets_markdown(goals)) + "\n"
 
 
-def targets_markdown(goals: pd.DataFrame) -> list[str]:
-    """The lines of a markdown table of `targets`: target, goal, measured, met."""
-    lines = ["| target | goal | measured | met |", "|---|---|---|---|"]
-    for _, g in goals.iterrows():
-        value = "" if g["value"] is None or pd.isna(g["value"]) else format(g["value"], ".3g")
-        met = "" if g["met"] is None or pd.isna(g["met"]) else ("yes" if g["met"] else "no")
-        lines.append(f"| {g['target']} | {g['goal']} | {value} | {met} |")
-    return lines
-
-
 # -- running --------------------------------------------------------------------------------
 def run_benchmarks(out_dir: str | Path = "results", quick: bool = False, select: str | None = None
                    ) -> pd.DataFrame:
@@ -257,14 +175,13 @@ def run_benchmarks(out_dir: str | Path = "results", quick: bool = False, select:
     """
     import pytest
 
-    from suite.figures import FigureSkipped, plot_latency
-    from suite.report import FIGURES
+    from suite.report.figures import FigureSkipped
 
     if not BENCH_DIR.is_dir():
         raise FileNotFoundError(f"benchmarks not found at {BENCH_DIR}; run from a source checkout")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    json_path = out / "benchmarks.json"
+    json_path = out / BENCHMARKS_FILE
     old = os.environ.get(QUICK_ENV)
     os.environ[QUICK_ENV] = "1" if quick else "0"
     try:
@@ -284,7 +201,7 @@ def run_benchmarks(out_dir: str | Path = "results", quick: bool = False, select:
     df.to_csv(out / "benchmarks.csv", index=False)
     (out / "benchmarks.md").write_text(markdown(df, goals))
     try:
-        plot_latency(bench, out / "figures" / FIGURES["latency"][0])
+        plot_latency(bench, out / "figures" / LATENCY_FIGURE[0])
     except FigureSkipped:
         pass  # nothing streamed or offline was measured
     if int(code) != 0:

@@ -2,9 +2,10 @@
 
 A `Study` is a frozen declaration: the question, the paper's numbers, the variants
 (named overrides of a base configuration), the evaluation conditions, the scales it
-runs at and the table the report renders. Adding a study is adding one file to
-`studies/` that defines `STUDY = Study(...)`; `registry()` finds, validates and lists
-them.
+runs at, the table the report renders, and the study's own behaviour in the report:
+the function that judges its claim from that table and the figures it draws. Adding a
+study is adding one file to `studies/` that defines `STUDY = Study(...)`; `registry()`
+finds, validates and lists them.
 
 Scales: `smoke` (seconds, for tests), `cpu` (minutes on a laptop, small models on
 generated data) and `paper` (the paper's sizes and MotionBERT's training settings on
@@ -16,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
@@ -27,7 +28,7 @@ from hummuss.train import TrainConfig
 from hummuss.zoo import MODELS, config_class, model_class
 
 
-def frozen(mapping: Mapping | None = None, **kw) -> Mapping:
+def readonly(mapping: Mapping | None = None, **kw) -> Mapping:
     """A read-only mapping (for dataclass defaults and declarations)."""
     return MappingProxyType({**(mapping or {}), **kw})
 
@@ -43,8 +44,13 @@ class Scale:
     frames: int  # training clip length F
     stride: int  # training clip stride
     seeds: tuple[int, ...] = (0,)
-    train: Mapping[str, Any] = field(default_factory=frozen)  # TrainConfig overrides
-    eval: Mapping[str, Any] = field(default_factory=frozen)  # EvalConfig overrides
+    train: Mapping[str, Any] = field(default_factory=readonly)  # TrainConfig overrides
+    eval: Mapping[str, Any] = field(default_factory=readonly)  # EvalConfig overrides
+    recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=readonly)  # model family -> TrainConfig overrides
+
+    def train_for(self, model: str) -> dict[str, Any]:
+        """TrainConfig overrides of model family `model` at this scale: `train`, then its recipe."""
+        return {**self.train, **self.recipes.get(model, {})}
 
     def preset_for(self, variant: Variant) -> str:
         """The config preset of `variant` at this scale (causal HumMUSS has its own)."""
@@ -56,16 +62,16 @@ class Scale:
 
 
 _PRESETS = dict(
-    smoke=frozen({"hummuss": "smoke", "hummuss-causal": "smoke", "motionbert": "smoke", "motionbert-full": "smoke"}),
-    cpu=frozen({"hummuss": "cpu", "hummuss-causal": "cpu", "motionbert": "cpu", "motionbert-full": "cpu-full"}),
-    paper=frozen({"hummuss": "paper-bidirectional", "hummuss-causal": "paper-causal", "motionbert": "lite",
-                  "motionbert-full": "full"}),
+    smoke=readonly({"hummuss": "smoke", "hummuss-causal": "smoke", "motionbert": "smoke", "motionbert-full": "smoke"}),
+    cpu=readonly({"hummuss": "cpu", "hummuss-causal": "cpu", "motionbert": "cpu", "motionbert-full": "cpu-full"}),
+    paper=readonly({"hummuss": "paper-bidirectional", "hummuss-causal": "paper-causal", "motionbert": "lite",
+                    "motionbert-full": "full"}),
 )
-SCALES: Mapping[str, Scale] = frozen(
+SCALES: Mapping[str, Scale] = readonly(
     smoke=Scale("smoke", "synthetic:scale=smoke", _PRESETS["smoke"], "smoke", frames=27, stride=9,
-                eval=frozen(max_sequences=2, batch_size=16)),
+                eval=readonly(max_sequences=2, batch_size=16)),
     cpu=Scale("cpu", "synthetic", _PRESETS["cpu"], "cpu", frames=27, stride=9,
-              eval=frozen(max_sequences=6)),
+              eval=readonly(max_sequences=6)),
     paper=Scale("paper", "mpi3dhp:data/mpi3dhp", _PRESETS["paper"], "motionbert", frames=243, stride=81,
                 seeds=(0, 1, 2)),
 )
@@ -77,9 +83,9 @@ class Variant:
 
     name: str
     model: str = "hummuss"
-    config: Mapping[str, Any] = field(default_factory=frozen)  # model config overrides
-    train: Mapping[str, Any] = field(default_factory=frozen)  # TrainConfig overrides
-    eval: Mapping[str, Any] = field(default_factory=frozen)  # EvalConfig overrides
+    config: Mapping[str, Any] = field(default_factory=readonly)  # model config overrides
+    train: Mapping[str, Any] = field(default_factory=readonly)  # TrainConfig overrides
+    eval: Mapping[str, Any] = field(default_factory=readonly)  # EvalConfig overrides
     preset_key: str | None = None  # which of the scale's presets (default: the model family)
     frames: int | None = None  # training clip length instead of the scale's
     init_from: str | None = None  # "<study>/<variant>": start from that run's best checkpoint
@@ -93,7 +99,7 @@ class PaperRef:
 
     table: str
     caption: str
-    numbers: Mapping[tuple[str, str], float] = field(default_factory=frozen)
+    numbers: Mapping[tuple[str, str], float] = field(default_factory=readonly)
     unit: str = "mm"
     note: str = ""
 
@@ -110,7 +116,7 @@ class Table:
     rows: tuple[tuple[str, str], ...]
     columns: tuple[tuple[str, str], ...]
     metric: str = "mpjpe"
-    cells: Mapping[tuple[str, str], tuple[str, str]] = field(default_factory=frozen)  # -> (variant, condition)
+    cells: Mapping[tuple[str, str], tuple[str, str]] = field(default_factory=readonly)  # -> (variant, condition)
 
     def cell(self, row: str, column: str) -> tuple[str, str]:
         return self.cells.get((row, column), (row, column))
@@ -118,7 +124,7 @@ class Table:
 
 @dataclass(frozen=True)
 class Param:
-    """One dimension of a sweep's search space (see suite/sweep.py).
+    """One dimension of a sweep's search space (see suite/sweep/space.py).
 
     The key of a `Study.search_space` entry names a field of the target config (the
     base variant's model config, or `TrainConfig`); the sweep validates every entry
@@ -139,17 +145,38 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Figure:
+    """A figure of a study's report: `draw(ctx)` writes the PNG `ctx.path` (`<out>/figures/<file>`)
+    and returns it, or raises `suite.report.figures.FigureSkipped` saying why it cannot.
+
+    ctx (`suite.report.FigureContext`) holds the tables of the figure's studies that are in
+    the report (`ctx.frames`, the declaring study's first, then those of `studies`), their
+    run selections, a subtitle per study (scale and data) and the tracker. The report does
+    not call `draw` when none of these studies is in the report or none has a finished run.
+    """
+
+    name: str  # how the report names it (unique over all studies)
+    file: str  # PNG file name under <out>/figures/
+    title: str  # heading in results/README.md
+    draw: Callable[[Any], Any]
+    studies: tuple[str, ...] = ()  # other studies whose tables it draws too (when in the report)
+
+
+@dataclass(frozen=True)
 class Study:
     name: str
     question: str
     paper: PaperRef
     variants: tuple[Variant, ...]
     table: Table
-    eval: Mapping[str, Any] = field(default_factory=frozen)  # EvalConfig fields for every variant
+    eval: Mapping[str, Any] = field(default_factory=readonly)  # EvalConfig fields for every variant
     scales: Mapping[str, Scale] = field(default_factory=lambda: SCALES)
     frames: int | None = None  # training clip length for every variant, instead of the scale's
-    search_space: Mapping[str, Param] = field(default_factory=frozen)
+    search_space: Mapping[str, Param] = field(default_factory=readonly)
     stage: bool = False  # a pipeline stage others start from (pre-training)
+    # (its table frame, the study) -> suite.report.ClaimCheck: the paper's claim judged from our numbers
+    claims: Callable[[Any, Study], Any] | None = None
+    figures: tuple[Figure, ...] = ()  # drawn by the report, in this order
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -172,6 +199,16 @@ class Study:
         frames = self.frames_for(variant, scale)
         sc = self.scale(scale)
         return {"lengths": (frames,), "rate_length": frames, **sc.eval, **self.eval, **variant.eval}
+
+    def floor_eval_values(self, scale: str) -> dict[str, Any]:
+        """EvalConfig fields under which the floors answer every condition of every variant."""
+        merged = self.eval_values(self.variants[0], scale)
+        for v in self.variants[1:]:
+            values = self.eval_values(v, scale)
+            for key in ("lengths", "model_windows", "rates", "drops"):
+                merged[key] = tuple(dict.fromkeys((*merged.get(key, ()), *values.get(key, ()))))
+        merged["stream"] = False
+        return merged
 
     def conditions(self, variant: Variant, scale: str) -> tuple[str, ...]:
         """The condition names `evaluate` produces for `variant` at `scale`."""
@@ -219,6 +256,11 @@ def validate(study: Study) -> Study:
             raise ValueError(f"{vw}: init_from must be '<study>/<variant>', got {v.init_from!r}")
     for scale in study.scales.values():
         _check_keys(f"{where} scale {scale.name!r} train", scale.train, train_fields)
+        for family, recipe in scale.recipes.items():
+            if family not in MODELS:
+                raise ValueError(f"{where} scale {scale.name!r}: recipe for unknown model {family!r}; "
+                                 f"known: {', '.join(sorted(MODELS))}")
+            _check_keys(f"{where} scale {scale.name!r} recipe {family!r}", recipe, train_fields)
         _check_keys(f"{where} scale {scale.name!r} eval", scale.eval, eval_fields)
     row_keys = {r for r, _ in study.table.rows}
     col_keys = {c for c, _ in study.table.columns}
@@ -236,7 +278,60 @@ def validate(study: Study) -> Study:
                     raise ValueError(f"{where}: table cell ({row!r}, {col!r}) reads condition {condition!r}, "
                                      f"which evaluation never produces for variant {variant!r} at scale "
                                      f"{scale!r}; known: {', '.join(known)}")
+    _check_behaviour(study)
     return study
+
+
+def _check_behaviour(study: Study) -> None:
+    """The claim judge and the figure declarations (the studies a figure reads are checked
+    by `validate_all`, which sees every study)."""
+    where = f"study {study.name!r}"
+    if study.claims is not None and not callable(study.claims):
+        raise ValueError(f"{where}: claims must be a function (table frame, study) -> ClaimCheck, "
+                         f"got {type(study.claims).__name__}")
+    seen: set[str] = set()
+    for fig in study.figures:
+        if not isinstance(fig, Figure):
+            raise ValueError(f"{where}: figures must be Figure(...) declarations, got {type(fig).__name__}")
+        fw = f"{where} figure {fig.name!r}"
+        if not fig.name:
+            raise ValueError(f"{where}: a figure has no name")
+        if fig.name in seen:
+            raise ValueError(f"{where}: two figures are named {fig.name!r}")
+        seen.add(fig.name)
+        if not fig.file.endswith(".png") or "/" in fig.file:
+            raise ValueError(f"{fw}: file must be a PNG file name without a folder, got {fig.file!r}")
+        if not callable(fig.draw):
+            raise ValueError(f"{fw}: draw must be a function (FigureContext) -> path")
+        if study.name in fig.studies:
+            raise ValueError(f"{fw}: studies names the study that declares it ({study.name!r})")
+
+
+def validate_all(found: Mapping[str, Study]) -> None:
+    """What one study cannot check alone: the stages its variants start from exist, and its
+    figures' names and files are unique over all studies and the studies they read exist."""
+    for study in found.values():
+        for v in study.variants:
+            if v.init_from:
+                other, variant = v.init_from.split("/")
+                if other not in found:
+                    raise ValueError(f"study {study.name!r} variant {v.name!r}: init_from study {other!r} "
+                                     f"is not registered; known: {', '.join(sorted(found))}")
+                found[other].variant(variant)
+    names: dict[str, str] = {}
+    files: dict[str, str] = {}
+    for study in found.values():
+        for fig in study.figures:
+            fw = f"study {study.name!r} figure {fig.name!r}"
+            for other in fig.studies:
+                if other not in found:
+                    raise ValueError(f"{fw} needs study {other!r}, which is not registered; "
+                                     f"known: {', '.join(sorted(found))}")
+            if fig.name in names:
+                raise ValueError(f"{fw}: study {names[fig.name]!r} declares a figure of that name too")
+            if fig.file in files:
+                raise ValueError(f"{fw}: study {files[fig.file]!r} writes {fig.file!r} too")
+            names[fig.name], files[fig.file] = study.name, study.name
 
 
 # -- the registry ---------------------------------------------------------------------
@@ -254,14 +349,7 @@ def registry() -> Mapping[str, Study]:
         if study.name in found:
             raise ValueError(f"two studies are named {study.name!r} (studies/{info.name}.py and another)")
         found[study.name] = validate(study)
-    for study in found.values():  # stages must exist
-        for v in study.variants:
-            if v.init_from:
-                other, variant = v.init_from.split("/")
-                if other not in found:
-                    raise ValueError(f"study {study.name!r} variant {v.name!r}: init_from study {other!r} "
-                                     f"is not registered; known: {', '.join(sorted(found))}")
-                found[other].variant(variant)
+    validate_all(found)
     return MappingProxyType(found)
 
 

@@ -3,8 +3,8 @@
     hummuss-suite reproduce --scale cpu      # `make reproduce`: generated data, 2 CPU cores, < 30 min
 
 Identical trainings shared by several studies (the paper's configuration appears in
-Tables 1-3, the frame-rate and the initialisation studies) are trained once: their
-checkpoints are keyed by the training config, and each study's run evaluates them.
+most of them) are trained once: their checkpoints are keyed by the training config, and
+each study's run evaluates them.
 """
 
 from __future__ import annotations

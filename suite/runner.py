@@ -1,10 +1,10 @@
 """Run a study: expand it into runs, skip what finished, launch the rest.
 
     runner = Runner(Tracker(load_settings()), jobs=2)
-    outcomes = runner.run_study("context-length", "smoke")
+    outcomes = runner.run_study(STUDY, "smoke")
     print(summary(outcomes))
 
-Where runs execute (see suite/launch.py):
+Where runs execute (see suite/launch/):
 - `jobs=1`, launcher `local`: one after the other in this process;
 - `jobs=N`: in up to N child processes at once, each pinned to its own GPU(s) when the
   machine has GPUs (`gpus_per_run`, default 1; K > 1 runs torchrun with K processes);
@@ -40,13 +40,14 @@ from suite.launch import (
     DevicePool,
     RunTask,
     SlurmOptions,
+    child_env,
     discover_gpus,
     plan_devices,
     project_on_pythonpath,
 )
 from suite.leases import LeaseKeeper, take_lease
-from suite.runspec import RunSpec, expand
-from suite.tracking import PROJECT_DIR, Tracker, git_commit
+from suite.runspec import RunSpec, expand_runs
+from suite.tracking import Tracker, git_commit
 from suite.worker import execute, log_path
 
 
@@ -83,7 +84,7 @@ class Runner:
     # -- the plan ------------------------------------------------------------------------
     def run_study(self, study: str, scale: str, seeds=None, data=None, sets=None, variants=None,
                   parent_tags: dict | None = None) -> list[Outcome]:
-        specs = expand(study, scale, seeds, data, sets, variants)
+        specs = expand_runs(study, scale, seeds, data, sets, variants)
         stages = {s.init_from.config_hash: s.init_from for s in specs if s.init_from is not None}
         outcomes = []
         if stages:
@@ -268,14 +269,7 @@ class _Children:
         return [sys.executable, *entry]
 
     def _env(self, devices: tuple[str, ...]) -> dict[str, str]:
-        settings = self.runner.tracker.settings
-        env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri,
-               "HUMMUSS_MLFLOW_CONFIG": settings.source,
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")])),
-               **self.pool.env(devices)}
-        if "HUMMUSS_THREADS" not in os.environ:
-            env["HUMMUSS_THREADS"] = str(max(1, (os.cpu_count() or 1) // (self.plan.slots * self.plan.nproc)))
-        return env
+        return child_env(self.runner.tracker.settings, self.plan.slots * self.plan.nproc, self.pool.env(devices))
 
     def start(self, batch) -> None:
         self.spec_dir.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""A study at a scale expands into `RunSpec`s: one per variant and seed, fully resolved.
+"""A study at a scale expands into `RunSpec`s, one per variant and seed, fully resolved
+(`expand_runs`).
 
 Two hashes identify a run:
 - `train_hash`: everything that determines the trained weights (model family and
@@ -120,8 +121,8 @@ def split_sets(sets: dict[str, str], models: list[str]) -> dict[str, dict[str, d
 
 
 # -- expansion ---------------------------------------------------------------------------
-def expand(study: Study | str, scale: str, seeds: tuple[int, ...] | None = None, data: str | None = None,
-           sets: dict[str, str] | None = None, variants: tuple[str, ...] | None = None) -> list[RunSpec]:
+def expand_runs(study: Study | str, scale: str, seeds: tuple[int, ...] | None = None, data: str | None = None,
+                sets: dict[str, str] | None = None, variants: tuple[str, ...] | None = None) -> list[RunSpec]:
     """Every (variant, seed) run of `study` at `scale`, fully resolved."""
     study = get_study(study) if isinstance(study, str) else study
     sc = study.scale(scale)
@@ -138,12 +139,12 @@ def expand(study: Study | str, scale: str, seeds: tuple[int, ...] | None = None,
         eval_values.update(coerce(EvalConfig, overrides["eval"]))
         eval_cfg = dataclasses.asdict(EvalConfig(**eval_values))
         for seed in (seeds if seeds else sc.seeds):
-            train_values = {**sc.train, **v.train, "seed": seed, **coerce(TrainConfig, overrides["train"])}
+            train_values = {**sc.train_for(v.model), **v.train, "seed": seed, **coerce(TrainConfig, overrides["train"])}
             train_cfg = TrainConfig.preset(sc.train_preset, **train_values).to_dict()
             parent = None
             if v.init_from and scale in v.init_from_scales:
                 other, other_variant = v.init_from.split("/")
-                parent = expand(other, scale, (seed,), data, None, (other_variant,))[0]
+                parent = expand_runs(other, scale, (seed,), data, None, (other_variant,))[0]
             specs.append(RunSpec(study.name, v.name, seed, scale, v.model, model_cfg, train_cfg,
                                  data or sc.data, frames, stride, eval_cfg, parent, v.label))
     return specs

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from suite.bench import benchmarks_table, markdown, peak_memory_mb, targets
-from suite.figures import FigureSkipped, latency_points, plot_latency
+from suite.report.figures import FigureSkipped
+from suite.report.speed import latency_points, plot_latency
 
 
 def _bench(group, name, median, **info):

@@ -1,14 +1,12 @@
 """BVH import: parser, forward kinematics, H36M mapping, units, the `bvh:DIR` source.
 
-Small BVH files written here check numbers and errors exactly; the real CMU files in
-../shared/data/cmu-mocap (or $HUMMUSS_CMU_MOCAP) check the import end to end and are
-skipped when absent.
+Small BVH files written here check numbers and errors exactly; tests/test_bvh_cmu.py
+checks the import end to end on the real CMU files.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +24,7 @@ from hummuss.data.bvh import (
 )
 from hummuss.data.bvh_mapping import CMU_UNIT_MM, build_mapping, infer_unit_mm
 from hummuss.data.bvh_parse import forward_kinematics, parse_bvh_text, read_bvh
-from hummuss.data.camera import VirtualCamera
-from hummuss.data.skeleton import H36M_BONES, H36M_JOINTS, NUM_JOINTS, bone_lengths
+from hummuss.data.skeleton import H36M_JOINTS, NUM_JOINTS, bone_lengths
 
 J = {name: i for i, name in enumerate(H36M_JOINTS)}
 
@@ -369,127 +366,3 @@ def test_source_bad_input(tmp_path):
     (tmp_path / "one" / "02_01.bvh").write_text(CHAIN)  # a second, unmappable file
     with pytest.raises(ValueError, match="02_01.bvh: cannot map the BVH skeleton"):
         BVHSource(str(tmp_path / "one"), test="1").sequences("train")
-
-
-# ---------------------------------------------------------------------------------------
-# the real CMU files
-
-
-def _cmu_dir() -> Path:
-    env = os.environ.get("HUMMUSS_CMU_MOCAP")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "cmu-mocap"
-
-
-CMU = _cmu_dir()
-needs_cmu = pytest.mark.skipif(not CMU.is_dir(), reason=f"CMU BVH folder not found: {CMU}")
-WALKS = {"02_01", "02_02", "02_03", "05_01", "06_01", "07_01", "07_04", "07_12", "08_01", "08_05",
-         "08_07", "09_01", "09_03", "09_05", "09_08", "09_11", "12_01", "12_02", "12_03"}
-
-
-def _facing(bvh, pos):
-    """Unit horizontal facing (T, 3) from both feet (ankle -> toe end), independent of L/R,
-    and whether the feet are near level (T,) bool (not pointing down, as in a jump)."""
-    toes = [n for n in bvh.names if n.endswith("_End") and ("Foot" in n or "Toe" in n)]
-    ankles = [n.replace("ToeBase_End", "Foot").replace("Foot_End", "Foot") for n in toes]
-    f = sum(pos[:, bvh.index(t)] - pos[:, bvh.index(a)] for t, a in zip(toes, ankles, strict=True))
-    level = np.linalg.norm(f[:, [0, 2]], axis=-1) > 0.7 * np.linalg.norm(f, axis=-1)
-    f[:, 1] = 0
-    return f / np.linalg.norm(f, axis=-1, keepdims=True), level
-
-
-@pytest.fixture(scope="module")
-def cmu():
-    src = BVHSource(str(CMU))
-    return src, [(rec, src.motion(rec)) for rec in src.recordings]
-
-
-@needs_cmu
-def test_cmu_every_file_imports(cmu):
-    src, motions = cmu
-    assert len(motions) == 31
-    assert {r.group for r in src.recordings if r.split == "test"} == {"03", "07", "13"}
-    report = []
-    for rec, motion in motions:
-        joints = motion.at(motion.sample_times(50.0))  # (T, 17, 3) mm at 50 Hz
-        assert joints.shape[1:] == (NUM_JOINTS, 3) and np.all(np.isfinite(joints))
-        bones = bone_lengths(joints)
-        rel_std = bones.std(axis=0) / bones.mean(axis=0)
-        assert rel_std.max() < 0.01, (rec.key, rel_std)
-        # standing height: head top above the floor in upright frames
-        upright = joints[:, J["head"], 1] - np.minimum(joints[:, 3, 1], joints[:, 6, 1])
-        height = np.percentile(upright, 90) + ANKLE_HEIGHT_MM
-        assert 1400 < height < 2000, (rec.key, height)
-        report.append(f"{rec.path.stem} {motion.style} {len(joints)} frames height {height:.0f} mm "
-                      f"bone rel std max {100 * rel_std.max():.3f}%")
-    print("\n" + "\n".join(report))
-
-
-@needs_cmu
-def test_cmu_forward_kinematics_is_rigid(cmu):
-    """Before the bone-length fix, every H36M bone inside one BVH link is exactly constant."""
-    _, motions = cmu
-    spine = {H36M_BONES.index((0, 7)), H36M_BONES.index((7, 8))}  # midpoint spine: two links
-    clavicle = {H36M_BONES.index((8, 11)), H36M_BONES.index((8, 14))}  # CMU Neck1 -> arm
-    worst = {}
-    for rec, motion in motions:
-        raw = load_bvh_motion(rec.path, rigid=False)
-        bones = bone_lengths(raw.joints_mm)
-        rel_std = bones.std(axis=0) / bones.mean(axis=0)
-        flexible = spine | (clavicle if motion.style == "cgspeed-motionbuilder" else set())
-        rigid = [b for b in range(len(H36M_BONES)) if b not in flexible]
-        assert rel_std[rigid].max() < 1e-9, (rec.key, rel_std)
-        worst[rec.path.stem] = 100 * rel_std.max()
-        # the bone-length fix moves root-relative joints by a few cm at most
-        fixed = motion.joints_mm - motion.joints_mm[:, :1]
-        shift = np.linalg.norm(fixed - (raw.joints_mm - raw.joints_mm[:, :1]), axis=-1)
-        assert shift.max() < 70.0, (rec.key, shift.max())
-    print("\nraw two-link bone rel std max %: "
-          + ", ".join(f"{k} {v:.2f}" for k, v in sorted(worst.items())))
-
-
-@needs_cmu
-def test_cmu_left_is_left(cmu):
-    """Left hip and shoulder are on the subject's left of the facing the feet point to,
-    and walkers move the way they face (rotations composed the right way round)."""
-    _, motions = cmu
-    for rec, motion in motions:
-        bvh = read_bvh(rec.path)
-        facing, level = _facing(bvh, forward_kinematics(bvh, slice(1, None)))  # (T, 3), (T,)
-        left = np.cross([0.0, 1.0, 0.0], facing)  # y up: left = up x forward
-        j = motion.joints_mm
-        for l_joint, r_joint in (("l_hip", "r_hip"), ("l_shoulder", "r_shoulder")):
-            side = np.einsum("tc,tc->t", j[:, J[l_joint]] - j[:, J[r_joint]], left)
-            assert np.mean(side[level] > 0) > 0.97, (rec.key, l_joint, np.mean(side[level] > 0))
-        if rec.path.stem in WALKS:
-            velocity = np.gradient(j[:, 0], axis=0)[:, [0, 2]]
-            heading = velocity / (np.linalg.norm(velocity, axis=-1, keepdims=True) + 1e-9)
-            agree = np.einsum("tc,tc->t", heading, facing[:, [0, 2]])
-            assert np.median(agree) > 0.8, (rec.key, np.median(agree))
-
-
-@needs_cmu
-def test_cmu_left_shoulder_on_image_right_from_the_front(cmu):
-    _, motions = cmu
-    for rec, motion in motions[::5]:
-        bvh = read_bvh(rec.path)
-        facing, level = _facing(bvh, forward_kinematics(bvh, slice(1, None)))
-        t = int(np.flatnonzero(level)[len(np.flatnonzero(level)) // 2])
-        root = motion.joints_mm[t, 0]
-        eye = root + 4000 * facing[t] + [0, 600, 0]  # 4 m in front of the subject
-        cam = VirtualCamera.looking_at(eye, root)
-        pixels, _ = cam.project(motion.joints_mm[t])
-        assert pixels[J["l_shoulder"], 0] > pixels[J["r_shoulder"], 0], rec.key
-        assert pixels[J["l_hip"], 0] > pixels[J["r_hip"], 0], rec.key
-
-
-@needs_cmu
-def test_cmu_source_renders(cmu):
-    src, _ = cmu
-    test = src.sequences("test")
-    assert len(test) == 2 * 12
-    labels = np.concatenate([s.labels for s in test])
-    assert np.abs(labels[..., :2]).max() < 1.0  # cameras keep every joint in the image
-    mm = np.concatenate([(s.labels - s.labels[:, :1]) * s.extras["mm_per_unit"][:, None, None]
-                         for s in test])
-    thigh = np.linalg.norm(mm[:, J["r_knee"]] - mm[:, J["r_hip"]], axis=-1)
-    assert np.median(thigh) == pytest.approx(368, rel=0.02)  # the Daz figure's thigh, 0.368 m

@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from suite.cli.runs import add_launch_options, runner_kwargs
 from suite.launch import (
     DEVICES_TAG,
     DevicePool,
     SlurmOptions,
-    add_launch_options,
     discover_gpus,
     parse_minutes,
     plan_devices,
-    runner_kwargs,
 )
 from suite.tracking import PROJECT_DIR, Tracker, load_settings
 
@@ -136,6 +135,30 @@ def test_runner_says_once_that_it_uses_the_cpu(monkeypatch):
     monkeypatch.setenv("HUMMUSS_FAKE_GPUS", "2")
     with pytest.raises(ValueError, match="only 2 GPU"):
         Runner(tracker=None, jobs=2, gpus_per_run=3, say=said.append)
+
+
+def test_a_child_gets_the_store_the_project_and_its_share_of_the_threads(monkeypatch):
+    from suite.launch import THREADS_ENV, child_env
+    from suite.tracking import TrackingSettings
+
+    settings = TrackingSettings("sqlite:////x/mlruns.db", "/x/mlartifacts", source="/x/mlflow.yaml")
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    env = child_env(settings, 4, {"CUDA_VISIBLE_DEVICES": "2"})
+    assert (env["MLFLOW_TRACKING_URI"], env["HUMMUSS_MLFLOW_CONFIG"]) == ("sqlite:////x/mlruns.db", "/x/mlflow.yaml")
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(PROJECT_DIR)
+    assert (env[THREADS_ENV], env["CUDA_VISIBLE_DEVICES"]) == ("2", "2")  # 8 cores over 4 children
+    assert child_env(settings, 16)[THREADS_ENV] == "1"
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert child_env(settings, 4)[THREADS_ENV] == "3"  # a value the user set wins
+
+
+@pytest.mark.parametrize("module", ["suite.worker", "suite.launch"])
+def test_the_child_entry_points_still_start_by_module_name(module):
+    out = subprocess.run([sys.executable, "-m", module, "--help"], env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"usage: python -m {module} [-h] --spec SPEC --run-id RUN_ID")
 
 
 # -- options --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from suite.leases import LeaseKeeper, heartbeat_of, take_lease
-from suite.runspec import expand
+from suite.runspec import expand_runs
 from suite.tracking import PROJECT_DIR, Tracker, load_settings
 
 TTL = 3.0  # seconds without heartbeat before a RUNNING run is taken over (keeper beats every 1 s)
@@ -43,7 +43,7 @@ def tracker(tmp_path_factory):
 
 @pytest.fixture
 def spec():
-    return expand("context-length", "smoke", variants=("hummuss",))[0]
+    return expand_runs("context-length", "smoke", variants=("hummuss",))[0]
 
 
 def _experiment(tracker, request) -> str:

@@ -1,9 +1,11 @@
 """The report: tables with the right means, stds and n (computed here by hand from what the
 test logged), the paper's numbers beside them, "—" for missing runs, one scale at a time,
 claims judged from the numbers, every figure written, and 500 runs rendered in < 10 s.
+A study's judge and figures are its own (`Study.claims`, `Study.figures`): the report
+calls whatever a study declares, including a study added in a test.
 
 The stores are written with the MlflowClient directly (tags, metrics and params as the
-suite logs them, specs from `expand`), batched, on sqlite without fsync while building.
+suite logs them, specs from `expand_runs`), batched, on sqlite without fsync while building.
 """
 
 import argparse
@@ -21,8 +23,8 @@ from sqlalchemy.engine import Engine
 
 from hummuss.checkpoint import CHECKPOINT_FORMAT
 from suite.registry import get_study, paper_studies
-from suite.report import add_report_parser, render_report
-from suite.runspec import expand
+from suite.report import render_report
+from suite.runspec import expand_runs
 from suite.tracking import Tracker, load_settings, metric_name
 from suite.worker import build_model
 
@@ -142,7 +144,7 @@ class Writer:
 
     def study_runs(self, study_name, scale, seeds, params=False):
         study = get_study(study_name)
-        for spec in expand(study_name, scale, seeds):
+        for spec in expand_runs(study_name, scale, seeds):
             if (study_name, spec.variant) in FAILED_ONLY:
                 self.child(spec, {}, status="FAILED")
                 continue
@@ -169,11 +171,11 @@ def store(tmp_path_factory):
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)  # restored (absent) when the store is built
         settings, tracker = new_store(root)
         w = Writer(tracker)
-        duplicate = expand("context-length", "smoke", (0,), variants=("hummuss",))[0]
+        duplicate = expand_runs("context-length", "smoke", (0,), variants=("hummuss",))[0]
         w.child(duplicate, {"F_27": 999.0, "F_81": 999.0, "F_243": 999.0, "as_trained": 999.0}, record=False)
         for study in paper_studies():
             w.study_runs(study.name, "smoke", (0, 1, 2), params=study.name == "frame-rate")
-        cpu = expand("context-length", "cpu", (0,), variants=("hummuss",))[0]
+        cpu = expand_runs("context-length", "cpu", (0,), variants=("hummuss",))[0]
         w.child(cpu, {"F_27": 100.0, "F_81": 101.0, "F_243": 102.0, "as_trained": 100.0})
         exp, parent = w.parent("context-length", "smoke")
         for kind in ("trial", "sweep"):  # Optuna sweeps live in the same experiment: not table runs
@@ -186,7 +188,7 @@ def store(tmp_path_factory):
                                                    "scale": "external", "model": "motionbert"}, parent)
         tracker.log_metrics(run, {metric_name("mpjpe", "as_trained"): 39.0})
         tracker.set_status(run, "FINISHED")
-        for spec in expand("frame-rate", "smoke", (0,)):
+        for spec in expand_runs("frame-rate", "smoke", (0,)):
             save_checkpoint(settings, spec)
             if spec.model == "hummuss":  # MotionBERT's spec is rebuilt from params and the checkpoint
                 run = tracker.search([tracker.experiment_id("frame-rate")],
@@ -331,13 +333,21 @@ def test_claims_are_judged_from_the_numbers(store):
     assert "- **gdssm aggregation** (partly held): Multiplicative gating was best in 1 of 2" in readme
 
 
+class OneByOne:
+    """An MLflow client without the SQL store's bulk history query: one call per run."""
+
+    def __init__(self, client):
+        self.get_metric_history = client.get_metric_history
+
+
 def test_histories_are_the_same_with_and_without_the_bulk_query(store, monkeypatch):
-    import suite.report as report
+    from suite.report import load_histories
 
     sel = store["result"].selections["gdssm-aggregation"]
-    bulk = report.load_histories(store["tracker"], sel)
-    monkeypatch.setattr(report, "_bulk_history", lambda *args: None)  # a store without it
-    one_by_one = report.load_histories(store["tracker"], sel)
+    tracker = store["tracker"]
+    bulk = load_histories(tracker, sel)
+    monkeypatch.setattr(tracker, "client", OneByOne(tracker.client))  # a store without it
+    one_by_one = load_histories(tracker, sel)
     order = ["key", "variant", "seed", "step"]
     assert len(bulk) == 18 * 2 * EPOCHS  # 6 variants x 3 seeds, two keys, 3 epochs
     assert bulk.sort_values(order).reset_index(drop=True).equals(one_by_one.sort_values(order).reset_index(drop=True))
@@ -345,10 +355,13 @@ def test_histories_are_the_same_with_and_without_the_bulk_query(store, monkeypat
 
 # -- figures -------------------------------------------------------------------------------------
 def test_every_figure_is_written(store):
+    """The figures the studies declare (found through `Study.figures`), the training curves
+    of each study and the latency figure."""
     result = store["result"]
-    expected = {"context-length", "frame-rate", "skeletons", "aggregation", "init-schemes", "latency"} | {
-        f"training:{s.name}" for s in paper_studies()}
-    assert set(result.figures) == expected, result.skipped
+    declared = {f.name for s in paper_studies() for f in s.figures}
+    assert declared == {"context-length", "frame-rate", "skeletons", "aggregation", "init-schemes"}
+    assert set(result.figures) == declared | {"latency"} | {f"training:{s.name}" for s in paper_studies()}, \
+        result.skipped
     for path in result.figures.values():
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
@@ -393,7 +406,8 @@ def test_500_runs_render_in_under_10_seconds(big_store):
 
 # -- command line --------------------------------------------------------------------------------
 def test_report_command(store, tmp_path, monkeypatch, capsys):
-    from suite.cli import UsageError
+    from suite.cli.common import UsageError
+    from suite.cli.report import add_report_parser
 
     monkeypatch.setenv("HUMMUSS_MLFLOW_CONFIG", str(store["root"] / "mlflow.yaml"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -410,7 +424,7 @@ def test_report_command(store, tmp_path, monkeypatch, capsys):
 
 
 def test_latency_points_read_frames_or_window_and_prefer_latency_ms():
-    from suite.figures import latency_points
+    from suite.report.speed import latency_points
 
     bench = {"benchmarks": [
         {"stats": {"median": 0.25}, "extra_info": {"model": "motionbert-lite", "mode": "offline", "frames": 243,

@@ -13,7 +13,7 @@ import pytest
 
 from suite.leases import take_lease
 from suite.runner import Outcome, Runner, summary
-from suite.runspec import expand
+from suite.runspec import expand_runs
 from suite.tracking import PROJECT_DIR, Tracker, load_settings
 
 TINY = {"epochs": "1", "max_steps_per_epoch": "1", "max_val_clips": "2", "eval.lengths": "27",
@@ -48,7 +48,7 @@ def _child_runs(tracker: Tracker, study: str):
 
 
 def _lite():
-    return expand("motionbert-baseline", "smoke", sets=TINY, variants=("lite",))[0]
+    return expand_runs("motionbert-baseline", "smoke", sets=TINY, variants=("lite",))[0]
 
 
 def test_bad_options_are_refused():

@@ -278,7 +278,7 @@ def test_real_arithmetic_state_update_matches_the_complex_one():
 
 
 def test_evaluation_cache_skips_large_values(monkeypatch):
-    import hummuss.ssm as ssm
+    import hummuss.ssm.cache as cache  # ParamCache reads the limit from its own module
 
     layer = DSSM(4, 8)
     u = torch.randn(1, 40, 4)
@@ -286,6 +286,6 @@ def test_evaluation_cache_skips_large_values(monkeypatch):
         y = layer(u)
         kept = len(layer.cache._store)
         layer.cache.clear()
-        monkeypatch.setattr(ssm, "CACHE_MAX_BYTES", 100)  # smaller than the operator
+        monkeypatch.setattr(cache, "CACHE_MAX_BYTES", 100)  # smaller than the operator
         assert torch.equal(layer(u), y)
     assert kept == 1 and len(layer.cache._store) == 0

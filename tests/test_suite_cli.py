@@ -1,6 +1,9 @@
 """`hummuss-suite` end to end on the smoke scale: what lands in MLflow, idempotence,
 usage errors, and every registered study."""
 
+import ast
+from pathlib import Path
+
 import mlflow
 import pytest
 
@@ -96,3 +99,30 @@ def test_every_registered_study_runs_at_smoke_scale(suite_store, study):
     assert len(children) == len(registry()[study].variants)
     assert (children["status"] == "FINISHED").all()
     assert children["metrics.test/mpjpe/as_trained"].notna().all()
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+    return found
+
+
+def test_parsers_live_in_the_cli_and_optuna_in_the_sweeps():
+    """argparse only in suite/cli/, which only the `python -m` entry points import from
+    outside; Optuna only in suite/sweep/."""
+    root = Path(__file__).resolve().parents[1]
+    wrong = []
+    for path in sorted((root / "suite").rglob("*.py")):
+        rel, names = path.relative_to(root).as_posix(), _imports(path)
+        in_cli, entry = rel.startswith("suite/cli/"), path.name == "__main__.py"
+        if "argparse" in names and not in_cli:
+            wrong.append(f"{rel} imports argparse")
+        if any(n == "suite.cli" or n.startswith("suite.cli.") for n in names) and not (in_cli or entry):
+            wrong.append(f"{rel} imports suite.cli")
+        if any(n.split(".")[0] == "optuna" for n in names) and not rel.startswith("suite/sweep/"):
+            wrong.append(f"{rel} imports optuna")
+    assert wrong == []

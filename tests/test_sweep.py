@@ -1,4 +1,4 @@
-"""Optuna sweeps (suite/sweep.py): search spaces, workers, storages, dead workers, MLflow runs.
+"""Optuna sweeps (suite/sweep/): search spaces, workers, storages, dead workers, MLflow runs.
 
 The end-to-end tests run `python -m suite.sweep` at the smoke scale (2 epochs a trial)
 against a private MLflow store in tmp_path; the PostgreSQL test needs
@@ -22,9 +22,11 @@ import pytest
 from optuna.trial import TrialState
 
 from suite import sweep
+from suite.cli.sweep import main as sweep_main
 from suite.registry import Param, get_study
-from suite.sweep import SweepConfig, check_space, grid_values
-from suite.sweep_storage import open_storage, parse_storage
+from suite.sweep import SweepConfig, check_space, grid_values, open_storage, parse_storage
+from suite.sweep import config as sweep_config
+from suite.sweep import workers as sweep_workers
 from suite.tracking import Tracker, load_settings, postgres_driver
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +106,7 @@ def check_sweep(config: Path, study: optuna.Study, n: int) -> dict:
             assert run.info.status == "KILLED" and run.data.tags["pruned"] == "true"
         epochs = [m.step for m in tracker.client.get_metric_history(run.info.run_id, "val/mpjpe")]
         assert epochs == sorted(t.intermediate_values)  # every reported epoch is in MLflow, once
-    top = tracker.client.get_run(parent)
+    top = tracker.get_run(parent)
     assert top.data.tags["kind"] == "sweep" and top.data.tags["sweep"] == study.study_name
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = min(complete, key=lambda t: (t.value, t.number))
@@ -181,10 +183,10 @@ def test_bad_search_spaces_fail_before_any_trial(space, message, tmp_path, monke
     monkeypatch.setenv("HUMMUSS_MLFLOW_CONFIG", str(config))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     bad = dataclasses.replace(get_study("context-length"), search_space=space)
-    monkeypatch.setattr(sweep, "get_study", lambda name: bad)
+    monkeypatch.setattr(sweep_config, "get_study", lambda name: bad)
     sampler = "random" if message else "grid"
     with pytest.raises(SystemExit) as exit_info:
-        sweep.main(["context-length", "--scale", "smoke", "--trials", "2", "--sampler", sampler])
+        sweep_main(["context-length", "--scale", "smoke", "--trials", "2", "--sampler", sampler])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert (message or "parameter 'dt_min': the grid sampler needs a finite set of values") in err
@@ -204,7 +206,7 @@ def test_storage_argument_is_a_url_or_a_journal_file(tmp_path):
 
 # -- one process: pruned trials end KILLED, tagged --------------------------------------------
 def test_pruned_trials_end_killed_and_tagged(store, monkeypatch):
-    monkeypatch.setattr(sweep, "make_pruner", lambda kind, epochs: optuna.pruners.ThresholdPruner(upper=1.0))
+    monkeypatch.setattr(sweep_workers, "make_pruner", lambda kind, epochs: optuna.pruners.ThresholdPruner(upper=1.0))
     _, tracker = store
     cfg = SweepConfig("context-length", trials=2, scale="smoke", name="pruned", sampler="random", sets=FAST_SETS)
     result = sweep.run_sweep(cfg, tracker, say=lambda m: None)
@@ -221,7 +223,7 @@ def test_a_grid_sweep_tries_every_combination_once(store, monkeypatch):
     _, tracker = store
     space = {"init": Param("categorical", choices=("lin", "inv")), "expand": Param("float", 2.0, 2.5, step=0.5)}
     grid_study = dataclasses.replace(get_study("context-length"), search_space=space)
-    monkeypatch.setattr(sweep, "get_study", lambda name: grid_study)
+    monkeypatch.setattr(sweep_config, "get_study", lambda name: grid_study)
     cfg = SweepConfig("context-length", trials=10, scale="smoke", name="grid", sampler="grid", pruner="none",
                       sets={**FAST_SETS, "epochs": "1"})
     result = sweep.run_sweep(cfg, tracker, say=lambda m: None)
@@ -248,7 +250,7 @@ def test_failing_trials_end_failed_and_stop_the_worker(store, monkeypatch):
     assert sorted(r.info.status for r in runs) == ["FAILED"] * 3
     assert {r.data.tags["error"] for r in runs} == {f"RuntimeError: non-finite loss in trial {i}" for i in range(3)}
     assert not result.ok and result.stops == ["failing"] and "run the same command again" in result.format()
-    assert tracker.client.get_run(result.parent_run_id).info.status == "FAILED"
+    assert tracker.get_run(result.parent_run_id).info.status == "FAILED"
 
 
 # -- a journal file, two workers ---------------------------------------------------------------
@@ -364,7 +366,7 @@ def test_a_trial_without_heartbeat_is_retried(store):
     lost.set_user_attr("worker", {"host": "elsewhere", "pid": 1, "trial": lost.number, "since": time.time()})
     study._storage.record_heartbeat(lost._trial_id)
     time.sleep(2.5)
-    outcome = sweep.work(plan.cfg, 0, None, lambda m: None, tracker)
+    outcome = sweep.work(plan.cfg, tracker, 0, None, lambda m: None)
     assert outcome.stop == "done"
     trials = study.trials
     assert trials[0].state == TrialState.FAIL

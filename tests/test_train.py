@@ -1,6 +1,7 @@
 """The trainer: learning, exact resume (also after SIGKILL), atomic checkpoints, loud
 failures, callbacks, and DistributedDataParallel under torchrun."""
 
+import math
 import os
 import shutil
 import signal
@@ -166,3 +167,16 @@ def test_train_config_refuses_unknown_fields_and_values():
         TrainConfig.preset("smoke", lrr=1.0)
     with pytest.raises(ValueError, match="amp must be auto, bf16 or off"):
         TrainConfig(amp="fp8")
+
+
+def test_learning_rate_schedules_by_hand():
+    from hummuss.schedule import lr_factor
+
+    cos = TrainConfig(epochs=2, schedule="cosine", warmup_steps=10, min_lr_ratio=0.1)
+    # warm-up: (step + 1) / 10; then 0.1 + 0.9 * (1 + cos(pi * (step - 10) / 10)) / 2 over 20 - 10 steps
+    assert [round(lr_factor(cos, s, 10), 6) for s in (0, 4, 9, 10, 15, 19, 25)] == [
+        0.1, 0.5, 1.0, 1.0, 0.55, round(0.1 + 0.45 * (1 + math.cos(math.pi * 0.9)), 6), 0.1]
+    exp = TrainConfig(lr_decay=0.5)
+    assert [lr_factor(exp, s, 4) for s in (0, 3, 4, 9)] == [1.0, 1.0, 0.5, 0.25]
+    with pytest.raises(ValueError, match="schedule must be one of exponential, cosine, got 'step'"):
+        TrainConfig(schedule="step")

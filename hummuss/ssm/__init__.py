@@ -1,0 +1,34 @@
+"""DSSM, the diagonal state-space layer of HumMUSS (in the manner of S4D), and its fast routes.
+
+    dssm.py        the model: eigenvalue init schemes, zero-order-hold discretisation, the
+                   kernel as a Vandermonde product, forward (convolution), step (recurrence),
+                   scan (one step size per frame); the math is in its docstring
+    conv.py        convolution: the kernel's factored Vandermonde product, Toeplitz and FFT
+                   operators and their sizing (`fft_size`, `conv_method`)
+    recurrence.py  read-out, blocked scans, streaming state updates (complex in place, or
+                   planar real states for torch.compile)
+    cache.py       `ParamCache` (values derived from parameters, kept without autograd until
+                   a parameter changes) and `cexp` (complex exp through real ops)
+
+The names below are the package's public surface; module constants (TOEPLITZ_MAX_LENGTH,
+CACHE_MAX_BYTES, ...) are read from their own files, so patch them there.
+"""
+
+from hummuss.ssm.cache import ParamCache, cexp
+from hummuss.ssm.conv import (
+    ConvOperator,
+    apply_conv,
+    conv_method,
+    conv_operator,
+    fft_size,
+    operator_bytes,
+    toeplitz,
+)
+from hummuss.ssm.dssm import DSSM, INIT_SCHEMES, init_eigenvalues, legs_frequencies, zoh
+from hummuss.ssm.recurrence import advance_state_, advance_state_planar, complex_state, planar_state
+
+__all__ = [
+    "DSSM", "INIT_SCHEMES", "ConvOperator", "ParamCache", "advance_state_", "advance_state_planar",
+    "apply_conv", "cexp", "complex_state", "conv_method", "conv_operator", "fft_size", "init_eigenvalues",
+    "legs_frequencies", "operator_bytes", "planar_state", "toeplitz", "zoh",
+]

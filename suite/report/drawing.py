@@ -1,0 +1,108 @@
+"""Drawing the report's figures: every study's own (`Study.figures`), then the report's:
+training curves per study and the latency figure from the benchmark results.
+
+A study's figure is drawn by its declaration's `draw(FigureContext)`; the report skips it,
+saying why, when none of the studies it reads is in this report or none has a finished
+run, and records any `FigureSkipped` its draw function raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from suite.registry import Figure, Study, registry
+from suite.report.runs import Selection, load_histories
+from suite.report.speed import LATENCY_FIGURE, plot_latency
+from suite.tracking import Tracker
+
+TRAINING_FIGURE = ("fig6_training_{study}.png", "Training curves: {study}")  # file, README title
+
+
+@dataclass
+class FigureContext:
+    """What a study's figure draws from (see `suite.registry.Figure`)."""
+
+    study: Study  # the study that declares the figure
+    frames: dict[str, pd.DataFrame]  # the tables of the figure's studies in this report, declaring study first
+    selections: dict[str, Selection]  # their runs
+    path: Path  # where to write the PNG
+    tracker: Tracker
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The declaring study's table (one row per cell)."""
+        return self.frames[self.study.name]
+
+    @property
+    def selection(self) -> Selection:
+        return self.selections[self.study.name]
+
+    def subtitle(self, name: str | None = None) -> str:
+        """'scale cpu, data synthetic' for a study of the figure (default: the declaring one)."""
+        return self.selections[name or self.study.name].subtitle()
+
+
+@dataclass
+class Drawn:
+    figures: dict[str, Path] = field(default_factory=dict)  # figure name -> png
+    skipped: dict[str, str] = field(default_factory=dict)  # figure name -> why it was not drawn
+    titles: dict[str, str] = field(default_factory=dict)  # figure name -> README title
+
+
+def study_figure(fig: Figure, study: Study, frames: dict[str, pd.DataFrame], selections: dict[str, Selection],
+                 path: Path, tracker: Tracker) -> Path:
+    """Draw one figure a study declares, or raise FigureSkipped saying why not."""
+    from suite.report.figures import FigureSkipped
+
+    names = [n for n in (study.name, *fig.studies) if n in frames]
+    if not names:
+        raise FigureSkipped(f"study {study.name} is not in this report")
+    if all(frames[n]["n"].sum() == 0 for n in names):
+        raise FigureSkipped(f"no finished runs of {', '.join(names)}")
+    ctx = FigureContext(study, {n: frames[n] for n in names}, {n: selections[n] for n in names}, path, tracker)
+    return Path(fig.draw(ctx))
+
+
+def draw_figures(tracker: Tracker, frames: dict[str, pd.DataFrame], selections: dict[str, Selection],
+                 fig_dir: Path, bench: dict | None, bench_why: str, say: Callable[[str], Any]) -> Drawn:
+    """Every registered study's figures (skipped for studies not in this report), the training
+    curves of each reported study, and the latency figure (`bench_why`: why `bench` is None)."""
+    from suite.report.figures import FigureSkipped, plot_training_curves
+
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    jobs: list[tuple[str, str, str, Callable[[Path], Path]]] = []  # name, title, file, draw(path)
+    for study in registry().values():
+        for fig in study.figures:
+            def declared(path, fig=fig, study=study):
+                return study_figure(fig, study, frames, selections, path, tracker)
+            jobs.append((fig.name, fig.title, fig.file, declared))
+    for name in frames:
+        def curves(path, sel=selections[name]):
+            if not len(sel.runs):
+                raise FigureSkipped(f"no finished runs of {sel.study.name}")
+            labels = {v.name: v.label or v.name for v in sel.study.variants}
+            return plot_training_curves(load_histories(tracker, sel), labels, sel.study.name, sel.subtitle(), path)
+        file, title = (text.format(study=name) for text in TRAINING_FIGURE)
+        jobs.append((f"training:{name}", title, file, curves))
+
+    def latency(path):
+        if bench is None:
+            raise FigureSkipped(bench_why)
+        return plot_latency(bench, path)
+    jobs.append(("latency", LATENCY_FIGURE[1], LATENCY_FIGURE[0], latency))
+
+    drawn = Drawn()
+    for key, title, file, draw in jobs:
+        drawn.titles[key] = title
+        try:
+            drawn.figures[key] = draw(fig_dir / file)
+            say(f"figure {key}: {drawn.figures[key]}")
+        except FigureSkipped as why:
+            drawn.skipped[key] = str(why)
+            say(f"figure {key}: skipped ({why})")
+    return drawn

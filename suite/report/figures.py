@@ -1,0 +1,154 @@
+"""The report's plotting helpers: matplotlib (Agg, no pyplot state), one PNG per figure.
+
+A study's figures (`Study.figures`, drawn in its own file) and the report's own (training
+curves here, latency in suite/report/speed.py) are built from these: a figure with fixed
+margins, saving, a table row as a line with error bars, grouped bars of a table, a pose.
+They read a study's table frame (one row per cell with row, row_label, column,
+column_label, n, mean, std, paper, values) or per-epoch histories. A figure without data
+raises `FigureSkipped` with the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from hummuss.data.skeleton import H36M_BONES  # noqa: E402
+
+DPI = 100
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:gray")
+GT_COLOR, PRED_COLOR = "tab:green", "tab:red"
+
+
+class FigureSkipped(Exception):
+    """A figure cannot be drawn (its data is absent); the message says why."""
+
+
+def figure(size: tuple[float, float], **margins) -> Figure:
+    """A figure with fixed margins (fractions of the figure; cheaper than a layout engine)."""
+    fig = Figure(figsize=size)
+    fig.subplots_adjust(**margins)
+    return fig
+
+
+def save(fig: Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def values(cell: pd.Series) -> np.ndarray:
+    """The per-seed values of a table cell."""
+    text = cell["values"]
+    return np.array([float(v) for v in str(text).split(";")]) if isinstance(text, str) and text else np.array([])
+
+
+def line(ax, frame: pd.DataFrame, row: str, xs: dict[str, float], label: str, color: str, **kw) -> bool:
+    """Our mean +- std of one table row against x (column -> x); False when the row has no data."""
+    cells = frame[(frame["row"] == row) & frame["column"].isin(list(xs)) & (frame["n"] > 0)]
+    if not len(cells):
+        return False
+    x = np.array([xs[c] for c in cells["column"]])
+    order = np.argsort(x)
+    y, err = cells["mean"].to_numpy()[order], np.nan_to_num(cells["std"].to_numpy()[order])
+    ax.errorbar(x[order], y, yerr=err, marker="o", capsize=3, label=label, color=color, **kw)
+    return True
+
+
+def missing_mark(ax, x: float) -> None:
+    """'—' at the foot of a bar that has no finished run."""
+    ax.text(x, 0.03, "—\nno run", ha="center", va="bottom", fontsize=7, color="gray",
+            transform=ax.get_xaxis_transform())
+
+
+def no_data(ax, text: str = "no finished runs") -> None:
+    """Grey text in the middle of an empty panel."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="gray")
+
+
+def grouped_bars(ax, frame: pd.DataFrame, study, which: str) -> bool:
+    """Groups = table rows, bars = table columns; `which` is 'ours' (mean +- std, seeds as dots,
+    '—' where a cell has no run) or 'paper'. False when nothing was drawn."""
+    rows, cols = study.table.rows, study.table.columns
+    width = 0.8 / max(1, len(cols))
+    drawn = False
+    for j, (col, col_label) in enumerate(cols):
+        xs, ys, errs = [], [], []
+        for i, (row, _) in enumerate(rows):
+            cell = frame[(frame["row"] == row) & (frame["column"] == col)].iloc[0]
+            x = i + (j - (len(cols) - 1) / 2) * width
+            if which == "paper":
+                value = study.paper.numbers.get((row, col))
+                if value is not None:
+                    xs.append(x), ys.append(value), errs.append(0.0)
+            elif cell["n"] > 0:
+                xs.append(x), ys.append(cell["mean"]), errs.append(np.nan_to_num(cell["std"]))
+                seeds = values(cell)
+                ax.scatter(np.full(len(seeds), x), seeds, s=10, color="black", zorder=3)
+            else:
+                missing_mark(ax, x)
+        if xs:
+            ax.bar(xs, ys, width=width * 0.95, yerr=errs if which == "ours" else None, capsize=3,
+                   label=col_label, color=COLORS[j % len(COLORS)])
+            drawn = True
+    ax.set_xticks(range(len(rows)), [label for _, label in rows], fontsize=8)
+    ax.set_ylabel("MPJPE (mm)")
+    ax.grid(axis="y", alpha=0.3)
+    if drawn:
+        heights = [b.get_height() for b in ax.patches]
+        low, high = min(heights), max(heights)
+        pad = max(0.5, 0.25 * (high - low))
+        ax.set_ylim(max(0.0, low - pad), high + pad)  # bars start near the smallest value: differences show
+        ax.legend(fontsize=8)
+    return drawn
+
+
+def draw_pose(ax, pose: np.ndarray, color: str, label: str) -> None:
+    """pose (17, 3): x right, y down, z depth -> plotted with y up."""
+    for k, (a, b) in enumerate(H36M_BONES):
+        ax.plot([pose[a, 0], pose[b, 0]], [pose[a, 2], pose[b, 2]], [-pose[a, 1], -pose[b, 1]],
+                color=color, linewidth=2, label=label if k == 0 else None)
+
+
+# -- the report's own: training curves -----------------------------------------------------------
+def plot_training_curves(history: pd.DataFrame, labels: dict[str, str], study: str, subtitle: str,
+                         path: Path) -> Path:
+    """Validation MPJPE and training loss per epoch; per variant the mean over seeds
+    (line) and the range over seeds (band)."""
+    if not len(history):
+        raise FigureSkipped(f"the runs of {study} logged no per-epoch metrics")
+    fig = figure((11, 4.2), left=0.07, right=0.98, bottom=0.12, top=0.88, wspace=0.22)
+    axes = fig.subplots(1, 2)
+    for ax, (key, ylabel) in zip(axes, (("val/mpjpe", "validation MPJPE (mm)"), ("train/loss", "training loss"))):
+        part = history[history["key"] == key]
+        variants = [v for v in labels if v in set(part["variant"])]
+        variants += [v for v in dict.fromkeys(part["variant"]) if v not in labels]
+        for i, variant in enumerate(variants):
+            per_step = part[part["variant"] == variant].groupby("step")["value"]
+            mean, low, high = per_step.mean(), per_step.min(), per_step.max()
+            color = COLORS[i % len(COLORS)]
+            n = part.loc[part["variant"] == variant, "seed"].nunique()
+            ax.plot(mean.index, mean.to_numpy(), color=color, marker="o" if len(mean) < 12 else None,
+                    markersize=3, label=f"{labels.get(variant, variant)} (n={n})")
+            if n > 1:
+                ax.fill_between(mean.index, low.to_numpy(), high.to_numpy(), color=color, alpha=0.2)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        else:
+            no_data(ax, f"no {key} logged")
+    fig.suptitle(f"Training curves: {study} ({subtitle}; band: range over seeds)")
+    return save(fig, path)
+
+

@@ -1,0 +1,173 @@
+"""Rendering the report: `render_report` reads the studies' runs and writes, under `out`,
+every table (`tables/<study>.{md,tex,csv}`), the figures (`figures/`) and `README.md`,
+which says per paper claim whether it held at this scale and lists what is missing.
+
+Each study is read at ONE scale: `scale=` (`--scale`), else the scale with the most
+finished runs of that study (stated in the caption). A study's claim is judged by its own
+`Study.claims`, its figures drawn by its own `Study.figures`: nothing here knows a study.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from suite.registry import get_study, paper_studies
+from suite.report.drawing import draw_figures
+from suite.report.judging import ClaimCheck
+from suite.report.runs import Selection, as_tracker, check_scale, load_runs, select_runs
+from suite.report.speed import (
+    BENCHMARKS_FILE,
+    benchmarks_table,
+    load_benchmarks,
+    targets,
+    targets_markdown,
+)
+from suite.report.tables import (
+    MISSING,
+    incomplete_cells,
+    missing_cells,
+    study_table,
+    to_latex,
+    to_markdown,
+)
+from suite.tracking import Tracker, TrackingSettings, redact
+
+
+@dataclass
+class ReportResult:
+    out_dir: Path
+    readme: Path
+    tables: dict[str, dict[str, Path]]  # study -> {"md", "tex", "csv"} -> path
+    figures: dict[str, Path]  # figure name -> png
+    skipped: dict[str, str]  # figure name -> why it was not drawn
+    frames: dict[str, pd.DataFrame]  # study -> its table, one row per cell
+    selections: dict[str, Selection]
+    missing: pd.DataFrame  # study, row, column, variant, metric, why
+    incomplete: pd.DataFrame
+    claims: list[ClaimCheck] = field(default_factory=list)
+    speed: pd.DataFrame | None = None  # the speed targets from benchmarks.json (suite.report.speed.targets)
+    speed_source: Path | None = None
+    titles: dict[str, str] = field(default_factory=dict)  # figure name -> its title in README.md
+
+    @property
+    def scales(self) -> dict[str, str | None]:
+        return {name: sel.scale for name, sel in self.selections.items()}
+
+
+def study_names(studies: list[str] | None) -> list[str]:
+    """The studies to report: those named (each once; ValueError names the known ones), else
+    every paper study."""
+    if not studies:
+        return [s.name for s in paper_studies()]
+    return [get_study(name).name for name in dict.fromkeys(studies)]
+def render_report(tracker_or_settings: Tracker | TrackingSettings, studies: list[str] | None = None,
+                  out_dir: str | Path = "results", *, scale: str | None = None, figures: bool = True,
+                  benchmarks: str | Path | None = None, say: Callable[[str], Any] = lambda msg: None,
+                  ) -> ReportResult:
+    """Read the studies' runs and write tables, figures and README.md under `out_dir`.
+
+    studies: names (default: every paper study); scale: read every study at this scale
+    (default: per study, the scale with the most finished runs); benchmarks: the
+    pytest-benchmark JSON for the latency figure (default `<out_dir>/benchmarks.json`).
+    """
+    names = study_names(studies)
+    tracker = as_tracker(tracker_or_settings)
+    runs = load_runs(tracker, names)
+    say(f"read {len(runs)} run(s) from {redact(tracker.settings.tracking_uri)}")
+    check_scale(scale, runs)
+    out = Path(out_dir)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+
+    result = ReportResult(out, out / "README.md", {}, {}, {}, {}, {}, pd.DataFrame(), pd.DataFrame())
+    missing, incomplete = [], []
+    for name in names:
+        study = get_study(name)
+        sel = select_runs(runs, study, scale)
+        frame = study_table(sel)
+        result.selections[name], result.frames[name] = sel, frame
+        paths = {ext: out / "tables" / f"{name}.{ext}" for ext in ("md", "tex", "csv")}
+        paths["md"].write_text(to_markdown(frame, sel))
+        paths["tex"].write_text(to_latex(frame, sel))
+        frame.to_csv(paths["csv"], index=False)
+        result.tables[name] = paths
+        missing.append(missing_cells(frame, sel))
+        incomplete.append(incomplete_cells(frame, sel))
+        if study.claims is not None:
+            result.claims.append(study.claims(frame, study))
+        say(f"{name}: scale {sel.scale or '-'}, {len(sel.runs)} run(s), "
+            f"{int((frame['n'] == 0).sum())} of {len(frame)} cell(s) missing -> {paths['md']}")
+    result.missing = pd.concat(missing, ignore_index=True)
+    result.incomplete = pd.concat(incomplete, ignore_index=True)
+    bench = Path(benchmarks) if benchmarks else out / BENCHMARKS_FILE
+    payload, why = load_benchmarks(bench)
+    if figures:
+        drawn = draw_figures(tracker, result.frames, result.selections, out / "figures", payload, why, say)
+        result.figures, result.skipped, result.titles = drawn.figures, drawn.skipped, drawn.titles
+    if payload is not None:
+        table = benchmarks_table(payload)
+        result.speed, result.speed_source = (targets(table) if len(table) else None), bench
+    result.readme.write_text(readme(result, tracker))
+    say(f"wrote {result.readme}")
+    return result
+
+
+def readme(result: ReportResult, tracker: Tracker) -> str:
+    """results/README.md: the claims, every table and figure, and what is missing."""
+    commits = sorted({str(c)[:7] for sel in result.selections.values()
+                      for c in sel.runs.get("tags.git_commit", pd.Series(dtype=object)).dropna()})
+    lines = [
+        "# Results: the HumMUSS supplement's tables and claims beside ours", "",
+        f"Rendered by `hummuss-suite report` from the MLflow store `{_shown_store(tracker.settings)}` "
+        f"(experiments `{tracker.settings.experiment_prefix}/<study>`). Every number of ours was read from a "
+        "FINISHED run (mean ± sample std over seeds, n = seeds); the paper's come from the study declarations "
+        f"in `studies/`. A cell without a finished run shows {MISSING}."
+        + (f" Runs from commit(s) {', '.join(commits)}." if commits else ""), "",
+        "## The paper's claims at this scale", ""]
+    lines += [c.line() for c in result.claims] or ["No claims in this report."]
+    lines += ["", "## Tables", "", "| study | paper | scale | runs | table |", "|---|---|---|---:|---|"]
+    for name, paths in result.tables.items():
+        sel = result.selections[name]
+        links = " · ".join(f"[{ext}](tables/{p.name})" for ext, p in paths.items())
+        scale = f"{sel.scale} ({sel.how})" if sel.scale else MISSING
+        lines.append(f"| {name} | {sel.study.paper.table} | {scale} | {len(sel.runs)} | {links} |")
+    lines += ["", "## Figures", ""]
+    for key, path in result.figures.items():
+        lines += [f"### {result.titles[key]}", "", f"![{result.titles[key]}](figures/{path.name})", ""]
+    if result.skipped:
+        lines += ["Not drawn:", ""]
+        lines += [f"- {result.titles[key]}: {why}" for key, why in result.skipped.items()]
+        lines.append("")
+    if result.speed is not None:
+        lines += ["## Speed", "", f"From `{result.speed_source.name}` (`hummuss-suite bench`, one run on one "
+                  "machine; every figure is in `benchmarks.md`):", ""]
+        lines += targets_markdown(result.speed) + [""]
+    lines += ["## Missing runs", ""]
+    if len(result.missing):
+        lines += ["| study | row | column | variant | metric | why |", "|---|---|---|---|---|---|"]
+        lines += [f"| {m.study} | {m.row} | {m.column} | {m.variant} | `{m.metric}` | {m.why} |"
+                  for m in result.missing.itertuples()]
+    else:
+        lines.append("None: every cell has at least one finished run.")
+    if len(result.incomplete):
+        lines += ["", "Cells with fewer seeds than their scale declares:", ""]
+        lines += [f"- {c.study}: {c.row} × {c.column}: n={c.n} of {c.expected}"
+                  for c in result.incomplete.itertuples()]
+    return "\n".join(lines) + "\n"
+
+
+def _shown_store(settings) -> str:
+    """The store URI, with a sqlite path relative to its mlflow.yaml (no machine paths)."""
+    uri = redact(settings.tracking_uri)
+    if uri.startswith("sqlite:///") and settings.source:
+        base = Path(settings.source).resolve().parent
+        path = Path(uri[len("sqlite:///"):])
+        try:
+            return f"sqlite:///{path.relative_to(base)}"
+        except ValueError:
+            return uri
+    return uri

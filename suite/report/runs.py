@@ -1,0 +1,122 @@
+"""Reading the store: MLflow runs -> pandas, the runs one study's table reads, histories.
+
+Every call to MLflow goes through `suite.tracking.Tracker`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from suite.registry import SCALES, Study
+from suite.tracking import Tracker, TrackingSettings
+
+FINISHED = "FINISHED"
+NOT_CHILD_KINDS = ("parent", "sweep", "trial")  # tag `kind` of runs that are not a study's child runs
+CURVE_KEYS = ("val/mpjpe", "train/loss")  # the per-epoch metrics of the training curves
+
+
+class UnknownScale(ValueError):
+    """--scale names neither a declared scale nor one found on the studies' runs."""
+
+
+def as_tracker(tracker_or_settings: Tracker | TrackingSettings) -> Tracker:
+    if isinstance(tracker_or_settings, Tracker):
+        return tracker_or_settings
+    if isinstance(tracker_or_settings, TrackingSettings):
+        return Tracker(tracker_or_settings)
+    raise ValueError(f"expected a Tracker or TrackingSettings, got {type(tracker_or_settings).__name__}")
+
+
+def _flatten(run, study: str) -> dict[str, Any]:
+    """One MLflow run -> one row in `mlflow.search_runs`' column naming."""
+    row: dict[str, Any] = {"run_id": run.info.run_id, "study": study, "status": run.info.status,
+                           "start_time": run.info.start_time, "end_time": run.info.end_time or 0,
+                           "artifact_uri": run.info.artifact_uri}
+    row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
+    row.update({f"params.{k}": v for k, v in run.data.params.items()})
+    row.update({f"tags.{k}": v for k, v in run.data.tags.items()})
+    return row
+
+
+def load_runs(tracker: Tracker, studies: list[str]) -> pd.DataFrame:
+    """Every active run of the studies' experiments, one row each (`study` column added)."""
+    rows: list[dict[str, Any]] = []
+    for study in studies:
+        exp_id = tracker.experiment_id(study, create=False)
+        if exp_id is not None:
+            rows += [_flatten(run, study) for run in tracker.all_runs(exp_id)]
+    frame = pd.DataFrame(rows)
+    for col in ("run_id", "study", "status", "start_time", "end_time", "tags.variant", "tags.seed",
+                "tags.scale", "tags.kind"):
+        if col not in frame:
+            frame[col] = pd.Series(dtype=object)
+    return frame
+
+
+def check_scale(scale: str | None, runs: pd.DataFrame) -> None:
+    """A scale is known if declared (smoke, cpu, paper) or found on a run (e.g. `external`)."""
+    if scale is None or scale in SCALES:
+        return
+    found = sorted(set(runs["tags.scale"].dropna()) - set(SCALES))
+    if scale not in found:
+        raise UnknownScale(f"unknown scale {scale!r}; known: {', '.join([*SCALES, *found])}")
+
+
+@dataclass
+class Selection:
+    """The runs one study's table reads: finished child runs at one scale."""
+
+    study: Study
+    scale: str | None  # None: no finished run at all
+    how: str  # why this scale, in words
+    counts: dict[str, int]  # finished child runs per scale
+    runs: pd.DataFrame  # finished, at `scale`, the latest per (variant, seed)
+    unfinished: pd.DataFrame  # child runs at `scale` that did not finish
+    superseded: int  # older finished runs of a (variant, seed) that a later one replaced
+
+    @property
+    def data_specs(self) -> list[str]:
+        return sorted(self.runs["params.data.spec"].dropna().unique()) if "params.data.spec" in self.runs else []
+
+    def subtitle(self) -> str:
+        """'scale cpu, data synthetic': what a figure of these runs shows."""
+        data = f", data {', '.join(self.data_specs)}" if self.data_specs else ""
+        return f"scale {self.scale}{data}"
+
+
+def _scale_rank(name: str) -> int:
+    order = list(SCALES)  # smoke, cpu, paper: on a tie the bigger scale wins
+    return order.index(name) if name in order else -1
+
+
+def select_runs(runs: pd.DataFrame, study: Study, scale: str | None = None) -> Selection:
+    """Pick the scale (given, or the one with the most finished runs) and the runs at it.
+
+    Child runs only: parents and Optuna sweeps and trials (tag `kind`) are left out."""
+    mine = runs[(runs["study"] == study.name) & runs["tags.variant"].notna() & ~runs["tags.kind"].isin(NOT_CHILD_KINDS)]
+    finished = mine[mine["status"] == FINISHED]
+    counts = {str(k): int(v) for k, v in finished["tags.scale"].value_counts().items()}
+    if scale is not None:
+        how = "chosen with --scale"
+    elif counts:
+        scale = max(counts, key=lambda s: (counts[s], _scale_rank(s)))
+        how = "the scale with the most finished runs"
+    else:
+        how = "no finished runs"
+    at = finished[finished["tags.scale"] == scale].sort_values("end_time", ascending=False)
+    latest = at.drop_duplicates(["tags.variant", "tags.seed"], keep="first")
+    latest = latest.assign(seed=pd.to_numeric(latest["tags.seed"], errors="coerce")).sort_values("seed")
+    unfinished = mine[(mine["status"] != FINISHED) & (mine["tags.scale"] == scale)]
+    return Selection(study, scale, how, counts, latest, unfinished, len(at) - len(latest))
+
+
+def load_histories(tracker: Tracker, sel: Selection, keys=CURVE_KEYS) -> pd.DataFrame:
+    """Per-epoch metrics of the selected runs: columns variant, seed, key, step, value."""
+    who = {r: (v, s) for r, v, s in zip(sel.runs["run_id"], sel.runs["tags.variant"], sel.runs["seed"])}
+    rows = []
+    for key in keys:
+        rows += [(*who[run_id], key, step, value) for run_id, step, value in tracker.metric_histories(list(who), key)]
+    return pd.DataFrame(rows, columns=["variant", "seed", "key", "step", "value"])

@@ -1,0 +1,194 @@
+"""The speed results: pytest-benchmark JSON (what `hummuss-suite bench` writes) -> a table,
+the target ratios of issue 9, and the latency figure (the report's figure 7).
+
+The benchmarks put their figures in `extra_info` (see `suite.bench.record`): model, mode,
+frames (F, the streaming context or the window), batch, latency_ms, fps, peak_mb,
+macs_per_frame, gmacs and matmul_fraction. `benchmarks_table` turns the JSON into one row
+per benchmark; `targets` computes the ratios from one run. suite/bench.py runs the
+benchmarks and writes these; the report reads `<out>/benchmarks.json` with them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+BENCHMARKS_FILE = "benchmarks.json"  # `make bench` writes <out>/benchmarks.json
+LATENCY_FIGURE = ("fig7_latency.png", "Latency against context length (benchmarks)")  # file, README title
+STREAM_MODELS = {"hummuss-paper-causal": "eager", "hummuss-paper-causal, compiled": "compiled"}
+COLUMNS = ["group", "name", "model", "mode", "frames", "batch", "latency_ms", "fps", "peak_mb",
+           "macs_per_frame", "gmacs", "matmul_fraction", "rounds", "stddev_ms"]
+
+
+# -- the table and the targets ---------------------------------------------------------------
+def load_benchmarks(path: Path) -> tuple[dict | None, str]:
+    """pytest-benchmark JSON from `path`, or (None, why it could not be read)."""
+    if not path.is_file():
+        return None, f"{path} not found (run `make bench`)"
+    try:
+        return json.loads(path.read_text()), ""
+    except ValueError as err:
+        return None, f"{path} is not pytest-benchmark JSON ({err})"
+
+
+def benchmarks_table(bench: dict) -> pd.DataFrame:
+    """pytest-benchmark JSON -> one row per benchmark (COLUMNS, then any other extra_info)."""
+    rows = []
+    for b in bench.get("benchmarks", []):
+        info, stats = b.get("extra_info", {}), b.get("stats", {})
+        row = {"group": b.get("group"), "name": b.get("name"), "rounds": stats.get("rounds"),
+               "stddev_ms": 1e3 * stats["stddev"] if "stddev" in stats else math.nan}
+        row.update(info)
+        if "latency_ms" not in info and "median" in stats:
+            row["latency_ms"] = 1e3 * stats["median"]
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    for col in COLUMNS:
+        if col not in df:
+            df[col] = math.nan
+    return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
+
+
+def _pick(df: pd.DataFrame, **where) -> pd.Series | None:
+    rows = df
+    for key, value in where.items():
+        rows = rows[rows[key] == value]
+    return rows.iloc[0] if len(rows) else None
+
+
+def targets(df: pd.DataFrame) -> pd.DataFrame:
+    """The ratios of issue 9 from one run: target, measured value, met (None if not measured)."""
+    out = []
+
+    def add(name, goal, value, ok):
+        out.append(dict(target=name, goal=goal, value=value, met=None if value is None else bool(ok(value))))
+
+    def ratio(a, b, col):
+        return None if a is None or b is None else float(a[col] / b[col])
+
+    mb243 = _pick(df, model="motionbert-lite", mode="stream", frames=243)
+    streams = {}
+    for model, label in STREAM_MODELS.items():
+        h100 = _pick(df, model=model, mode="stream", frames=100)
+        rows = df[(df["model"] == model) & (df["mode"] == "stream")]
+        longest = int(rows["frames"].max()) if len(rows) and rows["frames"].max() > 100 else 10_000
+        h_long = _pick(df, model=model, mode="stream", frames=longest)
+        streams[label] = h100
+        add(f"stream latency MotionBERT-Lite (243-frame window) / HumMUSS ({label})", ">= 100",
+            ratio(mb243, h100, "latency_ms"), lambda v: v >= 100)
+        flat = ratio(h_long, h100, "latency_ms")
+        if h_long is not None and pd.notna(h_long.get("paired_ratio", math.nan)):
+            flat = float(h_long["paired_ratio"])  # both streams stepped alternately in one loop
+        add(f"HumMUSS ({label}) stream latency at {longest:,} / at 100 frames of context", "<= 1.10",
+            flat, lambda v: v <= 1.10)
+    for frames, goal in ((243, 1.0), (2187, 2.0)):
+        h = _pick(df, model="hummuss-paper-bidirectional", mode="offline", frames=frames)
+        m = _pick(df, model="motionbert-lite", mode="offline", frames=frames)
+        add(f"offline fps HumMUSS / MotionBERT-Lite (one pass), F = {frames}", f">= {goal:g}",
+            ratio(h, m, "fps"), lambda v, g=goal: v >= g)
+    h = _pick(df, model="hummuss-paper-bidirectional", mode="offline", frames=2187)
+    m = _pick(df, model="motionbert-lite", mode="offline", frames=2187)
+    add("offline peak memory HumMUSS / MotionBERT-Lite, F = 2187", "<= 0.5",
+        ratio(h, m, "peak_mb"), lambda v: v <= 0.5)
+    for label, h100 in streams.items():
+        add(f"HumMUSS ({label}) stream step: fraction of the measured matmul rate", ">= 0.40",
+            None if h100 is None else float(h100["matmul_fraction"]), lambda v: v >= 0.40)
+    # what the hardware allows: the step's projections alone (as it runs them) plus rewriting
+    # its whole state once (a copy of the state's bytes); no step can be faster than both
+    proj = _pick(df, model="packed", mode="matmul, streaming step's projections")
+    copy = _pick(df, mode="bandwidth")
+    h100 = streams.get("compiled")
+    bound = None if proj is None or copy is None else float(proj["latency_ms"] + copy["latency_ms"])
+    out.append(dict(target="HumMUSS stream step floor, ms: its projections alone + rewriting its state",
+                    goal="(bound)", value=bound, met=None))
+    overhead = _pick(df, mode="overhead")
+    out.append(dict(target="HumMUSS stream step fixed cost, ms: the same network at dim 16 (compiled)",
+                    goal="(bound)", value=None if overhead is None else float(overhead["latency_ms"]), met=None))
+    fraction = None if bound is None or h100 is None else \
+        float(h100["macs_per_frame"] / (bound * 1e-3) / 1e9 / h100["matmul_gmacs"])
+    out.append(dict(target="fraction of the measured matmul rate at that floor", goal="(bound)",
+                    value=fraction, met=None))
+    return pd.DataFrame(out, columns=["target", "goal", "value", "met"])
+
+
+def targets_markdown(goals: pd.DataFrame) -> list[str]:
+    """The lines of a markdown table of `targets`: target, goal, measured, met."""
+    lines = ["| target | goal | measured | met |", "|---|---|---|---|"]
+    for _, g in goals.iterrows():
+        value = "" if g["value"] is None or pd.isna(g["value"]) else format(g["value"], ".3g")
+        met = "" if g["met"] is None or pd.isna(g["met"]) else ("yes" if g["met"] else "no")
+        lines.append(f"| {g['target']} | {g['goal']} | {value} | {met} |")
+    return lines
+
+
+# -- the latency figure -------------------------------------------------------------------------
+def latency_points(bench: dict) -> pd.DataFrame:
+    """pytest-benchmark JSON -> model, mode, frames, latency_ms, fps (from `benchmarks_table`).
+
+    frames is the benchmark's x value: the context of a stream, the window MotionBERT re-runs
+    per frame (extra_info "window"), or the sequence length F offline; benchmarks without one
+    are left out. A benchmark without a model is named by its group.
+    """
+    table = benchmarks_table(bench)
+    if "window" in table:
+        table["frames"] = table["frames"].fillna(table["window"])
+    table = table.dropna(subset=["frames"]).reset_index(drop=True)
+    table["model"] = table["model"].fillna(table["group"]).fillna("?").astype(str)
+    table["mode"] = table["mode"].fillna("").astype(str)
+    columns = ["model", "mode", "frames", "latency_ms", "fps"]
+    return table[columns].astype({"frames": float, "latency_ms": float, "fps": float})
+
+
+def _log_axes(ax, frames: pd.Series, xlabel: str, ylabel: str) -> None:
+    from matplotlib.ticker import NullLocator
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ticks = []
+    for t in sorted(frames.unique()):  # one label per value, but none crowding the last one
+        if not ticks or t >= 1.4 * ticks[-1]:
+            ticks.append(t)
+    ax.set_xticks(ticks, [f"{t:,.0f}" for t in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+
+
+def plot_latency(bench: dict, path: Path) -> Path:
+    """Left: streaming latency per frame against context (HumMUSS steps its state, MotionBERT
+    re-runs its window). Right: offline frames per second against sequence length F."""
+    from suite.report.figures import COLORS, FigureSkipped, figure, save
+
+    points = latency_points(bench)
+    stream = points[points["mode"] == "stream"]
+    offline = points[points["mode"].str.startswith("offline")].dropna(subset=["fps"])
+    if not len(stream) and not len(offline):
+        raise FigureSkipped("the benchmark results carry no streaming or offline entries")
+    fig = figure((12, 4.6), left=0.06, right=0.98, bottom=0.12, top=0.86, wspace=0.22)
+    left, right = fig.subplots(1, 2)
+    for i, (model, part) in enumerate(stream.groupby("model", sort=True)):
+        part = part.sort_values("frames")
+        how = "re-runs the last `window` frames" if model.startswith("motionbert") else "steps its state"
+        left.plot(part["frames"], part["latency_ms"], marker="o", color=COLORS[i % len(COLORS)],
+                  label=f"{model} ({how})")
+    if len(stream):
+        _log_axes(left, stream["frames"], "context (frames seen, or window re-run)",
+                  "latency per frame (ms, median, batch 1)")
+    left.set_title("Streaming, frame by frame")
+    for i, ((model, mode), part) in enumerate(offline.groupby(["model", "mode"], sort=True)):
+        part = part.sort_values("frames")
+        right.plot(part["frames"], part["fps"], marker="o", color=COLORS[i % len(COLORS)],
+                   label=f"{model}, {mode}")
+    if len(offline):
+        _log_axes(right, offline["frames"], "sequence length F (frames)", "frames per second (batch 1)")
+    right.set_title("Offline, whole sequence")
+    cpu = bench.get("machine_info", {}).get("cpu", {}).get("brand_raw", "CPU")
+    fig.suptitle(f"Speed against context length ({cpu})")
+    return save(fig, path)
+
+
