@@ -1,8 +1,9 @@
 """Table 2: how should a GDSSM block combine its forward, backward and identity paths?
 
-The claim (an ablation: is the paper's best aggregation best in each model type) is judged
-by the shared `claim_ablation`. The figure draws this table beside the stream fusions'
-(Table 3, study `stream-aggregation`) as grouped bars, ours above the paper's.
+The claim (an ablation: the paper's best aggregation is best in each model type) is judged by
+the shared `claim_ablation`, from the paired differences other − gating per column and their
+95% intervals. The figure draws this table beside the stream fusions' (Table 3, study
+`stream-aggregation`) as grouped bars with the floors, ours above the paper's.
 """
 
 from pathlib import Path

@@ -1,7 +1,8 @@
 """Initialisation of the DSSM eigenvalues: S4D-Lin (the paper's) against the others.
 
-The paper says only that all schemes perform similarly: held when every scheme's mean
-error is within SPREAD_PCT of the best. The figure is one bar per scheme.
+The paper says only that all schemes perform similarly: judged from each scheme's difference
+to S4D-Lin (the paper's) with its 95% interval against a band of ± SPREAD_PCT of S4D-Lin's
+error. The figure is one bar per scheme, with the floors.
 """
 
 from pathlib import Path
@@ -11,44 +12,58 @@ import pandas as pd
 
 from suite.registry import Figure, PaperRef, Param, Study, Table, Variant, readonly
 from suite.report import ClaimCheck, FigureContext
-from suite.report.judging import pct
+from suite.report.judging import cell, conclude, part
+from suite.report.stats import within
 
-SPREAD_PCT = 5.0  # "all similar": means within this much of the best
+SPREAD_PCT = 5.0  # "all similar": each scheme's difference to the reference within ± this much of it
+REFERENCE = "lin"  # the paper's scheme; every other is compared with it
 
 SCHEMES = (("lin", "S4D-Lin"), ("inv", "S4D-Inv"), ("legs", "S4D-LegS"), ("real", "S4D-Real"),
            ("rand", "Random"))
 
 
 def judge(frame: pd.DataFrame, study: Study) -> ClaimCheck:
-    """Held when every scheme's mean is within SPREAD_PCT of the best."""
-    done = frame[frame["n"] > 0].sort_values("mean")
-    if len(done) < 2:
-        return ClaimCheck(study.name, "not judged", "fewer than two schemes have finished runs")
-    best, worst = done.iloc[0], done.iloc[-1]
-    spread = pct(best["mean"], worst["mean"])
-    stds = done["std"].dropna()
-    text = (f"the {len(done)} schemes' MPJPE spans {best['mean']:.1f} ({best['row_label']}) to "
-            f"{worst['mean']:.1f} mm ({worst['row_label']}), {spread:.1f}% above the best"
-            + (f"; largest seed std {stds.max():.1f} mm" if len(stds) else "")
-            + f" (paper: all similar, no numbers; held = within {SPREAD_PCT:g}%)")
-    if len(done) < len(frame):
-        text += f"; {len(frame) - len(done)} scheme(s) missing"
-    return ClaimCheck(study.name, "held" if spread <= SPREAD_PCT else "did not hold", text)
+    """All similar: per scheme the difference scheme − S4D-Lin (paired by seed where the seeds
+    agree) and its 95% interval against the band ± SPREAD_PCT of S4D-Lin's error: held when
+    every interval lies inside the band, did not hold when one lies wholly outside, else
+    undecided."""
+    labels = dict(study.table.rows)
+    col = study.table.columns[0][0]
+    ref = cell(frame, REFERENCE, col)
+    band = SPREAD_PCT / 100 * ref["mean"] if ref is not None else float("nan")
+    rule = f"held when within ±{band:.1f} mm ({SPREAD_PCT:g}% of {labels[REFERENCE]})"
+    parts = [part(f"{label} − {labels[REFERENCE]}", cell(frame, row, col), ref, rule,
+                  lambda iv: within(iv, -band, band),
+                  f"no finished run of {label if ref is not None else labels[REFERENCE]}")
+             for row, label in study.table.rows if row != REFERENCE]
+    learned = [(row, col) for row, _ in study.table.rows]
+    return conclude(study, parts, frame, learned, "all initialisation schemes perform similarly (paper: no numbers)")
 
 
 def draw(ctx: FigureContext) -> Path:
-    """One bar per initialisation scheme (mean ± std over seeds, seeds as dots)."""
-    from suite.report.figures import COLORS, figure, missing_mark, no_data, save, values
+    """One bar per initialisation scheme (mean ± std over seeds, seeds as dots), the floors as lines."""
+    from suite.report.figures import (
+        COLORS,
+        figure,
+        floor_lines,
+        missing_mark,
+        no_data,
+        save,
+        table_floors,
+        values,
+    )
+    from suite.report.tables import model_rows
 
-    frame = ctx.frame
+    floors = table_floors(ctx.frame)
+    frame = model_rows(ctx.frame).reset_index(drop=True)
     fig = figure((7.5, 4.6), left=0.1, right=0.98, bottom=0.08, top=0.88)
     ax = fig.subplots()
     done = frame[frame["n"] > 0]
     labels = list(frame["row_label"])
-    for i, cell in enumerate(frame.itertuples()):
-        if cell.n > 0:
-            ax.bar(i, cell.mean, yerr=np.nan_to_num(cell.std), capsize=4, color=COLORS[i % len(COLORS)],
-                   label=f"{cell.row_label} (n={cell.n})")
+    for i, c in enumerate(frame.itertuples()):
+        if c.n > 0:
+            ax.bar(i, c.mean, yerr=np.nan_to_num(c.std), capsize=4, color=COLORS[i % len(COLORS)],
+                   label=f"{c.row_label} (n={c.n})")
             seeds = values(frame.iloc[i])
             ax.scatter(np.full(len(seeds), i), seeds, s=12, color="black", zorder=3)
         else:
@@ -60,6 +75,7 @@ def draw(ctx: FigureContext) -> Path:
         low, high = done["mean"].min(), done["mean"].max()
         pad = max(0.5, 0.5 * (high - low), float(np.nan_to_num(done["std"]).max()) * 1.5)
         ax.set_ylim(max(0.0, low - pad), high + pad)
+        floor_lines(ax, floors)
         ax.legend(fontsize=8)
     else:
         no_data(ax)

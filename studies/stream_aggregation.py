@@ -1,7 +1,8 @@
 """Table 3: how should a layer fuse its spatial-temporal and temporal-spatial streams?
 
-The claim is judged by the shared `claim_ablation`; the figure beside Table 2 is declared
-by `gdssm-aggregation` (studies/gdssm_aggregation.py).
+The claim (the paper's learned fusion is best) is judged by the shared `claim_ablation`, from
+the paired differences other − learned per column and their 95% intervals; the figure
+beside Table 2 is declared by `gdssm-aggregation` (studies/gdssm_aggregation.py).
 """
 
 from suite.registry import PaperRef, Param, Study, Table, Variant, readonly

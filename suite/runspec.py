@@ -8,6 +8,11 @@ Two hashes identify a run:
   killed run resumes from them and identical trainings are never repeated.
 - `config_hash`: the train hash plus the study, variant and evaluation config: the
   identity of an MLflow child run. A run whose config hash FINISHED is skipped.
+
+A study's invocation also logs its floors (`expand_floors`): one `FloorSpec` per
+reference floor of `hummuss.floors`, fitted in closed form and scored under the study's
+`floor_eval_values`; its `config_hash` is the floor, the data spec, the evaluation config
+and the `as_trained` length, and it is leased and skipped like a run's.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 from hummuss.config import coerce
 from hummuss.evaluate import EvalConfig
+from hummuss.floors import FLOORS
 from hummuss.train import TrainConfig
 from hummuss.zoo import config_class
 from suite.registry import Study, get_study
@@ -88,6 +94,60 @@ class RunSpec:
         return {"study": self.study, "variant": self.variant, "seed": str(self.seed), "scale": self.scale,
                 "config_hash": self.config_hash, "train_hash": self.train_hash, "model": self.model,
                 "label": self.label or self.variant, **self.extra_tags}
+
+
+FLOOR_NOTES = {"mean-pose": "Floor: the mean root-relative training pose for every frame (no learning).",
+               "linear-lift": "Floor: a per-frame affine least-squares map from the 2D input to the 3D pose, "
+                              "fitted in closed form on the training frames (no learning)."}
+
+
+@dataclass(frozen=True, eq=False)
+class FloorSpec:
+    """A reference floor of a study (`hummuss.floors.fit_floor(floor, source)`), scored by
+    `evaluate(..., EvalConfig(**eval_config))` plus `as_trained` = F_<frames>."""
+
+    study: str
+    floor: str
+    scale: str
+    data: str
+    eval_config: dict
+    frames: int  # the as_trained length (the study's first variant's training length)
+
+    kind = "floor"
+
+    @property
+    def name(self) -> str:
+        return f"floor/{self.floor}"
+
+    @property
+    def config_hash(self) -> str:
+        return stable_hash({"floor": self.floor, "data": self.data, "eval": self.eval_config,
+                            "as_trained": self.frames})
+
+    def params(self) -> dict[str, Any]:
+        return {"data.spec": self.data, "floor.name": self.floor, "floor.as_trained_frames": self.frames,
+                **{f"eval.{k}": v for k, v in self.eval_config.items()}}
+
+    def tags(self) -> dict[str, str]:
+        return {"kind": "floor", "floor": self.floor, "study": self.study, "scale": self.scale,
+                "config_hash": self.config_hash, "mlflow.note.content": FLOOR_NOTES.get(self.floor, "")}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def expand_floors(study: Study | str, scale: str, data: str | None = None,
+                  sets: dict[str, str] | None = None) -> list[FloorSpec]:
+    """The floor runs of `study` at `scale`, one per floor, under the study's floor
+    evaluation (`Study.floor_eval_values`) with the `--set eval.*` overrides of its runs."""
+    study = get_study(study) if isinstance(study, str) else study
+    values = study.floor_eval_values(scale)
+    per_model = split_sets(sets or {}, sorted({v.model for v in study.variants}))
+    for overrides in per_model.values():
+        values.update(coerce(EvalConfig, overrides["eval"]))
+    eval_cfg = dataclasses.asdict(EvalConfig(**values))
+    frames = study.frames_for(study.variants[0], scale)
+    return [FloorSpec(study.name, name, scale, data or study.scale(scale).data, eval_cfg, frames) for name in FLOORS]
 
 
 # -- --set KEY=VALUE ---------------------------------------------------------------------

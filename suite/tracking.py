@@ -6,8 +6,13 @@ Layout of the store:
 - one parent run per invocation (`run`, `sweep`, `evaluate`), tag `kind=parent`;
 - one child run per variant and seed (explicit `mlflow.parentRunId`, so nesting works
   across processes and machines), tagged `study`, `variant`, `seed`, `scale`,
-  `config_hash`, `train_hash`, `git_commit`, `torch`, `device`; the full config as
-  params; per-epoch metrics with step = epoch; final metrics `test/<metric>/<condition>`.
+  `config_hash`, `train_hash`, `trained_by` (the run that trained its checkpoint: itself,
+  or the run it shares the training with), `git_commit`, `torch`, `device`; the full
+  config as params; per-epoch metrics with step = epoch; final metrics
+  `test/<metric>/<condition>`;
+- one floor run per reference floor (`hummuss.floors.FLOORS`) and invocation's data and
+  evaluation, named `floor/<name>`, tagged `kind=floor`, `floor`, `study`, `scale`,
+  `config_hash`, `git_commit`; params `data.spec` and `eval.*`; the same final metrics.
 
 Settings come from `mlflow.yaml` (see that file); `MLFLOW_TRACKING_URI` in the
 environment overrides its `tracking_uri`. Writes are retried with back-off, so several
@@ -255,6 +260,14 @@ class Tracker:
 
     def runs_with_hash(self, experiment_id: str, config_hash: str):
         return self.search([experiment_id], f"tags.config_hash = '{config_hash}'", order_by=["attributes.start_time ASC"])
+
+    def runs_with_tag(self, key: str, value: str):
+        """Active runs of every experiment whose tag `key` is `value`, earliest first."""
+        exps = _with_retry(lambda: list(self.client.search_experiments()), "search experiments")
+        if not exps:
+            return []
+        return self.search([e.experiment_id for e in exps], f"tags.{key} = '{value}'",
+                           order_by=["attributes.start_time ASC"])
 
     def set_status(self, run_id: str, status: str) -> None:
         if status in ("FINISHED", "FAILED", "KILLED"):

@@ -154,3 +154,23 @@ def test_inspect_summarises_each_split():
     assert 0 <= row["input_conf_min"] < row["input_conf_max"] <= 1
     assert 1000 < row["mm_per_unit_min"] < row["mm_per_unit_max"] < 4000
     assert df.loc["test", "subjects"] == 1
+
+
+def test_validation_clips_are_held_out_training_sequences():
+    """Every 10th training sequence validates (non-overlapping clips); none is trained on, none is a test one."""
+    from hummuss.data import open_source
+
+    src = open_source("synthetic")
+    seqs = src.sequences("train")
+    train, val = src.training_clips(27, 9)
+    held = [seqs[i] for i in range(9, len(seqs), 10)]
+    assert len(held) == 8
+    key = lambda clips: {(m.subject, m.action, m.camera) for m in clips.meta.itertuples()}  # noqa: E731
+    assert key(val) == {(s.meta["subject"], s.meta["action"], s.meta["camera"]) for s in held}
+    assert not key(val) & key(train)
+    assert len(val) == sum(len(s) // 27 for s in held)  # stride = F: no frame validated twice
+    test = src.clips("test", 27, 27)
+    assert not np.isin(val.inputs[:, 0, 0, 0], test.inputs[:, 0, 0, 0]).any()
+    one = type(src).__new__(type(src))
+    one.sequences = lambda split, rate=1.0: seqs[:1]
+    assert one.training_clips(27, 9)[1] is None

@@ -1,7 +1,9 @@
 """Device discovery and placement, launch options, and Slurm through submitit's local executor."""
 
 import argparse
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +22,8 @@ from suite.launch import (
     parse_minutes,
     plan_devices,
 )
+from suite.leases import take_lease
+from suite.runspec import expand_runs
 from suite.tracking import PROJECT_DIR, Tracker, load_settings
 
 # the smallest run that still trains, checkpoints and evaluates
@@ -54,7 +58,7 @@ def _env(config: Path, **extra) -> dict:
 
 def _child_runs(tracker: Tracker, study: str):
     exp = tracker.experiment_id(study, create=False)
-    return [r for r in tracker.search([exp]) if r.data.tags.get("kind") != "parent"]
+    return [r for r in tracker.search([exp]) if r.data.tags.get("kind") not in ("parent", "floor")]
 
 
 # -- discovery and placement ----------------------------------------------------------------
@@ -202,6 +206,27 @@ def test_jobs_4_on_4_fake_gpus_pins_every_run_to_its_own_gpu(store):
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
+                    reason="torchrun not installed beside this Python")
+def test_a_run_under_torchrun_trains_on_two_processes_and_rank_zero_logs(store, tmp_path):
+    """What `--gpus-per-run 2` starts, on two CPU processes: every rank trains (only rank 0
+    takes the checkpoint folder's lock, so the ranks meet in the process group), rank 0 logs."""
+    tracker = Tracker(load_settings())
+    spec = expand_runs("motionbert-baseline", "smoke", sets={**TINY, "epochs": "2"}, variants=("lite",))[0]
+    run_id = take_lease(tracker, tracker.experiment_id(spec.study), spec, None).run_id
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec.to_dict()))
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    cmd = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "suite.launch", "--spec", str(spec_file),
+           "--run-id", run_id]
+    out = subprocess.run(cmd, env=_env(store), cwd=store.parent, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    run = tracker.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["trained_by"] == run_id
+    assert run.data.metrics["test/mpjpe/as_trained"] > 0
+    assert sorted(m.step for m in tracker.client.get_metric_history(run_id, "train/loss")) == [1, 2]
+
+
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
@@ -240,7 +265,9 @@ def test_slurm_array_runs_a_smoke_study_and_requeues_a_preempted_run(store, tmp_
     outcomes = runner.run_study("context-length", "smoke", variants=("hummuss",), sets=sets)
     watcher.join(timeout=5)
     print(summary(outcomes))
-    assert [o.status for o in outcomes] == ["FINISHED"], summary(outcomes) + "\n" + "\n".join(said)
+    assert [(o.spec.name, o.status) for o in outcomes] == [
+        ("hummuss/seed0", "FINISHED"), ("floor/mean-pose", "FINISHED"), ("floor/linear-lift", "FINISHED")], \
+        summary(outcomes) + "\n" + "\n".join(said)  # the floors run in the launching process meanwhile
     assert preempted, "the array task was never signalled"
     (run,) = _child_runs(tracker, "context-length")
     assert run.info.run_id == outcomes[0].run_id and run.info.status == "FINISHED"

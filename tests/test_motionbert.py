@@ -200,7 +200,7 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
     assert list(raw["model_pos"]) == ["module." + k for k in src.state_dict()]
     assert dst.load_motionbert_checkpoint(path) is dst
     fresh = load_motionbert_checkpoint(path, num_heads=4).eval()  # config read off the shapes
-    assert fresh.config == src.config
+    assert fresh.config.replace(init=src.config.init) == src.config  # the init is not in the weights
     with torch.no_grad():
         assert torch.equal(dst(x), src(x))
         assert torch.equal(fresh(x), src(x))
@@ -406,3 +406,22 @@ def test_macs_per_frame(lite):
     assert lite.macs_per_frame(243) - lite.macs_per_frame(27) == 17 * 10 * 2 * (243 - 27) * 256
     with pytest.raises(ValueError, match="maxlen=243"):
         lite.macs_per_frame(244)
+
+
+def test_small_data_init_starts_every_block_as_the_identity():
+    """With init="small-data" the network at init is embed -> norm -> pre_logits -> head, computed
+    here by hand; the original init is DSTformer's (temp_embed random, residual branches live)."""
+    torch.manual_seed(0)
+    model = MotionBERT(MotionBERTConfig.preset("cpu")).eval()
+    assert model.config.init == "small-data"
+    assert torch.count_nonzero(model.temp_embed) == 0
+    x = torch.randn(2, 9, 17, 3)
+    with torch.no_grad():
+        tokens = model.joints_embed(x) + model.pos_embed  # (2, 9, 17, d)
+        expected = model.head(torch.tanh(model.pre_logits.fc(model.norm(tokens))))
+        np.testing.assert_allclose(model(x).numpy(), expected.numpy(), atol=1e-5)
+    original = MotionBERT(MotionBERTConfig.preset("cpu", init="original"))
+    assert 0.015 < float(original.temp_embed.std()) < 0.025
+    assert torch.count_nonzero(original.blocks_st[0].mlp_s.fc2.weight) > 0
+    with pytest.raises(ValueError, match="init must be original or small-data"):
+        MotionBERTConfig(init="xavier")

@@ -102,7 +102,7 @@ def test_sets_override_and_unknown_keys_list_valid_ones():
 
 
 def test_context_length_trains_at_27_frames_and_evaluates_longer():
-    hummuss, mb = expand_runs("context-length", "cpu")
+    hummuss, mb = expand_runs("context-length", "cpu", seeds=(0,))
     assert hummuss.frames == mb.frames == 27
     assert tuple(hummuss.eval_config["lengths"]) == (27, 81, 243)
     assert tuple(mb.eval_config["model_windows"]) == (27,)
@@ -259,3 +259,13 @@ def test_the_report_calls_the_judge_and_figures_a_study_declares(probe, suite_st
     frame = result.frames["motionbert-baseline"].assign(n=0)
     with pytest.raises(FigureSkipped, match="no finished runs of motionbert-baseline"):
         study_figure(fig, study, {"motionbert-baseline": frame}, result.selections, suite_store / "x.png", tracker)
+
+
+def test_the_cpu_scale_has_three_seeds_and_a_recipe_per_family():
+    hummuss = expand_runs("context-length", "cpu", variants=("hummuss",))
+    mb = expand_runs("context-length", "cpu", variants=("motionbert-lite",))
+    assert [s.seed for s in hummuss] == [0, 1, 2] and hummuss[0].eval_config["max_sequences"] == 0
+    assert hummuss[0].train_config["lr"] == 3e-3 and mb[0].train_config["lr"] == 1e-3
+    assert hummuss[0].train_config["schedule"] == mb[0].train_config["schedule"] == "cosine"
+    assert mb[0].model_config["init"] == "small-data"
+    assert not get_study("context-length").scale("quick").converged

@@ -5,28 +5,22 @@ A study's judge and figures are its own (`Study.claims`, `Study.figures`): the r
 calls whatever a study declares, including a study added in a test.
 
 The stores are written with the MlflowClient directly (tags, metrics and params as the
-suite logs them, specs from `expand_runs`), batched, on sqlite without fsync while building.
+suite logs them, specs from `expand_runs`; tests/report_store.py), with both floor runs per
+study. The claims' verdicts from intervals are tested in tests/test_report_verdicts.py.
 """
 
 import argparse
-import contextlib
 import json
-import os
 import statistics
 import time
-from pathlib import Path
 
 import pytest
-import torch
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from report_store import EPOCHS, Writer, fast_sqlite, new_store, save_checkpoint, table_conditions
 
-from hummuss.checkpoint import CHECKPOINT_FORMAT
-from suite.registry import get_study, paper_studies
+from suite.registry import SCALES, get_study, paper_studies
 from suite.report import render_report
 from suite.runspec import expand_runs
-from suite.tracking import Tracker, load_settings, metric_name
-from suite.worker import build_model
+from suite.tracking import metric_name
 
 SEED_OFFSETS = (0.0, 0.3, 0.9)  # added to a cell's base value, times a per-condition factor
 # base MPJPE (mm) per (study, variant, condition); everything else gets DEFAULT_BASE
@@ -58,7 +52,7 @@ BASE = {
 DEFAULT_BASE = 50.0
 NOT_LOGGED = {("context-length", "motionbert-lite", "F_243_win27"), ("stream-aggregation", "gate-causal", "as_trained")}
 FAILED_ONLY = {("init-schemes", "rand")}  # variants whose only run failed
-EPOCHS = 3
+FLOOR_BASE = {"mean-pose": 150.0, "linear-lift": 70.0}
 
 
 def value(study, variant, condition, seed):
@@ -66,26 +60,10 @@ def value(study, variant, condition, seed):
     return BASE.get((study, variant, condition), DEFAULT_BASE) + SEED_OFFSETS[seed % 3] * factor
 
 
-def conditions(study, variant):
-    """Every condition the study's table reads from `variant`, and as_trained."""
-    t = study.table
-    return {"as_trained"} | {t.cell(r, c)[1] for r, _ in t.rows for c, _ in t.columns if t.cell(r, c)[0] == variant}
-
-
-@contextlib.contextmanager
-def fast_sqlite():
-    """No fsync while a test writes its store (only for building test fixtures)."""
-    def pragmas(dbapi_connection, _record):
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA synchronous=OFF")
-        cursor.execute("PRAGMA journal_mode=MEMORY")
-        cursor.close()
-
-    event.listen(Engine, "connect", pragmas)
-    try:
-        yield
-    finally:
-        event.remove(Engine, "connect", pragmas)
+def floor_value(name, condition):
+    """A floor answers `x_dt` and `x` alike; conditions differ by a little."""
+    base = condition.removesuffix("_dt")
+    return FLOOR_BASE[name] + (sum(map(ord, base)) % 7) / 10
 
 
 @pytest.fixture(autouse=True)
@@ -95,71 +73,19 @@ def own_tracking_uri(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
-def new_store(root):
-    os.environ.pop("MLFLOW_TRACKING_URI", None)  # set by the previous Tracker of this process
-    (root / "mlflow.yaml").write_text("tracking_uri: sqlite:///mlruns.db\nartifact_location: mlartifacts\n"
-                                      "checkpoint_dir: checkpoints\n")
-    settings = load_settings(root / "mlflow.yaml")
-    return settings, Tracker(settings)
-
-
-class Writer:
-    """Writes child runs as the worker does, in three calls each; records what it logged."""
-
-    def __init__(self, tracker):
-        self.tracker, self.client = tracker, tracker.client
-        self.clock = 1_700_000_000_000  # end times strictly increase: the latest run is well defined
-        self.logged = {}  # (study, scale, variant, seed) -> {condition: value}
-        self.parents = {}
-
-    def parent(self, study, scale):
-        if (study, scale) not in self.parents:
-            exp = self.tracker.experiment_id(study)
-            run = self.tracker.create_run(exp, f"{study} {scale}", {"kind": "parent", "study": study, "scale": scale})
-            self._end(run, "FINISHED")
-            self.parents[(study, scale)] = (exp, run)
-        return self.parents[(study, scale)]
-
-    def _end(self, run_id, status):
-        self.clock += 1000
-        self.client.set_terminated(run_id, status, end_time=self.clock)
-
-    def child(self, spec, values, status="FINISHED", params=False, record=True):
-        from mlflow.entities import Metric, Param
-
-        exp, parent = self.parent(spec.study, spec.scale)
-        run_id = self.tracker.create_run(exp, spec.name, {**spec.tags(), "git_commit": "abcdef0123"}, parent)
-        metrics = [Metric(metric_name("mpjpe", c), v, 0, EPOCHS) for c, v in values.items()]
-        for epoch in range(1, EPOCHS + 1):
-            metrics += [Metric("val/mpjpe", values.get("as_trained", 50.0) + 10.0 * (EPOCHS - epoch), 0, epoch),
-                        Metric("train/loss", 0.5 / epoch, 0, epoch)]
-        few = [Param("data.spec", spec.data)] if not params else []
-        self.client.log_batch(run_id, metrics=metrics, params=few)
-        if params:
-            self.tracker.log_params(run_id, spec.params())
-        self._end(run_id, status)
-        if record and status == "FINISHED":
-            self.logged[(spec.study, spec.scale, spec.variant, spec.seed)] = dict(values)
-        return run_id
-
-    def study_runs(self, study_name, scale, seeds, params=False):
-        study = get_study(study_name)
-        for spec in expand_runs(study_name, scale, seeds):
-            if (study_name, spec.variant) in FAILED_ONLY:
-                self.child(spec, {}, status="FAILED")
-                continue
-            values = {c: value(study_name, spec.variant, c, spec.seed) for c in conditions(study, spec.variant)
-                      if (study_name, spec.variant, c) not in NOT_LOGGED}
-            self.child(spec, values, params=params)
-
-
-def save_checkpoint(settings, spec):
-    """A trainer-format best.pt for `spec` (an untrained model: the panel only needs weights)."""
-    model = build_model(spec)
-    path = Path(settings.checkpoint_dir) / spec.train_hash / "best.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "model_config": spec.model_config,
-                "train_config": spec.train_config}, path)
+def study_runs(w, study_name, scale, seeds, params=False, floors=True):
+    """Every variant x seed of the study, then its two floors (unless floors=False)."""
+    study = get_study(study_name)
+    for spec in expand_runs(study_name, scale, seeds):
+        if (study_name, spec.variant) in FAILED_ONLY:
+            w.child(spec, {}, status="FAILED")
+            continue
+        values = {c: value(study_name, spec.variant, c, spec.seed) for c in table_conditions(study, spec.variant)
+                  if (study_name, spec.variant, c) not in NOT_LOGGED}
+        w.child(spec, values, params=params)
+    data = study.scale(scale).data
+    for name in FLOOR_BASE if floors else ():
+        w.floor(study_name, scale, name, {c: floor_value(name, c) for c in table_conditions(study)}, data)
 
 
 @pytest.fixture(scope="module")
@@ -173,8 +99,12 @@ def store(tmp_path_factory):
         w = Writer(tracker)
         duplicate = expand_runs("context-length", "smoke", (0,), variants=("hummuss",))[0]
         w.child(duplicate, {"F_27": 999.0, "F_81": 999.0, "F_243": 999.0, "as_trained": 999.0}, record=False)
+        spec = get_study("context-length").scale("smoke").data  # floors the report must not read:
+        w.floor("context-length", "smoke", "linear-lift", {"F_27": 555.0}, spec, record=False)  # superseded
         for study in paper_studies():
-            w.study_runs(study.name, "smoke", (0, 1, 2), params=study.name == "frame-rate")
+            study_runs(w, study.name, "smoke", (0, 1, 2), params=study.name == "frame-rate")
+        w.floor("context-length", "smoke", "linear-lift", {"F_27": 888.0}, spec + ",seed=9", record=False)
+        w.floor("context-length", "smoke", "mean-pose", {"F_27": 444.0}, spec, status="FAILED")
         cpu = expand_runs("context-length", "cpu", (0,), variants=("hummuss",))[0]
         w.child(cpu, {"F_27": 100.0, "F_81": 101.0, "F_243": 102.0, "as_trained": 100.0})
         exp, parent = w.parent("context-length", "smoke")
@@ -203,7 +133,16 @@ def store(tmp_path_factory):
              "extra_info": {"model": "hummuss", "mode": "stream", "frames": f, "latency_ms": 2.0, "fps": 500.0}}
             for f in (27, 81, 243)]}))
         result = render_report(settings, None, root / "results", benchmarks=bench)
-    return dict(root=root, settings=settings, tracker=tracker, logged=w.logged, result=result)
+    return dict(root=root, settings=settings, tracker=tracker, logged=w.logged, floors=w.floors, result=result)
+
+
+T_2DF = 4.302652729749462  # the 97.5% quantile of Student's t with 2 degrees of freedom (3 seeds)
+
+
+def hand_interval(values):
+    """mean, low, high of the 95% interval of 3 values, by hand."""
+    mean, half = statistics.mean(values), T_2DF * statistics.stdev(values) / 3 ** 0.5
+    return mean, mean - half, mean + half
 
 
 def by_hand(logged, study, scale, variant, condition):
@@ -246,12 +185,17 @@ def test_context_length_markdown_shows_ours_beside_the_papers_numbers(store):
     hummuss = rows["HumMUSS"]
     assert rows[""][:3] == ["F=27", "paper", "Δ"]
     for i, (condition, paper) in enumerate((("F_27", "25.1"), ("F_81", "25.8"), ("F_243", "26.2"))):
-        _, mean, std = by_hand(store["logged"], "context-length", "smoke", "hummuss", condition)
-        assert hummuss[3 * i] == f"{mean:.1f} ± {std:.1f} (n=3)"
+        values, mean, std = by_hand(store["logged"], "context-length", "smoke", "hummuss", condition)
+        _, low, high = hand_interval(values)
+        assert hummuss[3 * i] == f"{mean:.1f} ± {std:.1f} [{low:.1f}, {high:.1f}] (n=3)"
         assert hummuss[3 * i + 1] == paper
         assert hummuss[3 * i + 2] == f"{mean - float(paper):+.1f}"
+        for name, label in (("mean-pose", "mean pose (floor)"), ("linear-lift", "linear lift (floor)")):
+            assert rows[label][3 * i:3 * i + 3] == [f"{floor_value(name, condition):.1f}", "", ""]
+    assert list(rows)[-2:] == ["mean pose (floor)", "linear lift (floor)"]  # after the model rows
     assert rows["MotionBERT-Lite, 27-frame windows"][6] == "—"  # F=243 in windows: never logged
     assert "999" not in text and "777" not in text  # older duplicate, sweep runs: not read
+    assert not {"555", "888", "444"} & set(text.replace("|", " ").split())  # older, other data, failed floors
     assert "scale `smoke` (the scale with the most finished runs; 7 finished runs; also in the store: cpu (1 runs))" in text
     assert "1 older duplicate run(s) ignored" in text
 
@@ -284,11 +228,19 @@ def test_csv_and_tex_carry_the_same_numbers(store):
             assert (tables / f"{study.name}.{ext}").stat().st_size > 100
     csv = pd.read_csv(tables / "context-length.csv")
     row = csv[(csv["row"] == "hummuss") & (csv["column"] == "F_81")].iloc[0]
-    _, mean, std = by_hand(store["logged"], "context-length", "smoke", "hummuss", "F_81")
-    assert (row["n"], row["paper"]) == (3, 25.8)
+    values, mean, std = by_hand(store["logged"], "context-length", "smoke", "hummuss", "F_81")
+    _, low, high = hand_interval(values)
+    assert (row["kind"], row["n"], row["paper"]) == ("model", 3, 25.8)
     assert row["mean"] == pytest.approx(mean) and row["std"] == pytest.approx(std)
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    floor = csv[(csv["kind"] == "floor") & (csv["column"] == "F_81")].set_index("row")
+    assert floor.loc["floor:linear-lift", "mean"] == pytest.approx(floor_value("linear-lift", "F_81"))
+    assert floor.loc["floor:mean-pose", "mean"] == pytest.approx(floor_value("mean-pose", "F_81"))
+    assert floor["n"].tolist() == [1, 1] and floor["ci_low"].isna().all()
     tex = (tables / "context-length.tex").read_text()
-    assert f"{mean:.1f} $\\pm$ {std:.1f} (n=3) & 25.8" in tex and "\\label{tab:context-length}" in tex
+    assert f"{mean:.1f} $\\pm$ {std:.1f} [{low:.1f}, {high:.1f}] (n=3) & 25.8" in tex
+    assert "\\label{tab:context-length}" in tex
+    assert f"linear lift (floor) & {floor_value('linear-lift', 'F_27'):.1f} &" in tex
 
 
 def test_scale_option_reads_only_that_scale(store, tmp_path):
@@ -296,7 +248,12 @@ def test_scale_option_reads_only_that_scale(store, tmp_path):
     got = cell(result, "context-length", "hummuss", "F_27")
     assert (got["n"], got["mean"], got["values"]) == (1, 100.0, "100")
     assert cell(result, "context-length", "motionbert-lite", "F_27")["n"] == 0  # smoke runs are not mixed in
-    assert "scale `cpu` (chosen with --scale; 1 finished runs" in (tmp_path / "tables" / "context-length.md").read_text()
+    text = (tmp_path / "tables" / "context-length.md").read_text()
+    assert "scale `cpu` (chosen with --scale; 1 finished runs" in text
+    assert "| HumMUSS | 100.0 (n=1 < 3 seeds) |" in text  # too few seeds: said so
+    assert "| linear lift (floor) | — |" in text  # no floor run at cpu: not borrowed from smoke
+    why = {(m.row, m.column): m.why for m in result.missing.itertuples()}
+    assert why[("linear lift (floor)", "F=27")] == "no finished linear-lift floor run at scale cpu with data synthetic"
 
 
 def test_a_scale_found_on_runs_can_be_reported(store, tmp_path):
@@ -308,29 +265,42 @@ def test_a_scale_found_on_runs_can_be_reported(store, tmp_path):
 def test_unknown_study_and_scale_are_refused_with_the_known_names(store, tmp_path):
     with pytest.raises(ValueError, match="unknown study 'ctx'; known: .*context-length"):
         render_report(store["settings"], ["ctx"], tmp_path)
-    with pytest.raises(ValueError, match="unknown scale 'huge'; known: smoke, cpu, paper, external$"):
+    with pytest.raises(ValueError, match=f"unknown scale 'huge'; known: {', '.join(SCALES)}, external$"):
         render_report(store["settings"], ["motionbert-baseline"], tmp_path, scale="huge")
 
 
 # -- claims --------------------------------------------------------------------------------------
-def test_claims_are_judged_from_the_numbers(store):
+def test_claims_are_judged_from_intervals(store):
+    """Verdicts flipping with the numbers, and the floor rule: tests/test_report_verdicts.py."""
     claims = {c.study: c for c in store["result"].claims}
-    _, a, _ = by_hand(store["logged"], "context-length", "smoke", "hummuss", "F_27")
-    _, b, _ = by_hand(store["logged"], "context-length", "smoke", "hummuss", "F_243")
-    assert f"HumMUSS's MPJPE grew by {(b / a - 1) * 100:.1f}% from F=27 to F=243 (paper: +4.4%)" in claims["context-length"].text
-    assert claims["context-length"].verdict == "held"
-    assert "Multiplicative gating was best in 1 of 2 model types (paper: 2 of 2)" in claims["gdssm-aggregation"].text
-    assert claims["gdssm-aggregation"].verdict == "partly held"
-    assert "Pooling with learnable weights was best in 1 of 1 model types (paper: 2 of 2)" in claims["stream-aggregation"].text
-    assert claims["stream-aggregation"].verdict == "held"
-    _, dt, _ = by_hand(store["logged"], "frame-rate", "smoke", "hummuss", "fps_x8_dt")
-    _, fixed, _ = by_hand(store["logged"], "frame-rate", "smoke", "hummuss", "fps_x8")
-    text = claims["frame-rate"].text
-    assert f"{dt:.1f} vs {fixed:.1f} mm at x8 ({(dt / fixed - 1) * 100:+.1f}%)" in text
-    assert "helped (at least 1% lower) at 3 of 3 factors" in text and claims["frame-rate"].verdict == "held"
-    assert claims["init-schemes"].verdict == "held" and "1 scheme(s) missing" in claims["init-schemes"].text
+    logged = store["logged"]
+    a, _, _ = by_hand(logged, "context-length", "smoke", "hummuss", "F_27")
+    b, _, _ = by_hand(logged, "context-length", "smoke", "hummuss", "F_243")
+    d, low, high = hand_interval([y - x for x, y in zip(a, b)])
+    tol = 0.1 * statistics.mean(a)
+    context = claims["context-length"]
+    assert context.verdict == "held" and context.claim == "HumMUSS keeps its accuracy on longer windows"
+    assert context.decided_by == (f"HumMUSS F=243 − F=27 = {d:+.1f} mm [{low:+.1f}, {high:+.1f}] (paired, n=3), "
+                                  f"held when < +{tol:.1f} mm (10% of F=27; paper: +4.4%)")
+    fixed, _, _ = by_hand(logged, "frame-rate", "smoke", "hummuss", "fps_x8")
+    dt, _, _ = by_hand(logged, "frame-rate", "smoke", "hummuss", "fps_x8_dt")
+    d, low, high = hand_interval([x - y for x, y in zip(fixed, dt)])
+    assert f"x8 sub: step fixed − rescaled = {d:+.1f} mm [{low:+.1f}, {high:+.1f}] (paired, n=3)" in claims["frame-rate"].line()
+    assert claims["frame-rate"].verdict == "held"
+    # gating is best in the causal column but mean pooling beats it in the bidirectional one
+    assert claims["gdssm-aggregation"].verdict == "did not hold"
+    assert claims["gdssm-aggregation"].decided_by.startswith("Bidirectional: Average pool − Multiplicative gating = -1.0 mm")
+    # gate-causal lacks its metric: that comparison cannot be made, the rest held
+    assert claims["stream-aggregation"].verdict == "undecided at this scale"
+    assert claims["stream-aggregation"].decided_by == \
+        "Causal: Multiplicative gating − Pooling with learnable weights: not judged (a cell has no finished run)"
+    assert claims["init-schemes"].verdict == "undecided at this scale"  # Random has no finished run
+    assert claims["init-schemes"].decided_by == "Random − S4D-Lin: not judged (no finished run of Random)"
     readme = store["result"].readme.read_text()
-    assert "- **gdssm aggregation** (partly held): Multiplicative gating was best in 1 of 2" in readme
+    assert ("- **gdssm aggregation** (did not hold): Multiplicative gating (the paper's choice) is best. "
+            "Decided by Bidirectional: Average pool − Multiplicative gating") in readme
+    assert "| context-length | smoke | " in readme and "| gdssm-aggregation | smoke | 150.0 mm | 70.0 mm |" in readme
+    assert "| 3 (1 cell(s) without a run) |" in readme and "| 3 in every cell |" in readme
 
 
 class OneByOne:
@@ -383,8 +353,8 @@ def big_store(tmp_path_factory):
         settings, tracker = new_store(root)
         w = Writer(tracker)
         for study in paper_studies():
-            w.study_runs(study.name, "cpu", tuple(range(21)))
-            w.study_runs(study.name, "smoke", (0,))
+            study_runs(w, study.name, "cpu", tuple(range(21)))
+            study_runs(w, study.name, "smoke", (0,), floors=False)
     runs = sum(len(tracker.search([tracker.experiment_id(s.name)])) for s in paper_studies())
     return root, settings, runs
 

@@ -1,7 +1,9 @@
 """The runner: parallel children, failures kept to their run, Ctrl-C, waiting on other processes, reruns."""
 
 import dataclasses
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from suite.leases import take_lease
-from suite.runner import Outcome, Runner, summary
-from suite.runspec import expand_runs
+from suite.runner import Outcome, Runner, summary, tally
+from suite.runspec import expand_floors, expand_runs
 from suite.tracking import PROJECT_DIR, Tracker, load_settings
 
 TINY = {"epochs": "1", "max_steps_per_epoch": "1", "max_val_clips": "2", "eval.lengths": "27",
@@ -44,7 +46,7 @@ def _default_sigint():
 
 def _child_runs(tracker: Tracker, study: str):
     exp = tracker.experiment_id(study, create=False)
-    return [r for r in tracker.search([exp]) if r.data.tags.get("kind") != "parent"]
+    return [r for r in tracker.search([exp]) if r.data.tags.get("kind") not in ("parent", "floor")]
 
 
 def _lite():
@@ -65,6 +67,19 @@ def test_summary_lists_every_run_and_names_the_logs_of_those_that_did_not_finish
     lines = text.splitlines()
     assert lines[1].split() == ["motionbert-baseline/lite/seed0", "FINISHED", "12s", "trained", "and", "evaluated"]
     assert lines[-2:] == ["1 run(s) did not finish:", "  motionbert-baseline/lite/seed0: exit code 1; log: /l/b.log"]
+
+
+def test_tally_counts_trainings_against_runs_and_floors():
+    lite, floor = _lite(), expand_floors("motionbert-baseline", "smoke")[0]
+    outcomes = [Outcome(lite, "FINISHED", "", "a", trained=True, trained_by="a"),
+                Outcome(lite, "FINISHED", "", "b", trained_by="a"), Outcome(lite, "FINISHED", "", "c", trained_by="a"),
+                Outcome(lite, "FINISHED", "", "d", trained_by="d"), Outcome(floor, "FINISHED", "", "f"),
+                Outcome(lite, "SKIPPED", "already finished", "e"), Outcome(floor, "SKIPPED", "already finished", "g"),
+                Outcome(lite, "FAILED", "exit code 1", "h")]
+    assert tally(outcomes) == ("1 training for 4 runs (2 runs evaluated a shared checkpoint, 1 run evaluated the "
+                               "checkpoint it trained before), 1 floor run; skipped 1 run and 1 floor run; "
+                               "1 did not finish")
+    assert tally(outcomes[:1]) == "1 training for 1 run, 0 floor runs"
 
 
 def test_failing_run_does_not_stop_its_sibling_and_a_finished_run_is_not_run_again(tmp_path, monkeypatch):
@@ -151,3 +166,53 @@ def test_a_run_held_by_another_process_is_skipped_or_waited_for(tmp_path, monkey
     assert [(o.status, o.reason, o.run_id) for o in outcomes] == \
         [("SKIPPED", "finished by another process", other.run_id)]
     assert len(_child_runs(tracker, spec.study)) == 1
+
+
+def test_runs_sharing_a_training_train_once_and_name_the_run_that_trained(tmp_path, monkeypatch):
+    """motionbert-baseline at smoke: lite and full share one training configuration. With
+    --jobs 2 the runner starts full only once lite has trained the checkpoint; full
+    evaluates it (tag trained_by = lite's run). The floors run meanwhile; progress comes
+    as plain lines (the output is not a terminal) with the running run's epoch and val MPJPE."""
+    _store(tmp_path, monkeypatch, ttl=30)
+    tracker = Tracker(load_settings())
+    sets = {**TINY, "epochs": "8", "max_steps_per_epoch": "3"}  # about 3 s of epochs after the first
+    said = []
+    runner = Runner(tracker, jobs=2, say=said.append, progress_every_s=0.5)
+    outcomes = runner.run_study("motionbert-baseline", "smoke", sets=sets)
+    text = "\n".join(said)
+    print(text)
+    print(summary(outcomes))
+    lite, full, *floors = outcomes
+    assert [(o.spec.name, o.status) for o in outcomes] == [
+        ("lite/seed0", "FINISHED"), ("full/seed0", "FINISHED"),
+        ("floor/mean-pose", "FINISHED"), ("floor/linear-lift", "FINISHED")]
+    assert (lite.trained, lite.trained_by, lite.reason) == (True, lite.run_id, "trained and evaluated")
+    assert (full.trained, full.trained_by) == (False, lite.run_id)
+    assert full.reason == f"evaluated the checkpoint trained by motionbert-baseline/lite/seed0 (run {lite.run_id})"
+    assert tally(outcomes) == "1 training for 2 runs (1 run evaluated a shared checkpoint), 2 floor runs"
+    assert f"  full/seed0: finished in {full.seconds:.0f} s ({full.reason})" in said
+
+    # full waited for lite instead of starting beside it, and never trained
+    assert "  full/seed0: waits for lite/seed0, which trains the checkpoint it evaluates" in said
+    index = {key: next(i for i, line in enumerate(said) if line.startswith(key))
+             for key in ("  lite/seed0: finished", "  full/seed0: started")}
+    assert index["  lite/seed0: finished"] < index["  full/seed0: started"]
+    logs = Path(tracker.settings.checkpoint_dir) / "logs" / "motionbert-baseline"
+    assert (logs / "lite-seed0.log").read_text().count("epoch 1/8") == 1
+    full_log = (logs / "full-seed0.log").read_text()
+    assert "epoch 1/8" not in full_log
+    assert f"evaluating the checkpoint trained by motionbert-baseline/lite/seed0 (run {lite.run_id})" in full_log
+    for run in _child_runs(tracker, "motionbert-baseline"):
+        assert run.data.tags["trained_by"] == lite.run_id
+    marker = Path(tracker.settings.checkpoint_dir) / lite.spec.train_hash / "trained_by.json"
+    assert json.loads(marker.read_text())["run_id"] == lite.run_id
+
+    # progress: at starts and ends, and every 0.5 s meanwhile with the running run's epoch
+    progress = [line for line in said if line.startswith("progress: ")]
+    assert progress[0].startswith("progress: trainings 0/1, runs 0/2, floors 0/2; 0:0")
+    assert re.search(r"^progress: trainings 0/1, runs 0/2, floors \d/2; \d+:\d\d elapsed, ETA \?; running: "
+                     r"motionbert-baseline/lite/seed0 \(epoch [1-7]/8, val \d+\.\d mm\)$", text, re.M), text
+    assert re.search(r"^progress: trainings 1/1, runs 1/2, floors 2/2; \d+:\d\d elapsed, ETA \d+ s; running: "
+                     r"motionbert-baseline/full/seed0 \(", text, re.M), text
+    assert progress[-1].startswith("progress: trainings 1/1, runs 2/2, floors 2/2; ")
+    assert progress[-1].endswith("ETA 0 s")

@@ -50,12 +50,20 @@ class MotionBERTConfig(PresetConfig):
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     att_fuse: bool = True
+    # "original": DSTformer's init (below). "small-data": the temporal embedding starts at 0,
+    # joints_embed at PyTorch's default scale and every residual branch's output projection
+    # (attention proj, MLP fc2) at 0, so each block starts as the identity. At the `cpu`
+    # scale the original init leaves the model stuck at the mean pose: a random per-frame
+    # temp_embed as large as the input signal makes the output jitter, the velocity loss
+    # (x20) dominates, and the first steps make the output input-independent.
+    init: str = "original"
 
     PRESETS = {
         "full": dict(dim_feat=512, mlp_ratio=2.0),  # configs/pretrain/MB_pretrain.yaml
         "lite": dict(dim_feat=256, mlp_ratio=4.0),  # configs/pretrain/MB_lite.yaml
-        "cpu": dict(dim_feat=64, depth=2, num_heads=4, mlp_ratio=2.0),
-        "cpu-full": dict(dim_feat=128, depth=2, num_heads=4, mlp_ratio=2.0),  # full vs lite, scaled down
+        "cpu": dict(dim_feat=64, depth=2, num_heads=4, mlp_ratio=2.0, init="small-data"),
+        # full vs lite, scaled down
+        "cpu-full": dict(dim_feat=128, depth=2, num_heads=4, mlp_ratio=2.0, init="small-data"),
         "smoke": dict(dim_feat=32, depth=1, num_heads=2, mlp_ratio=2.0),
     }
 
@@ -70,6 +78,8 @@ class MotionBERTConfig(PresetConfig):
                              f"num_heads={self.num_heads}")
         if not int(self.dim_feat * self.mlp_ratio) >= 1:
             raise ValueError(f"MotionBERTConfig.mlp_ratio={self.mlp_ratio} gives an empty MLP")
+        if self.init not in ("original", "small-data"):
+            raise ValueError(f"MotionBERTConfig.init must be original or small-data, got {self.init!r}")
         for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -122,6 +132,12 @@ class MotionBERT(nn.Module):
             for lin in self.ts_attn:
                 nn.init.zeros_(lin.weight)
                 nn.init.constant_(lin.bias, 0.5)
+        if self.config.init == "small-data":
+            nn.init.zeros_(self.temp_embed)
+            self.joints_embed.reset_parameters()
+            for block in (*self.blocks_st, *self.blocks_ts):
+                for lin in (block.attn_s.proj, block.attn_t.proj, block.mlp_s.fc2, block.mlp_t.fc2):
+                    nn.init.zeros_(lin.weight)
 
     # ---------------------------------------------------------------- forward
 

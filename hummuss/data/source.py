@@ -19,6 +19,9 @@ from hummuss.data.clips import Clips, Sequence
 RATES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0)
 
 
+
+VALIDATION_EVERY = 10  # one training sequence in this many is held out for validation
+
 def check_rate(rate: float) -> float:
     """`rate` as a float if supported, else ValueError naming the supported ones."""
     if float(rate) not in RATES:
@@ -148,6 +151,20 @@ class MotionSource(ABC):
         floor/ceil of short sequences uses a fixed seed.
         """
         return stack_clips(self.sequences(self.check_split(split), check_rate(rate)), n_frames, stride)
+
+    def training_clips(self, n_frames: int, stride: int | None = None,
+                       held_out_every: int = VALIDATION_EVERY) -> tuple[Clips, Clips | None]:
+        """(training clips, validation clips), both from the train split: every
+        `held_out_every`-th training sequence (the last one when there are fewer) is held out
+        and cut into non-overlapping clips, so choosing the best epoch never looks at the
+        test split. With a single training sequence there is no validation (None)."""
+        seqs = self.sequences("train")
+        held = set(range(held_out_every - 1, len(seqs), held_out_every)) or {len(seqs) - 1}
+        if len(seqs) < 2:
+            return stack_clips(seqs, n_frames, stride), None
+        train = [s for i, s in enumerate(seqs) if i not in held]
+        val = [s for i, s in enumerate(seqs) if i in held]
+        return stack_clips(train, n_frames, stride), stack_clips(val, n_frames, n_frames)
 
     def check_split(self, split: str) -> str:
         if split not in self.splits:

@@ -11,10 +11,10 @@ from suite.launch import CLUSTERS, LAUNCHERS, SlurmOptions
 
 # -- run ----------------------------------------------------------------------------------------
 def add_run_parser(sub) -> None:
-    p = sub.add_parser("run", help="train and evaluate every run of a study, logging to MLflow")
+    p = sub.add_parser("run", help="train and evaluate every run of a study, and its floors, logging to MLflow")
     p.add_argument("study")
     p.add_argument("--variant", nargs="*", help="only these variants")
-    p.add_argument("--scale", default="cpu", help="smoke, cpu or paper (default: cpu)")
+    p.add_argument("--scale", default="cpu", help="smoke, quick, cpu or paper (default: cpu)")
     p.add_argument("--seeds", help="comma-separated seeds (default: the scale's)")
     p.add_argument("--data", help="data spec instead of the scale's (e.g. mpi3dhp:DIR)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -24,7 +24,7 @@ def add_run_parser(sub) -> None:
 
 
 def cmd_run(args) -> int:
-    from suite.runner import Runner, summary
+    from suite.runner import Runner, summary, tally
     from suite.runspec import expand_runs
 
     study = get_study(args.study)
@@ -46,6 +46,7 @@ def cmd_run(args) -> int:
         raise UsageError(str(err)) from err
     outcomes = runner.run_study(study.name, args.scale, seeds, args.data, sets, variants)
     print(summary(outcomes))
+    print(tally(outcomes))
     return 1 if any(o.status in ("FAILED", "KILLED") for o in outcomes) else 0
 
 
@@ -121,7 +122,7 @@ def cmd_evaluate(args) -> int:
 # -- reproduce ------------------------------------------------------------------------------------
 def add_reproduce_parser(sub) -> None:
     p = sub.add_parser("reproduce", help="run every paper study at a scale, then the report")
-    p.add_argument("--scale", default="cpu", help="smoke, cpu or paper (default: cpu)")
+    p.add_argument("--scale", default="cpu", help="smoke, quick, cpu or paper (default: cpu)")
     p.add_argument("--seeds", help="comma-separated seeds (default: the scale's)")
     p.add_argument("--jobs", type=int, default=2, help="runs at once (default: 2)")
     p.add_argument("--out", default="results", help="report folder (default: results)")

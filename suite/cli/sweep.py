@@ -26,7 +26,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pruner", default="median", choices=PRUNERS, help="default: median")
     p.add_argument("--timeout", type=float, help="start no trial after this many seconds (running ones finish)")
     p.add_argument("--name", help="the sweep's name (default: STUDY[-VARIANT]-SCALE)")
-    p.add_argument("--scale", default="cpu", help="smoke, cpu or paper (default: cpu)")
+    p.add_argument("--scale", default="cpu", help="smoke, quick, cpu or paper (default: cpu)")
     p.add_argument("--seed", type=int, default=0, help="the sampler's and the training's seed (default: 0)")
     p.add_argument("--variant", help="the base variant to tune (default: the study's first)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",

@@ -22,6 +22,9 @@ tracking store, the project on PYTHONPATH, their share of the CPU threads) and s
 `python -m suite.launch --spec FILE --run-id ID`: it records what the run saw (tag
 `cuda_visible_devices`) and hands over to `suite.worker`.
 
+The runner's three backends (suite/launch/backends.py): `InProcess` (`--jobs 1`),
+`Children` (a process group per run) and `SlurmArray`.
+
 Slurm (`--launcher slurm`; suite/launch/slurm.py): the runs go to `submitit` as one job
 array, each array task executing `suite.worker.execute(spec, run_id, settings)` for a run
 the launching process claimed before submission (and keeps claimed while the task waits

@@ -4,10 +4,12 @@
 
 For each study, a table in its `Table` layout (rows x columns from the registry); a cell
 is the mean +- sample std (ddof=1) over seeds of metric `test/<metric>/<condition>` of the
-FINISHED child runs of the cell's variant, with n, the paper's number beside it and the
-difference (ours - paper). Written to `<out>/tables/<study>.{md,tex,csv}`; figures to
+FINISHED child runs of the cell's variant, with its 95% Student-t interval and n, the
+paper's number beside it and the difference (ours - paper); after the model rows, the two
+floors (mean pose, linear lift: the study's `kind=floor` runs). Written to
+`<out>/tables/<study>.{md,tex,csv}`; figures (each MPJPE figure with the floors as lines) to
 `<out>/figures/`; `<out>/README.md` lists them all and says, per paper claim, whether it
-held at this scale and by how much.
+held, did not hold or is undecided at this scale, with the interval that decided it.
 
 Rules the code keeps:
 - every number comes from a run read here (or from the study's `PaperRef` for the
@@ -16,12 +18,17 @@ Rules the code keeps:
   the most finished runs of that study (stated in the caption), so smoke and cpu
   results never mix; of several finished runs of one variant and seed at that scale
   the latest is used (the others are counted as superseded);
+- floor runs are not variants: they are read apart, the latest FINISHED run of each floor
+  at the selected scale and data spec;
 - a study's claim is judged, and its figures drawn, by the functions its own file in
-  studies/ declares (`Study.claims`, `Study.figures`); the report knows no study by name.
+  studies/ declares (`Study.claims`, `Study.figures`), from intervals (suite/report/stats.py);
+  the report knows no study by name.
 
 The package, by concern:
-    runs.py         reading the store (through suite.tracking): runs, the selection per study, histories
-    tables.py       a study's table: cells, markdown, LaTeX, CSV, missing and incomplete cells
+    runs.py         reading the store (through suite.tracking): runs, the selection per study (and its
+                    floor runs), histories
+    tables.py       a study's table: cells and floor rows, markdown, LaTeX, CSV, missing and incomplete cells
+    stats.py        t intervals, paired and unpaired differences, the verdict from an interval
     judging.py      ClaimCheck and the helpers and shared judges the studies' claims use
     figures.py      plotting helpers (matplotlib) and the training curves
     speed.py        pytest-benchmark JSON -> table, speed targets and the latency figure

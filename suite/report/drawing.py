@@ -18,7 +18,8 @@ import pandas as pd
 from suite.registry import Figure, Study, registry
 from suite.report.runs import Selection, load_histories
 from suite.report.speed import LATENCY_FIGURE, plot_latency
-from suite.tracking import Tracker
+from suite.report.tables import FLOORS, model_rows
+from suite.tracking import Tracker, metric_name
 
 TRAINING_FIGURE = ("fig6_training_{study}.png", "Training curves: {study}")  # file, README title
 
@@ -62,10 +63,27 @@ def study_figure(fig: Figure, study: Study, frames: dict[str, pd.DataFrame], sel
     names = [n for n in (study.name, *fig.studies) if n in frames]
     if not names:
         raise FigureSkipped(f"study {study.name} is not in this report")
-    if all(frames[n]["n"].sum() == 0 for n in names):
+    if all(model_rows(frames[n])["n"].sum() == 0 for n in names):
         raise FigureSkipped(f"no finished runs of {', '.join(names)}")
     ctx = FigureContext(study, {n: frames[n] for n in names}, {n: selections[n] for n in names}, path, tracker)
     return Path(fig.draw(ctx))
+
+
+def curve_floors(frame: pd.DataFrame, sel: Selection) -> dict[str, float]:
+    """floor -> its MPJPE beside the validation curves: the floor run's `as_trained` value (the
+    training length, as validation scores), else its value in the table's first column."""
+    from suite.report.figures import table_floors
+
+    key = f"metrics.{metric_name(sel.study.table.metric, 'as_trained')}"
+    first = sel.study.table.columns[0][0]
+    in_table, out = table_floors(frame), {}
+    for name, _ in FLOORS:
+        run = sel.floors[sel.floors["tags.floor"] == name] if len(sel.floors) else sel.floors
+        if len(run) and key in run and pd.notna(run.iloc[0][key]):
+            out[name] = float(run.iloc[0][key])
+        elif first in in_table.get(name, {}):
+            out[name] = in_table[name][first]
+    return out
 
 
 def draw_figures(tracker: Tracker, frames: dict[str, pd.DataFrame], selections: dict[str, Selection],
@@ -82,11 +100,12 @@ def draw_figures(tracker: Tracker, frames: dict[str, pd.DataFrame], selections: 
                 return study_figure(fig, study, frames, selections, path, tracker)
             jobs.append((fig.name, fig.title, fig.file, declared))
     for name in frames:
-        def curves(path, sel=selections[name]):
+        def curves(path, sel=selections[name], frame=frames[name]):
             if not len(sel.runs):
                 raise FigureSkipped(f"no finished runs of {sel.study.name}")
             labels = {v.name: v.label or v.name for v in sel.study.variants}
-            return plot_training_curves(load_histories(tracker, sel), labels, sel.study.name, sel.subtitle(), path)
+            return plot_training_curves(load_histories(tracker, sel), labels, sel.study.name, sel.subtitle(), path,
+                                        floors=curve_floors(frame, sel))
         file, title = (text.format(study=name) for text in TRAINING_FIGURE)
         jobs.append((f"training:{name}", title, file, curves))
 

@@ -3,9 +3,11 @@
 A study's figures (`Study.figures`, drawn in its own file) and the report's own (training
 curves here, latency in suite/report/speed.py) are built from these: a figure with fixed
 margins, saving, a table row as a line with error bars, grouped bars of a table, a pose.
-They read a study's table frame (one row per cell with row, row_label, column,
-column_label, n, mean, std, paper, values) or per-epoch histories. A figure without data
-raises `FigureSkipped` with the reason.
+They read a study's table frame (one row per cell with kind, row, row_label, column,
+column_label, n, mean, std, ci_low, ci_high, paper, values; kind "floor" for the floors) or
+per-epoch histories. Every figure of MPJPE draws the floors (`floor_lines`): the mean pose
+and the linear lift as labelled horizontal lines where their runs exist. A figure without
+data raises `FigureSkipped` with the reason.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from hummuss.data.skeleton import H36M_BONES  # noqa: E402
+from suite.report.tables import FLOORS, floor_values, model_rows  # noqa: E402
 
 DPI = 100
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:gray")
 GT_COLOR, PRED_COLOR = "tab:green", "tab:red"
+FLOOR_STYLES = {"mean-pose": dict(color="black", linestyle=":"), "linear-lift": dict(color="dimgray", linestyle="--")}
 
 
 class FigureSkipped(Exception):
@@ -53,6 +57,7 @@ def values(cell: pd.Series) -> np.ndarray:
 
 def line(ax, frame: pd.DataFrame, row: str, xs: dict[str, float], label: str, color: str, **kw) -> bool:
     """Our mean +- std of one table row against x (column -> x); False when the row has no data."""
+    frame = model_rows(frame)
     cells = frame[(frame["row"] == row) & frame["column"].isin(list(xs)) & (frame["n"] > 0)]
     if not len(cells):
         return False
@@ -76,7 +81,7 @@ def no_data(ax, text: str = "no finished runs") -> None:
 
 def grouped_bars(ax, frame: pd.DataFrame, study, which: str) -> bool:
     """Groups = table rows, bars = table columns; `which` is 'ours' (mean +- std, seeds as dots,
-    '—' where a cell has no run) or 'paper'. False when nothing was drawn."""
+    '—' where a cell has no run, the floors as lines) or 'paper'. False when nothing was drawn."""
     rows, cols = study.table.rows, study.table.columns
     width = 0.8 / max(1, len(cols))
     drawn = False
@@ -107,8 +112,54 @@ def grouped_bars(ax, frame: pd.DataFrame, study, which: str) -> bool:
         low, high = min(heights), max(heights)
         pad = max(0.5, 0.25 * (high - low))
         ax.set_ylim(max(0.0, low - pad), high + pad)  # bars start near the smallest value: differences show
+        if which == "ours":
+            floor_lines(ax, table_floors(frame))
         ax.legend(fontsize=8)
     return drawn
+
+
+def table_floors(frame: pd.DataFrame, columns=None) -> dict[str, dict[str, float]]:
+    """floor -> {column: value} of a table frame (only `columns` when given; floors without a
+    value left out)."""
+    out = {}
+    for name, _ in FLOORS:
+        values = {c: v for c, v in floor_values(frame, name).items() if columns is None or c in columns}
+        if values:
+            out[name] = values
+    return out
+
+
+def floor_lines(ax, floors: dict[str, dict[str, float] | float], xs: dict[str, float] | None = None) -> int:
+    """The floors as labelled lines on an MPJPE axis: horizontal at one value, or through the
+    per-column values at `xs` (column -> x) where they differ. Call it after the data (and
+    before the legend): a floor far above the data's range is named in the legend with an
+    arrow and its value instead of stretching the axis. Returns how many floors were shown."""
+    lo, hi = ax.get_ylim()
+    reach = hi + max(2 * (hi - lo), 0.25 * abs(hi))
+    new_lo, new_hi, shown = lo, hi, 0
+    labels = dict(FLOORS)
+    for name, per_column in floors.items():
+        values = per_column if isinstance(per_column, dict) else {None: float(per_column)}
+        if xs is not None:
+            values = {c: v for c, v in values.items() if c in xs}
+        if not values:
+            continue
+        shown += 1
+        ys = np.array(list(values.values()), dtype=float)
+        text = f"{labels.get(name, name)}: {ys.min():.1f}" + (f"–{ys.max():.1f}" if np.ptp(ys) >= 0.05 else "") + " mm"
+        style = FLOOR_STYLES.get(name, dict(color="gray", linestyle="-."))
+        if ys.min() > reach:
+            ax.plot([], [], linestyle="none", marker=r"$\uparrow$", color=style["color"], label=f"{text} (above this axis)")
+            continue
+        if xs is None or np.ptp(ys) < 1e-9:
+            ax.axhline(float(ys.mean()), linewidth=1.2, label=text, **style)
+        else:
+            order = sorted(values, key=xs.get)
+            ax.plot([xs[c] for c in order], [values[c] for c in order], linewidth=1.2, label=text, **style)
+        pad = 0.05 * max(hi - lo, 1.0)
+        new_lo, new_hi = min(new_lo, float(ys.min()) - pad), max(new_hi, float(ys.max()) + pad)
+    ax.set_ylim(max(0.0, new_lo) if lo >= 0 else new_lo, new_hi)
+    return shown
 
 
 def draw_pose(ax, pose: np.ndarray, color: str, label: str) -> None:
@@ -120,9 +171,9 @@ def draw_pose(ax, pose: np.ndarray, color: str, label: str) -> None:
 
 # -- the report's own: training curves -----------------------------------------------------------
 def plot_training_curves(history: pd.DataFrame, labels: dict[str, str], study: str, subtitle: str,
-                         path: Path) -> Path:
+                         path: Path, floors: dict[str, float] | None = None) -> Path:
     """Validation MPJPE and training loss per epoch; per variant the mean over seeds
-    (line) and the range over seeds (band)."""
+    (line) and the range over seeds (band); the floors (floor -> MPJPE) on the MPJPE panel."""
     if not len(history):
         raise FigureSkipped(f"the runs of {study} logged no per-epoch metrics")
     fig = figure((11, 4.2), left=0.07, right=0.98, bottom=0.12, top=0.88, wspace=0.22)
@@ -140,6 +191,8 @@ def plot_training_curves(history: pd.DataFrame, labels: dict[str, str], study: s
                     markersize=3, label=f"{labels.get(variant, variant)} (n={n})")
             if n > 1:
                 ax.fill_between(mean.index, low.to_numpy(), high.to_numpy(), color=color, alpha=0.2)
+        if key == "val/mpjpe" and floors and len(part):
+            floor_lines(ax, floors)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)

@@ -1,6 +1,8 @@
 """Rendering the report: `render_report` reads the studies' runs and writes, under `out`,
 every table (`tables/<study>.{md,tex,csv}`), the figures (`figures/`) and `README.md`,
-which says per paper claim whether it held at this scale and lists what is missing.
+which says per paper claim whether it held, did not hold or is undecided at this scale and
+the interval that decided it, the floors of each table, how many seeds each cell had, and
+what is missing.
 
 Each study is read at ONE scale: `scale=` (`--scale`), else the scale with the most
 finished runs of that study (stated in the caption). A study's claim is judged by its own
@@ -27,10 +29,16 @@ from suite.report.speed import (
     targets,
     targets_markdown,
 )
+from suite.report.stats import LEVEL, MIN_SEEDS
 from suite.report.tables import (
+    FLOORS,
     MISSING,
+    floor_row,
+    floor_rows,
     incomplete_cells,
     missing_cells,
+    model_rows,
+    not_converged,
     study_table,
     to_latex,
     to_markdown,
@@ -98,9 +106,10 @@ def render_report(tracker_or_settings: Tracker | TrackingSettings, studies: list
         missing.append(missing_cells(frame, sel))
         incomplete.append(incomplete_cells(frame, sel))
         if study.claims is not None:
-            result.claims.append(study.claims(frame, study))
+            result.claims.append(study.claims(model_rows(frame), study))  # each row carries its floors
         say(f"{name}: scale {sel.scale or '-'}, {len(sel.runs)} run(s), "
-            f"{int((frame['n'] == 0).sum())} of {len(frame)} cell(s) missing -> {paths['md']}")
+            f"{int((model_rows(frame)['n'] == 0).sum())} of {len(model_rows(frame))} cell(s) missing, "
+            f"{len(sel.floors)} floor run(s) -> {paths['md']}")
     result.missing = pd.concat(missing, ignore_index=True)
     result.incomplete = pd.concat(incomplete, ignore_index=True)
     bench = Path(benchmarks) if benchmarks else out / BENCHMARKS_FILE
@@ -124,17 +133,27 @@ def readme(result: ReportResult, tracker: Tracker) -> str:
         "# Results: the HumMUSS supplement's tables and claims beside ours", "",
         f"Rendered by `hummuss-suite report` from the MLflow store `{_shown_store(tracker.settings)}` "
         f"(experiments `{tracker.settings.experiment_prefix}/<study>`). Every number of ours was read from a "
-        "FINISHED run (mean ± sample std over seeds, n = seeds); the paper's come from the study declarations "
-        f"in `studies/`. A cell without a finished run shows {MISSING}."
+        f"FINISHED run (mean ± sample std over seeds with its {LEVEL:.0%} interval, Student t with n−1 "
+        f"degrees of freedom, n = seeds; cells with n < {MIN_SEEDS} are flagged); the paper's come from the "
+        f"study declarations in `studies/`. A cell without a finished run shows {MISSING}."
         + (f" Runs from commit(s) {', '.join(commits)}." if commits else ""), "",
-        "## The paper's claims at this scale", ""]
+        "## The paper's claims at this scale", "",
+        "Each claim is held, did not hold, or is undecided at this scale, from the 95% interval of a difference "
+        "between cells (paired by seed where both cells have the same seeds, else Welch's, \"unpaired\") "
+        "against the study's tolerance; a claim resting on a model that is no better than the linear-lift "
+        "floor is undecided.", ""]
+    warnings = sorted({w for sel in result.selections.values() if (w := not_converged(sel.scale))})
+    lines += [f"**{w}**" for w in warnings] + ([""] if warnings else [])
     lines += [c.line() for c in result.claims] or ["No claims in this report."]
-    lines += ["", "## Tables", "", "| study | paper | scale | runs | table |", "|---|---|---|---:|---|"]
+    lines += ["", "## Tables", "", "| study | paper | scale | runs | seeds per cell | table |",
+              "|---|---|---|---:|---|---|"]
     for name, paths in result.tables.items():
         sel = result.selections[name]
         links = " · ".join(f"[{ext}](tables/{p.name})" for ext, p in paths.items())
         scale = f"{sel.scale} ({sel.how})" if sel.scale else MISSING
-        lines.append(f"| {name} | {sel.study.paper.table} | {scale} | {len(sel.runs)} | {links} |")
+        lines.append(f"| {name} | {sel.study.paper.table} | {scale} | {len(sel.runs)} | "
+                     f"{seeds_text(result.frames[name])} | {links} |")
+    lines += floors_section(result)
     lines += ["", "## Figures", ""]
     for key, path in result.figures.items():
         lines += [f"### {result.titles[key]}", "", f"![{result.titles[key]}](figures/{path.name})", ""]
@@ -158,6 +177,41 @@ def readme(result: ReportResult, tracker: Tracker) -> str:
         lines += [f"- {c.study}: {c.row} × {c.column}: n={c.n} of {c.expected}"
                   for c in result.incomplete.itertuples()]
     return "\n".join(lines) + "\n"
+
+
+def seeds_text(frame: pd.DataFrame) -> str:
+    """'3 in every cell', '1–3 (2 cell(s) with n < 3)', '3 (1 cell(s) without a run)' or '—'."""
+    n = model_rows(frame)["n"]
+    done = n[n > 0]
+    if not len(done):
+        return MISSING
+    low, high = int(done.min()), int(done.max())
+    notes = [f"{k} cell(s) with n < {MIN_SEEDS}" for k in [int((done < MIN_SEEDS).sum())] if k]
+    notes += [f"{k} cell(s) without a run" for k in [len(n) - len(done)] if k]
+    text = str(low) if low == high else f"{low}–{high}"
+    return text + (f" ({'; '.join(notes)})" if notes else (" in every cell" if low == high else ""))
+
+
+def floors_section(result: ReportResult) -> list[str]:
+    """README lines: per table, the value of each floor (per column where they differ)."""
+    labels = [label for _, label in FLOORS]
+    lines = ["", "## Floors", "", "What no learning gets, scored by the same evaluation as the models (one "
+             "fit per floor, scale and data, so no interval). A model above the linear lift has learned nothing "
+             "worth comparing.", "", "| study | scale | " + " | ".join(labels) + " |",
+             "|---|---|" + "---:|" * len(labels)]
+    for name, frame in result.frames.items():
+        cells = []
+        for floor, _ in FLOORS:
+            part = floor_rows(frame)
+            part = part[(part["row"] == floor_row(floor)) & (part["n"] > 0)]
+            if not len(part):
+                cells.append(f"{MISSING} (no run)")
+            elif part["mean"].max() - part["mean"].min() < 0.05:
+                cells.append(f"{part['mean'].iloc[0]:.1f} mm")
+            else:
+                cells.append(", ".join(f"{c.column_label} {c.mean:.1f}" for c in part.itertuples()) + " mm")
+        lines.append(f"| {name} | {result.selections[name].scale or MISSING} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _shown_store(settings) -> str:

@@ -1,20 +1,27 @@
 """Reading the store: MLflow runs -> pandas, the runs one study's table reads, histories.
 
-Every call to MLflow goes through `suite.tracking.Tracker`.
+A study's table reads its child runs (one per variant and seed) and, apart from them, its
+floor runs (tag `kind=floor`, tag `floor` = mean-pose or linear-lift, one per scale and data
+spec, logged by the runner beside the study's children): for the selected scale and data
+spec, the latest FINISHED run of each floor. Every call to MLflow goes through
+`suite.tracking.Tracker`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from hummuss.floors import FLOORS as FLOOR_NAMES
 from suite.registry import SCALES, Study
 from suite.tracking import Tracker, TrackingSettings
 
 FINISHED = "FINISHED"
-NOT_CHILD_KINDS = ("parent", "sweep", "trial")  # tag `kind` of runs that are not a study's child runs
+NOT_CHILD_KINDS = ("parent", "sweep", "trial", "floor")  # tag `kind` of runs that are not a study's child runs
+FLOOR_KIND = "floor"  # tag `kind` of a floor run; its tag `floor` names the floor
+FLOORS = tuple((name, f"{name.replace('-', ' ')} (floor)") for name in FLOOR_NAMES)  # (floor, row label)
 CURVE_KEYS = ("val/mpjpe", "train/loss")  # the per-epoch metrics of the training curves
 
 
@@ -50,7 +57,7 @@ def load_runs(tracker: Tracker, studies: list[str]) -> pd.DataFrame:
             rows += [_flatten(run, study) for run in tracker.all_runs(exp_id)]
     frame = pd.DataFrame(rows)
     for col in ("run_id", "study", "status", "start_time", "end_time", "tags.variant", "tags.seed",
-                "tags.scale", "tags.kind"):
+                "tags.scale", "tags.kind", "tags.floor"):
         if col not in frame:
             frame[col] = pd.Series(dtype=object)
     return frame
@@ -76,6 +83,8 @@ class Selection:
     runs: pd.DataFrame  # finished, at `scale`, the latest per (variant, seed)
     unfinished: pd.DataFrame  # child runs at `scale` that did not finish
     superseded: int  # older finished runs of a (variant, seed) that a later one replaced
+    floors: pd.DataFrame = field(default_factory=pd.DataFrame)  # the latest finished run per floor (tag floor)
+    floor_unfinished: pd.DataFrame = field(default_factory=pd.DataFrame)  # floor runs at `scale` not finished
 
     @property
     def data_specs(self) -> list[str]:
@@ -110,7 +119,24 @@ def select_runs(runs: pd.DataFrame, study: Study, scale: str | None = None) -> S
     latest = at.drop_duplicates(["tags.variant", "tags.seed"], keep="first")
     latest = latest.assign(seed=pd.to_numeric(latest["tags.seed"], errors="coerce")).sort_values("seed")
     unfinished = mine[(mine["status"] != FINISHED) & (mine["tags.scale"] == scale)]
-    return Selection(study, scale, how, counts, latest, unfinished, len(at) - len(latest))
+    sel = Selection(study, scale, how, counts, latest, unfinished, len(at) - len(latest))
+    sel.floors, sel.floor_unfinished = select_floors(runs, study.name, scale, sel.data_specs)
+    return sel
+
+
+def select_floors(runs: pd.DataFrame, study: str, scale: str | None,
+                  data_specs: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The latest FINISHED floor run of each floor of `study` at `scale` whose data spec is one
+    of `data_specs` (any, when the model runs name none), and the unfinished ones."""
+    if "tags.floor" not in runs:
+        return runs.iloc[:0], runs.iloc[:0]
+    floors = runs[(runs["study"] == study) & (runs["tags.kind"] == FLOOR_KIND) & runs["tags.floor"].notna()
+                  & (runs["tags.scale"] == scale)]
+    if data_specs and "params.data.spec" in floors:
+        spec = floors["params.data.spec"]
+        floors = floors[spec.isna() | spec.isin(data_specs)]
+    done = floors[floors["status"] == FINISHED].sort_values("end_time", ascending=False)
+    return done.drop_duplicates(["tags.floor"], keep="first"), floors[floors["status"] != FINISHED]
 
 
 def load_histories(tracker: Tracker, sel: Selection, keys=CURVE_KEYS) -> pd.DataFrame:

@@ -1,8 +1,14 @@
-"""Tables: one row per cell of a study's `Table` (our mean, std, n, the paper's number and
-the difference), rendered as markdown, LaTeX and CSV; the cells without a value and why.
+"""Tables: one row per cell of a study's `Table` (our mean, std, 95% interval, n, the paper's
+number and the difference), then one row per floor and column; rendered as markdown, LaTeX
+and CSV; the cells without a value and why.
 
-A cell is the mean +- sample std (ddof=1) over seeds of metric `test/<metric>/<condition>`
-of the selected runs of the cell's variant; a cell without a finished run shows "—".
+A model cell is the mean +- sample std (ddof=1) over seeds of metric `test/<metric>/<condition>`
+of the selected runs of the cell's variant, with its 95% Student-t interval (n-1 degrees of
+freedom; none below two seeds); a cell without a finished run shows "—". A floor row
+("mean pose (floor)", "linear lift (floor)") takes, per column, the floor run's value at the
+condition that column's cells read (n=1, no interval). Column `kind` says which is which,
+and every row carries the floors of its column (`floor_mean_pose`, `floor_linear_lift`), so
+the model rows alone (`model_rows`, what a study's judge gets) still know their floors.
 """
 
 from __future__ import annotations
@@ -13,18 +19,50 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from suite.registry import Study
-from suite.report.runs import Selection
+from suite.registry import SCALES, Study
+from suite.report.runs import FLOORS, Selection
+from suite.report.stats import LEVEL, MIN_SEEDS, mean_interval
 from suite.tracking import metric_name
 
 MISSING = "—"
-TABLE_COLUMNS = ["study", "scale", "row", "row_label", "column", "column_label", "variant", "condition",
-                 "metric", "n", "mean", "std", "paper", "diff", "values", "seeds", "run_ids"]
+MODEL, FLOOR = "model", "floor"  # column `kind`
+
+
+def floor_column(name: str) -> str:
+    """The frame column holding floor `name`'s value in each row's table column: 'floor_linear_lift'."""
+    return f"floor_{name.replace('-', '_')}"
+
+
+TABLE_COLUMNS = ["study", "scale", "kind", "row", "row_label", "column", "column_label", "variant", "condition",
+                 "metric", "n", "mean", "std", "ci_low", "ci_high", "paper", "diff",
+                 *(floor_column(name) for name, _ in FLOORS), "values", "seeds", "run_ids"]
+
+
+def floor_row(name: str) -> str:
+    """The table-frame row key of a floor: 'floor:linear-lift'."""
+    return f"{FLOOR}:{name}"
+
+
+def model_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The study's own cells (without the floors)."""
+    return frame[frame["kind"] == MODEL] if "kind" in frame else frame
+
+
+def floor_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["kind"] == FLOOR] if "kind" in frame else frame.iloc[:0]
+
+
+def column_conditions(study: Study, column: str) -> list[str]:
+    """The conditions a column's cells read, in row order (a floor answers each the same)."""
+    return list(dict.fromkeys(study.table.cell(row, column)[1] for row, _ in study.table.rows))
 
 
 def study_table(sel: Selection) -> pd.DataFrame:
-    """One row per cell: our mean, std (ddof=1), n, the paper's number and ours - paper."""
+    """One row per cell: our mean, std (ddof=1), 95% interval, n, the paper's number and
+    ours - paper; then the floors, one row per floor and column."""
     study, rows = sel.study, []
+    floors = _floor_cells(sel)
+    by_column = {name: {f["column"]: f["mean"] for f in floors if f["variant"] == f"floor/{name}"} for name, _ in FLOORS}
     for row, row_label in study.table.rows:
         for col, col_label in study.table.columns:
             variant, condition = study.table.cell(row, col)
@@ -33,18 +71,52 @@ def study_table(sel: Selection) -> pd.DataFrame:
             runs = runs[runs[f"metrics.{key}"].notna()] if f"metrics.{key}" in runs else runs.iloc[:0]
             values = runs[f"metrics.{key}"].astype(float).to_numpy() if len(runs) else np.array([])
             n = len(values)
-            mean = float(values.mean()) if n else math.nan
-            std = float(values.std(ddof=1)) if n > 1 else math.nan
+            iv = mean_interval(values)
             paper = study.paper.numbers.get((row, col))
             rows.append(dict(
-                study=study.name, scale=sel.scale, row=row, row_label=row_label, column=col,
-                column_label=col_label, variant=variant, condition=condition, metric=key, n=n, mean=mean,
-                std=std, paper=math.nan if paper is None else float(paper),
-                diff=mean - paper if n and paper is not None else math.nan,
+                study=study.name, scale=sel.scale, kind=MODEL, row=row, row_label=row_label, column=col,
+                column_label=col_label, variant=variant, condition=condition, metric=key, n=n, mean=iv.estimate,
+                std=float(values.std(ddof=1)) if n > 1 else math.nan, ci_low=iv.low, ci_high=iv.high,
+                paper=math.nan if paper is None else float(paper),
+                diff=iv.estimate - paper if n and paper is not None else math.nan,
+                **{floor_column(name): by_column[name][col] for name, _ in FLOORS},
                 values=";".join(f"{v:.6g}" for v in values),
                 seeds=";".join(runs["tags.seed"].astype(str)) if n else "",
                 run_ids=";".join(runs["run_id"]) if n else ""))
-    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    for f in floors:
+        f.update({floor_column(name): by_column[name][f["column"]] for name, _ in FLOORS})
+    return pd.DataFrame(rows + floors, columns=TABLE_COLUMNS)
+
+
+def _floor_cells(sel: Selection) -> list[dict]:
+    study, out = sel.study, []
+    runs = {str(r["tags.floor"]): r for _, r in sel.floors.iterrows()} if len(sel.floors) else {}
+    for name, label in FLOORS:
+        run = runs.get(name)
+        for col, col_label in study.table.columns:
+            conditions = column_conditions(study, col)
+            found = [c for c in conditions if run is not None
+                     and pd.notna(run.get(f"metrics.{metric_name(study.table.metric, c)}"))]
+            condition = found[0] if found else conditions[0]
+            key = metric_name(study.table.metric, condition)
+            value = float(run[f"metrics.{key}"]) if found else math.nan
+            out.append(dict(
+                study=study.name, scale=sel.scale, kind=FLOOR, row=floor_row(name), row_label=label, column=col,
+                column_label=col_label, variant=f"floor/{name}", condition=condition, metric=key,
+                n=int(bool(found)), mean=value, std=math.nan, ci_low=math.nan, ci_high=math.nan, paper=math.nan,
+                diff=math.nan, values=f"{value:.6g}" if found else "", seeds="",
+                run_ids=str(run["run_id"]) if found else ""))
+    return out
+
+
+def floor_values(frame: pd.DataFrame, name: str = "linear-lift") -> dict[str, float]:
+    """column -> the floor's value, for the columns where its run logged one (from any rows of
+    the frame: the model rows carry their column's floors)."""
+    key = floor_column(name)
+    if key not in frame:
+        return {}
+    part = frame[frame[key].notna()]
+    return dict(zip(part["column"], part[key].astype(float)))
 
 
 def _num(x: float, sign: bool = False) -> str:
@@ -52,11 +124,16 @@ def _num(x: float, sign: bool = False) -> str:
 
 
 def ours_text(cell: pd.Series, pm: str = "±") -> str:
-    """'25.3 ± 0.4 (n=3)', '25.3 (n=1)' or '—'."""
+    """'25.3 ± 0.4 [24.3, 26.3] (n=3)', '25.3 ± 0.4 [21.7, 28.9] (n=2 < 3 seeds)',
+    '25.3 (n=1 < 3 seeds)', a floor's '71.2', or '—'."""
     if cell["n"] == 0:
         return MISSING
+    if cell.get("kind", MODEL) == FLOOR:
+        return f"{cell['mean']:.1f}"
     spread = f" {pm} {cell['std']:.1f}" if cell["n"] > 1 else ""
-    return f"{cell['mean']:.1f}{spread} (n={cell['n']})"
+    interval = f" [{cell['ci_low']:.1f}, {cell['ci_high']:.1f}]" if np.isfinite(cell.get("ci_low", math.nan)) else ""
+    few = f" < {MIN_SEEDS} seeds" if cell["n"] < MIN_SEEDS else ""
+    return f"{cell['mean']:.1f}{spread}{interval} (n={cell['n']}{few})"
 
 
 def _paper_columns(study: Study) -> set[str]:
@@ -71,7 +148,9 @@ def grid(frame: pd.DataFrame, study: Study, pm: str = "±", delta: str = "Δ") -
     for col, label in study.table.columns:
         headers += [label] + (["paper", delta] if col in with_paper else [])
     lines = []
-    for row, row_label in study.table.rows:
+    for row, row_label in [*study.table.rows, *((floor_row(name), label) for name, label in FLOORS)]:
+        if not ((frame["row"] == row) & (frame["column"] == study.table.columns[0][0])).any():
+            continue  # a frame without floor rows
         line = [row_label]
         for col, _ in study.table.columns:
             cell = frame[(frame["row"] == row) & (frame["column"] == col)].iloc[0]
@@ -82,6 +161,14 @@ def grid(frame: pd.DataFrame, study: Study, pm: str = "±", delta: str = "Δ") -
                          _num(cell["diff"], sign=True) if has_paper and cell["n"] else ""]
         lines.append(line)
     return pd.DataFrame(lines, columns=pd.Index(headers))
+
+
+def not_converged(scale: str | None) -> str:
+    """A warning for a scale whose budget has not passed the convergence check, else ''."""
+    if scale is None or scale not in SCALES or SCALES[scale].converged:
+        return ""
+    return (f"Not converged: scale `{scale}` trains on a budget that has not passed the convergence "
+            f"check (doubling it must change test MPJPE by less than 5%); read its numbers as a first look.")
 
 
 def caption(sel: Selection) -> str:
@@ -95,13 +182,19 @@ def caption(sel: Selection) -> str:
         ours = (f"Ours: scale `{sel.scale}` ({sel.how}; {sel.counts.get(sel.scale, 0)} finished runs"
                 + (f"; also in the store: {others}" if others else "") + ")"
                 + (f", data `{'`, `'.join(sel.data_specs)}`" if sel.data_specs else "")
-                + f", {metric} in {study.paper.unit}, mean ± sample std over seeds, n = seeds")
+                + f", {metric} in {study.paper.unit}, mean ± sample std over seeds [{LEVEL:.0%} interval, "
+                f"Student t with n−1 df; none for n < 2], n = seeds (n < {MIN_SEEDS} is flagged)")
         if sel.superseded:
             ours += f"; {sel.superseded} older duplicate run(s) ignored"
     paper = (f" Paper: {study.paper.table}; Δ = ours − paper." if study.paper.numbers
              else f" Paper: {study.paper.table}, no numbers to compare.")
     note = f" Note: {study.paper.note}" if study.paper.note else ""
-    return f"{study.paper.caption}. {ours}. {MISSING} = no finished run.{paper}{note}"
+    floors = (" Floors: the mean training pose and a per-frame linear least-squares lift from 2D, scored by "
+              "the same evaluation (one fit each, no interval); a model above the linear lift has learned "
+              "nothing worth comparing.")
+    warning = not_converged(sel.scale)
+    return (f"{warning + ' ' if warning else ''}{study.paper.caption}. {ours}. {MISSING} = no finished run."
+            f"{floors}{paper}{note}")
 
 
 def to_markdown(frame: pd.DataFrame, sel: Selection) -> str:
@@ -137,7 +230,9 @@ def missing_cells(frame: pd.DataFrame, sel: Selection) -> pd.DataFrame:
     at = f"at scale {sel.scale}" if sel.scale else "at any scale"
     for cell in frame[frame["n"] == 0].itertuples():
         done = sel.runs[sel.runs["tags.variant"] == cell.variant]
-        if len(done):
+        if cell.kind == FLOOR:
+            why = _floor_missing(sel, cell.row.split(":", 1)[1], at)
+        elif len(done):
             why = f"{len(done)} finished run(s) {at} lack this metric"
         else:
             states = Counter(sel.unfinished.loc[sel.unfinished["tags.variant"] == cell.variant, "status"])
@@ -149,11 +244,25 @@ def missing_cells(frame: pd.DataFrame, sel: Selection) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["study", "row", "column", "variant", "metric", "why"])
 
 
+def _floor_missing(sel: Selection, name: str, at: str) -> str:
+    run = sel.floors[sel.floors["tags.floor"] == name] if len(sel.floors) else sel.floors
+    if len(run):
+        return f"floor run {run.iloc[0]['run_id']} {at} lacks this metric"
+    data = f" with data {', '.join(sel.data_specs)}" if sel.data_specs else ""
+    why = f"no finished {name} floor run {at}{data}"
+    if len(sel.floor_unfinished):
+        states = Counter(sel.floor_unfinished.loc[sel.floor_unfinished["tags.floor"] == name, "status"])
+        if states:
+            why += " (" + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + ")"
+    return why
+
+
 def incomplete_cells(frame: pd.DataFrame, sel: Selection) -> pd.DataFrame:
     """Cells with fewer seeds than the scale declares (but at least one)."""
     if sel.scale is None or sel.scale not in sel.study.scales:
         return pd.DataFrame(columns=["study", "row", "column", "n", "expected"])
     expected = len(sel.study.scale(sel.scale).seeds)
+    frame = model_rows(frame)
     part = frame[(frame["n"] > 0) & (frame["n"] < expected)]
     return pd.DataFrame({"study": part["study"], "row": part["row_label"], "column": part["column_label"],
                          "n": part["n"], "expected": expected})

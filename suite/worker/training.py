@@ -4,14 +4,19 @@
     trained.model, trained.result.best_epoch
 
 Checkpoints go to `<checkpoint_dir>/<train_hash>/` (or the folder given, e.g. a trial's),
-so a killed training resumes and identical trainings are never repeated; one process
-trains a folder at a time (a file lock).
+so a killed training resumes and identical trainings are never repeated: one process
+trains a folder at a time (a file lock; a second run of the same training waits for it,
+then finds the training done and only evaluates). The run that trained a folder is
+written beside its checkpoints, `trained_by.json` ({"run_id", "run", "epochs", ...}), so
+every later run sharing the training can name it (tag `trained_by`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,10 +25,14 @@ import torch
 
 from hummuss.checkpoint import load_checkpoint
 from hummuss.data import open_source
+from hummuss.distributed import DistInfo
 from hummuss.train import Callback, TrainConfig, Trainer, TrainResult
 from hummuss.zoo import model_from_config
 from suite.runspec import RunSpec
 from suite.tracking import Tracker, TrackingSettings
+from suite.worker.status import write_json
+
+TRAINED_BY = "trained_by.json"  # beside the checkpoints: the run that trained them
 
 
 class MlflowCallback(Callback):
@@ -52,11 +61,17 @@ class MlflowCallback(Callback):
 
 
 @contextlib.contextmanager
-def file_lock(path: Path):
-    """An exclusive lock on `path` (one training per checkpoint folder at a time)."""
+def file_lock(path: Path, on_wait: Callable[[], None] | None = None):
+    """An exclusive lock on `path` (one training per checkpoint folder at a time);
+    `on_wait()` is called first when another process holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -77,17 +92,47 @@ def log_path(settings: TrackingSettings, spec: RunSpec) -> Path:
     return Path(settings.checkpoint_dir) / "logs" / spec.study / f"{spec.variant}-seed{spec.seed}.log"
 
 
+def read_trained_by(folder: Path) -> dict | None:
+    """Who trained the checkpoints in `folder` ({"run_id", "run", ...}); None when unknown."""
+    try:
+        found = json.loads((Path(folder) / TRAINED_BY).read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) and found.get("run_id") else None
+
+
 class Trained(NamedTuple):
     model: torch.nn.Module  # with the last epoch's weights
     source: Any  # the data source (hummuss.data.MotionSource)
     result: TrainResult
     train: Any  # the training clips
+    epochs_trained: int = 0  # epochs this call trained (0: the training was done already)
+    trained_by: dict | None = None  # the run that trained the checkpoints (trained_by.json)
+
+
+class _EpochCounter(Callback):
+    def __init__(self):
+        self.start, self.epochs = 0, 0
+
+    def on_train_start(self, trainer) -> None:
+        self.start = trainer.epoch
+
+    def on_epoch_end(self, epoch, metrics):
+        self.epochs = epoch - self.start
+        return False
 
 
 def train_spec(spec: RunSpec, settings: TrackingSettings, callbacks: Iterable[Callback] = (),
-               log: Callable[[str], None] = print, out: Path | None = None) -> Trained:
+               log: Callable[[str], None] = print, out: Path | None = None, trainer: dict | None = None,
+               on_wait: Callable[[], None] | None = None) -> Trained:
     """Train (or resume, or find finished) the weights of `spec` in `out` (default: its
-    checkpoint folder, `<checkpoint_dir>/<train_hash>/`)."""
+    checkpoint folder, `<checkpoint_dir>/<train_hash>/`).
+
+    `trainer` ({"run_id": ..., "run": ...}): who trains; written to `trained_by.json` in
+    `out` when this call trains an epoch. When another process trains the folder, this
+    one waits for it (`on_wait()` is called first) and then finds the training done.
+    Under torchrun only rank 0 takes the folder's lock (the other ranks meet it in the
+    process group)."""
     if spec.init_from is not None:  # a stage: its checkpoint must exist first
         init_dir = checkpoint_dir(settings, spec.init_from)
         if not (init_dir / "best.pt").exists():
@@ -96,13 +141,25 @@ def train_spec(spec: RunSpec, settings: TrackingSettings, callbacks: Iterable[Ca
     source = open_source(spec.data)
     model = build_model(spec)
     out = checkpoint_dir(settings, spec) if out is None else Path(out)
-    with file_lock(out / ".lock"):
+    counter = _EpochCounter()
+
+    def waiting() -> None:
+        holder = read_trained_by(out)
+        log(f"waiting: another process is training the checkpoint {out}" if holder is None else
+            f"waiting: another process is training the checkpoint {out} (trained before by {holder['run']})")
+        if on_wait is not None:
+            on_wait()
+
+    lock = file_lock(out / ".lock", waiting) if DistInfo.from_env().main else contextlib.nullcontext()
+    with lock:
         if spec.init_from is not None and not (out / "last.pt").exists():
             model.load_state_dict(load_checkpoint(checkpoint_dir(settings, spec.init_from) / "best.pt")["model"])
             log(f"initialised from {spec.init_from.study}/{spec.init_from.variant}")
-        train = source.clips("train", spec.frames, spec.stride)
-        val = source.clips("test", spec.frames, spec.frames)
-        trainer = Trainer(model, train, val, TrainConfig.from_dict(spec.train_config), out,
-                          callbacks=list(callbacks), log=log)
-        result = trainer.fit()
-    return Trained(model, source, result, train)
+        train, val = source.training_clips(spec.frames, spec.stride)  # validation: held-out training sequences
+        result = Trainer(model, train, val, TrainConfig.from_dict(spec.train_config), out,
+                         callbacks=[counter, *callbacks], log=log).fit()
+        if counter.epochs and trainer is not None:
+            write_json(out / TRAINED_BY, {**trainer, "epochs": f"{counter.start + 1}-{result.epochs_run}",
+                                          "train_hash": spec.train_hash, "finished": time.time()})
+        trained_by = read_trained_by(out)
+    return Trained(model, source, result, train, counter.epochs, trained_by)
