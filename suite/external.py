@@ -12,7 +12,6 @@ report shows it beside trained runs (`hummuss-suite report --scale external`).
 from __future__ import annotations
 
 import hashlib
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,10 +20,10 @@ import torch
 
 from hummuss.checkpoint import load_checkpoint
 from hummuss.data import open_source
-from hummuss.evaluate import EvalConfig, evaluate, with_as_trained
+from hummuss.evaluate import EvalConfig, evaluate
 from hummuss.zoo import family_of, model_from_config
 from suite.runspec import stable_hash
-from suite.tracking import Tracker, git_commit, metric_name
+from suite.tracking import Tracker, git_commit
 
 FORMATS = ("hummuss", "motionbert")
 STUDY = "motionbert-baseline"
@@ -84,13 +83,7 @@ def evaluate_checkpoint(path: str | Path, fmt: str, data: str, tracker: Tracker,
                                     "data.spec": data, "model.family": family, "checkpoint.format": fmt})
         say(f"evaluating {path} ({family}, {sum(p.numel() for p in model.parameters()):,} parameters) on {data}")
         table = evaluate(model, source, cfg)
-        scored = with_as_trained(table, cfg.lengths[0])
-        metrics = {metric_name(r.metric, r.condition): r.value for r in scored.itertuples()}
-        tracker.log_metrics(run_id, metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            csv = Path(tmp) / "evaluation.csv"
-            table.to_csv(csv, index=False)
-            tracker.log_artifact(run_id, csv)
+        tracker.log_evaluation(run_id, table, cfg.lengths[0])
         tracker.set_status(run_id, "FINISHED")
         tracker.set_status(parent, "FINISHED")
     except BaseException:

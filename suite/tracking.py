@@ -329,6 +329,25 @@ class Tracker:
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
         _with_retry(lambda: self.client.log_artifact(run_id, str(path), artifact_path), "log artifact")
 
+    def log_evaluation(self, run_id: str, table, trained_frames: int, extra: dict[str, float] | None = None,
+                       step: int = 0) -> dict[str, float]:
+        """Log an evaluation table (`hummuss.evaluate.evaluate`'s): metrics `test/<metric>/<condition>`
+        (with F_<trained_frames> also as `as_trained`), plus `extra`, and the table as
+        `evaluation.csv`. Returns the metrics logged."""
+        import tempfile
+
+        from hummuss.evaluate import with_as_trained
+
+        scored = with_as_trained(table, trained_frames)
+        metrics = {metric_name(r.metric, r.condition): r.value for r in scored.itertuples()}
+        metrics.update(extra or {})
+        self.log_metrics(run_id, metrics, step=step)
+        with tempfile.TemporaryDirectory() as tmp:
+            csv = Path(tmp) / "evaluation.csv"
+            table.to_csv(csv, index=False)
+            self.log_artifact(run_id, csv)
+        return metrics
+
     def log_dict(self, run_id: str, payload: dict, name: str) -> None:
         _with_retry(lambda: self.client.log_dict(run_id, payload, name), "log dict")
 

@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import json
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -18,9 +17,9 @@ import torch
 
 from hummuss.checkpoint import load_checkpoint
 from hummuss.distributed import DistInfo
-from hummuss.evaluate import EvalConfig, evaluate, with_as_trained
+from hummuss.evaluate import EvalConfig, evaluate
 from suite.runspec import RunSpec
-from suite.tracking import Tracker, TrackingSettings, metric_name
+from suite.tracking import Tracker, TrackingSettings
 from suite.worker.status import RunStatus, StatusCallback, status_path, write_json
 from suite.worker.training import TRAINED_BY, MlflowCallback, checkpoint_dir, log_path, train_spec
 
@@ -155,14 +154,8 @@ def execute_file(spec_file: str | Path, run_id: str, settings: TrackingSettings)
 
 
 def log_results(tracker, run_id, spec, table, result, source, train, settings, best) -> None:
-    final = {metric_name(r.metric, r.condition): r.value for r in with_as_trained(table, spec.frames).itertuples()}
-    final["best_epoch"] = result.best_epoch
-    final["best_val_mpjpe"] = result.best_val_mpjpe
-    tracker.log_metrics(run_id, final, step=result.epochs_run)
-    with tempfile.TemporaryDirectory() as tmp:
-        csv = Path(tmp) / "evaluation.csv"
-        table.to_csv(csv, index=False)
-        tracker.log_artifact(run_id, csv)
+    tracker.log_evaluation(run_id, table, spec.frames, step=result.epochs_run,
+                           extra={"best_epoch": result.best_epoch, "best_val_mpjpe": result.best_val_mpjpe})
     tracker.log_dict(run_id, spec.to_dict(), "config.json")
     digest = _digest(train.inputs, train.labels)
     tracker.log_dataset(run_id, name=source.name, digest=digest, source=spec.data, context="training",

@@ -10,11 +10,9 @@ polling the runs of the study.
 from __future__ import annotations
 
 import contextlib
-import tempfile
-from pathlib import Path
 
 from hummuss.data import open_source
-from hummuss.evaluate import AS_TRAINED, EvalConfig, evaluate, with_as_trained
+from hummuss.evaluate import AS_TRAINED, EvalConfig, evaluate
 from hummuss.floors import fit_floor
 from suite.runspec import FloorSpec
 from suite.tracking import Tracker, metric_name
@@ -28,13 +26,7 @@ def execute_floor(spec: FloorSpec, run_id: str, tracker: Tracker, source=None) -
         source = source if source is not None else open_source(spec.data)
         model = fit_floor(spec.floor, source)
         table = evaluate(model, source, EvalConfig(**spec.eval_config))
-        metrics = {metric_name(r.metric, r.condition): r.value
-                   for r in with_as_trained(table, spec.frames).itertuples()}
-        tracker.log_metrics(run_id, metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            csv = Path(tmp) / "evaluation.csv"
-            table.to_csv(csv, index=False)
-            tracker.log_artifact(run_id, csv)
+        metrics = tracker.log_evaluation(run_id, table, spec.frames)
         tracker.log_dict(run_id, spec.to_dict(), "config.json")
         tracker.set_status(run_id, "FINISHED")
         return metrics
