@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 
 from hummuss import metrics
+from hummuss.allocator import keep_freed_memory
 from hummuss.data.augment import drop_frames
 from hummuss.data.clips import Clips, Sequence
 from hummuss.data.skeleton import MPI3DHP_PCK_JOINTS, ROOT
@@ -228,6 +229,7 @@ def stream_sequences(model, seqs: list[Sequence]) -> list[np.ndarray]:
 def evaluate(model, source, config: EvalConfig | None = None, split: str = "test") -> pd.DataFrame:
     """Run the configured conditions; tidy table with columns condition, metric, value, frames."""
     cfg = config or EvalConfig()
+    keep_freed_memory()
     model.eval()
     protocol = "actions" if source.name == "h36m" else "frames"
     pck = source.name == "mpi3dhp"

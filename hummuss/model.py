@@ -1,6 +1,7 @@
 """HumMUSS: the dual-stream spatio-temporal network of gated diagonal SSM blocks.
 
     x (B, T, 17, 3)  2D joints (x, y) and their confidence
+    -> (`center_input`: each frame's root (x, y) subtracted from every joint's (x, y))
     -> Linear(3 -> D) + learned per-joint embedding (1, 17, D); no temporal position
        embedding (the model is continuous in time)
     -> depth x layer: two streams on the same input,
@@ -35,6 +36,7 @@ import torch
 import torch.nn as nn
 
 from hummuss.config import PresetConfig
+from hummuss.data.skeleton import root_relative_2d
 from hummuss.fusion import Aggregate, check_aggregation
 from hummuss.gdssm import GDSSM
 from hummuss.ssm import INIT_SCHEMES
@@ -61,11 +63,16 @@ class HumMUSSConfig(PresetConfig):
     dt_max: float = 1e-1
     shared_modes: bool = True
     norm_eps: float = 1e-6
+    # subtract each frame's root (x, y) from every joint's (x, y) before the embedding. Off
+    # in the paper's presets (absolute image coordinates, as MotionBERT); on at `cpu`, where
+    # the small model otherwise spends its capacity undoing the root's image position
+    # (synthetic test MPJPE after 600 / 1,200 steps: 75.8 / 66.3 mm absolute, 66.5 / 56.4 centred)
+    center_input: bool = False
 
     PRESETS = {
         "paper-bidirectional": dict(expand=2.5, causal=False),
         "paper-causal": dict(expand=3.0, causal=True),
-        "cpu": dict(dim=64, dim_rep=128, depth=2, state_size=32, expand=2.0),
+        "cpu": dict(dim=64, dim_rep=128, depth=2, state_size=32, expand=2.0, center_input=True),
         "smoke": dict(dim=16, dim_rep=32, depth=1, state_size=8, expand=2.0),
     }
 
@@ -187,10 +194,15 @@ class HumMUSS(nn.Module):
                 raise ValueError("dt must be finite and > 0 for every frame")
 
     # -- forward ----------------------------------------------------------------------
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens (..., J, 3) -> (..., J, D): the joint embedding plus the per-joint one."""
+        if self.config.center_input:
+            x = root_relative_2d(x)
+        return self.joints_embed(x) + self.pos_embed[0]
     def _trunk(self, x, dt_scale=1.0, dt=None) -> torch.Tensor:
         """(B, T, J, 3) -> normalised features, frame-major (T, B, J, D)."""
         self.check_input(x, dt_scale, dt)
-        h = self.joints_embed(x.transpose(0, 1).contiguous()) + self.pos_embed  # (T, B, J, D)
+        h = self.embed(x.transpose(0, 1).contiguous())  # (T, B, J, D)
         dts = None if dt is None else dt.t()
         for layer in self.layers:
             h = layer.forward_frames(h, dt_scale, dts)

@@ -140,7 +140,7 @@ def _frame(model: nn.Module, x_t, states, disc, consts):
     """
     B, J, _ = x_t.shape
     D = model.config.dim
-    h = model.joints_embed(x_t) + model.pos_embed[0]  # (B, J, D)
+    h = model.embed(x_t)  # (B, J, D)
     new_states = []
     for layer, st, dsc, cst in zip(model.layers, states, disc, consts):
         c_sst, c_tst, c_tts, c_sts = cst

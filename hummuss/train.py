@@ -40,6 +40,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from hummuss.allocator import keep_freed_memory
 from hummuss.checkpoint import (
     CHECKPOINT_FORMAT,
     load_checkpoint,
@@ -90,12 +91,15 @@ class TrainConfig(PresetConfig):
     PRESETS = {
         "motionbert": {},
         "pretrain": dict(lr=3e-4, corruption=True, batch_size=64, epochs=90),
-        # 1,200 steps of batch 8, warm-up then cosine: HumMUSS cpu reached 66.3 mm on the synthetic
-        # test set (75.8 at 600 steps; linear lift 74.4), MotionBERT-Lite cpu 104.5 (lr 1e-3, its recipe)
-        "cpu": dict(epochs=12, batch_size=8, lr=3e-3, max_steps_per_epoch=100, max_val_clips=0,
-                    eval_batch_size=32, schedule="cosine", warmup_steps=20),
+        # 600 steps of batch 8, warm-up then cosine, gradients clipped at norm 1 (AdamW is
+        # insensitive to the scale of a step's gradient, so this only damps spikes). The budget
+        # one `reproduce` (48 trainings, 3 seeds) can afford on 2 cores. HumMUSS cpu (input
+        # centred on the root, seed 0) on the synthetic test set: 66.5 mm at 600 steps, 56.4 at
+        # 1,200, 49.7 at 2,400 (linear lift 74.4): far from converged; see the scale in suite/registry.py
+        "cpu": dict(epochs=6, batch_size=8, lr=3e-3, max_steps_per_epoch=100, max_val_clips=96,
+                    eval_batch_size=32, schedule="cosine", warmup_steps=20, clip_grad=1.0),
         "quick": dict(epochs=10, batch_size=16, lr=3e-3, max_steps_per_epoch=16, max_val_clips=48,
-                      eval_batch_size=32, schedule="cosine", warmup_steps=20),
+                      eval_batch_size=32, schedule="cosine", warmup_steps=20, clip_grad=1.0),
         "smoke": dict(epochs=2, batch_size=8, lr=1e-3, max_steps_per_epoch=4, eval_batch_size=16),
     }
 
@@ -163,6 +167,8 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.dist = DistInfo.from_env()
         self.device = pick_device(config.device, self.dist.local_rank)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # no page faults for each step's activations (hummuss/allocator.py)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         seed_everything(config.seed + self.dist.rank)
         self.model = model.to(self.device)

@@ -76,9 +76,11 @@ SCALES: Mapping[str, Scale] = readonly(
     # the cpu scale's models and data on a 15-minute budget (one seed, few steps): not converged
     quick=Scale("quick", "synthetic", _PRESETS["quick"], "quick", frames=27, stride=9, converged=False,
                 eval=readonly(max_sequences=6)),
-    # three seeds, every test sequence, a recipe per family (one-thread measurements, not yet a
-    # sweep: hummuss lr 3e-3, motionbert lr 1e-3, both batch 8). Doubling its 1,200 steps still
-    # lowered HumMUSS's test MPJPE by 12.5% (75.8 -> 66.3 mm at 600 -> 1,200): not converged yet.
+    # three seeds, every test sequence, a recipe per family (one-thread measurements, not yet
+    # a sweep: hummuss lr 3e-3 with its input centred on the root, motionbert lr 1e-3, both
+    # batch 8). 600 steps, the budget one reproduce can afford on 2 cores: not converged.
+    # Doubling it keeps paying (HumMUSS seed 0: 66.5 -> 56.4 -> 49.7 mm at 600 -> 1,200 ->
+    # 2,400 steps; MotionBERT-Lite: 104.5 mm at 1,200, above the lift).
     cpu=Scale("cpu", "synthetic", _PRESETS["cpu"], "cpu", frames=27, stride=9, seeds=(0, 1, 2),
               converged=False, recipes=readonly(motionbert=readonly(lr=1e-3)),
               eval=readonly(max_sequences=0)),

@@ -238,3 +238,20 @@ def test_aggregation_on_channel_major_tensors(kind):
     token_major = agg(*xs)
     channel_major = agg(*[x.permute(2, 0, 1).contiguous() for x in xs], dim=0)
     assert torch.allclose(channel_major.permute(1, 2, 0), token_major, atol=1e-6)
+
+
+def test_center_input_makes_the_model_blind_to_where_the_root_is_in_the_image():
+    torch.manual_seed(0)
+    centred = HumMUSS(HumMUSSConfig.preset("smoke", center_input=True)).eval()
+    absolute = HumMUSS(HumMUSSConfig.preset("smoke")).eval()
+    absolute.load_state_dict(centred.state_dict())
+    x = torch.randn(2, 12, 17, 3)
+    shift = torch.zeros_like(x)
+    shift[..., :2] = torch.randn(2, 12, 1, 2)  # each frame's whole skeleton moved in the image
+    with torch.no_grad():
+        assert torch.allclose(centred(x), centred(x + shift), atol=1e-6)
+        assert not torch.allclose(absolute(x), absolute(x + shift), atol=1e-3)
+        # centring by hand, then the absolute model: the same numbers
+        manual = x.clone()
+        manual[..., :2] -= x[..., :1, :2]
+        assert torch.allclose(centred(x), absolute(manual), atol=1e-6)

@@ -131,3 +131,14 @@ def test_reset_rereads_changed_parameters(model):
     tolerance = 1e-5 * max(1.0, offline.abs().max())
     assert (after - before).abs().max() > 100 * tolerance  # the change shows (stale caches would not)
     assert (after - offline).abs().max() < tolerance
+
+
+def test_stream_centres_each_frame_like_the_offline_model():
+    torch.manual_seed(1)
+    model = HumMUSS(HumMUSSConfig.preset("smoke", causal=True, center_input=True)).eval()
+    x = torch.randn(1, 30, 17, 3)
+    with torch.no_grad():
+        offline = model(x)
+    s = model.stream()
+    online = torch.stack([s.step(x[:, t]) for t in range(30)], 1)
+    assert (online - offline).abs().max() < 1e-5

@@ -6,6 +6,7 @@ Every array in this project that has a joint axis uses `H36M_JOINTS` order.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 H36M_JOINTS: tuple[str, ...] = (
     "pelvis",  # 0 root
@@ -77,6 +78,13 @@ def flip_pose(x):
     out = out.clone() if hasattr(out, "clone") else np.array(out, copy=True)
     out[..., 0] = -out[..., 0]
     return out
+
+
+def root_relative_2d(x: torch.Tensor) -> torch.Tensor:
+    """2D keypoints (..., 17, C >= 2) with the root joint's (x, y) subtracted from every
+    joint's (x, y), frame by frame; the other channels (confidence) unchanged."""
+    xy = x[..., :2] - x[..., ROOT:ROOT + 1, :2]
+    return torch.cat([xy, x[..., 2:]], dim=-1)
 
 
 def bone_lengths(joints):

@@ -8,7 +8,10 @@ computed (the same numbers either way, to float round-off):
 - long ones use an FFT of a mostly-two size >= 2L - 1 (`fft_size`); the anti-causal
   (backward) direction multiplies by the conjugate spectrum instead of flipping.
 `conv_method` chooses between them, `conv_operator` prepares either as a `ConvOperator`,
-`apply_conv` applies it. Both work on channel-major activations u (H, P, L, Q) (the
+`apply_conv` applies it. With autograd (training rebuilds the kernel and operator every
+step) two pieces have hand-written backwards: `VandermondeKernel` (the kernel in real
+arithmetic; powers below float32's normal range are zero, so no subnormals) and
+`ToeplitzWeight` (the operator as one gather; its backward sums diagonals). Both work on channel-major activations u (H, P, L, Q) (the
 sequence on dim 2), so a block that computes its projections as W z^T needs no transposes
 (see hummuss/gdssm.py).
 """
@@ -27,7 +30,8 @@ from hummuss.ssm.cache import cexp
 # TOEPLITZ_WIDE_MAX_LENGTH when the matmul has at least TOEPLITZ_WIDE_COLUMNS columns
 # (sequences per channel); FFT beyond. Measured on a 2-core AVX-512 CPU, see `conv_method`.
 TOEPLITZ_MAX_LENGTH, TOEPLITZ_WIDE_MAX_LENGTH, TOEPLITZ_WIDE_COLUMNS = 40, 128, 64
-FFT_ODD_FACTORS = (1, 3, 5, 9)  # FFT sizes 2^a c, see `fft_size`
+FFT_ODD_FACTORS = (1, 3, 5, 9)
+LOG_TINY = math.log(torch.finfo(torch.float32).tiny)  # exp(x) below this is subnormal in float32  # FFT sizes 2^a c, see `fft_size`
 
 
 def vandermonde(W: torch.Tensor, dtlam: torch.Tensor, length: int) -> torch.Tensor:
@@ -37,6 +41,8 @@ def vandermonde(W: torch.Tensor, dtlam: torch.Tensor, length: int) -> torch.Tens
     dA^l = dA^(q b) dA^r: two small Vandermonde factors (H, nq, M) and (H, M, b) instead of
     the (H, M, L) powers, and the sum over modes as one real batched matmul.
     """
+    if torch.is_grad_enabled() and (W.requires_grad or dtlam.requires_grad):
+        return VandermondeKernel.apply(W, dtlam, length)
     k, H, M = W.shape
     b = max(1, math.isqrt(length - 1) + 1) if length > 1 else 1
     nq = -(-length // b)
@@ -47,6 +53,49 @@ def vandermonde(W: torch.Tensor, dtlam: torch.Tensor, length: int) -> torch.Tens
     # Re(A Vr) = [Re A, -Im A] @ [Re Vr; Im Vr]
     K = torch.bmm(torch.cat([A.real, -A.imag], -1), torch.cat([Vr.real, Vr.imag], 1))  # (H, k nq, b)
     return 2 * K.view(H, k, nq * b)[..., :length].transpose(0, 1)  # (k, H, L)
+
+
+def powers(dtlam: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Re and Im of dA^l = exp(dtlam l), each (H, M, L) real, with powers whose modulus falls
+    below float32's normal range set to zero (no subnormals reach the matmuls)."""
+    steps = torch.arange(length, device=dtlam.device, dtype=dtlam.real.dtype)
+    re = dtlam.real.unsqueeze(-1) * steps  # (H, M, L): log |dA^l|
+    mag = torch.exp(re).masked_fill_(re < LOG_TINY, 0.0)
+    ang = dtlam.imag.unsqueeze(-1) * steps
+    return mag * torch.cos(ang), mag * torch.sin(ang)
+
+
+class VandermondeKernel(torch.autograd.Function):
+    """`vandermonde` for training: K = 2 Re(W V), V[h, n, l] = dA^l, in real arithmetic with
+    a hand-written backward (two real batched matmuls each way instead of autograd's passes
+    of complex arithmetic):
+
+        dK/dW:      grad W     = 2 sum_l gK conj(V)
+        dK/ddtlam:  grad dtlam = 2 conj(sum_c W sum_l gK l V)
+    """
+
+    @staticmethod
+    def forward(ctx, W, dtlam, length):
+        V = torch.cat(powers(dtlam, length), 1)  # (H, 2M, L): Re and Im of dA^l
+        Wt = W.transpose(0, 1)  # (H, k, M)
+        A = torch.cat([Wt.real, -Wt.imag], -1)  # (H, k, 2M)
+        ctx.save_for_backward(W, V)
+        return (2 * torch.bmm(A, V)).transpose(0, 1)  # (k, H, L)
+
+    @staticmethod
+    def backward(ctx, gK):
+        W, V = ctx.saved_tensors
+        H, M2, L = V.shape
+        M = M2 // 2
+        g = 2 * gK.transpose(0, 1)  # (H, k, L)
+        Vt = V.transpose(1, 2)  # (H, L, 2M)
+        gl = torch.cat([g, g * torch.arange(L, device=g.device, dtype=g.dtype)], 1)  # (H, 2k, L)
+        AB = torch.bmm(gl, Vt)  # (H, 2k, 2M): sum_l g V and sum_l g l V as (Re, Im)
+        k = g.shape[1]
+        A, B = AB[:, :k], AB[:, k:]
+        gW = torch.complex(A[..., :M], -A[..., M:]).transpose(0, 1)  # (k, H, M)
+        gdt = (W.transpose(0, 1) * torch.complex(B[..., :M], B[..., M:])).sum(1).conj()  # (H, M)
+        return gW, gdt, None
 
 
 def fft_size(n: int) -> int:
@@ -123,6 +172,82 @@ def toeplitz(K: torch.Tensor, D: torch.Tensor, anticausal: Sequence[bool]) -> to
     return T.permute(1, 0, 2, 3)  # (H, R, L, L)
 
 
+_TOEPLITZ_INDEX: dict = {}  # (R, H, L, anticausal, layout, device) -> gather index, see `toeplitz_index`
+
+
+def toeplitz_index(R: int, H: int, L: int, anticausal: tuple[bool, ...], layout: str, device) -> torch.Tensor:
+    """Where each entry of a Toeplitz operator's weight reads the padded kernel (R, H, L + 1).
+
+    layout "rows": (H, R L, L), "cols": (H, L, R L), as `conv_operator`; entries off the
+    kernel's band read index L of their row, a zero. Cached per shape and device.
+    """
+    key = (R, H, L, anticausal, layout, str(device))
+    idx = _TOEPLITZ_INDEX.get(key)
+    if idx is None:
+        i = torch.arange(L, device=device)
+        lag = i[:, None] - i[None, :]  # (L, L): i - j
+        causal = torch.where(lag >= 0, lag, L)
+        lags = torch.stack([causal.t() if a else causal for a in anticausal])  # (R, L, L)
+        row = (torch.arange(R, device=device)[:, None] * H + torch.arange(H, device=device)) * (L + 1)
+        idx = row[:, :, None, None] + lags[:, None]  # (R, H, L, L): [r, h, i, j]
+        idx = idx.permute(1, 0, 2, 3).reshape(H, R * L, L) if layout == "rows" else \
+            idx.permute(1, 3, 0, 2).reshape(H, L, R * L)
+        if len(_TOEPLITZ_INDEX) > 64:
+            _TOEPLITZ_INDEX.clear()
+        idx = _TOEPLITZ_INDEX[key] = idx.contiguous()
+    return idx
+
+
+def diagonal_sums(G: torch.Tensor, anticausal: tuple[bool, ...]) -> torch.Tensor:
+    """G (R, H, L, L) -> S (R, H, L): S[r, h, l] = sum_i G[r, h, i, i - l] (on and below the
+    main diagonal), or sum_i G[r, h, i, i + l] (on and above it) where anticausal[r].
+
+    Each matrix is copied into rows of 2L - 1 with L - 1 zeros on the left (causal) or the
+    right; along the stride 2L the diagonals become columns and the zeros fill what lies
+    outside the matrix, so the sums are one strided reduction.
+    """
+    R, H, L, _ = G.shape
+    Gp = G.new_zeros(R, H, L, 2 * L - 1)
+    for r, a in enumerate(anticausal):
+        Gp[r, :, :, slice(0, L) if a else slice(L - 1, None)] = G[r]
+    # causal: Gp[i, L - 1 + j] = G[i, j], column i + l' of row i holds lag l = L - 1 - l';
+    # anti-causal: Gp[i, j] = G[i, j], column i + l holds lag l
+    S = Gp.as_strided((R, H, L, L), ((2 * L - 1) * L * H, (2 * L - 1) * L, 2 * L, 1)).sum(-2)
+    causal = torch.tensor([not a for a in anticausal], device=G.device).view(R, 1, 1)
+    return torch.where(causal, S.flip(-1), S) if not all(anticausal) else S
+
+
+class ToeplitzWeight(torch.autograd.Function):
+    """K (R, H, L), D (R, H) -> a Toeplitz operator's weight (`conv_operator`'s layouts).
+
+    The same numbers as `toeplitz` (then permuted for the layout), as one gather; the
+    backward sums the weight's gradient along its diagonals, instead of the index
+    operations' scatter-add and the zero-filled `where` branches (a training step at the
+    cpu preset spent about a fifth of its time building these operators).
+    """
+
+    @staticmethod
+    def forward(ctx, K, D, anticausal, layout):
+        R, H, L = K.shape
+        Kz = torch.nn.functional.pad(K, (0, 1))  # (R, H, L + 1): index L reads a zero
+        Kz[..., 0] += D  # the skip D u is lag 0
+        ctx.anticausal, ctx.layout = anticausal, layout
+        return Kz.take(toeplitz_index(R, H, L, anticausal, layout, K.device))
+
+    @staticmethod
+    def backward(ctx, gw):
+        anti, H = ctx.anticausal, gw.shape[0]
+        R = len(anti)
+        if ctx.layout == "rows":  # (H, R L, L) -> [h, r, i, j]
+            L = gw.shape[2]
+            G = gw.view(H, R, L, L)
+        else:  # (H, L, R L): [h, j, r L + i]
+            L = gw.shape[1]
+            G = gw.view(H, L, R, L).permute(0, 2, 3, 1)
+        gK = diagonal_sums(G.transpose(0, 1), anti)  # (R, H, L)
+        return gK, gK[..., 0].clone(), None, None
+
+
 def conv_operator(K: torch.Tensor, D: torch.Tensor, anticausal: Sequence[bool], layout: str,
                   method: str = "auto") -> ConvOperator:
     """Prepare the convolution by K (R, H, L) with skips D (R, H) for `apply_conv`.
@@ -134,14 +259,11 @@ def conv_operator(K: torch.Tensor, D: torch.Tensor, anticausal: Sequence[bool], 
     if method == "auto":
         method = conv_method(L, 1)
     if method == "toeplitz":
-        T = toeplitz(K, D, anticausal)  # (H, R, L, L)
-        if layout == "rows":
-            weight = T.reshape(H, R * L, L)
-        elif layout == "cols":
-            weight = T.permute(0, 3, 1, 2).reshape(H, L, R * L)
-        else:
+        if layout not in ("rows", "cols"):
             raise ValueError(f"unknown layout {layout!r}; known: rows, cols")
-        return ConvOperator("toeplitz", layout, L, weight.contiguous())
+        # = `toeplitz` laid out for `layout`, in one gather with a diagonal-sum backward
+        weight = ToeplitzWeight.apply(K, D, tuple(bool(a) for a in anticausal), layout)
+        return ConvOperator("toeplitz", layout, L, weight)
     if method != "fft":
         raise ValueError(f"unknown convolution method {method!r}; known: auto, toeplitz, fft")
     n = fft_size(2 * L - 1)  # zero padding makes the circular convolution linear
