@@ -38,6 +38,8 @@ import yaml
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 PARENT_TAG = "mlflow.parentRunId"
+# lease bookkeeping (suite/leases.py): on a run only while it is claimed, removed when it ends
+LEASE_TAGS = ("claim", "heartbeat")
 T = TypeVar("T")
 
 
@@ -241,12 +243,12 @@ class Tracker:
         return _with_retry(lambda: list(self.client.search_runs(
             experiment_ids, filter_string, max_results=max_results, order_by=order_by)), "search runs")
 
-    def all_runs(self, experiment_id: str):
-        """Every active run of the experiment (all pages)."""
+    def all_runs(self, experiment_id: str, filter_string: str = ""):
+        """Every active run of the experiment that passes `filter_string` (all pages)."""
         runs, token = [], None
         while True:
             page = _with_retry(lambda tok=token: self.client.search_runs(
-                [experiment_id], "", max_results=5000, page_token=tok), "search runs")
+                [experiment_id], filter_string, max_results=5000, page_token=tok), "search runs")
             runs += list(page)
             token = page.token
             if not token:
@@ -270,10 +272,23 @@ class Tracker:
                            order_by=["attributes.start_time ASC"])
 
     def set_status(self, run_id: str, status: str) -> None:
+        """A terminal status also removes the lease tags (`LEASE_TAGS`): they mean something
+        only while a process holds the run."""
         if status in ("FINISHED", "FAILED", "KILLED"):
             _with_retry(lambda: self.client.set_terminated(run_id, status), "end run")
+            self.clear_lease(run_id)
         else:
             _with_retry(lambda: self.client.update_run(run_id, status=status), "update run")
+
+    def clear_lease(self, run_id: str) -> None:
+        """Delete the lease tags of a run that no process holds any more (best effort)."""
+        try:
+            tags = self.get_run(run_id).data.tags
+            for key in LEASE_TAGS:
+                if key in tags:
+                    _with_retry(lambda k=key: self.client.delete_tag(run_id, k), "delete tag")
+        except Exception:  # noqa: BLE001 - a tag left behind is cosmetic; the next end removes it
+            pass
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag

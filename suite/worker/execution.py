@@ -44,6 +44,7 @@ class Heartbeat:
 
     def __exit__(self, *exc):
         self._stop.set()
+        self._thread.join(timeout=30)  # no beat may land after the run ends and its lease is cleared
 
 
 def execute(spec: RunSpec, run_id: str, settings: TrackingSettings, echo: Callable[[str], None] | None = None) -> dict:
@@ -70,8 +71,9 @@ def execute(spec: RunSpec, run_id: str, settings: TrackingSettings, echo: Callab
             return {}
         status.update(phase="starting", run=f"{spec.study}/{spec.name}", run_id=run_id, log=str(logfile))
         tracker.set_status(run_id, "RUNNING")
+        # the log itself is uploaded as an artifact when the run ends: no local path in a tag
         tracker.set_tags(run_id, {"torch": torch.__version__, "device": _device_name(),
-                                  "log": str(logfile), "heartbeat": f"{time.time():.0f}"})
+                                  "heartbeat": f"{time.time():.0f}"})
         with Heartbeat(tracker, run_id, settings.claim_ttl_s / 4):
             trained = train_spec(spec, settings, [MlflowCallback(tracker, run_id), StatusCallback(status)], log,
                                  trainer={"run_id": run_id, "run": f"{spec.study}/{spec.name}"},
