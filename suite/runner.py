@@ -67,6 +67,7 @@ class Runner:
         self.slurm = slurm or (SlurmOptions(gpus_per_task=1 if gpus_per_run is None else gpus_per_run)
                                if launcher == "slurm" else None)
         self._plan: DevicePlan | None = None
+        self.command: str | None = None  # the command line, for the parent run's description
         if launcher == "slurm":  # bad combinations fail here, before anything is logged
             self.slurm.check()
         else:
@@ -137,9 +138,12 @@ class Runner:
                      f"{f' and {len(floors)} floor run(s)' if floors else ''} at scale {scale} finished before "
                      f"(experiment {tracker.experiment_name(study)})")
             return [self._skip(item, finished[i]) for i, item in enumerate(items)]
+        command = self.command or f"hummuss-suite run {study} --scale {scale}"
+        note = (f"`{command}`\n\nStudy {study} at scale {scale}: {len(specs)} run(s), {len(floors)} floor run(s); "
+                f"{len(finished)} of them finished before.")
         parent = tracker.create_run(exp_id, f"{study} {scale} {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                                    {"kind": "parent", "study": study, "scale": scale,
-                                     "git_commit": git_commit(), **parent_tags})
+                                    {"kind": "parent", "study": study, "scale": scale, "git_commit": git_commit(),
+                                     "mlflow.note.content": note, **parent_tags})
         also = f" and {len(floors)} floor run(s)" if floors else ""
         self.say(f"{study}: {len(specs)} run(s){also} at scale {scale} "
                  f"(experiment {tracker.experiment_name(study)}, parent run {parent})")

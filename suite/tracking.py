@@ -22,6 +22,7 @@ user; for many machines use an `mlflow server` on PostgreSQL.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -38,6 +39,8 @@ import yaml
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 PARENT_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"  # the description MLflow's UI shows on a run or an experiment
+SOURCE_NAME = "hummuss-suite"
 # lease bookkeeping (suite/leases.py): on a run only while it is claimed, removed when it ends
 LEASE_TAGS = ("claim", "heartbeat")
 T = TypeVar("T")
@@ -216,6 +219,8 @@ class Tracker:
         name = self.experiment_name(study)
         exp = _with_retry(lambda: self.client.get_experiment_by_name(name), "get experiment")
         if exp is not None:
+            if create:
+                self._describe_experiment(exp, study)
             return exp.experiment_id
         if not create:
             return None
@@ -223,17 +228,23 @@ class Tracker:
         location = f"{location.rstrip('/')}/{study}" if "://" in location else Path(location, study).as_uri()
         try:
             return _with_retry(lambda: self.client.create_experiment(
-                name, artifact_location=location,
-                tags={EXPERIMENT_KIND_TAG: "custom_model_development", "study": study}), "create experiment")
+                name, artifact_location=location, tags=experiment_tags(study)), "create experiment")
         except Exception:  # created by another process meanwhile
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
                 raise
             return exp.experiment_id
 
+    def _describe_experiment(self, exp, study: str) -> None:
+        """An experiment the suite did not create (or an older one) gets its kind and description."""
+        missing = {k: v for k, v in experiment_tags(study).items() if k not in exp.tags}
+        for key, value in missing.items():
+            _with_retry(lambda k=key, v=value: self.client.set_experiment_tag(exp.experiment_id, k, v), "tag experiment")
+
     # -- runs ----------------------------------------------------------------------
     def create_run(self, experiment_id: str, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:
-        tags = {k: str(v) for k, v in tags.items()}
+        """A run with MLflow's context tags (source, git commit, user) under `tags`."""
+        tags = {**context_tags(), **{k: redact(str(v)) for k, v in tags.items()}}
         if parent_id:
             tags[PARENT_TAG] = parent_id
         run = _with_retry(lambda: self.client.create_run(experiment_id, tags=tags, run_name=name), "create run")
@@ -386,12 +397,48 @@ class Tracker:
             _with_retry(lambda: self.client.log_inputs(run_id, datasets=[entry]), "log input")
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=5)
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def context_tags() -> dict[str, str]:
+    """MLflow's standard context tags: `mlflow.source.name` (the command), `mlflow.source.type`,
+    `mlflow.source.git.commit` (in a git checkout) and `mlflow.user`."""
+    import getpass
+
+    from mlflow.utils.mlflow_tags import (MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE,
+                                          MLFLOW_USER)
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name (some containers)
+        user = "unknown"
+    tags = {MLFLOW_SOURCE_NAME: SOURCE_NAME, MLFLOW_SOURCE_TYPE: "LOCAL", MLFLOW_USER: user}
+    commit = git_commit()
+    if commit != "unknown":
+        tags[MLFLOW_GIT_COMMIT] = commit
+    return tags
+
+
+def experiment_tags(study: str) -> dict[str, str]:
+    """The kind tag (model training in the MLflow 3 UI) and the study's description: its
+    question and where the paper reports it (from the study's declaration)."""
+    tags = {EXPERIMENT_KIND_TAG: "custom_model_development", "study": study}
+    try:
+        from suite.registry import get_study
+
+        decl = get_study(study)
+    except Exception:  # noqa: BLE001 - an experiment of a study this checkout does not declare
+        return tags
+    paper = decl.paper
+    tags[NOTE_TAG] = (f"**{decl.name}**: {decl.question}\n\nPaper: {paper.table}. {paper.caption}"
+                      + (f"\n\n{paper.note}" if paper.note else ""))
+    return tags
 
 
 def flatten(prefix: str, values: dict[str, Any]) -> dict[str, Any]:

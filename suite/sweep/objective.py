@@ -80,7 +80,9 @@ class TrialObjective:
         base = self.base
         tags = {"kind": "trial", "sweep": self.sweep, "trial": n, "study": base.study, "variant": base.variant,
                 "seed": base.seed, "scale": base.scale, "model": base.model, "label": f"{self.sweep} trial {n}",
-                "git_commit": git_commit(), "host": socket.gethostname(), "sweep.params": json.dumps(params)}
+                "git_commit": git_commit(), "host": socket.gethostname(), "sweep.params": json.dumps(params),
+                "mlflow.note.content": f"Trial {n} of Optuna sweep {self.sweep}: {base.study}/{base.variant} at "
+                                       f"scale {base.scale} with {json.dumps(params)}."}
         if retry_of is not None:
             tags["retry_of"] = retry_of
         if trial.user_attrs.get("paper"):

@@ -72,7 +72,12 @@ def prepare(cfg: SweepConfig, tracker: Tracker, say: Callable[[str], None] = pri
     parent = ensure_parent(tracker, study, experiment_id,
                            {"study": study_decl.name, "variant": variant, "scale": cfg.scale, "seed": cfg.seed,
                             "sampler": cfg.sampler, "pruner": cfg.pruner, "storage": storage.shown,
-                            "git_commit": git_commit()}, study_decl.search_space)
+                            "git_commit": git_commit(),
+                            "mlflow.note.content": f"`{cfg.command or 'hummuss-suite sweep ' + study_decl.name}`\n\n"
+                                                   f"Optuna sweep {name}: {cfg.trials} trials of {study_decl.name}/"
+                                                   f"{variant} at scale {cfg.scale}, sampler {cfg.sampler}, pruner "
+                                                   f"{cfg.pruner}; storage {storage.shown}."},
+                           study_decl.search_space)
     if not study.get_trials(deepcopy=False):
         study.enqueue_trial(dict(paper), user_attrs={"paper": True}, skip_if_exists=True)
         say(f"sweep {name}: the paper's configuration is the first trial [{format_params(paper)}]")
