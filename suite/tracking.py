@@ -22,11 +22,9 @@ user; for many machines use an `mlflow server` on PostgreSQL.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import socket
-import subprocess
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -36,11 +34,17 @@ from typing import Any, TypeVar
 
 import yaml
 
+# git_commit and the tag names are used by other modules through this one
+from suite.provenance import (  # noqa: F401
+    EXPERIMENT_KIND_TAG,
+    NOTE_TAG,
+    context_tags,
+    experiment_tags,
+    git_commit,
+)
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 PARENT_TAG = "mlflow.parentRunId"
-NOTE_TAG = "mlflow.note.content"  # the description MLflow's UI shows on a run or an experiment
-SOURCE_NAME = "hummuss-suite"
 # lease bookkeeping (suite/leases.py): on a run only while it is claimed, removed when it ends
 LEASE_TAGS = ("claim", "heartbeat")
 T = TypeVar("T")
@@ -395,50 +399,6 @@ class Tracker:
             if not any(t in str(err).lower() for t in ("unique constraint", "duplicate key")):
                 raise
             _with_retry(lambda: self.client.log_inputs(run_id, datasets=[entry]), "log input")
-
-
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def context_tags() -> dict[str, str]:
-    """MLflow's standard context tags: `mlflow.source.name` (the command), `mlflow.source.type`,
-    `mlflow.source.git.commit` (in a git checkout) and `mlflow.user`."""
-    import getpass
-
-    from mlflow.utils.mlflow_tags import (MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE,
-                                          MLFLOW_USER)
-
-    try:
-        user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name (some containers)
-        user = "unknown"
-    tags = {MLFLOW_SOURCE_NAME: SOURCE_NAME, MLFLOW_SOURCE_TYPE: "LOCAL", MLFLOW_USER: user}
-    commit = git_commit()
-    if commit != "unknown":
-        tags[MLFLOW_GIT_COMMIT] = commit
-    return tags
-
-
-def experiment_tags(study: str) -> dict[str, str]:
-    """The kind tag (model training in the MLflow 3 UI) and the study's description: its
-    question and where the paper reports it (from the study's declaration)."""
-    tags = {EXPERIMENT_KIND_TAG: "custom_model_development", "study": study}
-    try:
-        from suite.registry import get_study
-
-        decl = get_study(study)
-    except Exception:  # noqa: BLE001 - an experiment of a study this checkout does not declare
-        return tags
-    paper = decl.paper
-    tags[NOTE_TAG] = (f"**{decl.name}**: {decl.question}\n\nPaper: {paper.table}. {paper.caption}"
-                      + (f"\n\n{paper.note}" if paper.note else ""))
-    return tags
 
 
 def flatten(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
