@@ -217,6 +217,7 @@ def test_pruned_trials_end_killed_and_tagged(store, monkeypatch):
     assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"]
     assert {r.data.tags["pruned"] for r in runs} == {"true"} and {r.data.tags["pruned_at_epoch"] for r in runs} == {"1"}
     assert result.ok and result.best is None and result.storage.location.endswith("optuna.db")
+    assert load_sweep(result.storage.location, "pruned").metric_names == ["val/mpjpe_mm (best epoch)"]
 
     # the finished sweep again: nothing to do, its parent run keeps its metrics and end time
     def parent_state():

@@ -17,11 +17,12 @@ from suite.registry import Param, Study
 from suite.sweep.config import SweepConfig
 from suite.sweep.space import check_space, format_params
 from suite.sweep.stale import open_sweep_storage, recover_stale
-from suite.sweep.storage import StorageSpec, resolve_storage
+from suite.sweep.storage import StorageSpec, quiet_experimental, resolve_storage
 from suite.tracking import Tracker, TrackingSettings, git_commit
 from suite.worker import checkpoint_dir
 
 SETTLE_S = 0.5  # pause between writing a shared value and reading it back
+OBJECTIVE_NAME = "val/mpjpe_mm (best epoch)"  # what each trial returns, minimised
 
 
 @dataclass
@@ -68,6 +69,9 @@ def prepare(cfg: SweepConfig, tracker: Tracker, say: Callable[[str], None] = pri
     study = optuna.create_study(study_name=name, storage=open_sweep_storage(storage, cfg, tracker.settings),
                                 direction="minimize", load_if_exists=True)
     _check_identity(study, cfg, say)
+    if study.metric_names != [OBJECTIVE_NAME]:  # optuna-dashboard's name of the objective
+        with quiet_experimental():
+            study.set_metric_names([OBJECTIVE_NAME])
     experiment_id = tracker.experiment_id(study_decl.name)
     parent = ensure_parent(tracker, study, experiment_id,
                            {"study": study_decl.name, "variant": variant, "scale": cfg.scale, "seed": cfg.seed,
