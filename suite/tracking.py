@@ -22,6 +22,7 @@ user; for many machines use an `mlflow server` on PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -377,6 +378,23 @@ class Tracker:
             table.to_csv(csv, index=False)
             self.log_artifact(run_id, csv)
         return metrics
+
+    @contextlib.contextmanager
+    def system_metrics(self, run_id: str):
+        """While the block runs, MLflow's system metrics monitor logs `system/...` metrics (CPU,
+        memory, disk, network; GPU where nvidia-ml-py finds one) to the run, every 10 s
+        (`MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`), when mlflow.yaml says `system_metrics: true`."""
+        if not self.settings.system_metrics:
+            yield
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, resume_logging=True, tracking_uri=self.settings.tracking_uri)
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
 
     def log_dict(self, run_id: str, payload: dict, name: str) -> None:
         _with_retry(lambda: self.client.log_dict(run_id, payload, name), "log dict")

@@ -45,3 +45,27 @@ def test_stale_trials_are_failed_and_retried_through_optunas_public_api():
     # no private Optuna API anywhere in the sweep package
     sources = {p.name: p.read_text() for p in Path("suite/sweep").glob("*.py")}
     assert {n for n, text in sources.items() if "._storage" in text or "._trial_id" in text} == set()
+
+
+def test_system_metrics_are_logged_when_enabled_and_not_by_default(suite_store, monkeypatch):
+    from suite.runner import Runner
+    from suite.runspec import expand_runs
+
+    tiny = {"epochs": "1", "max_steps_per_epoch": "1", "max_val_clips": "2", "eval.lengths": "27",
+            "eval.flip": "false", "eval.max_sequences": "1"}
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    monkeypatch.setenv("HUMMUSS_FAKE_GPUS", "0")
+    config = suite_store / "mlflow.yaml"
+    for enabled in (False, True):
+        config.write_text(config.read_text().replace("system_metrics: false\n", "")
+                          + f"system_metrics: {str(enabled).lower()}\n")
+        tracker = Tracker(load_settings())
+        spec = expand_runs("motionbert-baseline", "smoke", seeds=(int(enabled),), sets=tiny, variants=("lite",))[0]
+        (outcome,) = Runner(tracker, say=lambda m: None).run_specs([spec])
+        assert outcome.status == "FINISHED"
+        metrics = tracker.get_run(outcome.run_id).data.metrics
+        system = {k for k in metrics if k.startswith("system/")}
+        if enabled:
+            assert "system/cpu_utilization_percentage" in system and "system/system_memory_usage_megabytes" in system
+        else:
+            assert system == set()

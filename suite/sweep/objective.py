@@ -94,7 +94,8 @@ class TrialObjective:
             self.tracker.set_tags(run_id, {"train_hash": spec.train_hash})
             self.tracker.log_params(run_id, {**spec.params(), "sweep.name": self.sweep, "sweep.trial": n})
             self._carry_over(retry_of, out)
-            result, report = self._train(trial, spec, run_id, out)
+            with self.tracker.system_metrics(run_id):
+                result, report = self._train(trial, spec, run_id, out)
             value = float(result.best_val_mpjpe)
             if not math.isfinite(value):
                 raise ValueError(f"trial {n} has no finite validation MPJPE (got {value})")

@@ -74,7 +74,7 @@ def execute(spec: RunSpec, run_id: str, settings: TrackingSettings, echo: Callab
         # the log itself is uploaded as an artifact when the run ends: no local path in a tag
         tracker.set_tags(run_id, {"torch": torch.__version__, "device": _device_name(),
                                   "heartbeat": f"{time.time():.0f}"})
-        with Heartbeat(tracker, run_id, settings.claim_ttl_s / 4):
+        with Heartbeat(tracker, run_id, settings.claim_ttl_s / 4), tracker.system_metrics(run_id):
             trained = train_spec(spec, settings, [MlflowCallback(tracker, run_id), StatusCallback(status)], log,
                                  trainer={"run_id": run_id, "run": f"{spec.study}/{spec.name}"},
                                  on_wait=lambda: status.update(phase="waiting"))
