@@ -65,7 +65,7 @@ def test_run_logs_children_with_tags_params_and_test_metrics(suite_store, capsys
     mb = children[children["tags.variant"] == "motionbert-lite"].iloc[0]
     assert mb["metrics.test/mpjpe/F_81_win27"] > 0
     client = mlflow.MlflowClient()
-    steps = [m.step for m in client.get_metric_history(hummuss.run_id, "val/mpjpe")]
+    steps = [m.step for m in client.get_metric_history(hummuss.run_id, "val/mpjpe_mm")]
     assert steps == [1, 2]  # one value per epoch
     names = {a.path for a in client.list_artifacts(hummuss.run_id)}
     assert {"config.json", "evaluation.csv"} <= names

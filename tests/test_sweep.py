@@ -101,17 +101,17 @@ def check_sweep(config: Path, study: optuna.Study, n: int) -> dict:
         assert float(run.data.params["train.lr"]) == pytest.approx(t.params["lr"])
         if t.state == TrialState.COMPLETE:
             assert run.info.status == "FINISHED"
-            assert run.data.metrics["best_val_mpjpe"] == pytest.approx(t.value)
+            assert run.data.metrics["best/val/mpjpe_mm"] == pytest.approx(t.value)
         else:
             assert run.info.status == "KILLED" and run.data.tags["pruned"] == "true"
-        epochs = [m.step for m in tracker.client.get_metric_history(run.info.run_id, "val/mpjpe")]
+        epochs = [m.step for m in tracker.client.get_metric_history(run.info.run_id, "val/mpjpe_mm")]
         assert epochs == sorted(t.intermediate_values)  # every reported epoch is in MLflow, once
     top = tracker.get_run(parent)
     assert top.data.tags["kind"] == "sweep" and top.data.tags["sweep"] == study.study_name
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = min(complete, key=lambda t: (t.value, t.number))
     assert top.data.tags["best/trial"] == str(best.number)
-    assert top.data.metrics["best/value"] == pytest.approx(best.value)
+    assert top.data.metrics["best/val/mpjpe_mm"] == pytest.approx(best.value)
     assert json.loads(top.data.tags["best/params"]) == best.params
     return {"trials": len(trials), "complete": len(complete), "pruned": len(finished) - len(complete),
             "children": len(runs), "best": (best.number, round(best.value, 1))}

@@ -47,7 +47,7 @@ def test_stale_trials_are_failed_and_retried_through_optunas_public_api():
     assert {n for n, text in sources.items() if "._storage" in text or "._trial_id" in text} == set()
 
 
-def test_system_metrics_are_logged_when_enabled_and_not_by_default(suite_store, monkeypatch):
+def test_a_run_logs_role_and_unit_metric_names_and_system_metrics_only_when_enabled(suite_store, monkeypatch):
     from suite.runner import Runner
     from suite.runspec import expand_runs
 
@@ -65,7 +65,20 @@ def test_system_metrics_are_logged_when_enabled_and_not_by_default(suite_store, 
         assert outcome.status == "FINISHED"
         metrics = tracker.get_run(outcome.run_id).data.metrics
         system = {k for k in metrics if k.startswith("system/")}
+        assert {"val/mpjpe_mm", "train/loss/total", "train/loss/velocity", "train/lr", "best/val/mpjpe_mm",
+                "best/epoch"} <= set(metrics)
+        assert not {"val/mpjpe", "train/loss", "best_val_mpjpe", "best_epoch"} & set(metrics)
         if enabled:
             assert "system/cpu_utilization_percentage" in system and "system/system_memory_usage_megabytes" in system
         else:
             assert system == set()
+
+
+def test_epoch_metrics_are_named_with_their_role_and_unit():
+    from suite.tracking import epoch_metric_names
+
+    trainer = {"train/loss": 0.3, "train/mpjpe": 0.2, "train/n_mpjpe": 0.1, "train/velocity": 0.05,
+               "val/mpjpe": 410.0, "lr": 1e-3, "time/epoch_s": 2.0}
+    assert epoch_metric_names(trainer) == {
+        "train/loss/total": 0.3, "train/loss/mpjpe": 0.2, "train/loss/n_mpjpe": 0.1, "train/loss/velocity": 0.05,
+        "val/mpjpe_mm": 410.0, "train/lr": 1e-3, "time/epoch_s": 2.0}

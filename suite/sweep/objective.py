@@ -26,7 +26,7 @@ from suite.registry import Param, Study
 from suite.runspec import RunSpec
 from suite.sweep.space import apply_params, format_params, suggest
 from suite.sweep.stale import retry_attrs, worker_identity
-from suite.tracking import Tracker, TrackingSettings, git_commit
+from suite.tracking import BEST_EPOCH, BEST_VAL_MPJPE, Tracker, TrackingSettings, git_commit
 from suite.worker import MlflowCallback, train_spec
 
 
@@ -109,7 +109,7 @@ class TrialObjective:
             self.tracker.set_status(run_id, "FAILED")
             self.say(f"trial {n}: failed ({type(err).__name__}: {err}); log: {out / 'train.log'}")
             raise
-        self.tracker.log_metrics(run_id, {"best_val_mpjpe": value, "best_epoch": result.best_epoch},
+        self.tracker.log_metrics(run_id, {BEST_VAL_MPJPE: value, BEST_EPOCH: result.best_epoch},
                                  step=result.epochs_run)
         if report.resumed_at:
             self.tracker.set_tags(run_id, {"resumed_from_epoch": report.resumed_at})

@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 from suite.sweep.prepare import Plan
 from suite.sweep.space import format_params
 from suite.sweep.storage import StorageSpec
+from suite.tracking import BEST_VAL_MPJPE
 
 
 @dataclass
@@ -71,7 +72,7 @@ def summarise(plan: Plan, started: float, stops: list[str], log: bool = True) ->
     metrics = {"trials/complete": counts.get("COMPLETE", 0), "trials/pruned": counts.get("PRUNED", 0),
                "trials/failed": counts.get("FAIL", 0)}
     if best and log:
-        metrics["best/value"] = best["value"]
+        metrics[BEST_VAL_MPJPE] = best["value"]
         tracker.set_tags(plan.parent_id, {"best/trial": best["trial"], "best/params": json.dumps(best["params"]),
                                           "best/run_id": best["run_id"]})
     if log:

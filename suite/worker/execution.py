@@ -19,7 +19,7 @@ from hummuss.checkpoint import load_checkpoint
 from hummuss.distributed import DistInfo
 from hummuss.evaluate import EvalConfig, evaluate
 from suite.runspec import RunSpec
-from suite.tracking import Tracker, TrackingSettings
+from suite.tracking import BEST_EPOCH, BEST_VAL_MPJPE, Tracker, TrackingSettings
 from suite.worker.status import RunStatus, StatusCallback, status_path, write_json
 from suite.worker.training import TRAINED_BY, MlflowCallback, checkpoint_dir, log_path, train_spec
 
@@ -157,7 +157,7 @@ def execute_file(spec_file: str | Path, run_id: str, settings: TrackingSettings)
 
 def log_results(tracker, run_id, spec, table, result, source, train, settings, best) -> None:
     tracker.log_evaluation(run_id, table, spec.frames, step=result.epochs_run,
-                           extra={"best_epoch": result.best_epoch, "best_val_mpjpe": result.best_val_mpjpe})
+                           extra={BEST_EPOCH: result.best_epoch, BEST_VAL_MPJPE: result.best_val_mpjpe})
     tracker.log_dict(run_id, spec.to_dict(), "config.json")
     digest = _digest(train.inputs, train.labels)
     tracker.log_dataset(run_id, name=source.name, digest=digest, source=spec.data, context="training",
