@@ -35,14 +35,17 @@ from typing import Any, TypeVar
 
 import yaml
 
-# git_commit and the tag names are used by other modules through this one
-from suite.provenance import (  # noqa: F401
-    EXPERIMENT_KIND_TAG,
-    NOTE_TAG,
-    context_tags,
-    experiment_tags,
-    git_commit,
-)
+# the metric names, git_commit and the tag names are used by other modules through this one
+from suite.naming import BEST_EPOCH as BEST_EPOCH
+from suite.naming import BEST_VAL_MPJPE as BEST_VAL_MPJPE
+from suite.naming import TRAIN_LOSS as TRAIN_LOSS
+from suite.naming import VAL_MPJPE as VAL_MPJPE
+from suite.naming import epoch_metric_names as epoch_metric_names
+from suite.naming import metric_name
+from suite.provenance import EXPERIMENT_KIND_TAG as EXPERIMENT_KIND_TAG
+from suite.provenance import NOTE_TAG as NOTE_TAG
+from suite.provenance import context_tags, experiment_tags
+from suite.provenance import git_commit as git_commit
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 PARENT_TAG = "mlflow.parentRunId"
@@ -429,29 +432,3 @@ def flatten(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
         else:
             out[name] = value
     return out
-
-
-# MLflow metric names: unit and role in the name (README, "Tracking")
-VAL_MPJPE = "val/mpjpe_mm"  # per epoch: validation MPJPE, millimetres
-TRAIN_LOSS = "train/loss/total"  # per epoch: the training loss (unitless); its terms train/loss/<term>
-BEST_VAL_MPJPE = "best/val/mpjpe_mm"  # the best epoch's validation MPJPE (a sweep's parent: the best trial's)
-BEST_EPOCH = "best/epoch"
-_EPOCH_NAMES = {"val/mpjpe": VAL_MPJPE, "train/loss": TRAIN_LOSS, "lr": "train/lr"}
-
-
-def epoch_metric_names(metrics: dict[str, float]) -> dict[str, float]:
-    """The trainer's per-epoch metrics under their MLflow names: `val/mpjpe` -> `val/mpjpe_mm`,
-    `train/loss` -> `train/loss/total`, a loss term `train/<term>` -> `train/loss/<term>`,
-    `lr` -> `train/lr`; others (`time/epoch_s`) as they are."""
-    out = {}
-    for key, value in metrics.items():
-        name = _EPOCH_NAMES.get(key)
-        if name is None:
-            name = f"train/loss/{key[len('train/'):]}" if key.startswith("train/") else key
-        out[name] = value
-    return out
-
-
-def metric_name(metric: str, condition: str) -> str:
-    """`test/<metric>/<condition>` with characters MLflow refuses replaced."""
-    return re.sub(r"[^A-Za-z0-9_\-./: ]", "_", f"test/{metric}/{condition}")
