@@ -24,16 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import socket
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-
-import yaml
 
 # the metric names, git_commit and the tag names are used by other modules through this one
 from suite.naming import BEST_EPOCH as BEST_EPOCH
@@ -46,109 +42,20 @@ from suite.provenance import EXPERIMENT_KIND_TAG as EXPERIMENT_KIND_TAG
 from suite.provenance import NOTE_TAG as NOTE_TAG
 from suite.provenance import context_tags, experiment_tags
 from suite.provenance import git_commit as git_commit
+from suite.settings import PROJECT_DIR as PROJECT_DIR
+from suite.settings import TrackingError as TrackingError
+from suite.settings import TrackingSettings as TrackingSettings
+from suite.settings import config_path as config_path
+from suite.settings import is_secret_key, redact
+from suite.settings import load_settings as load_settings
+from suite.settings import postgres_driver as postgres_driver
+from suite.settings import resolve_uri as resolve_uri
+from suite.settings import sqlite_uri as sqlite_uri
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
 PARENT_TAG = "mlflow.parentRunId"
 # lease bookkeeping (suite/leases.py): on a run only while it is claimed, removed when it ends
 LEASE_TAGS = ("claim", "heartbeat")
 T = TypeVar("T")
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used (unreachable, misconfigured)."""
-
-
-@dataclass(frozen=True)
-class TrackingSettings:
-    tracking_uri: str
-    artifact_location: str  # absolute folder or URI; experiments get <artifact_location>/<study>
-    experiment_prefix: str = "hummuss"
-    checkpoint_dir: str = "checkpoints"  # absolute
-    log_checkpoints: bool = False
-    system_metrics: bool = False
-    claim_ttl_s: float = 300.0  # a RUNNING run without a heartbeat this long is taken over
-    source: str = ""  # the file these came from
-
-
-def _absolute(value: str, base: Path) -> str:
-    return str(Path(value).expanduser() if Path(value).expanduser().is_absolute() else (base / value).resolve())
-
-
-def sqlite_uri(path: Path) -> str:
-    return f"sqlite:///{Path(path).resolve()}"
-
-
-def postgres_driver(uri: str) -> str:
-    """`postgresql://` with the driver that is installed (SQLAlchemy 2.1 defaults to
-    psycopg 3; the suite's cluster extra installs psycopg2)."""
-    import importlib.util
-
-    scheme, _, rest = uri.partition("://")
-    if scheme in ("postgresql", "postgres") and importlib.util.find_spec("psycopg") is None \
-            and importlib.util.find_spec("psycopg2") is not None:
-        return f"postgresql+psycopg2://{rest}"
-    return uri
-
-
-def resolve_uri(uri: str, base: Path) -> str:
-    """Relative sqlite paths (and bare paths) become absolute against `base`; a bare
-    `postgresql://` gets the installed driver."""
-    uri = postgres_driver(uri)
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return sqlite_uri(base / uri[len("sqlite:///"):])
-    if "://" not in uri and ":" not in uri[:3]:
-        return sqlite_uri(base / uri)
-    return uri
-
-
-def config_path() -> Path:
-    """HUMMUSS_MLFLOW_CONFIG, else ./mlflow.yaml, else the project's mlflow.yaml."""
-    env = os.environ.get("HUMMUSS_MLFLOW_CONFIG")
-    if env:
-        return Path(env)
-    here = Path.cwd() / "mlflow.yaml"
-    return here if here.exists() else PROJECT_DIR / "mlflow.yaml"
-
-
-def load_settings(path: str | Path | None = None) -> TrackingSettings:
-    """Settings from mlflow.yaml, paths resolved against its folder; env overrides the URI."""
-    path = Path(path) if path else config_path()
-    if not path.exists():
-        raise TrackingError(f"tracking settings file {path} not found")
-    raw = yaml.safe_load(path.read_text()) or {}
-    known = {f for f in TrackingSettings.__dataclass_fields__ if f != "source"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise TrackingError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    base = path.resolve().parent
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or raw.get("tracking_uri", "sqlite:///mlruns.db")
-    artifacts = str(raw.get("artifact_location", "mlartifacts"))
-    if "://" not in artifacts:
-        artifacts = _absolute(artifacts, base)
-    return TrackingSettings(
-        tracking_uri=resolve_uri(uri, base),
-        artifact_location=artifacts,
-        experiment_prefix=str(raw.get("experiment_prefix", "hummuss")),
-        checkpoint_dir=_absolute(str(raw.get("checkpoint_dir", "checkpoints")), base),
-        log_checkpoints=bool(raw.get("log_checkpoints", False)),
-        system_metrics=bool(raw.get("system_metrics", False)),
-        claim_ttl_s=float(raw.get("claim_ttl_s", 300)),
-        source=str(path),
-    )
-
-
-# -- secrets --------------------------------------------------------------------------
-_SECRET_KEYS = re.compile(r"(password|passwd|secret|token|api[_-]?key|credential)", re.I)
-
-
-def redact(text: str) -> str:
-    """Hide passwords in URIs (user:***@host) and secret query parameters."""
-    text = re.sub(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@", r"\g<scheme>\g<user>:***@", text)
-    return re.sub(r"(?i)((?:password|token|secret|api_key)=)[^&\s]+", r"\1***", text)
-
-
-def is_secret_key(key: str) -> bool:
-    return bool(_SECRET_KEYS.search(key))
 
 
 # -- connection -----------------------------------------------------------------------
@@ -399,6 +306,27 @@ class Tracker:
         finally:
             monitor.finish()
 
+    def log_model(self, run_id: str, model, example) -> str:
+        """Log `model` (a torch module) with `mlflow.pytorch.log_model` as the run's `model`: a
+        signature inferred from `example` (a numpy batch, also the input example) and the
+        model's output on it. Returns the URI `mlflow.pytorch.load_model` takes."""
+        import mlflow
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        model.eval()
+        with torch.no_grad():
+            output = model(torch.as_tensor(example)).float().cpu().numpy()
+        signature = infer_signature(example, output)
+        experiment_id = self.get_run(run_id).info.experiment_id
+        with _fluent_context(self.settings.tracking_uri, experiment_id):
+            _with_retry(lambda: mlflow.pytorch.log_model(
+                model, name="model", run_id=run_id, signature=signature, input_example=example,
+                serialization_format="pickle",  # the module itself (torch.export refuses data-dependent checks)
+                pip_requirements=[f"torch=={torch.__version__}", f"mlflow=={mlflow.__version__}"]), "log model")
+        return f"runs:/{run_id}/model"
+
     def log_dict(self, run_id: str, payload: dict, name: str) -> None:
         _with_retry(lambda: self.client.log_dict(run_id, payload, name), "log dict")
 
@@ -420,6 +348,30 @@ class Tracker:
             if not any(t in str(err).lower() for t in ("unique constraint", "duplicate key")):
                 raise
             _with_retry(lambda: self.client.log_inputs(run_id, datasets=[entry]), "log input")
+
+
+@contextlib.contextmanager
+def _fluent_context(uri: str, experiment_id: str):
+    """MLflow's process-wide tracking URI and experiment (MLFLOW_TRACKING_URI,
+    MLFLOW_EXPERIMENT_ID) set for the block only, for the MLflow functions that take no
+    client (`mlflow.pytorch.log_model` files its logged model under the current experiment)."""
+    import mlflow
+
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+    env = {k: os.environ.get(k) for k in keys}
+    before = mlflow.get_tracking_uri()
+    os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
+    os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def flatten(prefix: str, values: dict[str, Any]) -> dict[str, Any]:

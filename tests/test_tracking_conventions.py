@@ -82,3 +82,43 @@ def test_epoch_metrics_are_named_with_their_role_and_unit():
     assert epoch_metric_names(trainer) == {
         "train/loss/total": 0.3, "train/loss/mpjpe": 0.2, "train/loss/n_mpjpe": 0.1, "train/loss/velocity": 0.05,
         "val/mpjpe_mm": 410.0, "train/lr": 1e-3, "time/epoch_s": 2.0}
+
+
+def test_log_checkpoints_logs_a_model_that_mlflow_loads_and_predicts_as_the_checkpoint(suite_store, monkeypatch):
+    import mlflow
+    import mlflow.pytorch
+    import torch
+
+    from hummuss.checkpoint import load_checkpoint
+    from hummuss.zoo import model_from_config
+    from suite.runner import Runner
+    from suite.runspec import expand_runs
+    from suite.worker import checkpoint_dir
+
+    tiny = {"epochs": "1", "max_steps_per_epoch": "1", "max_val_clips": "2", "eval.lengths": "27",
+            "eval.flip": "false", "eval.max_sequences": "1"}
+    monkeypatch.setenv("HUMMUSS_FAKE_GPUS", "0")
+    config = suite_store / "mlflow.yaml"
+    config.write_text(config.read_text() + "log_checkpoints: true\n")
+    tracker = Tracker(load_settings())
+    spec = expand_runs("motionbert-baseline", "smoke", sets=tiny, variants=("lite",))[0]
+    (outcome,) = Runner(tracker, say=lambda m: None).run_specs([spec])
+    assert outcome.status == "FINISHED"
+    run = tracker.get_run(outcome.run_id)
+    assert run.data.tags["model_uri"] == f"runs:/{outcome.run_id}/model"
+
+    mlflow.set_tracking_uri(tracker.settings.tracking_uri)
+    try:
+        logged = mlflow.pytorch.load_model(f"runs:/{outcome.run_id}/model")
+        info = mlflow.models.get_model_info(f"runs:/{outcome.run_id}/model")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert info.signature is not None
+    assert [tuple(s.shape) for s in info.signature.inputs.inputs] == [(-1, spec.frames, 17, 3)]  # the clip shape
+    reference = model_from_config(spec.model, spec.model_config)
+    reference.load_state_dict(load_checkpoint(checkpoint_dir(tracker.settings, spec) / "best.pt")["model"])
+    reference.eval()
+    logged.eval()
+    x = torch.randn(2, spec.frames, 17, 3)
+    with torch.no_grad():
+        assert (logged(x) - reference(x)).abs().max().item() == 0.0

@@ -88,7 +88,7 @@ def execute(spec: RunSpec, run_id: str, settings: TrackingSettings, echo: Callab
             model.load_state_dict(load_checkpoint(best)["model"])
             log(f"evaluating the best epoch ({result.best_epoch}) under {spec.eval_config}")
             table = evaluate(model, source, EvalConfig(**spec.eval_config))
-            log_results(tracker, run_id, spec, table, result, source, train, settings, best)
+            log_results(tracker, run_id, spec, table, result, source, train, settings, model)
         tracker.set_status(run_id, "FINISHED")
         status.update(phase="finished")
         log("finished")
@@ -155,15 +155,17 @@ def execute_file(spec_file: str | Path, run_id: str, settings: TrackingSettings)
     return 0
 
 
-def log_results(tracker, run_id, spec, table, result, source, train, settings, best) -> None:
+def log_results(tracker, run_id, spec, table, result, source, train, settings, model) -> None:
     tracker.log_evaluation(run_id, table, spec.frames, step=result.epochs_run,
                            extra={BEST_EPOCH: result.best_epoch, BEST_VAL_MPJPE: result.best_val_mpjpe})
     tracker.log_dict(run_id, spec.to_dict(), "config.json")
     digest = _digest(train.inputs, train.labels)
     tracker.log_dataset(run_id, name=source.name, digest=digest, source=spec.data, context="training",
                         sample=np.asarray(train.inputs[:1], np.float32).reshape(1, -1))
-    if settings.log_checkpoints:
-        tracker.log_artifact(run_id, best, "checkpoint")
+    if settings.log_checkpoints:  # the best epoch's model (loaded before evaluating), loadable by MLflow
+        example = np.ascontiguousarray(train.inputs[:1], dtype=np.float32)  # (1, F, 17, 3): the study's clip shape
+        uri = tracker.log_model(run_id, model, example)
+        tracker.set_tags(run_id, {"model_uri": uri})
 
 
 def _digest(*arrays) -> str:
