@@ -16,7 +16,8 @@ Both races are decided by reading back after `SETTLE_S`. That is sound only if a
 claimant's write lands within `SETTLE_S` of its first read, so a claim whose read and
 write took longer than `MAX_GAP_S` is withdrawn and tried again.
 
-A claim lives as long as its holder: the worker (`suite.worker.Heartbeat`) and the
+The lease tags (`claim`, `heartbeat`; `suite.tracking.LEASE_TAGS`) are removed when a
+run ends, so a finished run shows none. A claim lives as long as its holder: the worker (`suite.worker.Heartbeat`) and the
 runner (`LeaseKeeper`, also for runs queued on Slurm) refresh the `heartbeat` tag every
 `claim_ttl_s / 4`; when the holder dies the heartbeat stops, and `claim_ttl_s` later
 the run is stale and the next claimant takes it over.
@@ -120,6 +121,7 @@ class LeaseKeeper:
         self.interval = max(1.0, interval if interval is not None else tracker.settings.claim_ttl_s / 4)
         self._runs: set[str] = set()
         self._lock = threading.Lock()
+        self._beating = threading.Lock()  # held while a beat is written
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True, name="claim-keeper")
 
@@ -128,8 +130,15 @@ class LeaseKeeper:
             self._runs.add(run_id)
 
     def discard(self, run_id: str) -> None:
+        """Stop beating for `run_id` and remove its lease tags if it has ended (a beat in
+        flight is waited for, so none lands after)."""
         with self._lock:
             self._runs.discard(run_id)
+        with self._beating:
+            pass
+        with contextlib.suppress(Exception):
+            if self.tracker.get_run(run_id).info.status != "RUNNING":
+                self.tracker.clear_lease(run_id)
 
     @property
     def runs(self) -> set[str]:
@@ -139,8 +148,9 @@ class LeaseKeeper:
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
             for run_id in self.runs:
-                with contextlib.suppress(Exception):
-                    self.tracker.set_tags(run_id, {"heartbeat": f"{time.time():.3f}"})
+                with self._beating, contextlib.suppress(Exception):
+                    if run_id in self.runs:  # not discarded meanwhile
+                        self.tracker.set_tags(run_id, {"heartbeat": f"{time.time():.3f}"})
 
     def __enter__(self) -> LeaseKeeper:
         self._thread.start()

@@ -67,6 +67,7 @@ class Runner:
         self.slurm = slurm or (SlurmOptions(gpus_per_task=1 if gpus_per_run is None else gpus_per_run)
                                if launcher == "slurm" else None)
         self._plan: DevicePlan | None = None
+        self.command: str | None = None  # the command line, for the parent run's description
         if launcher == "slurm":  # bad combinations fail here, before anything is logged
             self.slurm.check()
         else:
@@ -131,9 +132,18 @@ class Runner:
         exp_id = tracker.experiment_id(study)
         items: list = [*specs, *floors]  # indices below len(specs) are runs, the rest floors
         scale = items[0].scale
+        finished = self._finished_before(exp_id, items)
+        if len(finished) == len(items):  # a rerun with nothing to do creates no parent run
+            self.say(f"{study}: nothing to do: all {len(specs)} run(s)"
+                     f"{f' and {len(floors)} floor run(s)' if floors else ''} at scale {scale} finished before "
+                     f"(experiment {tracker.experiment_name(study)})")
+            return [self._skip(item, finished[i]) for i, item in enumerate(items)]
+        command = self.command or f"hummuss-suite run {study} --scale {scale}"
+        note = (f"`{command}`\n\nStudy {study} at scale {scale}: {len(specs)} run(s), {len(floors)} floor run(s); "
+                f"{len(finished)} of them finished before.")
         parent = tracker.create_run(exp_id, f"{study} {scale} {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                                    {"kind": "parent", "study": study, "scale": scale,
-                                     "git_commit": git_commit(), **parent_tags})
+                                    {"kind": "parent", "study": study, "scale": scale, "git_commit": git_commit(),
+                                     "mlflow.note.content": note, **parent_tags})
         also = f" and {len(floors)} floor run(s)" if floors else ""
         self.say(f"{study}: {len(specs)} run(s){also} at scale {scale} "
                  f"(experiment {tracker.experiment_name(study)}, parent run {parent})")
@@ -215,6 +225,20 @@ class Runner:
                 failed = any(o.status in ("FAILED", "KILLED") for o in results.values())
                 tracker.set_status(parent, status if status != "FINISHED" else ("FAILED" if failed else "FINISHED"))
         return [results[i] for i in sorted(results)]
+
+    def _finished_before(self, exp_id: str, items: list) -> dict[int, str]:
+        """Index -> id of the FINISHED run of each item that has one."""
+        done: dict[str, str] = {}
+        runs = self.tracker.all_runs(exp_id, "attributes.status = 'FINISHED'")
+        for run in sorted(runs, key=lambda r: r.info.start_time):
+            if "config_hash" in run.data.tags:
+                done.setdefault(run.data.tags["config_hash"], run.info.run_id)
+        return {i: done[item.config_hash] for i, item in enumerate(items) if item.config_hash in done}
+
+    def _skip(self, item, run_id: str) -> Outcome:
+        outcome = Outcome(item, "SKIPPED", "already finished", run_id)
+        self.progress.finished(outcome)
+        return outcome
 
     def _floor(self, spec: FloorSpec, run_id: str, keeper: LeaseKeeper, sources: dict) -> Outcome:
         """Execute a claimed floor run in this process."""

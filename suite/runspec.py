@@ -93,7 +93,12 @@ class RunSpec:
     def tags(self) -> dict[str, str]:
         return {"study": self.study, "variant": self.variant, "seed": str(self.seed), "scale": self.scale,
                 "config_hash": self.config_hash, "train_hash": self.train_hash, "model": self.model,
-                "label": self.label or self.variant, **self.extra_tags}
+                "label": self.label or self.variant, "mlflow.note.content": self.note(), **self.extra_tags}
+
+    def note(self) -> str:
+        """The run's description in the MLflow UI."""
+        return (f"{self.study} / {self.label or self.variant} ({self.model}), seed {self.seed}, scale "
+                f"{self.scale}: trained on {self.frames}-frame clips of `{self.data}`, scored on the test split.")
 
 
 FLOOR_NOTES = {"mean-pose": "Floor: the mean root-relative training pose for every frame (no learning).",

@@ -22,120 +22,40 @@ user; for many machines use an `mlflow server` on PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import re
 import socket
-import subprocess
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
+# the metric names, git_commit and the tag names are used by other modules through this one
+from suite.naming import BEST_EPOCH as BEST_EPOCH
+from suite.naming import BEST_VAL_MPJPE as BEST_VAL_MPJPE
+from suite.naming import TRAIN_LOSS as TRAIN_LOSS
+from suite.naming import VAL_MPJPE as VAL_MPJPE
+from suite.naming import epoch_metric_names as epoch_metric_names
+from suite.naming import metric_name
+from suite.provenance import EXPERIMENT_KIND_TAG as EXPERIMENT_KIND_TAG
+from suite.provenance import NOTE_TAG as NOTE_TAG
+from suite.provenance import context_tags, experiment_tags
+from suite.provenance import git_commit as git_commit
+from suite.settings import PROJECT_DIR as PROJECT_DIR
+from suite.settings import TrackingError as TrackingError
+from suite.settings import TrackingSettings as TrackingSettings
+from suite.settings import config_path as config_path
+from suite.settings import is_secret_key, redact
+from suite.settings import load_settings as load_settings
+from suite.settings import postgres_driver as postgres_driver
+from suite.settings import resolve_uri as resolve_uri
+from suite.settings import sqlite_uri as sqlite_uri
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 PARENT_TAG = "mlflow.parentRunId"
+# lease bookkeeping (suite/leases.py): on a run only while it is claimed, removed when it ends
+LEASE_TAGS = ("claim", "heartbeat")
 T = TypeVar("T")
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used (unreachable, misconfigured)."""
-
-
-@dataclass(frozen=True)
-class TrackingSettings:
-    tracking_uri: str
-    artifact_location: str  # absolute folder or URI; experiments get <artifact_location>/<study>
-    experiment_prefix: str = "hummuss"
-    checkpoint_dir: str = "checkpoints"  # absolute
-    log_checkpoints: bool = False
-    system_metrics: bool = False
-    claim_ttl_s: float = 300.0  # a RUNNING run without a heartbeat this long is taken over
-    source: str = ""  # the file these came from
-
-
-def _absolute(value: str, base: Path) -> str:
-    return str(Path(value).expanduser() if Path(value).expanduser().is_absolute() else (base / value).resolve())
-
-
-def sqlite_uri(path: Path) -> str:
-    return f"sqlite:///{Path(path).resolve()}"
-
-
-def postgres_driver(uri: str) -> str:
-    """`postgresql://` with the driver that is installed (SQLAlchemy 2.1 defaults to
-    psycopg 3; the suite's cluster extra installs psycopg2)."""
-    import importlib.util
-
-    scheme, _, rest = uri.partition("://")
-    if scheme in ("postgresql", "postgres") and importlib.util.find_spec("psycopg") is None \
-            and importlib.util.find_spec("psycopg2") is not None:
-        return f"postgresql+psycopg2://{rest}"
-    return uri
-
-
-def resolve_uri(uri: str, base: Path) -> str:
-    """Relative sqlite paths (and bare paths) become absolute against `base`; a bare
-    `postgresql://` gets the installed driver."""
-    uri = postgres_driver(uri)
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return sqlite_uri(base / uri[len("sqlite:///"):])
-    if "://" not in uri and ":" not in uri[:3]:
-        return sqlite_uri(base / uri)
-    return uri
-
-
-def config_path() -> Path:
-    """HUMMUSS_MLFLOW_CONFIG, else ./mlflow.yaml, else the project's mlflow.yaml."""
-    env = os.environ.get("HUMMUSS_MLFLOW_CONFIG")
-    if env:
-        return Path(env)
-    here = Path.cwd() / "mlflow.yaml"
-    return here if here.exists() else PROJECT_DIR / "mlflow.yaml"
-
-
-def load_settings(path: str | Path | None = None) -> TrackingSettings:
-    """Settings from mlflow.yaml, paths resolved against its folder; env overrides the URI."""
-    path = Path(path) if path else config_path()
-    if not path.exists():
-        raise TrackingError(f"tracking settings file {path} not found")
-    raw = yaml.safe_load(path.read_text()) or {}
-    known = {f for f in TrackingSettings.__dataclass_fields__ if f != "source"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise TrackingError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    base = path.resolve().parent
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or raw.get("tracking_uri", "sqlite:///mlruns.db")
-    artifacts = str(raw.get("artifact_location", "mlartifacts"))
-    if "://" not in artifacts:
-        artifacts = _absolute(artifacts, base)
-    return TrackingSettings(
-        tracking_uri=resolve_uri(uri, base),
-        artifact_location=artifacts,
-        experiment_prefix=str(raw.get("experiment_prefix", "hummuss")),
-        checkpoint_dir=_absolute(str(raw.get("checkpoint_dir", "checkpoints")), base),
-        log_checkpoints=bool(raw.get("log_checkpoints", False)),
-        system_metrics=bool(raw.get("system_metrics", False)),
-        claim_ttl_s=float(raw.get("claim_ttl_s", 300)),
-        source=str(path),
-    )
-
-
-# -- secrets --------------------------------------------------------------------------
-_SECRET_KEYS = re.compile(r"(password|passwd|secret|token|api[_-]?key|credential)", re.I)
-
-
-def redact(text: str) -> str:
-    """Hide passwords in URIs (user:***@host) and secret query parameters."""
-    text = re.sub(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@", r"\g<scheme>\g<user>:***@", text)
-    return re.sub(r"(?i)((?:password|token|secret|api_key)=)[^&\s]+", r"\1***", text)
-
-
-def is_secret_key(key: str) -> bool:
-    return bool(_SECRET_KEYS.search(key))
 
 
 # -- connection -----------------------------------------------------------------------
@@ -214,6 +134,8 @@ class Tracker:
         name = self.experiment_name(study)
         exp = _with_retry(lambda: self.client.get_experiment_by_name(name), "get experiment")
         if exp is not None:
+            if create:
+                self._describe_experiment(exp, study)
             return exp.experiment_id
         if not create:
             return None
@@ -221,17 +143,23 @@ class Tracker:
         location = f"{location.rstrip('/')}/{study}" if "://" in location else Path(location, study).as_uri()
         try:
             return _with_retry(lambda: self.client.create_experiment(
-                name, artifact_location=location,
-                tags={EXPERIMENT_KIND_TAG: "custom_model_development", "study": study}), "create experiment")
+                name, artifact_location=location, tags=experiment_tags(study)), "create experiment")
         except Exception:  # created by another process meanwhile
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
                 raise
             return exp.experiment_id
 
+    def _describe_experiment(self, exp, study: str) -> None:
+        """An experiment the suite did not create (or an older one) gets its kind and description."""
+        missing = {k: v for k, v in experiment_tags(study).items() if k not in exp.tags}
+        for key, value in missing.items():
+            _with_retry(lambda k=key, v=value: self.client.set_experiment_tag(exp.experiment_id, k, v), "tag experiment")
+
     # -- runs ----------------------------------------------------------------------
     def create_run(self, experiment_id: str, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:
-        tags = {k: str(v) for k, v in tags.items()}
+        """A run with MLflow's context tags (source, git commit, user) under `tags`."""
+        tags = {**context_tags(), **{k: redact(str(v)) for k, v in tags.items()}}
         if parent_id:
             tags[PARENT_TAG] = parent_id
         run = _with_retry(lambda: self.client.create_run(experiment_id, tags=tags, run_name=name), "create run")
@@ -241,12 +169,12 @@ class Tracker:
         return _with_retry(lambda: list(self.client.search_runs(
             experiment_ids, filter_string, max_results=max_results, order_by=order_by)), "search runs")
 
-    def all_runs(self, experiment_id: str):
-        """Every active run of the experiment (all pages)."""
+    def all_runs(self, experiment_id: str, filter_string: str = ""):
+        """Every active run of the experiment that passes `filter_string` (all pages)."""
         runs, token = [], None
         while True:
             page = _with_retry(lambda tok=token: self.client.search_runs(
-                [experiment_id], "", max_results=5000, page_token=tok), "search runs")
+                [experiment_id], filter_string, max_results=5000, page_token=tok), "search runs")
             runs += list(page)
             token = page.token
             if not token:
@@ -270,10 +198,23 @@ class Tracker:
                            order_by=["attributes.start_time ASC"])
 
     def set_status(self, run_id: str, status: str) -> None:
+        """A terminal status also removes the lease tags (`LEASE_TAGS`): they mean something
+        only while a process holds the run."""
         if status in ("FINISHED", "FAILED", "KILLED"):
             _with_retry(lambda: self.client.set_terminated(run_id, status), "end run")
+            self.clear_lease(run_id)
         else:
             _with_retry(lambda: self.client.update_run(run_id, status=status), "update run")
+
+    def clear_lease(self, run_id: str) -> None:
+        """Delete the lease tags of a run that no process holds any more (best effort)."""
+        try:
+            tags = self.get_run(run_id).data.tags
+            for key in LEASE_TAGS:
+                if key in tags:
+                    _with_retry(lambda k=key: self.client.delete_tag(run_id, k), "delete tag")
+        except Exception:  # noqa: BLE001 - a tag left behind is cosmetic; the next end removes it
+            pass
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
@@ -348,6 +289,44 @@ class Tracker:
             self.log_artifact(run_id, csv)
         return metrics
 
+    @contextlib.contextmanager
+    def system_metrics(self, run_id: str):
+        """While the block runs, MLflow's system metrics monitor logs `system/...` metrics (CPU,
+        memory, disk, network; GPU where nvidia-ml-py finds one) to the run, every 10 s
+        (`MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`), when mlflow.yaml says `system_metrics: true`."""
+        if not self.settings.system_metrics:
+            yield
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, resume_logging=True, tracking_uri=self.settings.tracking_uri)
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
+
+    def log_model(self, run_id: str, model, example) -> str:
+        """Log `model` (a torch module) with `mlflow.pytorch.log_model` as the run's `model`: a
+        signature inferred from `example` (a numpy batch, also the input example) and the
+        model's output on it. Returns the URI `mlflow.pytorch.load_model` takes."""
+        import mlflow
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        model.eval()
+        with torch.no_grad():
+            output = model(torch.as_tensor(example)).float().cpu().numpy()
+        signature = infer_signature(example, output)
+        experiment_id = self.get_run(run_id).info.experiment_id
+        with _fluent_context(self.settings.tracking_uri, experiment_id):
+            _with_retry(lambda: mlflow.pytorch.log_model(
+                model, name="model", run_id=run_id, signature=signature, input_example=example,
+                serialization_format="pickle",  # the module itself (torch.export refuses data-dependent checks)
+                pip_requirements=[f"torch=={torch.__version__}", f"mlflow=={mlflow.__version__}"]), "log model")
+        return f"runs:/{run_id}/model"
+
     def log_dict(self, run_id: str, payload: dict, name: str) -> None:
         _with_retry(lambda: self.client.log_dict(run_id, payload, name), "log dict")
 
@@ -371,12 +350,28 @@ class Tracker:
             _with_retry(lambda: self.client.log_inputs(run_id, datasets=[entry]), "log input")
 
 
-def git_commit() -> str:
+@contextlib.contextmanager
+def _fluent_context(uri: str, experiment_id: str):
+    """MLflow's process-wide tracking URI and experiment (MLFLOW_TRACKING_URI,
+    MLFLOW_EXPERIMENT_ID) set for the block only, for the MLflow functions that take no
+    client (`mlflow.pytorch.log_model` files its logged model under the current experiment)."""
+    import mlflow
+
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+    env = {k: os.environ.get(k) for k in keys}
+    before = mlflow.get_tracking_uri()
+    os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
+    os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id
+    mlflow.set_tracking_uri(uri)
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def flatten(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -389,8 +384,3 @@ def flatten(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
         else:
             out[name] = value
     return out
-
-
-def metric_name(metric: str, condition: str) -> str:
-    """`test/<metric>/<condition>` with characters MLflow refuses replaced."""
-    return re.sub(r"[^A-Za-z0-9_\-./: ]", "_", f"test/{metric}/{condition}")

@@ -79,8 +79,8 @@ class Writer:
         run_id = self.tracker.create_run(exp, spec.name, {**spec.tags(), "git_commit": "abcdef0123"}, parent)
         metrics = [Metric(metric_name("mpjpe", c), v, 0, EPOCHS) for c, v in values.items()]
         for epoch in range(1, EPOCHS + 1):
-            metrics += [Metric("val/mpjpe", values.get("as_trained", 50.0) + 10.0 * (EPOCHS - epoch), 0, epoch),
-                        Metric("train/loss", 0.5 / epoch, 0, epoch)]
+            metrics += [Metric("val/mpjpe_mm", values.get("as_trained", 50.0) + 10.0 * (EPOCHS - epoch), 0, epoch),
+                        Metric("train/loss/total", 0.5 / epoch, 0, epoch)]
         few = [Param("data.spec", spec.data)] if not params else []
         self.client.log_batch(run_id, metrics=metrics, params=few)
         if params:

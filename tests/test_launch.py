@@ -224,7 +224,7 @@ def test_a_run_under_torchrun_trains_on_two_processes_and_rank_zero_logs(store, 
     run = tracker.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["trained_by"] == run_id
     assert run.data.metrics["test/mpjpe/as_trained"] > 0
-    assert sorted(m.step for m in tracker.client.get_metric_history(run_id, "train/loss")) == [1, 2]
+    assert sorted(m.step for m in tracker.client.get_metric_history(run_id, "train/loss/total")) == [1, 2]
 
 
 def _children(pid: int) -> list[int]:
@@ -275,7 +275,7 @@ def test_slurm_array_runs_a_smoke_study_and_requeues_a_preempted_run(store, tmp_
     assert any(line.startswith("  hummuss/seed0: submitted (job ") for line in said)
     text = log.read_text()
     assert text.count("resumed from") == 1 and text.count("epoch 1/6") == 1, text
-    steps = sorted(m.step for m in tracker.client.get_metric_history(run.info.run_id, "train/loss"))
+    steps = sorted(m.step for m in tracker.client.get_metric_history(run.info.run_id, "train/loss/total"))
     assert steps == [1, 2, 3, 4, 5, 6]
     assert list((tmp_path / "slurm").glob("*/*_log.out")), "submitit wrote no log in the named folder"
 

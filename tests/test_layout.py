@@ -96,3 +96,14 @@ def test_the_suite_knows_no_study_by_name():
     hits = {str(p.relative_to(ROOT)): [s for s in STUDY_NAMES if s in p.read_text()]
             for p in (ROOT / "suite").rglob("*.py") if p.name != "registry.py"}
     assert {k: v for k, v in hits.items() if v} == {}
+
+
+def test_the_license_is_an_spdx_expression():
+    """PEP 639: `license = "MIT"`, not the deprecated `{ text = ... }` table setuptools warns about."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    license_ = project["project"]["license"]
+    assert isinstance(license_, str) and license_ == "MIT"
+    setuptools_floor = [r for r in project["build-system"]["requires"] if r.startswith("setuptools")]
+    assert setuptools_floor == ["setuptools>=77"]  # the first setuptools that reads SPDX strings

@@ -200,7 +200,7 @@ def test_two_processes_split_a_study_and_a_killed_ones_run_is_taken_over(postgre
     for r in runs:  # no epoch trained twice, none logged twice
         text = (logs / f"hummuss-seed{r.data.tags['seed']}.log").read_text()
         assert text.count("epoch 1/3") == 1 and text.count("epoch 3/3") == 1, text
-        steps = [m.step for m in tracker.client.get_metric_history(r.info.run_id, "train/loss")]
+        steps = [m.step for m in tracker.client.get_metric_history(r.info.run_id, "train/loss/total")]
         assert sorted(steps) == [1, 2, 3]
     resumed = (logs / f"{name.replace('/', '-')}.log").read_text()
     assert resumed.count("resumed from") == 1

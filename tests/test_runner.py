@@ -102,15 +102,24 @@ def test_failing_run_does_not_stop_its_sibling_and_a_finished_run_is_not_run_aga
     assert f"  motionbert-baseline/broken/seed0: exit code 1; log: {failed.log}" in summary(outcomes)
     assert tracker.client.get_run(failed.run_id).info.status == "FAILED"
     assert tracker.client.get_run(outcomes[0].run_id).info.status == "FINISHED"
+    for outcome in outcomes:  # lease bookkeeping gone once a run ends; no local paths in tags
+        tags = tracker.client.get_run(outcome.run_id).data.tags
+        assert not {"claim", "heartbeat", "log"} & set(tags), tags
+        assert not [v for v in tags.values() if v.startswith("/")], tags
 
-    # the finished study again: nothing runs, no child run is added
+    # the finished study again: nothing runs, no child run and no parent run is added
+    exp = tracker.experiment_id("motionbert-baseline", create=False)
+    parents = lambda: [r for r in tracker.search([exp]) if r.data.tags.get("kind") == "parent"]  # noqa: E731
     before = len(_child_runs(tracker, "motionbert-baseline"))
+    assert len(parents()) == 1
     said = []
     outcomes = Runner(tracker, jobs=2, say=said.append).run_specs([good])
-    assert [(o.status, o.reason) for o in outcomes] == [("SKIPPED", "already finished")]
+    assert [(o.status, o.reason, o.run_id) for o in outcomes] == [
+        ("SKIPPED", "already finished", tracker.client.get_run(outcomes[0].run_id).info.run_id)]
     assert len(_child_runs(tracker, "motionbert-baseline")) == before == 2
-    assert said[-2].startswith("motionbert-baseline: 1 run(s) at scale smoke")
-    assert said[-1] == "  lite/seed0: skipped (already finished)"  # nothing started
+    assert len(parents()) == 1
+    assert said[-1] == ("motionbert-baseline: nothing to do: all 1 run(s) at scale smoke finished before "
+                        "(experiment hummuss/motionbert-baseline)")
 
 
 def test_ctrl_c_marks_running_runs_killed_and_keeps_their_checkpoints(tmp_path, monkeypatch):

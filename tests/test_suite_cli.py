@@ -46,6 +46,16 @@ def test_run_logs_children_with_tags_params_and_test_metrics(suite_store, capsys
     assert set(children["tags.mlflow.parentRunId"]) == {parent_id}
     for tag in ("study", "variant", "seed", "scale", "config_hash", "git_commit", "torch", "device"):
         assert children[f"tags.{tag}"].notna().all(), tag
+    # MLflow's context tags and descriptions, on children and parent
+    parent = df[df["tags.kind"] == "parent"].iloc[0]
+    for run in [parent, *(row for _, row in children.iterrows())]:
+        assert run["tags.mlflow.source.name"] == "hummuss-suite" and run["tags.mlflow.source.type"] == "LOCAL"
+        assert run["tags.mlflow.source.git.commit"] == run["tags.git_commit"] and len(run["tags.git_commit"]) == 40
+        assert run["tags.mlflow.user"]
+    assert parent["tags.mlflow.note.content"].startswith("`hummuss-suite run context-length --scale smoke`")
+    assert "scale smoke" in parent["tags.mlflow.note.content"]
+    assert all(note.startswith("context-length / ") and "seed 0, scale smoke" in note
+               for note in children["tags.mlflow.note.content"])
     assert set(children["tags.variant"]) == {"hummuss", "motionbert-lite"}
     assert (children["params.train.epochs"] == "2").all()
     assert (children["params.data.frames"] == "27").all()
@@ -55,12 +65,14 @@ def test_run_logs_children_with_tags_params_and_test_metrics(suite_store, capsys
     mb = children[children["tags.variant"] == "motionbert-lite"].iloc[0]
     assert mb["metrics.test/mpjpe/F_81_win27"] > 0
     client = mlflow.MlflowClient()
-    steps = [m.step for m in client.get_metric_history(hummuss.run_id, "val/mpjpe")]
+    steps = [m.step for m in client.get_metric_history(hummuss.run_id, "val/mpjpe_mm")]
     assert steps == [1, 2]  # one value per epoch
     names = {a.path for a in client.list_artifacts(hummuss.run_id)}
     assert {"config.json", "evaluation.csv"} <= names
     exp = client.get_experiment_by_name("hummuss/context-length")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.tags["mlflow.note.content"].startswith("**context-length**: Does a model trained on 27 frames keep")
+    assert "Paper: Supplement Table 1." in exp.tags["mlflow.note.content"]
     assert len(client.get_run(hummuss.run_id).inputs.dataset_inputs) == 1
 
     # each trained its own checkpoint (no shared training in this study)

@@ -101,17 +101,17 @@ def check_sweep(config: Path, study: optuna.Study, n: int) -> dict:
         assert float(run.data.params["train.lr"]) == pytest.approx(t.params["lr"])
         if t.state == TrialState.COMPLETE:
             assert run.info.status == "FINISHED"
-            assert run.data.metrics["best_val_mpjpe"] == pytest.approx(t.value)
+            assert run.data.metrics["best/val/mpjpe_mm"] == pytest.approx(t.value)
         else:
             assert run.info.status == "KILLED" and run.data.tags["pruned"] == "true"
-        epochs = [m.step for m in tracker.client.get_metric_history(run.info.run_id, "val/mpjpe")]
+        epochs = [m.step for m in tracker.client.get_metric_history(run.info.run_id, "val/mpjpe_mm")]
         assert epochs == sorted(t.intermediate_values)  # every reported epoch is in MLflow, once
     top = tracker.get_run(parent)
     assert top.data.tags["kind"] == "sweep" and top.data.tags["sweep"] == study.study_name
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = min(complete, key=lambda t: (t.value, t.number))
     assert top.data.tags["best/trial"] == str(best.number)
-    assert top.data.metrics["best/value"] == pytest.approx(best.value)
+    assert top.data.metrics["best/val/mpjpe_mm"] == pytest.approx(best.value)
     assert json.loads(top.data.tags["best/params"]) == best.params
     return {"trials": len(trials), "complete": len(complete), "pruned": len(finished) - len(complete),
             "children": len(runs), "best": (best.number, round(best.value, 1))}
@@ -217,6 +217,23 @@ def test_pruned_trials_end_killed_and_tagged(store, monkeypatch):
     assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"]
     assert {r.data.tags["pruned"] for r in runs} == {"true"} and {r.data.tags["pruned_at_epoch"] for r in runs} == {"1"}
     assert result.ok and result.best is None and result.storage.location.endswith("optuna.db")
+    assert load_sweep(result.storage.location, "pruned").metric_names == ["val/mpjpe_mm (best epoch)"]
+
+    # the finished sweep again: nothing to do, its parent run keeps its metrics and end time
+    def parent_state():
+        run = tracker.get_run(result.parent_run_id)
+        history = {k: [(m.step, m.value) for m in tracker.client.get_metric_history(run.info.run_id, k)]
+                   for k in run.data.metrics}
+        return run.info.status, run.info.end_time, history, run.data.tags
+
+    before = parent_state()
+    assert before[0] == "FINISHED" and before[2]["trials/pruned"] == [(2, 2.0)]
+    said = []
+    again = sweep.run_sweep(cfg, tracker, say=said.append)
+    assert again.ok and again.stops == ["nothing to do"] and "nothing to do" in again.format()
+    assert said[-1].startswith("sweep pruned: nothing to do: 2 trials already finished")
+    assert parent_state() == before
+    assert len(load_sweep(result.storage.location, "pruned").trials) == 2
 
 
 def test_a_grid_sweep_tries_every_combination_once(store, monkeypatch):
@@ -284,7 +301,7 @@ def test_a_rerun_of_a_finished_sweep_adds_no_trial(journal_sweep):
     after = load_sweep(storage, "eight")
     assert len(after.trials) == 8 and after.user_attrs["mlflow_parent_run_id"] == parent
     assert len(children(config, parent)[1]) == 8
-    assert "0 to run on 0 worker(s)" in proc.stdout and "[worker" not in proc.stdout
+    assert "sweep eight: nothing to do: 8 trials already finished" in proc.stdout and "[worker" not in proc.stdout
 
 
 def test_a_rerun_with_another_scale_is_refused(journal_sweep):

@@ -10,6 +10,7 @@ sweep worker) are in children.py. Usage errors (`UsageError`, common.py) exit wi
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from suite.cli.common import UsageError, open_tracker
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = "hummuss-suite " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except UsageError as err:

@@ -44,6 +44,7 @@ def cmd_run(args) -> int:
         runner = Runner(tracker, **runner_kwargs(args))
     except ValueError as err:
         raise UsageError(str(err)) from err
+    runner.command = getattr(args, "command_line", None)
     outcomes = runner.run_study(study.name, args.scale, seeds, args.data, sets, variants)
     print(summary(outcomes))
     print(tally(outcomes))

@@ -49,7 +49,7 @@ def cmd_sweep(args) -> int:
     cfg = SweepConfig(args.study, args.trials, scale=args.scale, variant=args.variant, name=args.name,
                       sampler=args.sampler, pruner=args.pruner, seed=args.seed, workers=args.workers,
                       storage=args.storage, timeout_s=args.timeout, sets=parse_sets(args.set),
-                      stale_after_s=args.stale_after)
+                      stale_after_s=args.stale_after, command=getattr(args, "command_line", None))
     settings = tracking_settings()
     try:  # every name and the search space, before anything is written
         validate(cfg, settings)

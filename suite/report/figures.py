@@ -24,6 +24,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from hummuss.data.skeleton import H36M_BONES  # noqa: E402
 from suite.report.tables import FLOORS, floor_values, model_rows  # noqa: E402
+from suite.tracking import TRAIN_LOSS, VAL_MPJPE  # noqa: E402
 
 DPI = 100
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:gray")
@@ -178,7 +179,7 @@ def plot_training_curves(history: pd.DataFrame, labels: dict[str, str], study: s
         raise FigureSkipped(f"the runs of {study} logged no per-epoch metrics")
     fig = figure((11, 4.2), left=0.07, right=0.98, bottom=0.12, top=0.88, wspace=0.22)
     axes = fig.subplots(1, 2)
-    for ax, (key, ylabel) in zip(axes, (("val/mpjpe", "validation MPJPE (mm)"), ("train/loss", "training loss"))):
+    for ax, (key, ylabel) in zip(axes, ((VAL_MPJPE, "validation MPJPE (mm)"), (TRAIN_LOSS, "training loss"))):
         part = history[history["key"] == key]
         variants = [v for v in labels if v in set(part["variant"])]
         variants += [v for v in dict.fromkeys(part["variant"]) if v not in labels]
@@ -191,7 +192,7 @@ def plot_training_curves(history: pd.DataFrame, labels: dict[str, str], study: s
                     markersize=3, label=f"{labels.get(variant, variant)} (n={n})")
             if n > 1:
                 ax.fill_between(mean.index, low.to_numpy(), high.to_numpy(), color=color, alpha=0.2)
-        if key == "val/mpjpe" and floors and len(part):
+        if key == VAL_MPJPE and floors and len(part):
             floor_lines(ax, floors)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -16,13 +16,13 @@ import pandas as pd
 
 from hummuss.floors import FLOORS as FLOOR_NAMES
 from suite.registry import SCALES, Study
-from suite.tracking import Tracker, TrackingSettings
+from suite.tracking import TRAIN_LOSS, VAL_MPJPE, Tracker, TrackingSettings
 
 FINISHED = "FINISHED"
 NOT_CHILD_KINDS = ("parent", "sweep", "trial", "floor")  # tag `kind` of runs that are not a study's child runs
 FLOOR_KIND = "floor"  # tag `kind` of a floor run; its tag `floor` names the floor
 FLOORS = tuple((name, f"{name.replace('-', ' ')} (floor)") for name in FLOOR_NAMES)  # (floor, row label)
-CURVE_KEYS = ("val/mpjpe", "train/loss")  # the per-epoch metrics of the training curves
+CURVE_KEYS = (VAL_MPJPE, TRAIN_LOSS)  # the per-epoch metrics of the training curves
 
 
 class UnknownScale(ValueError):

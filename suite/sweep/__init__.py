@@ -36,7 +36,7 @@ MLflow (through suite.tracking): experiment `hummuss/<study>`; one parent run pe
 attributes so every worker on every machine nests under it); one child run per trial
 (tags `trial`, `sweep`, `kind=trial`, the full config as params, per-epoch metrics);
 a pruned trial ends KILLED with tag `pruned=true`, a failed one FAILED. The best trial
-is summarised on the parent (metric `best/value`, tags `best/trial`, `best/params`).
+is summarised on the parent (metric `best/val/mpjpe_mm`, tags `best/trial`, `best/params`).
 
 The package, by concern: config (the invocation), space (search spaces), samplers,
 storage (where a sweep lives), stale (dead workers), objective (one trial), prepare

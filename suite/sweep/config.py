@@ -31,6 +31,7 @@ class SweepConfig:
     grace_s: float = 120.0  # RDB storages: a trial without a heartbeat this long is stale
     stale_after_s: float = 24 * 3600.0  # any storage: a trial running this long is stale
     max_retry: int = 3  # retries of one stale trial
+    command: str | None = None  # the command line, for the parent run's description
 
     def check(self) -> None:
         if self.trials < 1:

@@ -26,7 +26,7 @@ from suite.registry import Param, Study
 from suite.runspec import RunSpec
 from suite.sweep.space import apply_params, format_params, suggest
 from suite.sweep.stale import retry_attrs, worker_identity
-from suite.tracking import Tracker, TrackingSettings, git_commit
+from suite.tracking import BEST_EPOCH, BEST_VAL_MPJPE, Tracker, TrackingSettings, git_commit
 from suite.worker import MlflowCallback, train_spec
 
 
@@ -80,7 +80,9 @@ class TrialObjective:
         base = self.base
         tags = {"kind": "trial", "sweep": self.sweep, "trial": n, "study": base.study, "variant": base.variant,
                 "seed": base.seed, "scale": base.scale, "model": base.model, "label": f"{self.sweep} trial {n}",
-                "git_commit": git_commit(), "host": socket.gethostname(), "sweep.params": json.dumps(params)}
+                "git_commit": git_commit(), "host": socket.gethostname(), "sweep.params": json.dumps(params),
+                "mlflow.note.content": f"Trial {n} of Optuna sweep {self.sweep}: {base.study}/{base.variant} at "
+                                       f"scale {base.scale} with {json.dumps(params)}."}
         if retry_of is not None:
             tags["retry_of"] = retry_of
         if trial.user_attrs.get("paper"):
@@ -92,7 +94,8 @@ class TrialObjective:
             self.tracker.set_tags(run_id, {"train_hash": spec.train_hash})
             self.tracker.log_params(run_id, {**spec.params(), "sweep.name": self.sweep, "sweep.trial": n})
             self._carry_over(retry_of, out)
-            result, report = self._train(trial, spec, run_id, out)
+            with self.tracker.system_metrics(run_id):
+                result, report = self._train(trial, spec, run_id, out)
             value = float(result.best_val_mpjpe)
             if not math.isfinite(value):
                 raise ValueError(f"trial {n} has no finite validation MPJPE (got {value})")
@@ -106,7 +109,7 @@ class TrialObjective:
             self.tracker.set_status(run_id, "FAILED")
             self.say(f"trial {n}: failed ({type(err).__name__}: {err}); log: {out / 'train.log'}")
             raise
-        self.tracker.log_metrics(run_id, {"best_val_mpjpe": value, "best_epoch": result.best_epoch},
+        self.tracker.log_metrics(run_id, {BEST_VAL_MPJPE: value, BEST_EPOCH: result.best_epoch},
                                  step=result.epochs_run)
         if report.resumed_at:
             self.tracker.set_tags(run_id, {"resumed_from_epoch": report.resumed_at})

@@ -17,11 +17,12 @@ from suite.registry import Param, Study
 from suite.sweep.config import SweepConfig
 from suite.sweep.space import check_space, format_params
 from suite.sweep.stale import open_sweep_storage, recover_stale
-from suite.sweep.storage import StorageSpec, resolve_storage
+from suite.sweep.storage import StorageSpec, quiet_experimental, resolve_storage
 from suite.tracking import Tracker, TrackingSettings, git_commit
 from suite.worker import checkpoint_dir
 
 SETTLE_S = 0.5  # pause between writing a shared value and reading it back
+OBJECTIVE_NAME = "val/mpjpe_mm (best epoch)"  # what each trial returns, minimised
 
 
 @dataclass
@@ -68,11 +69,19 @@ def prepare(cfg: SweepConfig, tracker: Tracker, say: Callable[[str], None] = pri
     study = optuna.create_study(study_name=name, storage=open_sweep_storage(storage, cfg, tracker.settings),
                                 direction="minimize", load_if_exists=True)
     _check_identity(study, cfg, say)
+    if study.metric_names != [OBJECTIVE_NAME]:  # optuna-dashboard's name of the objective
+        with quiet_experimental():
+            study.set_metric_names([OBJECTIVE_NAME])
     experiment_id = tracker.experiment_id(study_decl.name)
     parent = ensure_parent(tracker, study, experiment_id,
                            {"study": study_decl.name, "variant": variant, "scale": cfg.scale, "seed": cfg.seed,
                             "sampler": cfg.sampler, "pruner": cfg.pruner, "storage": storage.shown,
-                            "git_commit": git_commit()}, study_decl.search_space)
+                            "git_commit": git_commit(),
+                            "mlflow.note.content": f"`{cfg.command or 'hummuss-suite sweep ' + study_decl.name}`\n\n"
+                                                   f"Optuna sweep {name}: {cfg.trials} trials of {study_decl.name}/"
+                                                   f"{variant} at scale {cfg.scale}, sampler {cfg.sampler}, pruner "
+                                                   f"{cfg.pruner}; storage {storage.shown}."},
+                           study_decl.search_space)
     if not study.get_trials(deepcopy=False):
         study.enqueue_trial(dict(paper), user_attrs={"paper": True}, skip_if_exists=True)
         say(f"sweep {name}: the paper's configuration is the first trial [{format_params(paper)}]")

@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 from suite.sweep.prepare import Plan
 from suite.sweep.space import format_params
 from suite.sweep.storage import StorageSpec
+from suite.tracking import BEST_VAL_MPJPE
 
 
 @dataclass
@@ -48,13 +49,16 @@ class SweepResult:
             lines.append("the grid is exhausted: every combination has been tried")
         elif self.ok and self.finished < self.target:
             lines.append("stopped by --timeout; run the same command again to continue")
+        if self.stops == ["nothing to do"]:
+            lines.append("nothing to do: every trial had finished before (the parent run is unchanged)")
         if not self.ok:
             lines.append(f"not finished ({', '.join(self.stops)}); run the same command again to continue")
         return "\n".join(lines)
 
 
-def summarise(plan: Plan, started: float, stops: list[str]) -> SweepResult:
-    """Counts and the best trial, also written on the parent run."""
+def summarise(plan: Plan, started: float, stops: list[str], log: bool = True) -> SweepResult:
+    """Counts and the best trial, also written on the parent run when `log` (a rerun with
+    nothing to do writes nothing)."""
     study, tracker, cfg = plan.study, plan.tracker, plan.cfg
     trials = study.get_trials(deepcopy=False)
     counts = Counter(t.state.name for t in trials)
@@ -67,12 +71,13 @@ def summarise(plan: Plan, started: float, stops: list[str]) -> SweepResult:
     finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
     metrics = {"trials/complete": counts.get("COMPLETE", 0), "trials/pruned": counts.get("PRUNED", 0),
                "trials/failed": counts.get("FAIL", 0)}
-    if best:
-        metrics["best/value"] = best["value"]
+    if best and log:
+        metrics[BEST_VAL_MPJPE] = best["value"]
         tracker.set_tags(plan.parent_id, {"best/trial": best["trial"], "best/params": json.dumps(best["params"]),
                                           "best/run_id": best["run_id"]})
-    tracker.log_metrics(plan.parent_id, metrics, step=finished)
+    if log:
+        tracker.log_metrics(plan.parent_id, metrics, step=finished)
     ok = finished >= cfg.trials or "grid exhausted" in stops or (
-        bool(stops) and all(s in ("timeout", "done") for s in stops))
+        bool(stops) and all(s in ("timeout", "done", "nothing to do") for s in stops))
     return SweepResult(cfg.name, plan.storage, plan.parent_id, tracker.experiment_name(cfg.study), cfg.trials,
                        dict(counts), best, time.time() - started, stops, ok)

@@ -100,9 +100,9 @@ def recover_stale(study: optuna.Study, stale_after_s: float, max_retry: int, tra
         reason = stale_reason(t, stale_after_s)
         if reason is None:
             continue
-        try:  # the storage refuses a second FAIL: exactly one process recovers a trial
-            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
+        try:  # Optuna (or the storage, in a race) refuses a second FAIL: exactly one process recovers a trial
+            study.tell(t.number, state=TrialState.FAIL)
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
             continue
         attrs = retry_attrs(t.number, t.user_attrs, reason)
         if attrs["retries"] <= max_retry:

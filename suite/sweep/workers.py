@@ -177,15 +177,17 @@ def run_sweep(cfg: SweepConfig, tracker: Tracker, say: Callable[[str], None] = p
     deadline = started + cfg.timeout_s if cfg.timeout_s else None
     needed = cfg.trials - sum(t.state in DONE for t in plan.study.get_trials(deepcopy=False))
     workers = max(0, min(cfg.workers, needed))
+    if workers == 0:  # finished before: the parent run (its metrics, its end time) is left as it is
+        say(f"sweep {cfg.name}: nothing to do: {cfg.trials} trials already finished; "
+            f"storage {plan.storage.describe}; MLflow parent run {plan.parent_id}")
+        return summarise(plan, started, ["nothing to do"], log=False)
     say(f"sweep {cfg.name}: {cfg.trials} trials of {cfg.study}/{cfg.variant} at scale {cfg.scale}, "
-        f"sampler {cfg.sampler} (seed {cfg.seed}), pruner {cfg.pruner}; {max(needed, 0)} to run on "
+        f"sampler {cfg.sampler} (seed {cfg.seed}), pruner {cfg.pruner}; {needed} to run on "
         f"{workers} worker(s); storage {plan.storage.describe}; MLflow parent run {plan.parent_id}")
     tracker.set_status(plan.parent_id, "RUNNING")
     status = "FAILED"
     try:
-        if workers == 0:
-            stops = ["done"]
-        elif workers == 1:
+        if workers == 1:
             stops = [work(cfg, tracker, 0, deadline, say).stop]
         else:
             stops = spawn_workers(plan, workers, deadline, say)

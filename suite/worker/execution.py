@@ -19,7 +19,7 @@ from hummuss.checkpoint import load_checkpoint
 from hummuss.distributed import DistInfo
 from hummuss.evaluate import EvalConfig, evaluate
 from suite.runspec import RunSpec
-from suite.tracking import Tracker, TrackingSettings
+from suite.tracking import BEST_EPOCH, BEST_VAL_MPJPE, Tracker, TrackingSettings
 from suite.worker.status import RunStatus, StatusCallback, status_path, write_json
 from suite.worker.training import TRAINED_BY, MlflowCallback, checkpoint_dir, log_path, train_spec
 
@@ -44,6 +44,7 @@ class Heartbeat:
 
     def __exit__(self, *exc):
         self._stop.set()
+        self._thread.join(timeout=30)  # no beat may land after the run ends and its lease is cleared
 
 
 def execute(spec: RunSpec, run_id: str, settings: TrackingSettings, echo: Callable[[str], None] | None = None) -> dict:
@@ -70,9 +71,10 @@ def execute(spec: RunSpec, run_id: str, settings: TrackingSettings, echo: Callab
             return {}
         status.update(phase="starting", run=f"{spec.study}/{spec.name}", run_id=run_id, log=str(logfile))
         tracker.set_status(run_id, "RUNNING")
+        # the log itself is uploaded as an artifact when the run ends: no local path in a tag
         tracker.set_tags(run_id, {"torch": torch.__version__, "device": _device_name(),
-                                  "log": str(logfile), "heartbeat": f"{time.time():.0f}"})
-        with Heartbeat(tracker, run_id, settings.claim_ttl_s / 4):
+                                  "heartbeat": f"{time.time():.0f}"})
+        with Heartbeat(tracker, run_id, settings.claim_ttl_s / 4), tracker.system_metrics(run_id):
             trained = train_spec(spec, settings, [MlflowCallback(tracker, run_id), StatusCallback(status)], log,
                                  trainer={"run_id": run_id, "run": f"{spec.study}/{spec.name}"},
                                  on_wait=lambda: status.update(phase="waiting"))
@@ -86,7 +88,7 @@ def execute(spec: RunSpec, run_id: str, settings: TrackingSettings, echo: Callab
             model.load_state_dict(load_checkpoint(best)["model"])
             log(f"evaluating the best epoch ({result.best_epoch}) under {spec.eval_config}")
             table = evaluate(model, source, EvalConfig(**spec.eval_config))
-            log_results(tracker, run_id, spec, table, result, source, train, settings, best)
+            log_results(tracker, run_id, spec, table, result, source, train, settings, model)
         tracker.set_status(run_id, "FINISHED")
         status.update(phase="finished")
         log("finished")
@@ -153,15 +155,17 @@ def execute_file(spec_file: str | Path, run_id: str, settings: TrackingSettings)
     return 0
 
 
-def log_results(tracker, run_id, spec, table, result, source, train, settings, best) -> None:
+def log_results(tracker, run_id, spec, table, result, source, train, settings, model) -> None:
     tracker.log_evaluation(run_id, table, spec.frames, step=result.epochs_run,
-                           extra={"best_epoch": result.best_epoch, "best_val_mpjpe": result.best_val_mpjpe})
+                           extra={BEST_EPOCH: result.best_epoch, BEST_VAL_MPJPE: result.best_val_mpjpe})
     tracker.log_dict(run_id, spec.to_dict(), "config.json")
     digest = _digest(train.inputs, train.labels)
     tracker.log_dataset(run_id, name=source.name, digest=digest, source=spec.data, context="training",
                         sample=np.asarray(train.inputs[:1], np.float32).reshape(1, -1))
-    if settings.log_checkpoints:
-        tracker.log_artifact(run_id, best, "checkpoint")
+    if settings.log_checkpoints:  # the best epoch's model (loaded before evaluating), loadable by MLflow
+        example = np.ascontiguousarray(train.inputs[:1], dtype=np.float32)  # (1, F, 17, 3): the study's clip shape
+        uri = tracker.log_model(run_id, model, example)
+        tracker.set_tags(run_id, {"model_uri": uri})
 
 
 def _digest(*arrays) -> str:

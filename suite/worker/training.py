@@ -29,7 +29,7 @@ from hummuss.distributed import DistInfo
 from hummuss.train import Callback, TrainConfig, Trainer, TrainResult
 from hummuss.zoo import model_from_config
 from suite.runspec import RunSpec
-from suite.tracking import Tracker, TrackingSettings
+from suite.tracking import TRAIN_LOSS, Tracker, TrackingSettings, epoch_metric_names
 from suite.worker.status import write_json
 
 TRAINED_BY = "trained_by.json"  # beside the checkpoints: the run that trained them
@@ -45,7 +45,7 @@ class MlflowCallback(Callback):
         self.logged: set[int] = set()
 
     def on_train_start(self, trainer) -> None:
-        self.logged = self.tracker.logged_steps(self.run_id, "train/loss")
+        self.logged = self.tracker.logged_steps(self.run_id, TRAIN_LOSS)
         for h in trainer.history:
             self._log(int(h["epoch"]), {k: v for k, v in h.items() if k != "epoch"})
 
@@ -56,7 +56,7 @@ class MlflowCallback(Callback):
     def _log(self, epoch: int, metrics: dict) -> None:
         if epoch in self.logged:
             return
-        self.tracker.log_metrics(self.run_id, metrics, step=epoch)
+        self.tracker.log_metrics(self.run_id, epoch_metric_names(metrics), step=epoch)
         self.logged.add(epoch)
 
 
