@@ -330,24 +330,47 @@ class Tracker:
     def log_dict(self, run_id: str, payload: dict, name: str) -> None:
         _with_retry(lambda: self.client.log_dict(run_id, payload, name), "log dict")
 
-    def log_dataset(self, run_id: str, name: str, digest: str, source: str, context: str,
-                    sample=None) -> None:
-        """Record a data set (name, digest, source) as a run input."""
-        import mlflow.data
-        import numpy as np
-        from mlflow.data.code_dataset_source import CodeDatasetSource
+    def log_datasets(self, run_id: str, datasets: list[dict]) -> None:
+        """Record data sets as the run's inputs (the "Datasets used" of its page), each a
+        dict {"name", "digest", "context", "profile"} (suite/worker/datasets.py), tagged
+        `mlflow.data.context` (`training`, `evaluation`); the profile is shown as JSON."""
         from mlflow.entities import DatasetInput, InputTag
 
-        features = sample if sample is not None else np.zeros((1, 1), np.float32)
-        dataset = mlflow.data.from_numpy(features, source=CodeDatasetSource({"spec": redact(source)}),
-                                         name=name, digest=digest)
-        entry = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+        entries = [DatasetInput(_motion_dataset(d)._to_mlflow_entity(),
+                                tags=[InputTag("mlflow.data.context", d["context"])]) for d in datasets]
         try:
-            _with_retry(lambda: self.client.log_inputs(run_id, datasets=[entry]), "log input")
+            _with_retry(lambda: self.client.log_inputs(run_id, datasets=entries), "log input")
         except Exception as err:  # another run created the same dataset meanwhile: link to that one
             if not any(t in str(err).lower() for t in ("unique constraint", "duplicate key")):
                 raise
-            _with_retry(lambda: self.client.log_inputs(run_id, datasets=[entry]), "log input")
+            _with_retry(lambda: self.client.log_inputs(run_id, datasets=entries), "log input")
+
+
+def _motion_dataset(d: dict):
+    """An `mlflow.data` dataset of motion clips: name, digest and a profile of its own
+    (sequences, frames, subjects, fps, spec), its source the data spec."""
+    import json
+
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset import Dataset
+
+    class MotionDataset(Dataset):
+        def _compute_digest(self) -> str:
+            return d["digest"]
+
+        @property
+        def profile(self):
+            return d["profile"]
+
+        @property
+        def schema(self):
+            return None
+
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(d["profile"])}
+
+    spec = redact(str(d["profile"].get("spec", "")))
+    return MotionDataset(CodeDatasetSource({"spec": spec}), name=d["name"], digest=d["digest"])
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from suite.leases import take_lease
 from suite.runner import Outcome, Runner, summary, tally
 from suite.runspec import expand_floors, expand_runs
 from suite.tracking import PROJECT_DIR, VAL_MPJPE, Tracker, load_settings
+from tests.test_tracking_conventions import check_datasets
 
 TINY = {"epochs": "1", "max_steps_per_epoch": "1", "max_val_clips": "2", "eval.lengths": "27",
         "eval.flip": "false", "eval.max_sequences": "1"}
@@ -216,6 +217,8 @@ def test_runs_sharing_a_training_train_once_and_name_the_run_that_trained(tmp_pa
     # the curves stay on the run that trained: the evaluating run gets none copied
     curve = {r: [m.step for m in tracker.client.get_metric_history(r, VAL_MPJPE)] for r in (lite.run_id, full.run_id)}
     assert curve == {lite.run_id: list(range(1, 9)), full.run_id: []}
+    for o in (lite, full, *floors):  # every child run, floors too: what it learnt from and was scored on
+        check_datasets(tracker.get_run(o.run_id), "synthetic/test")
     marker = Path(tracker.settings.checkpoint_dir) / lite.spec.train_hash / "trained_by.json"
     assert json.loads(marker.read_text())["run_id"] == lite.run_id
 

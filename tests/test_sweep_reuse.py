@@ -12,6 +12,7 @@ from suite.registry import Param, get_study
 from suite.sweep import SweepConfig
 from suite.sweep import config as sweep_config
 from suite.sweep.objective import trial_dir
+from tests.test_tracking_conventions import check_datasets
 from tests.test_sweep import FAST_SETS, load_sweep, store  # noqa: F401  (store: the module's MLflow store)
 
 
@@ -37,6 +38,8 @@ def test_a_trial_of_a_finished_training_does_not_train_again(store, monkeypatch)
                                                               f"tags.mlflow.parentRunId = '{result.parent_run_id}'")}
     trainer = runs["0"].info.run_id
     assert runs["0"].data.tags["trained_by"] == trainer and runs["1"].data.tags["trained_by"] == trainer
+    for run in runs.values():  # each trial: its training data and the held-out sequences that score it
+        check_datasets(tracker.get_run(run.info.run_id), "synthetic/validation")
     curves = [[m.step for m in tracker.client.get_metric_history(runs[n].info.run_id, "val/mpjpe_mm")] for n in "01"]
     assert curves == [[1], []]
     assert any(line.startswith("trial 1: complete") and f"(trained by reuse/trial-0, run {trainer})" in line

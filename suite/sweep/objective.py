@@ -31,6 +31,7 @@ from suite.sweep.space import apply_params, format_params, suggest
 from suite.sweep.stale import retry_attrs, worker_identity
 from suite.tracking import BEST_EPOCH, BEST_VAL_MPJPE, Tracker, TrackingSettings, git_commit
 from suite.worker import MlflowCallback, finished_training, read_trained_by, train_spec
+from suite.worker.datasets import training_dataset, validation_dataset
 
 
 class ReportToTrial(Callback):
@@ -165,6 +166,10 @@ class TrialObjective:
                                  out=reuse or out, trainer=me)
             by = (read_trained_by(reuse) if reuse is not None else None) or me
             self.tracker.set_tags(run_id, {"trained_by": by["run_id"]})
+            datasets = [training_dataset(spec, trained.source, trained.train, trained.val)]
+            if trained.val is not None:  # a trial is scored on the held-out training sequences
+                datasets.append(validation_dataset(spec, trained.source, trained.val))
+            self.tracker.log_datasets(run_id, datasets)
             return trained.result, report, by
         finally:
             handle.close()

@@ -125,6 +125,7 @@ class Trained(NamedTuple):
     train: Any  # the training clips
     epochs_trained: int = 0  # epochs this call trained (0: the training was done already)
     trained_by: dict | None = None  # the run that trained the checkpoints (trained_by.json)
+    val: Any = None  # the validation clips (held-out training sequences), None without
 
 
 class _EpochCounter(Callback):
@@ -181,4 +182,4 @@ def train_spec(spec: RunSpec, settings: TrackingSettings, callbacks: Iterable[Ca
                                           "train_hash": spec.train_hash, "complete": complete,
                                           "finished": time.time()})
         trained_by = read_trained_by(out)
-    return Trained(model, source, result, train, counter.epochs, trained_by)
+    return Trained(model, source, result, train, counter.epochs, trained_by, val)
