@@ -327,6 +327,14 @@ class Tracker:
                 pip_requirements=[f"torch=={torch.__version__}", f"mlflow=={mlflow.__version__}"]), "log model")
         return f"runs:/{run_id}/model"
 
+    def load_model(self, uri: str):
+        """The torch module of a logged model, `runs:/<run_id>/model` or
+        `models:/<name>/<version>`, from this store (on the CPU)."""
+        import mlflow.pytorch
+
+        with _fluent_context(self.settings.tracking_uri):
+            return mlflow.pytorch.load_model(uri, map_location="cpu")
+
     def log_dict(self, run_id: str, payload: dict, name: str) -> None:
         _with_retry(lambda: self.client.log_dict(run_id, payload, name), "log dict")
 
@@ -374,7 +382,7 @@ def _motion_dataset(d: dict):
 
 
 @contextlib.contextmanager
-def _fluent_context(uri: str, experiment_id: str):
+def _fluent_context(uri: str, experiment_id: str | None = None):
     """MLflow's process-wide tracking URI and experiment (MLFLOW_TRACKING_URI,
     MLFLOW_EXPERIMENT_ID) set for the block only, for the MLflow functions that take no
     client (`mlflow.pytorch.log_model` files its logged model under the current experiment)."""
@@ -383,8 +391,9 @@ def _fluent_context(uri: str, experiment_id: str):
     keys = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
     env = {k: os.environ.get(k) for k in keys}
     before = mlflow.get_tracking_uri()
-    os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
-    os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id
+    if experiment_id is not None:
+        os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
+        os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id
     mlflow.set_tracking_uri(uri)
     try:
         yield
