@@ -180,6 +180,15 @@ class Tracker:
             if not token:
                 return runs
 
+    def runs_frame(self, experiment_ids: list[str]):
+        """Every active run of the experiments as `mlflow.search_runs(output_format="pandas")`
+        gives them: one row each, columns run_id, experiment_id, status, start_time, end_time
+        (UTC timestamps), artifact_uri, metrics.*, params.*, tags.*."""
+        import mlflow
+
+        with _fluent_context(self.settings.tracking_uri):
+            return _with_retry(lambda: mlflow.search_runs(experiment_ids, output_format="pandas"), "search runs")
+
     def get_run(self, run_id: str):
         return _with_retry(lambda: self.client.get_run(run_id), "get run")
 
