@@ -15,9 +15,10 @@ Layout of the store:
   `config_hash`, `git_commit`; params `data.spec` and `eval.*`; the same final metrics.
 
 Settings come from `mlflow.yaml` (see that file); `MLFLOW_TRACKING_URI` in the
-environment overrides its `tracking_uri`. Writes are retried with back-off, so several
-processes can share the default sqlite store without "database is locked" reaching the
-user; for many machines use an `mlflow server` on PostgreSQL.
+environment overrides its `tracking_uri`. Database errors MLflow marks transient are
+retried with back-off, so several processes can share the default sqlite store without
+"database is locked" reaching the user (a server's answers MLflow's HTTP client retries
+itself); for many machines use an `mlflow server` on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -59,16 +60,28 @@ T = TypeVar("T")
 
 
 # -- connection -----------------------------------------------------------------------
+def _transient(err: BaseException) -> bool:
+    """A store error worth another try: what MLflow's SQL stores raise for a locked sqlite
+    file or a dropped database connection (MlflowException TEMPORARILY_UNAVAILABLE, wrapping
+    SQLAlchemy's OperationalError), or that OperationalError itself. Not a REST answer
+    (RestException): MLflow's HTTP client has already retried it with its own back-off."""
+    from mlflow.exceptions import MlflowException, RestException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE, ErrorCode
+    from sqlalchemy.exc import OperationalError
+
+    if isinstance(err, OperationalError):
+        return True
+    return (isinstance(err, MlflowException) and not isinstance(err, RestException)
+            and err.error_code == ErrorCode.Name(TEMPORARILY_UNAVAILABLE))
+
+
 def _with_retry(fn: Callable[[], T], what: str, attempts: int = 8, base: float = 0.2) -> T:
-    """Retry transient store errors (sqlite locks, dropped connections) with back-off."""
+    """Retry transient database errors (`_transient`) with back-off; others at once."""
     for attempt in range(attempts):
         try:
             return fn()
-        except Exception as err:  # MlflowException, OperationalError, ConnectionError, ...
-            text = str(err).lower()
-            transient = any(s in text for s in ("database is locked", "locked", "connection", "timed out",
-                                                "temporarily", "503", "502", "max retries"))
-            if not transient or attempt == attempts - 1:
+        except Exception as err:
+            if attempt == attempts - 1 or not _transient(err):
                 raise
             time.sleep(base * 2 ** attempt)
     raise AssertionError("unreachable")  # pragma: no cover

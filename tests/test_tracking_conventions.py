@@ -145,3 +145,39 @@ def test_log_checkpoints_logs_a_model_that_mlflow_loads_and_predicts_as_the_chec
     x = torch.randn(2, spec.frames, 17, 3)
     with torch.no_grad():
         assert (logged(x) - reference(x)).abs().max().item() == 0.0
+
+
+def test_store_calls_are_retried_by_error_type_not_by_message(monkeypatch):
+    """A locked sqlite file (MLflow's TEMPORARILY_UNAVAILABLE, or SQLAlchemy's OperationalError)
+    is tried again; a server's answer (RestException: MLflow's HTTP client retried it already)
+    and any other error, whatever its message says, are raised at once."""
+    import pytest
+    from mlflow.exceptions import MlflowException, RestException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
+    from sqlalchemy.exc import OperationalError
+
+    from suite import tracking
+
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+
+    def failing(*errors):
+        calls = []
+
+        def fn():
+            calls.append(1)
+            if len(calls) <= len(errors):
+                raise errors[len(calls) - 1]
+            return "ok"
+        return fn, calls
+
+    locked = MlflowException("(sqlite3.OperationalError) database is locked", error_code=TEMPORARILY_UNAVAILABLE)
+    fn, calls = failing(locked, OperationalError("UPDATE runs", {}, Exception("database is locked")))
+    assert tracking._with_retry(fn, "test") == "ok" and len(calls) == 3
+    for err in (RestException({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "locked"}),
+                MlflowException("connection to the run's parameter 'connection' timed out",
+                               error_code=INVALID_PARAMETER_VALUE),
+                ValueError("database is locked")):
+        fn, calls = failing(err)
+        with pytest.raises(type(err)):
+            tracking._with_retry(fn, "test")
+        assert len(calls) == 1
