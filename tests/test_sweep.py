@@ -256,7 +256,7 @@ def test_a_grid_sweep_tries_every_combination_once(store, monkeypatch):
 def test_failing_trials_end_failed_and_stop_the_worker(store, monkeypatch):
     _, tracker = store
 
-    def explode(self, trial, spec, run_id, out):
+    def explode(self, trial, spec, run_id, out, reuse=None):
         raise RuntimeError(f"non-finite loss in trial {trial.number}")
 
     monkeypatch.setattr(sweep.TrialObjective, "_train", explode)
