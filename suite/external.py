@@ -7,6 +7,10 @@
 logged into the `motionbert-baseline` experiment with scale `external` and the variant
 the checkpoint's size matches (`lite` for 256-d, `full` for 512-d MotionBERT), so the
 report shows it beside trained runs (`hummuss-suite report --scale external`).
+
+`--checkpoint` also takes a model logged to MLflow (`log_checkpoints: true`):
+`runs:/<run_id>/model` or a registered `models:/<name>/<version>`, loaded with
+`mlflow.pytorch.load_model` from the configured store (`--format` does not apply).
 """
 
 from __future__ import annotations
@@ -23,10 +27,40 @@ from hummuss.data import open_source
 from hummuss.evaluate import EvalConfig, evaluate
 from hummuss.zoo import family_of, model_from_config
 from suite.runspec import stable_hash
+from suite.settings import redact
 from suite.tracking import Tracker, git_commit
 
 FORMATS = ("hummuss", "motionbert")
 STUDY = "motionbert-baseline"
+MODEL_URI_SCHEMES = ("runs:/", "models:/")
+
+
+def is_model_uri(text: str | Path) -> bool:
+    """`runs:/...` or `models:/...`: a model in the MLflow store, not a file."""
+    return str(text).startswith(MODEL_URI_SCHEMES)
+
+
+def load_logged(uri: str, tracker: Tracker):
+    """(model, family, variant) of a model logged to MLflow; ValueError naming the URI."""
+    try:
+        model = tracker.load_model(uri)
+    except Exception as err:  # MlflowException (no such run, model or version), OSError
+        raise ValueError(f"cannot load the model {uri} from {redact(tracker.settings.tracking_uri)}: "
+                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    try:
+        family = family_of(type(model).__name__)
+    except ValueError as err:
+        raise ValueError(f"{uri} holds a {type(model).__name__!r}; {str(err).split('; ')[-1]}") from None
+    return model, family, "external"
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """16 hex digits of sha256 over the model's weights (a logged model has no file)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def file_digest(path: Path) -> str:
@@ -60,22 +94,30 @@ def load_any(path: Path, fmt: str):
 
 
 def evaluate_checkpoint(path: str | Path, fmt: str, data: str, tracker: Tracker,
-                        eval_config: EvalConfig | None = None, say=print) -> tuple[str, object]:
-    """Evaluate and log; returns (run id, evaluation table)."""
-    path = Path(path)
-    model, family, variant = load_any(path, fmt)
+                        eval_config: EvalConfig | None = None, say=print, loaded=None) -> tuple[str, object]:
+    """Evaluate and log; returns (run id, evaluation table). `path`: a file or a model URI
+    (`runs:/`, `models:/`); `loaded`: its (model, family, variant) when the caller has them."""
+    logged = is_model_uri(path)
+    if logged:
+        (model, family, variant), label, name = loaded or load_logged(str(path), tracker), str(path), str(path)
+        fmt = "mlflow"
+    else:
+        path = Path(path)
+        (model, family, variant), label, name = loaded or load_any(path, fmt), f"{path.name} ({fmt})", path.name
     source = open_source(data)
     cfg = eval_config or EvalConfig(lengths=(243,))
     cfg = EvalConfig(**{**asdict(cfg), "lengths": tuple(min(F, getattr(model.config, "maxlen", F))
                                                         for F in cfg.lengths)})
-    digest = file_digest(path)
+    digest = state_digest(model) if logged else file_digest(path)
     exp = tracker.experiment_id(STUDY)
-    parent = tracker.create_run(exp, f"evaluate {path.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+    parent = tracker.create_run(exp, f"evaluate {name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
                                 {"kind": "parent", "study": STUDY, "scale": "external", "git_commit": git_commit()})
     tags = {"study": STUDY, "variant": variant, "seed": "0", "scale": "external", "model": family,
-            "label": f"{path.name} ({fmt})", "checkpoint": str(path), "checkpoint_digest": digest,
+            "label": label, "checkpoint": str(path), "checkpoint_digest": digest,
             "config_hash": stable_hash({"checkpoint": digest, "data": data, "eval": asdict(cfg)}),
             "git_commit": git_commit(), "torch": torch.__version__}
+    if logged:
+        tags["model_uri"] = str(path)
     run_id = tracker.create_run(exp, f"{variant}/external", tags, parent)
     try:
         tracker.log_params(run_id, {**{f"model.{k}": v for k, v in model.config.to_dict().items()},

@@ -306,7 +306,7 @@ class Runner:
         if trained or not by:
             reason = "trained and evaluated"
         elif by["run_id"] == run_id:
-            reason = "evaluated the checkpoint it trained before"
+            reason = "evaluated (trained by this run before)"
         else:
-            reason = f"evaluated the checkpoint trained by {by['run']} (run {by['run_id']})"
+            reason = f"evaluated (trained by {by['run']}, run {by['run_id']})"
         return self._done(spec, run_id, "FINISHED", reason, started, trained, by.get("run_id", ""))

@@ -15,9 +15,10 @@ Layout of the store:
   `config_hash`, `git_commit`; params `data.spec` and `eval.*`; the same final metrics.
 
 Settings come from `mlflow.yaml` (see that file); `MLFLOW_TRACKING_URI` in the
-environment overrides its `tracking_uri`. Writes are retried with back-off, so several
-processes can share the default sqlite store without "database is locked" reaching the
-user; for many machines use an `mlflow server` on PostgreSQL.
+environment overrides its `tracking_uri`. Database errors MLflow marks transient are
+retried with back-off, so several processes can share the default sqlite store without
+"database is locked" reaching the user (a server's answers MLflow's HTTP client retries
+itself); for many machines use an `mlflow server` on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -59,16 +60,28 @@ T = TypeVar("T")
 
 
 # -- connection -----------------------------------------------------------------------
+def _transient(err: BaseException) -> bool:
+    """A store error worth another try: what MLflow's SQL stores raise for a locked sqlite
+    file or a dropped database connection (MlflowException TEMPORARILY_UNAVAILABLE, wrapping
+    SQLAlchemy's OperationalError), or that OperationalError itself. Not a REST answer
+    (RestException): MLflow's HTTP client has already retried it with its own back-off."""
+    from mlflow.exceptions import MlflowException, RestException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE, ErrorCode
+    from sqlalchemy.exc import OperationalError
+
+    if isinstance(err, OperationalError):
+        return True
+    return (isinstance(err, MlflowException) and not isinstance(err, RestException)
+            and err.error_code == ErrorCode.Name(TEMPORARILY_UNAVAILABLE))
+
+
 def _with_retry(fn: Callable[[], T], what: str, attempts: int = 8, base: float = 0.2) -> T:
-    """Retry transient store errors (sqlite locks, dropped connections) with back-off."""
+    """Retry transient database errors (`_transient`) with back-off; others at once."""
     for attempt in range(attempts):
         try:
             return fn()
-        except Exception as err:  # MlflowException, OperationalError, ConnectionError, ...
-            text = str(err).lower()
-            transient = any(s in text for s in ("database is locked", "locked", "connection", "timed out",
-                                                "temporarily", "503", "502", "max retries"))
-            if not transient or attempt == attempts - 1:
+        except Exception as err:
+            if attempt == attempts - 1 or not _transient(err):
                 raise
             time.sleep(base * 2 ** attempt)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -179,6 +192,15 @@ class Tracker:
             token = page.token
             if not token:
                 return runs
+
+    def runs_frame(self, experiment_ids: list[str]):
+        """Every active run of the experiments as `mlflow.search_runs(output_format="pandas")`
+        gives them: one row each, columns run_id, experiment_id, status, start_time, end_time
+        (UTC timestamps), artifact_uri, metrics.*, params.*, tags.*."""
+        import mlflow
+
+        with _fluent_context(self.settings.tracking_uri):
+            return _with_retry(lambda: mlflow.search_runs(experiment_ids, output_format="pandas"), "search runs")
 
     def get_run(self, run_id: str):
         return _with_retry(lambda: self.client.get_run(run_id), "get run")
@@ -327,31 +349,62 @@ class Tracker:
                 pip_requirements=[f"torch=={torch.__version__}", f"mlflow=={mlflow.__version__}"]), "log model")
         return f"runs:/{run_id}/model"
 
+    def load_model(self, uri: str):
+        """The torch module of a logged model, `runs:/<run_id>/model` or
+        `models:/<name>/<version>`, from this store (on the CPU)."""
+        import mlflow.pytorch
+
+        with _fluent_context(self.settings.tracking_uri):
+            return mlflow.pytorch.load_model(uri, map_location="cpu")
+
     def log_dict(self, run_id: str, payload: dict, name: str) -> None:
         _with_retry(lambda: self.client.log_dict(run_id, payload, name), "log dict")
 
-    def log_dataset(self, run_id: str, name: str, digest: str, source: str, context: str,
-                    sample=None) -> None:
-        """Record a data set (name, digest, source) as a run input."""
-        import mlflow.data
-        import numpy as np
-        from mlflow.data.code_dataset_source import CodeDatasetSource
+    def log_datasets(self, run_id: str, datasets: list[dict]) -> None:
+        """Record data sets as the run's inputs (the "Datasets used" of its page), each a
+        dict {"name", "digest", "context", "profile"} (suite/worker/datasets.py), tagged
+        `mlflow.data.context` (`training`, `evaluation`); the profile is shown as JSON."""
         from mlflow.entities import DatasetInput, InputTag
 
-        features = sample if sample is not None else np.zeros((1, 1), np.float32)
-        dataset = mlflow.data.from_numpy(features, source=CodeDatasetSource({"spec": redact(source)}),
-                                         name=name, digest=digest)
-        entry = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+        entries = [DatasetInput(_motion_dataset(d)._to_mlflow_entity(),
+                                tags=[InputTag("mlflow.data.context", d["context"])]) for d in datasets]
         try:
-            _with_retry(lambda: self.client.log_inputs(run_id, datasets=[entry]), "log input")
+            _with_retry(lambda: self.client.log_inputs(run_id, datasets=entries), "log input")
         except Exception as err:  # another run created the same dataset meanwhile: link to that one
             if not any(t in str(err).lower() for t in ("unique constraint", "duplicate key")):
                 raise
-            _with_retry(lambda: self.client.log_inputs(run_id, datasets=[entry]), "log input")
+            _with_retry(lambda: self.client.log_inputs(run_id, datasets=entries), "log input")
+
+
+def _motion_dataset(d: dict):
+    """An `mlflow.data` dataset of motion clips: name, digest and a profile of its own
+    (sequences, frames, subjects, fps, spec), its source the data spec."""
+    import json
+
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset import Dataset
+
+    class MotionDataset(Dataset):
+        def _compute_digest(self) -> str:
+            return d["digest"]
+
+        @property
+        def profile(self):
+            return d["profile"]
+
+        @property
+        def schema(self):
+            return None
+
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(d["profile"])}
+
+    spec = redact(str(d["profile"].get("spec", "")))
+    return MotionDataset(CodeDatasetSource({"spec": spec}), name=d["name"], digest=d["digest"])
 
 
 @contextlib.contextmanager
-def _fluent_context(uri: str, experiment_id: str):
+def _fluent_context(uri: str, experiment_id: str | None = None):
     """MLflow's process-wide tracking URI and experiment (MLFLOW_TRACKING_URI,
     MLFLOW_EXPERIMENT_ID) set for the block only, for the MLflow functions that take no
     client (`mlflow.pytorch.log_model` files its logged model under the current experiment)."""
@@ -360,8 +413,9 @@ def _fluent_context(uri: str, experiment_id: str):
     keys = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
     env = {k: os.environ.get(k) for k in keys}
     before = mlflow.get_tracking_uri()
-    os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
-    os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id
+    if experiment_id is not None:
+        os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
+        os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id
     mlflow.set_tracking_uri(uri)
     try:
         yield

@@ -71,3 +71,35 @@ def test_data_inspect_prints_a_table_per_split(capsys):
     with pytest.raises(SystemExit) as info:
         main(["data", "inspect", "h36m:/no/such/file.pkl"])
     assert info.value.code == 2
+
+
+def test_a_logged_or_registered_model_is_evaluated_from_its_uri(suite_store, capsys):
+    """`--checkpoint runs:/<id>/model` and `models:/<name>/<version>` (log_checkpoints: true)
+    load the logged model from the store: both evaluate the same weights to the same scores;
+    a URI that names nothing exits 2 before logging a run."""
+    import numpy as np
+
+    from suite.external import state_digest
+    from suite.tracking import Tracker, load_settings
+
+    torch.manual_seed(0)
+    model = HumMUSS(HumMUSSConfig.preset("smoke"))
+    tracker = Tracker(load_settings())
+    trained = tracker.create_run(tracker.experiment_id("context-length"), "trained", {"kind": "test"})
+    uri = tracker.log_model(trained, model, np.zeros((1, 27, 17, 3), np.float32))
+    mlflow.set_tracking_uri(tracker.settings.tracking_uri)
+    mlflow.register_model(uri, "hummuss-smoke")
+    for ref in (uri, "models:/hummuss-smoke/1"):
+        assert main(["evaluate", "--checkpoint", ref, "--data", "synthetic:scale=smoke", "--frames", "27"]) == 0
+    assert "F_27" in capsys.readouterr().out
+    runs = _children(suite_store).sort_values("start_time")
+    assert list(runs["tags.model_uri"]) == [uri, "models:/hummuss-smoke/1"]
+    assert set(runs["tags.model"]) == {"hummuss"} and set(runs["status"]) == {"FINISHED"}
+    assert set(runs["tags.checkpoint_digest"]) == {state_digest(model)}
+    assert runs["metrics.test/mpjpe/F_27"].nunique() == 1 and runs["metrics.test/mpjpe/F_27"].iloc[0] > 0
+
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", "--checkpoint", "models:/hummuss-smoke/7", "--data", "synthetic:scale=smoke"])
+    assert info.value.code == 2
+    assert "cannot load the model models:/hummuss-smoke/7 from sqlite:" in capsys.readouterr().err
+    assert len(_children(suite_store)) == 2

@@ -11,6 +11,7 @@ import pytest
 from suite.runner import Runner
 from suite.runspec import expand_runs
 from suite.tracking import Tracker, load_settings
+from tests.test_tracking_conventions import check_datasets
 
 TINY = {"epochs": "1", "max_steps_per_epoch": "1", "max_val_clips": "2", "eval.lengths": "27",
         "eval.flip": "false", "eval.max_sequences": "1"}
@@ -85,6 +86,7 @@ def test_a_run_twice_against_a_server(server, tmp_path, monkeypatch):
     assert not {"claim", "heartbeat", "log"} & set(tags)
     assert not [v for v in tags.values() if v.startswith("/")]
     assert {"val/mpjpe_mm", "train/loss/total", "best/val/mpjpe_mm", "best/epoch"} <= set(child.data.metrics)
+    check_datasets(tracker.get_run(child.info.run_id), "synthetic/test")
 
     mlflow.set_tracking_uri(url)
     try:

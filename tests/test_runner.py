@@ -16,7 +16,8 @@ import pytest
 from suite.leases import take_lease
 from suite.runner import Outcome, Runner, summary, tally
 from suite.runspec import expand_floors, expand_runs
-from suite.tracking import PROJECT_DIR, Tracker, load_settings
+from suite.tracking import PROJECT_DIR, VAL_MPJPE, Tracker, load_settings
+from tests.test_tracking_conventions import check_datasets
 
 TINY = {"epochs": "1", "max_steps_per_epoch": "1", "max_val_clips": "2", "eval.lengths": "27",
         "eval.flip": "false", "eval.max_sequences": "1"}
@@ -197,7 +198,7 @@ def test_runs_sharing_a_training_train_once_and_name_the_run_that_trained(tmp_pa
         ("floor/mean-pose", "FINISHED"), ("floor/linear-lift", "FINISHED")]
     assert (lite.trained, lite.trained_by, lite.reason) == (True, lite.run_id, "trained and evaluated")
     assert (full.trained, full.trained_by) == (False, lite.run_id)
-    assert full.reason == f"evaluated the checkpoint trained by motionbert-baseline/lite/seed0 (run {lite.run_id})"
+    assert full.reason == f"evaluated (trained by motionbert-baseline/lite/seed0, run {lite.run_id})"
     assert tally(outcomes) == "1 training for 2 runs (1 run evaluated a shared checkpoint), 2 floor runs"
     assert f"  full/seed0: finished in {full.seconds:.0f} s ({full.reason})" in said
 
@@ -213,6 +214,11 @@ def test_runs_sharing_a_training_train_once_and_name_the_run_that_trained(tmp_pa
     assert f"evaluating the checkpoint trained by motionbert-baseline/lite/seed0 (run {lite.run_id})" in full_log
     for run in _child_runs(tracker, "motionbert-baseline"):
         assert run.data.tags["trained_by"] == lite.run_id
+    # the curves stay on the run that trained: the evaluating run gets none copied
+    curve = {r: [m.step for m in tracker.client.get_metric_history(r, VAL_MPJPE)] for r in (lite.run_id, full.run_id)}
+    assert curve == {lite.run_id: list(range(1, 9)), full.run_id: []}
+    for o in (lite, full, *floors):  # every child run, floors too: what it learnt from and was scored on
+        check_datasets(tracker.get_run(o.run_id), "synthetic/test")
     marker = Path(tracker.settings.checkpoint_dir) / lite.spec.train_hash / "trained_by.json"
     assert json.loads(marker.read_text())["run_id"] == lite.run_id
 

@@ -139,8 +139,7 @@ def test_reproduce_trains_a_shared_training_once_and_says_how_many_runs_it_fille
     for variant in ("lite", "full"):
         assert runs[runs["tags.variant"] == variant].iloc[0]["tags.trained_by"] == lite.run_id
         line = next(line for line in out.splitlines() if line.startswith(f"motionbert-baseline/{variant}/seed0 "))
-        assert line.endswith(f"evaluated the checkpoint trained by context-length/motionbert-lite/seed0 "
-                             f"(run {lite.run_id})")
+        assert line.endswith(f"evaluated (trained by context-length/motionbert-lite/seed0, run {lite.run_id})")
 
 
 @pytest.mark.parametrize("argv, message", [

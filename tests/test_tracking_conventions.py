@@ -1,6 +1,28 @@
 """MLflow's own conventions, fast: context tags, descriptions, experiments the suite did not create."""
 
+import json
+
 from suite.tracking import Tracker, load_settings
+
+
+def check_datasets(run, evaluation: str, eval_sequences: int | None = None) -> dict:
+    """The run's dataset inputs: one `training` and one `evaluation`, each with a digest and
+    a profile of sequences, frames, subjects, frame rate and data spec; returns them by context."""
+    found = {}
+    for item in run.inputs.dataset_inputs:
+        (context,) = [t.value for t in item.tags if t.key == "mlflow.data.context"]
+        found[context] = item.dataset
+    assert set(found) == {"training", "evaluation"}
+    assert (found["training"].name, found["evaluation"].name) == ("synthetic/train", evaluation)
+    for dataset in found.values():
+        profile = json.loads(dataset.profile)
+        assert len(dataset.digest) == 16 and profile["spec"].startswith("synthetic") and profile["fps"] == 60.0
+        assert profile["sequences"] >= 1 and profile["frames"] > 0 and profile["subjects"][0].startswith("S")
+    train = json.loads(found["training"].profile)
+    assert train["clips"] * train["clip_frames"] == train["frames"] if "clips" in train else train["split"] == "train"
+    if eval_sequences is not None:
+        assert json.loads(found["evaluation"].profile)["sequences"] == eval_sequences
+    return found
 
 
 def test_an_experiment_made_elsewhere_gets_its_kind_and_description(suite_store):
@@ -68,6 +90,7 @@ def test_a_run_logs_role_and_unit_metric_names_and_system_metrics_only_when_enab
         assert {"val/mpjpe_mm", "train/loss/total", "train/loss/velocity", "train/lr", "best/val/mpjpe_mm",
                 "best/epoch"} <= set(metrics)
         assert not {"val/mpjpe", "train/loss", "best_val_mpjpe", "best_epoch"} & set(metrics)
+        check_datasets(tracker.get_run(outcome.run_id), "synthetic/test", eval_sequences=1)
         if enabled:
             assert "system/cpu_utilization_percentage" in system and "system/system_memory_usage_megabytes" in system
         else:
@@ -122,3 +145,39 @@ def test_log_checkpoints_logs_a_model_that_mlflow_loads_and_predicts_as_the_chec
     x = torch.randn(2, spec.frames, 17, 3)
     with torch.no_grad():
         assert (logged(x) - reference(x)).abs().max().item() == 0.0
+
+
+def test_store_calls_are_retried_by_error_type_not_by_message(monkeypatch):
+    """A locked sqlite file (MLflow's TEMPORARILY_UNAVAILABLE, or SQLAlchemy's OperationalError)
+    is tried again; a server's answer (RestException: MLflow's HTTP client retried it already)
+    and any other error, whatever its message says, are raised at once."""
+    import pytest
+    from mlflow.exceptions import MlflowException, RestException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
+    from sqlalchemy.exc import OperationalError
+
+    from suite import tracking
+
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+
+    def failing(*errors):
+        calls = []
+
+        def fn():
+            calls.append(1)
+            if len(calls) <= len(errors):
+                raise errors[len(calls) - 1]
+            return "ok"
+        return fn, calls
+
+    locked = MlflowException("(sqlite3.OperationalError) database is locked", error_code=TEMPORARILY_UNAVAILABLE)
+    fn, calls = failing(locked, OperationalError("UPDATE runs", {}, Exception("database is locked")))
+    assert tracking._with_retry(fn, "test") == "ok" and len(calls) == 3
+    for err in (RestException({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "locked"}),
+                MlflowException("connection to the run's parameter 'connection' timed out",
+                               error_code=INVALID_PARAMETER_VALUE),
+                ValueError("database is locked")):
+        fn, calls = failing(err)
+        with pytest.raises(type(err)):
+            tracking._with_retry(fn, "test")
+        assert len(calls) == 1

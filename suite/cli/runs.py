@@ -90,9 +90,10 @@ def runner_kwargs(args: argparse.Namespace) -> dict:
 def add_evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a checkpoint (ours or MotionBERT's .bin) under the suite's "
                                         "protocol and log it as a run of motionbert-baseline")
-    p.add_argument("--checkpoint", required=True, help="checkpoint file")
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint file, or a model logged to MLflow: runs:/<run_id>/model or models:/<name>/<version>")
     p.add_argument("--format", default="hummuss", choices=["hummuss", "motionbert"],
-                   help="hummuss (this suite's trainer) or motionbert (the original repository's .bin)")
+                   help="of a file: hummuss (this suite's trainer) or motionbert (the original repository's .bin)")
     p.add_argument("--data", required=True, help="data spec, e.g. h36m:PATH.pkl or synthetic")
     p.add_argument("--frames", default="243", help="comma-separated test window lengths (default: 243)")
     p.add_argument("--no-flip", action="store_true", help="no flip test-time augmentation")
@@ -104,17 +105,18 @@ def cmd_evaluate(args) -> int:
 
     from hummuss.data import open_source
     from hummuss.evaluate import EvalConfig
-    from suite.external import STUDY, evaluate_checkpoint, load_any
+    from suite.external import STUDY, evaluate_checkpoint, is_model_uri, load_any, load_logged
 
-    try:
-        load_any(Path(args.checkpoint), args.format)  # fail on a bad file before touching the store
+    tracker = open_tracker() if is_model_uri(args.checkpoint) else None
+    try:  # fail on a bad file (or URI) before logging anything
+        loaded = load_logged(args.checkpoint, tracker) if tracker else load_any(Path(args.checkpoint), args.format)
         open_source(args.data)
     except (ValueError, FileNotFoundError) as err:
         raise UsageError(str(err)) from err
-    tracker = open_tracker()
+    tracker = tracker or open_tracker()
     lengths = tuple(int(f) for f in args.frames.split(","))
     run_id, table = evaluate_checkpoint(args.checkpoint, args.format, args.data, tracker,
-                                        EvalConfig(lengths=lengths, flip=not args.no_flip))
+                                        EvalConfig(lengths=lengths, flip=not args.no_flip), loaded=loaded)
     print(table.to_string(index=False))
     print(f"logged as run {run_id} of experiment {tracker.experiment_name(STUDY)}")
     return 0

@@ -10,7 +10,6 @@ spec, the latest FINISHED run of each floor. Every call to MLflow goes through
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
 
@@ -37,25 +36,18 @@ def as_tracker(tracker_or_settings: Tracker | TrackingSettings) -> Tracker:
     raise ValueError(f"expected a Tracker or TrackingSettings, got {type(tracker_or_settings).__name__}")
 
 
-def _flatten(run, study: str) -> dict[str, Any]:
-    """One MLflow run -> one row in `mlflow.search_runs`' column naming."""
-    row: dict[str, Any] = {"run_id": run.info.run_id, "study": study, "status": run.info.status,
-                           "start_time": run.info.start_time, "end_time": run.info.end_time or 0,
-                           "artifact_uri": run.info.artifact_uri}
-    row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
-    row.update({f"params.{k}": v for k, v in run.data.params.items()})
-    row.update({f"tags.{k}": v for k, v in run.data.tags.items()})
-    return row
-
-
 def load_runs(tracker: Tracker, studies: list[str]) -> pd.DataFrame:
-    """Every active run of the studies' experiments, one row each (`study` column added)."""
-    rows: list[dict[str, Any]] = []
-    for study in studies:
-        exp_id = tracker.experiment_id(study, create=False)
-        if exp_id is not None:
-            rows += [_flatten(run, study) for run in tracker.all_runs(exp_id)]
-    frame = pd.DataFrame(rows)
+    """Every active run of the studies' experiments, one row each, in `mlflow.search_runs`'
+    pandas form (`study` column added; start_time and end_time in epoch milliseconds, 0 for
+    a run that has not ended)."""
+    ids = {tracker.experiment_id(study, create=False): study for study in studies}
+    ids.pop(None, None)
+    frame = tracker.runs_frame(list(ids)) if ids else pd.DataFrame()
+    if len(frame):
+        frame["study"] = frame["experiment_id"].map(ids)
+    for col in ("start_time", "end_time"):
+        if col in frame:
+            frame[col] = ((frame[col] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)).fillna(0).astype("int64")
     for col in ("run_id", "study", "status", "start_time", "end_time", "tags.variant", "tags.seed",
                 "tags.scale", "tags.kind", "tags.floor"):
         if col not in frame:

@@ -4,7 +4,10 @@ runs' own training path (`suite.worker.train_spec`), reporting every epoch to Op
 A trial is a child MLflow run of the sweep's parent (tags `kind=trial`, `sweep`, `trial`,
 the full config as params, per-epoch metrics); its checkpoints live in
 `<checkpoint_dir>/sweeps/<sweep>/trial-<n>/`, and a retried trial resumes from those of
-the trial it retries.
+the trial it retries. A trial whose training configuration (`train_hash`) another run or
+an earlier trial of the sweep has already trained to the end does not train again: it
+reads that training's per-epoch validation into Optuna, evaluates nothing new, and is
+tagged `trained_by` with the run that trained it (its own id when it trained).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from suite.runspec import RunSpec
 from suite.sweep.space import apply_params, format_params, suggest
 from suite.sweep.stale import retry_attrs, worker_identity
 from suite.tracking import BEST_EPOCH, BEST_VAL_MPJPE, Tracker, TrackingSettings, git_commit
-from suite.worker import MlflowCallback, train_spec
+from suite.worker import MlflowCallback, finished_training, read_trained_by, train_spec
+from suite.worker.datasets import training_dataset, validation_dataset
 
 
 class ReportToTrial(Callback):
@@ -93,9 +97,11 @@ class TrialObjective:
             spec = apply_params(base, params, self.space)  # the configs may refuse a combination
             self.tracker.set_tags(run_id, {"train_hash": spec.train_hash})
             self.tracker.log_params(run_id, {**spec.params(), "sweep.name": self.sweep, "sweep.trial": n})
-            self._carry_over(retry_of, out)
+            reuse = finished_training(self.tracker.settings, spec, sorted(out.parent.glob("trial-*")))
+            if reuse is None:
+                self._carry_over(retry_of, out)
             with self.tracker.system_metrics(run_id):
-                result, report = self._train(trial, spec, run_id, out)
+                result, report, trained_by = self._train(trial, spec, run_id, out, reuse)
             value = float(result.best_val_mpjpe)
             if not math.isfinite(value):
                 raise ValueError(f"trial {n} has no finite validation MPJPE (got {value})")
@@ -111,7 +117,7 @@ class TrialObjective:
             raise
         self.tracker.log_metrics(run_id, {BEST_VAL_MPJPE: value, BEST_EPOCH: result.best_epoch},
                                  step=result.epochs_run)
-        if report.resumed_at:
+        if report.resumed_at and trained_by["run_id"] == run_id:
             self.tracker.set_tags(run_id, {"resumed_from_epoch": report.resumed_at})
         seconds = time.time() - started
         if report.pruned_at is not None:
@@ -125,7 +131,8 @@ class TrialObjective:
         self.tracker.set_tags(run_id, {"optuna.state": "COMPLETE"})
         self.tracker.set_status(run_id, "FINISHED")
         self.last_state = "COMPLETE"
-        self.say(f"trial {n}: complete, val MPJPE {value:.1f} mm in {seconds:.0f} s  [{format_params(params)}]")
+        how = "" if trained_by["run_id"] == run_id else f" (trained by {trained_by['run']}, run {trained_by['run_id']})"
+        self.say(f"trial {n}: complete, val MPJPE {value:.1f} mm in {seconds:.0f} s{how}  [{format_params(params)}]")
         return value
 
     def _carry_over(self, retry_of: int | None, out: Path) -> None:
@@ -139,8 +146,9 @@ class TrialObjective:
                 if (previous / name).exists():
                     shutil.copy2(previous / name, out / name)
 
-    def _train(self, trial: optuna.Trial, spec: RunSpec, run_id: str, out: Path):
-        """Train the trial (or resume it) in `out`: (the training result, its ReportToTrial)."""
+    def _train(self, trial: optuna.Trial, spec: RunSpec, run_id: str, out: Path, reuse: Path | None = None):
+        """Train the trial (or resume it) in `out`, or read the finished training in `reuse`:
+        (the training result, its ReportToTrial, {"run_id", "run"} of the run that trained it)."""
         out.mkdir(parents=True, exist_ok=True)
         handle = open(out / "train.log", "a", buffering=1)
 
@@ -151,9 +159,18 @@ class TrialObjective:
 
         try:
             report = ReportToTrial(trial)
+            me = {"run_id": run_id, "run": f"{self.sweep}/trial-{trial.number}"}
+            if reuse is not None:
+                log(f"training {spec.train_hash} finished before in {reuse}: not trained again")
             trained = train_spec(spec, self.tracker.settings, [MlflowCallback(self.tracker, run_id), report], log,
-                                 out=out)
-            return trained.result, report
+                                 out=reuse or out, trainer=me)
+            by = (read_trained_by(reuse) if reuse is not None else None) or me
+            self.tracker.set_tags(run_id, {"trained_by": by["run_id"]})
+            datasets = [training_dataset(spec, trained.source, trained.train, trained.val)]
+            if trained.val is not None:  # a trial is scored on the held-out training sequences
+                datasets.append(validation_dataset(spec, trained.source, trained.val))
+            self.tracker.log_datasets(run_id, datasets)
+            return trained.result, report, by
         finally:
             handle.close()
             with contextlib.suppress(Exception):

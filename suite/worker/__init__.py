@@ -23,11 +23,13 @@ from suite.worker.training import (
     build_model,
     checkpoint_dir,
     file_lock,
+    finished_training,
     log_path,
     read_trained_by,
     train_spec,
 )
 
 __all__ = ["TRAINED_BY", "Heartbeat", "MlflowCallback", "RunStatus", "StatusCallback", "Trained", "build_model",
-           "checkpoint_dir", "execute", "execute_file", "execute_floor", "file_lock", "headline", "infer_trainer",
+           "checkpoint_dir", "execute", "execute_file", "execute_floor", "file_lock", "finished_training",
+           "headline", "infer_trainer",
            "log_path", "log_results", "read_status", "read_trained_by", "status_path", "train_spec"]

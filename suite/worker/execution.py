@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import sys
 import threading
@@ -20,6 +19,7 @@ from hummuss.distributed import DistInfo
 from hummuss.evaluate import EvalConfig, evaluate
 from suite.runspec import RunSpec
 from suite.tracking import BEST_EPOCH, BEST_VAL_MPJPE, Tracker, TrackingSettings
+from suite.worker.datasets import evaluation_dataset, training_dataset
 from suite.worker.status import RunStatus, StatusCallback, status_path, write_json
 from suite.worker.training import TRAINED_BY, MlflowCallback, checkpoint_dir, log_path, train_spec
 
@@ -88,7 +88,7 @@ def execute(spec: RunSpec, run_id: str, settings: TrackingSettings, echo: Callab
             model.load_state_dict(load_checkpoint(best)["model"])
             log(f"evaluating the best epoch ({result.best_epoch}) under {spec.eval_config}")
             table = evaluate(model, source, EvalConfig(**spec.eval_config))
-            log_results(tracker, run_id, spec, table, result, source, train, settings, model)
+            log_results(tracker, run_id, spec, table, result, source, train, settings, model, trained.val)
         tracker.set_status(run_id, "FINISHED")
         status.update(phase="finished")
         log("finished")
@@ -155,24 +155,15 @@ def execute_file(spec_file: str | Path, run_id: str, settings: TrackingSettings)
     return 0
 
 
-def log_results(tracker, run_id, spec, table, result, source, train, settings, model) -> None:
+def log_results(tracker, run_id, spec, table, result, source, train, settings, model, val=None) -> None:
     tracker.log_evaluation(run_id, table, spec.frames, step=result.epochs_run,
                            extra={BEST_EPOCH: result.best_epoch, BEST_VAL_MPJPE: result.best_val_mpjpe})
     tracker.log_dict(run_id, spec.to_dict(), "config.json")
-    digest = _digest(train.inputs, train.labels)
-    tracker.log_dataset(run_id, name=source.name, digest=digest, source=spec.data, context="training",
-                        sample=np.asarray(train.inputs[:1], np.float32).reshape(1, -1))
+    tracker.log_datasets(run_id, [training_dataset(spec, source, train, val), evaluation_dataset(spec, source)])
     if settings.log_checkpoints:  # the best epoch's model (loaded before evaluating), loadable by MLflow
         example = np.ascontiguousarray(train.inputs[:1], dtype=np.float32)  # (1, F, 17, 3): the study's clip shape
         uri = tracker.log_model(run_id, model, example)
         tracker.set_tags(run_id, {"model_uri": uri})
-
-
-def _digest(*arrays) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
 
 
 def _device_name() -> str:

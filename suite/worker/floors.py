@@ -16,6 +16,7 @@ from hummuss.evaluate import AS_TRAINED, EvalConfig, evaluate
 from hummuss.floors import fit_floor
 from suite.runspec import FloorSpec
 from suite.tracking import Tracker, metric_name
+from suite.worker.datasets import evaluation_dataset, split_dataset
 
 
 def execute_floor(spec: FloorSpec, run_id: str, tracker: Tracker, source=None) -> dict[str, float]:
@@ -28,6 +29,7 @@ def execute_floor(spec: FloorSpec, run_id: str, tracker: Tracker, source=None) -
         table = evaluate(model, source, EvalConfig(**spec.eval_config))
         metrics = tracker.log_evaluation(run_id, table, spec.frames)
         tracker.log_dict(run_id, spec.to_dict(), "config.json")
+        tracker.log_datasets(run_id, [split_dataset(spec, source, "train", "training"), evaluation_dataset(spec, source)])
         tracker.set_status(run_id, "FINISHED")
         return metrics
     except KeyboardInterrupt:

@@ -38,7 +38,9 @@ TRAINED_BY = "trained_by.json"  # beside the checkpoints: the run that trained t
 class MlflowCallback(Callback):
     """Per-epoch metrics into the run, each epoch (step) logged exactly once, even
     across resumes: epochs already in the store are skipped, epochs the checkpoint
-    holds but the store lacks (killed between the two writes) are filled in."""
+    holds but the store lacks (killed between the two writes) are filled in. A run that
+    finds the checkpoints trained by another run (their `trained_by.json`) gets none of
+    that run's curves: it only evaluates, and its tag `trained_by` names the run that has them."""
 
     def __init__(self, tracker: Tracker, run_id: str):
         self.tracker, self.run_id = tracker, run_id
@@ -46,6 +48,9 @@ class MlflowCallback(Callback):
 
     def on_train_start(self, trainer) -> None:
         self.logged = self.tracker.logged_steps(self.run_id, TRAIN_LOSS)
+        holder = read_trained_by(trainer.out_dir)
+        if holder is not None and holder["run_id"] != self.run_id:
+            return  # another run's epochs: not copied into this run
         for h in trainer.history:
             self._log(int(h["epoch"]), {k: v for k, v in h.items() if k != "epoch"})
 
@@ -101,6 +106,18 @@ def read_trained_by(folder: Path) -> dict | None:
     return found if isinstance(found, dict) and found.get("run_id") else None
 
 
+def finished_training(settings: TrackingSettings, spec: RunSpec, elsewhere: Iterable[Path] = ()) -> Path | None:
+    """A folder holding a complete training of `spec`'s training configuration (its
+    `train_hash`): the runs' shared checkpoint folder, else the first of `elsewhere` (e.g.
+    a sweep's trial folders) whose `trained_by.json` says so; None when there is none."""
+    for folder in (checkpoint_dir(settings, spec), *elsewhere):
+        holder = read_trained_by(folder)
+        if (holder is not None and holder.get("complete", True) and (Path(folder) / "best.pt").exists()
+                and holder.get("train_hash", spec.train_hash) == spec.train_hash):
+            return Path(folder)
+    return None
+
+
 class Trained(NamedTuple):
     model: torch.nn.Module  # with the last epoch's weights
     source: Any  # the data source (hummuss.data.MotionSource)
@@ -108,6 +125,7 @@ class Trained(NamedTuple):
     train: Any  # the training clips
     epochs_trained: int = 0  # epochs this call trained (0: the training was done already)
     trained_by: dict | None = None  # the run that trained the checkpoints (trained_by.json)
+    val: Any = None  # the validation clips (held-out training sequences), None without
 
 
 class _EpochCounter(Callback):
@@ -159,7 +177,9 @@ def train_spec(spec: RunSpec, settings: TrackingSettings, callbacks: Iterable[Ca
         result = Trainer(model, train, val, TrainConfig.from_dict(spec.train_config), out,
                          callbacks=[counter, *callbacks], log=log).fit()
         if counter.epochs and trainer is not None:
+            complete = not result.stopped_early and result.epochs_run >= TrainConfig.from_dict(spec.train_config).epochs
             write_json(out / TRAINED_BY, {**trainer, "epochs": f"{counter.start + 1}-{result.epochs_run}",
-                                          "train_hash": spec.train_hash, "finished": time.time()})
+                                          "train_hash": spec.train_hash, "complete": complete,
+                                          "finished": time.time()})
         trained_by = read_trained_by(out)
-    return Trained(model, source, result, train, counter.epochs, trained_by)
+    return Trained(model, source, result, train, counter.epochs, trained_by, val)
