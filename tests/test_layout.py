@@ -113,6 +113,7 @@ def test_every_runtime_dependency_is_imported():
     """pyproject's dependencies are what the code imports (psutil: for MLflow's system
     metrics, which import it themselves); nothing declared and never used."""
     import re
+
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())

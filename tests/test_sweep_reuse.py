@@ -12,8 +12,8 @@ from suite.registry import Param, get_study
 from suite.sweep import SweepConfig
 from suite.sweep import config as sweep_config
 from suite.sweep.objective import trial_dir
-from tests.test_tracking_conventions import check_datasets
 from tests.test_sweep import FAST_SETS, load_sweep, store  # noqa: F401  (store: the module's MLflow store)
+from tests.test_tracking_conventions import check_datasets
 
 
 def test_a_trial_of_a_finished_training_does_not_train_again(store, monkeypatch):

@@ -12,7 +12,8 @@ frames and clips, which subjects, the frame rate and the data spec it came from.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence as Seq
+from collections.abc import Iterable
+from collections.abc import Sequence as Seq
 
 import numpy as np
 
