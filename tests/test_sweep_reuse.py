@@ -16,7 +16,7 @@ from tests.test_sweep import FAST_SETS, load_sweep, store  # noqa: F401  (store:
 from tests.test_tracking_conventions import check_datasets
 
 
-def test_a_trial_of_a_finished_training_does_not_train_again(store, monkeypatch):
+def test_a_trial_of_a_finished_training_does_not_train_again(store, monkeypatch):  # noqa: F811 (the fixture)
     """Two trials with the same parameters (a one-point space): the second finds the first's
     finished training (same train_hash), trains nothing, reads its value, names its run in
     `trained_by` and gets none of its curves."""
