@@ -1,10 +1,14 @@
 """Evaluation conditions: what the paper's claims are measured under.
 
-Each condition predicts every test frame and scores it in millimetres (root-relative,
-labels and predictions scaled by the source's per-frame `mm_per_unit`):
+Each condition runs the model on windows of the test sequences and scores frames in
+millimetres under the config's protocol (`hummuss.protocols`: `motionbert` for Human3.6M
+and MotionBERT's clip folders, `p-stmo` for MPI-INF-3DHP, `all-frames` otherwise; `auto`
+picks by source). Every protocol sets the predicted root joint to 0 and leaves the other
+joints where the model put them; predictions are scaled by the source's per-frame
+`mm_per_unit`, the ground truth is `extras["labels_mm"]` where the source has it.
 
-    F_<n>             sequences cut into n-frame windows (the last aligned to the end, so
-                      every frame is predicted once), each window one model call
+    F_<n>             windows of n frames (which windows and frames: the protocol), each
+                      window one model call
     F_<n>_win<w>      the same n-frame windows, each run by the model in sliding windows
                       of w < n frames (MotionBERT evaluated at its training length)
     fps_x<k>[_dt]     input subsampled k times (k = 2, 4, 8); `_dt`: HumMUSS told the step
@@ -12,11 +16,14 @@ labels and predictions scaled by the source's per-frame `mm_per_unit`):
     fps_up2[_dt]      input upsampled x2 (dt_scale = 1/2 with `_dt`)
     drop_<p>[_dt]     frames dropped at random with probability p; `_dt`: HumMUSS given
                       each frame's step (per-frame dt)
-    stream            causal models run frame by frame through `stream()`
+    stream            causal models run frame by frame through `stream()`, scored on the
+                      frames the protocol scores at `rate_length`
     as_trained        the F_<n> condition at the model's training length, under one name
 
-`condition_names` is the one list of these names: the runner labels `as_trained` with
-`with_as_trained`, and the registry checks every table cell against `condition_names`.
+The frame-rate and drop conditions use windows of `rate_length` frames under the same
+protocol. `condition_names` is the one list of these names: the runner labels
+`as_trained` with `with_as_trained`, and the registry checks every table cell against
+`condition_names`.
 
 Models without a notion of time (MotionBERT) get the `fps_*` and `drop_*` conditions
 without `_dt` only. `evaluate(...)` returns a tidy table (condition, metric, value,
@@ -37,6 +44,8 @@ from hummuss.allocator import keep_freed_memory
 from hummuss.data.augment import drop_frames
 from hummuss.data.clips import Clips, Sequence
 from hummuss.data.skeleton import MPI3DHP_PCK_JOINTS, ROOT
+from hummuss.protocols import (AUTO, assemble, labels_mm, plan_windows, pred_mm, resolve_protocol,
+                               scored_frames)
 from hummuss.tta import flip_tta
 from hummuss.windows import sliding_window_forward, window_starts
 
@@ -56,6 +65,7 @@ class EvalConfig:
     batch_size: int = 32
     seed: int = 0  # frame drops
     max_sequences: int = 0  # 0 = all test sequences
+    protocol: str = AUTO  # motionbert, p-stmo, all-frames; auto: by source (hummuss.protocols)
     extra: dict = field(default_factory=dict)
 
 
@@ -166,22 +176,36 @@ def to_mm(pose: np.ndarray, mm_per_unit: np.ndarray) -> np.ndarray:
     return rel * np.asarray(mm_per_unit)[..., None, None]
 
 
-def score(preds: list[np.ndarray], seqs: list[Sequence], protocol: str = "frames",
-          pck: bool = False) -> dict[str, float]:
-    """MPJPE, P-MPJPE (and PCK/AUC) in mm over the valid frames of the sequences.
+def predict_protocol(model, seqs: list[Sequence], window: int, protocol: str, *, dts=None,
+                     seed: int = 0, **kwargs) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per sequence (prediction (T, 17, 3) with the root set to 0, scored (T,) bool) under
+    `protocol` (resolved, see hummuss.protocols) at window length `window`."""
+    plan = plan_windows(seqs, window, protocol, seed=seed)
+    windows = [seqs[w.seq].inputs[w.index] for w in plan]
+    dt_windows = [np.asarray(dts[w.seq])[w.index] for w in plan] if dts is not None else None
+    preds = predict_windows(model, windows, dt_windows, **kwargs) if plan else []
+    return assemble(plan, preds, seqs)
 
-    protocol `frames` averages over frames; `actions` averages per action first
-    (MotionBERT's Human3.6M protocol).
+
+def score(preds: list[np.ndarray], seqs: list[Sequence], averaging: str = "frames",
+          pck: bool = False, scored: list[np.ndarray] | None = None) -> dict[str, float]:
+    """MPJPE, P-MPJPE (and PCK/AUC) in mm over the scored, valid frames of the sequences.
+
+    The predicted root is set to 0 (`protocols.pred_mm`); the ground truth is
+    `protocols.labels_mm`. `averaging` `frames` averages over frames; `actions` averages
+    per action first (MotionBERT's Human3.6M protocol). `scored`: per sequence (T,) bool,
+    the frames the protocol scores (default: all).
     """
     rows = defaultdict(list)
-    for pred, seq in zip(preds, seqs):
-        mmpu = seq.extras["mm_per_unit"]
-        p, g = to_mm(pred, mmpu), to_mm(seq.labels, mmpu)
-        valid = np.asarray(seq.extras.get("valid", np.ones(len(seq), bool)), bool)
-        if not valid.any():
+    for i, (pred, seq) in enumerate(zip(preds, seqs)):
+        keep = np.asarray(seq.extras.get("valid", np.ones(len(seq), bool)), bool)
+        if scored is not None:
+            keep = keep & np.asarray(scored[i], bool)
+        if not keep.any():
             continue
-        p, g = p[valid], g[valid]
-        group = seq.meta.get("action", "all") if protocol == "actions" else "all"
+        p = pred_mm(pred, seq.extras["mm_per_unit"])[keep]
+        g = labels_mm(seq)[keep]
+        group = seq.meta.get("action", "all") if averaging == "actions" else "all"
         rows[("mpjpe", group)].append(metrics.mpjpe(p, g, reduce=False))
         rows[("p_mpjpe", group)].append(metrics.p_mpjpe(p, g, reduce=False))
         if pck:
@@ -202,7 +226,7 @@ def clip_mpjpe_mm(model, clips: Clips, batch_size: int = 64, flip: bool = True, 
         windows = list(clips.inputs.astype(np.float32))
         preds = predict_windows(model, windows, None, flip=flip, batch_size=batch_size, device=device)
         mmpu = clips.extras["mm_per_unit"]
-        errs = metrics.mpjpe(to_mm(np.stack(preds), mmpu), to_mm(clips.labels, mmpu), reduce=False)
+        errs = metrics.mpjpe(pred_mm(np.stack(preds), mmpu), to_mm(clips.labels, mmpu), reduce=False)
         valid = clips.extras.get("valid")
         return float(np.mean(errs[np.asarray(valid, bool)] if valid is not None else errs))
     finally:
@@ -231,7 +255,8 @@ def evaluate(model, source, config: EvalConfig | None = None, split: str = "test
     cfg = config or EvalConfig()
     keep_freed_memory()
     model.eval()
-    protocol = "actions" if source.name == "h36m" else "frames"
+    protocol = resolve_protocol(cfg.protocol, getattr(source, "name", ""))
+    averaging = "actions" if source.name == "h36m" else "frames"
     pck = source.name == "mpi3dhp"
     rows: list[dict] = []
 
@@ -239,36 +264,43 @@ def evaluate(model, source, config: EvalConfig | None = None, split: str = "test
         seqs = source.sequences(split, rate=rate)
         return seqs[: cfg.max_sequences] if cfg.max_sequences else seqs
 
-    def add(condition, preds, seqs):
-        frames = int(sum(np.asarray(s.extras.get("valid", np.ones(len(s), bool)), bool).sum() for s in seqs))
-        for name, value in score(preds, seqs, protocol, pck).items():
+    def add(condition, predicted, seqs):
+        preds, scored = [p for p, _ in predicted], [c for _, c in predicted]
+        frames = int(sum((np.asarray(s.extras.get("valid", np.ones(len(s), bool)), bool) & c).sum()
+                         for s, c in zip(seqs, scored)))
+        for name, value in score(preds, seqs, averaging, pck, scored).items():
             rows.append(dict(condition=condition, metric=name, value=value, frames=frames))
 
-    common = dict(flip=cfg.flip, batch_size=cfg.batch_size)
+    common = dict(flip=cfg.flip, batch_size=cfg.batch_size, seed=cfg.seed)
+
+    def run(seqs, window, **kwargs):
+        return predict_protocol(model, seqs, window, protocol, **common, **kwargs)
+
     native = seqs_at(1.0)
     for F in cfg.lengths:
-        add(_length(F), predict_sequences(model, native, F, **common), native)
+        add(_length(F), run(native, F), native)
         for w in cfg.model_windows:
             if w < F:
-                add(_length(F, w), predict_sequences(model, native, F, model_window=w, **common), native)
+                add(_length(F, w), run(native, F, model_window=w), native)
     for name in cfg.rates:
         if name not in FACTORS:
             raise ValueError(f"unknown frame-rate condition {name!r}; known: {', '.join(FACTORS)}")
         rate = FACTORS[name]
         seqs = seqs_at(rate)
-        add(_rate(name, False), predict_sequences(model, seqs, cfg.rate_length, **common), seqs)
+        add(_rate(name, False), run(seqs, cfg.rate_length), seqs)
         if _continuous(model):
-            add(_rate(name, True), predict_sequences(model, seqs, cfg.rate_length, dt_scale=1 / rate, **common), seqs)
+            add(_rate(name, True), run(seqs, cfg.rate_length, dt_scale=1 / rate), seqs)
     rng = np.random.default_rng(cfg.seed)
     for p in cfg.drops:
         pairs = [drop_frames(s, rng, p) for s in native]
         seqs, dts = [q for q, _ in pairs], [d for _, d in pairs]
-        add(_drop(p, False), predict_sequences(model, seqs, cfg.rate_length, **common), seqs)
+        add(_drop(p, False), run(seqs, cfg.rate_length), seqs)
         if _continuous(model):
-            add(_drop(p, True), predict_sequences(model, seqs, cfg.rate_length, dts=dts, **common), seqs)
+            add(_drop(p, True), run(seqs, cfg.rate_length, dts=dts), seqs)
     if cfg.stream and getattr(getattr(model, "config", None), "causal", False):
         online = stream_sequences(model, native)
-        add("stream", online, native)
+        frame_set = scored_frames(native, cfg.rate_length, protocol, seed=cfg.seed)
+        add("stream", list(zip(online, frame_set)), native)
         # the frame-by-frame outputs must equal the offline pass over whole sequences
         offline = predict_sequences(model, native, max(len(s) for s in native), flip=False,
                                     batch_size=cfg.batch_size)

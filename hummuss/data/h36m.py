@@ -7,7 +7,10 @@
 Normalisation per camera resolution (w, h) (54138969, 60457274: 1000 x 1002; 55011271,
 58860488: 1000 x 1000): xy_n = xy / w * 2 - [1, h / w], z_n = z / w * 2. A sequence is a
 run of frames with one `source` id. Test sequences carry extras["valid"], False for the
-three S9 sequences MotionBERT excludes, and extras["mm_per_unit"] = w / 2 * 2.5d_factor.
+three S9 sequences MotionBERT excludes, extras["mm_per_unit"] = w / 2 * 2.5d_factor, and
+extras["labels_mm"] = joints_2.5d_image (mm): the ground truth evaluation scores against, as
+MotionBERT's `evaluate` does (equal to the denormalised labels x factor when the file is
+consistent).
 Train has no 2.5D factor: its mm_per_unit is estimated from H36M's mean bone lengths
 (meta "mm_per_unit" = "estimated").
 
@@ -168,7 +171,8 @@ class H36MSource(RecordedSource):
                 meta["action"] = str(a["test.action"][start])
                 mm = (w[start:stop] / 2 * a["test.factor"][start:stop]).astype(np.float32)
                 excluded = self.exclude and video_id(sid) in EXCLUDED_TEST
-                extras = {"mm_per_unit": mm, "valid": np.full(stop - start, not excluded)}
+                extras = {"mm_per_unit": mm, "valid": np.full(stop - start, not excluded),
+                          "labels_mm": a["test.joints_2.5d_image"][start:stop]}
                 meta["excluded"] = bool(excluded)
             else:
                 m = re.search(r"act_(\d+)", sid)
