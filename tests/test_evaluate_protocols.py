@@ -299,3 +299,17 @@ def test_all_frames_scores_every_frame_with_the_root_zeroed():
         errs.append(np.linalg.norm((pred - gt) * s.extras["mm_per_unit"][:, None, None], axis=-1).mean(-1))
     assert frames == 28
     assert got["mpjpe"] == pytest.approx(np.concatenate(errs).mean(), abs=1e-3)
+
+
+def test_table_notes_say_which_protocol_produced_the_numbers():
+    import pandas as pd
+
+    from suite.report.tables import UNRECORDED_PROTOCOL, protocol_note
+
+    runs = pd.DataFrame({"params.data.spec": ["h36m:/d/h36m.pkl", "synthetic", "mpi3dhp:/d"],
+                         "params.eval.protocol": ["auto", "auto", "all-frames"]})
+    note = protocol_note(runs)
+    assert "`motionbert`: MotionBERT's frame set" in note and "`all-frames`: every frame scored" in note
+    assert "p-stmo" not in note  # the 3DHP runs asked for all-frames
+    assert protocol_note(runs.drop(columns="params.eval.protocol")) == f" Protocol: {UNRECORDED_PROTOCOL}."
+    assert protocol_note(pd.DataFrame()) == ""

@@ -19,6 +19,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
+from hummuss.protocols import DESCRIPTIONS, resolve_protocol, source_name_of
 from suite.registry import SCALES, Study
 from suite.report.runs import FLOORS, Selection
 from suite.report.stats import LEVEL, MIN_SEEDS, mean_interval
@@ -171,6 +172,28 @@ def not_converged(scale: str | None) -> str:
             f"check (doubling it must change test MPJPE by less than 5%); read its numbers as a first look.")
 
 
+UNRECORDED_PROTOCOL = ("no protocol recorded (runs from before the protocol setting: the predicted root "
+                       "subtracted from every joint, every frame scored)")
+
+
+def protocol_note(runs: pd.DataFrame) -> str:
+    """Which evaluation protocol produced the numbers of `runs`, from their params `eval.protocol`
+    (`auto` resolved by the source of `data.spec`), in words; '' without runs."""
+    if runs is None or not len(runs) or "params.data.spec" not in runs:
+        return ""
+    given = runs["params.eval.protocol"] if "params.eval.protocol" in runs else pd.Series(None, index=runs.index)
+    names = set()
+    for spec, protocol in zip(runs["params.data.spec"], given, strict=True):
+        if not isinstance(spec, str):
+            continue
+        if not isinstance(protocol, str):
+            names.add(UNRECORDED_PROTOCOL)
+        else:
+            name = resolve_protocol(protocol, source_name_of(spec))
+            names.add(f"`{name}`: {DESCRIPTIONS[name]}")
+    return f" Protocol: {'; '.join(sorted(names))}." if names else ""
+
+
 def caption(sel: Selection) -> str:
     """What the table shows and where its numbers come from, in one paragraph."""
     study = sel.study
@@ -193,7 +216,8 @@ def caption(sel: Selection) -> str:
               "the same evaluation (one fit each, no interval); a model above the linear lift has learned "
               "nothing worth comparing.")
     warning = not_converged(sel.scale)
-    return (f"{warning + ' ' if warning else ''}{study.paper.caption}. {ours}. {MISSING} = no finished run."
+    protocol = protocol_note(sel.runs) if sel.scale is not None else ""
+    return (f"{warning + ' ' if warning else ''}{study.paper.caption}. {ours}.{protocol} {MISSING} = no finished run."
             f"{floors}{paper}{note}")
 
 
