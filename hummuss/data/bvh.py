@@ -4,13 +4,19 @@ Every `*.bvh` file under DIR (searched recursively; DIR may also be one file) is
 recording. Import (`load_bvh_motion`):
   parse (`bvh_parse`) -> forward kinematics -> H36M-17 (`bvh_mapping`: naming style
   detected from the joint names, or a user mapping) -> millimetres (the style's
-  unit, else inferred from the leg length, or `units`) -> frame 0 dropped (the
-  T-pose cgspeed adds) -> bones at their median lengths -> floor at y = 0 (the lower
+  unit, else inferred from the leg length, or `units`) -> frame 0 dropped only when it
+  is a rest pose (every joint rotation 0) or a T-pose (arms out level, knees straight:
+  the frame cgspeed adds; `bvh_resample.first_frame_rest`) -> floor at y = 0 (the lower
   ankle's 5th-percentile height minus 80 mm) -> centred on the mean root x, z.
-The world frame is the BVH one and `hummuss.data.camera`'s: y up, millimetres.
+The world frame is the BVH one and `hummuss.data.camera`'s: y up, millimetres. The
+recording's frame rate is the header's 1 / Frame Time unless `src_fps` says otherwise
+(some CMU conversions state 30 fps for 120 Hz capture).
 
-The source (`BVHSource`) resamples each recording from its file rate to `fps`
-(default 50 Hz, H36M's) by linear interpolation of joint positions, and renders it
+The source (`BVHSource`) resamples each recording from its rate to `fps` (default
+50 Hz, H36M's) in joint space (`bvh_resample.JointMotion`): joint rotations slerped,
+root translation interpolated linearly, then forward kinematics, so every bone inside
+one BVH link keeps its length exactly (no repair step; `rigid_bones` remains as an
+import option). It renders each recording
 through `cameras` virtual H36M-like cameras (`camera_ring` around the recording,
 each pushed back until the whole recording stays in its 1000 x 1000 image) with
 the detection noise of `synthetic` (`render_sequence`). `rate` r renders at r * fps
@@ -23,6 +29,8 @@ Options, as keyword arguments or as a query after the path (`BVHSource("DIR?unit
            without it, DIR/bvh-mapping.json is used if present
   units    mm, cm, inch, cmu, m, or mm per file unit (default: from the style)
   fps      native frame rate of the source (default 50)
+  src_fps  the files' true frame rate, overriding their headers' Frame Time (also a key
+           "src_fps" of the mapping file)
   cameras  virtual cameras per recording (default 2)
   seed     cameras and detection noise (default 0)
   test     comma list of subjects for the test split (default: see below)
@@ -48,6 +56,7 @@ import numpy as np
 
 from hummuss.data.bvh_mapping import build_mapping, infer_unit_mm, parse_units
 from hummuss.data.bvh_parse import BVHFile, forward_kinematics, read_bvh, rest_pose
+from hummuss.data.bvh_resample import JointMotion, first_frame_rest
 from hummuss.data.camera import VirtualCamera, camera_ring
 from hummuss.data.clips import Sequence
 from hummuss.data.render import render_sequence
@@ -59,19 +68,25 @@ FLOOR_PERCENTILE = 5.0  # floor = this percentile of the lower ankle's height - 
 TEST_FRACTION = 0.2
 IMAGE_MARGIN_PX = 20.0  # every joint of a recording stays this far inside the image
 MAPPING_FILE = "bvh-mapping.json"
-OPTIONS = ("mapping", "units", "fps", "cameras", "seed", "test")
+OPTIONS = ("mapping", "units", "fps", "src_fps", "cameras", "seed", "test")
+MAPPING_SETTINGS = ("src_fps",)  # keys of a mapping (file) that are settings, not joints
 _CMU_NAME = re.compile(r"^(\d+)_(\w+)$")
 
 
 @dataclass
 class BVHMotion:
-    """One imported recording: H36M-17 world joints in mm at the file's frame rate."""
+    """One imported recording: H36M-17 world joints in mm at the recording's frame rate."""
 
     joints_mm: np.ndarray  # (T, 17, 3) float64: y up, floor y = 0, mean root x, z = 0
-    fps: float  # the file's frame rate (1 / Frame Time)
+    fps: float  # the recording's frame rate: `src_fps` if given, else the header's 1 / Frame Time
     path: str
     style: str  # naming style, see bvh_mapping
     unit_mm: float  # mm per file unit used
+    header_fps: float = 0.0  # 1 / Frame Time as the file states it
+    first_frame: str = ""  # why file frame 0 was dropped ('T-pose', 'rest pose'), '' if kept
+    joint_motion: JointMotion | None = None  # joint space, for resampling (None: positions only)
+    weights: np.ndarray | None = None  # (17, J) BVH joints -> H36M (bvh_mapping)
+    shift_mm: np.ndarray | None = None  # (3,) floor and centring shift added after mapping
 
     @property
     def duration(self) -> float:
@@ -84,8 +99,13 @@ class BVHMotion:
         return np.arange(n) / float(fps)
 
     def at(self, times) -> np.ndarray:
-        """Joints (len(times), 17, 3) mm, linearly interpolated at `times` seconds."""
-        return interpolate_frames(self.joints_mm, self.fps, times)
+        """Joints (len(times), 17, 3) mm at `times` seconds: joint rotations slerped and the
+        root translation interpolated linearly, then forward kinematics (bones stay rigid);
+        without joint-space data (`rigid=True` imports), joint positions interpolated linearly."""
+        if self.joint_motion is None:
+            return interpolate_frames(self.joints_mm, self.fps, times)
+        world = self.joint_motion.at(times)  # (n, J, 3) file units
+        return np.einsum("kj,njc->nkc", self.weights, world) * self.unit_mm + self.shift_mm
 
 
 def interpolate_frames(frames: np.ndarray, fps: float, times) -> np.ndarray:
@@ -138,34 +158,66 @@ def rigid_bones(joints: np.ndarray) -> np.ndarray:
     return out
 
 
-def load_bvh_motion(path, mapping=None, units=None, drop_first: bool = True,
-                    rigid: bool = True, bvh: BVHFile | None = None) -> BVHMotion:
+def load_bvh_motion(path, mapping=None, units=None, drop_first="auto", rigid: bool = False,
+                    bvh: BVHFile | None = None, src_fps: float | None = None) -> BVHMotion:
     """Import one BVH file as H36M-17 world joints in millimetres (see the module docstring).
 
     mapping: None (detect the naming style), a dict or a JSON file (see bvh_mapping).
     units: None (the style's unit, else inferred), a unit name or mm per file unit.
-    drop_first: drop frame 0 (the T-pose cgspeed adds to every file).
-    rigid: give every bone its median length (`rigid_bones`).
+    drop_first: 'auto' drops frame 0 only when it is a rest pose or T-pose
+    (`bvh_resample.first_frame_rest`); True / False always / never.
+    rigid: give every bone its median length (`rigid_bones`; then `at` interpolates
+    positions); by default bones inside one BVH link are rigid by construction.
     bvh: an already parsed file (then `path` is only used in messages).
+    src_fps: the recording's true frame rate, overriding the header's Frame Time.
     """
     bvh = bvh if bvh is not None else read_bvh(path)
-    joint_map = build_mapping(bvh.names, load_mapping(mapping), path=bvh.path)
+    fps = check_src_fps(src_fps) if src_fps is not None else bvh.fps
+    joint_map = build_mapping(bvh.names, mapping_joints(load_mapping(mapping)), path=bvh.path)
     if units is not None:
         unit_mm = parse_units(units)
     else:
         unit_mm = joint_map.unit_mm or infer_unit_mm(joint_map.apply(rest_pose(bvh)))[1]
-    first = 1 if drop_first else 0
+    rest = first_frame_rest(bvh, joint_map.apply(forward_kinematics(bvh, 0))[0]) if bvh.num_frames else ""
+    if drop_first == "auto":
+        drop = bool(rest)
+    elif isinstance(drop_first, bool):
+        drop, rest = drop_first, (rest or "asked") if drop_first else ""
+    else:
+        raise ValueError(f"drop_first must be 'auto', True or False, got {drop_first!r}")
+    first = 1 if drop else 0
     if bvh.num_frames - first < 2:
-        dropped = " after dropping the T-pose frame 0" if drop_first else ""
+        dropped = f" after dropping frame 0 ({rest})" if drop else ""
         raise ValueError(f"{bvh.path}: {bvh.num_frames} frame(s); expected at least 2{dropped}")
-    joints = joint_map.apply(forward_kinematics(bvh, slice(first, None))) * unit_mm  # (T, 17, 3)
+    moving = JointMotion.from_bvh(bvh, first, fps)
+    joints = joint_map.apply(moving.positions()) * unit_mm  # (T, 17, 3)
     if rigid:
         joints = rigid_bones(joints)
     lower_ankle = np.minimum(joints[:, 3, 1], joints[:, 6, 1])  # (T,)
-    joints[..., 1] -= np.percentile(lower_ankle, FLOOR_PERCENTILE) - ANKLE_HEIGHT_MM
-    joints[..., [0, 2]] -= joints[:, ROOT, [0, 2]].mean(axis=0)
-    return BVHMotion(joints_mm=joints, fps=bvh.fps, path=bvh.path, style=joint_map.style,
-                     unit_mm=float(unit_mm))
+    shift = np.zeros(3)
+    shift[1] = -(np.percentile(lower_ankle, FLOOR_PERCENTILE) - ANKLE_HEIGHT_MM)
+    shift[[0, 2]] = -joints[:, ROOT, [0, 2]].mean(axis=0)
+    return BVHMotion(joints_mm=joints + shift, fps=fps, path=bvh.path, style=joint_map.style,
+                     unit_mm=float(unit_mm), header_fps=bvh.fps, first_frame=rest if drop else "",
+                     joint_motion=None if rigid else moving, weights=joint_map.weights, shift_mm=shift)
+
+
+def check_src_fps(value) -> float:
+    """`src_fps` as a positive float, else ValueError."""
+    try:
+        fps = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"bvh source: src_fps must be a number of frames per second, got {value!r}") from None
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"bvh source: src_fps must be > 0, got {value!r}")
+    return fps
+
+
+def mapping_joints(mapping: dict | None) -> dict | None:
+    """A mapping without its settings (MAPPING_SETTINGS keys such as src_fps)."""
+    if mapping is None:
+        return None
+    return {k: v for k, v in mapping.items() if k not in MAPPING_SETTINGS}
 
 
 def fit_cameras(joints_mm: np.ndarray, n: int, rng: np.random.Generator,
@@ -230,7 +282,8 @@ class BVHSource(MotionSource):
     name = "bvh"
 
     def __init__(self, path: str, mapping=None, units=None, fps: float | None = None,
-                 cameras: int | None = None, seed: int | None = None, test=None):
+                 cameras: int | None = None, seed: int | None = None, test=None,
+                 src_fps: float | None = None):
         raw = str(path)
         query: dict[str, str] = {}
         if "?" in raw and not Path(raw).expanduser().exists():
@@ -255,6 +308,9 @@ class BVHSource(MotionSource):
             if mapping is None and root.is_dir() and (root / MAPPING_FILE).is_file():
                 mapping = root / MAPPING_FILE
         self.mapping = load_mapping(mapping)
+        if src_fps is None:
+            src_fps = query.get("src_fps", (self.mapping or {}).get("src_fps"))
+        self.src_fps = check_src_fps(src_fps) if src_fps is not None else None
         self.units = units if units is not None else query.get("units")
         if self.units is not None:
             parse_units(self.units)  # validate early
@@ -289,7 +345,7 @@ class BVHSource(MotionSource):
     def motion(self, rec: _Recording) -> BVHMotion:
         """The imported recording (parsed once, then cached in memory)."""
         if rec.key not in self._motions:
-            self._motions[rec.key] = load_bvh_motion(rec.path, self.mapping, self.units)
+            self._motions[rec.key] = load_bvh_motion(rec.path, self.mapping, self.units, src_fps=self.src_fps)
         return self._motions[rec.key]
 
     def cameras(self, rec: _Recording) -> list[VirtualCamera]:
@@ -314,6 +370,7 @@ class BVHSource(MotionSource):
                 rng = np.random.default_rng([self.seed, zlib.crc32(rec.key.encode("utf-8")), 1, i])
                 meta = {"subject": rec.group, "action": rec.path.stem, "camera": cam.name,
                         "source": f"{rec.key}/{cam.name}", "file": str(rec.path),
-                        "style": motion.style, "unit_mm": motion.unit_mm}
+                        "style": motion.style, "unit_mm": motion.unit_mm, "header_fps": motion.header_fps,
+                        "src_fps": motion.fps, "first_frame_dropped": motion.first_frame or "no"}
                 out.append(render_sequence(joints, times, fps, cam, rng, meta))
         return out

@@ -268,34 +268,51 @@ def _axis_rotations(axis: str, degrees: np.ndarray) -> np.ndarray:
     return R
 
 
+def local_transforms(bvh: BVHFile, frames=None) -> tuple[np.ndarray, np.ndarray]:
+    """Each joint's rotation (T, J, 3, 3) relative to its parent, and its translation
+    (T, J, 3) in the parent's frame (OFFSET + position channels), in file units.
+
+    frames: optional index or slice into the motion rows (default all).
+    """
+    motion = bvh.motion if frames is None else np.atleast_2d(bvh.motion[frames])
+    T = len(motion)
+    rot = np.broadcast_to(np.eye(3), (T, len(bvh.joints), 3, 3)).copy()  # (T, J, 3, 3)
+    shift = np.broadcast_to([j.offset for j in bvh.joints], (T, len(bvh.joints), 3)).copy()  # (T, J, 3)
+    for j, joint in enumerate(bvh.joints):
+        for c, channel in enumerate(joint.channels):
+            values = motion[:, joint.first_channel + c]  # (T,)
+            axis = channel[0]
+            if channel.endswith("position"):
+                shift[:, j, "xyz".index(axis)] += values
+            else:
+                rot[:, j] = rot[:, j] @ _axis_rotations(axis, values)
+    return rot, shift
+
+
+def chain(bvh: BVHFile, rot: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """World positions (T, J, 3) from local rotations (T, J, 3, 3) and translations (T, J, 3):
+    p_child = p_parent + R_parent_world @ shift_child, R_child_world = R_parent_world @ R_child."""
+    T = len(rot)
+    pos = np.zeros((T, len(bvh.joints), 3))  # (T, J, 3)
+    world = np.zeros((T, len(bvh.joints), 3, 3))  # (T, J, 3, 3) world rotations
+    for j, joint in enumerate(bvh.joints):
+        if joint.parent < 0:
+            pos[:, j] = shift[:, j]
+            world[:, j] = rot[:, j]
+        else:
+            parent_rot = world[:, joint.parent]
+            pos[:, j] = pos[:, joint.parent] + np.einsum("tab,tb->ta", parent_rot, shift[:, j])
+            world[:, j] = parent_rot @ rot[:, j]
+    return pos
+
+
 def forward_kinematics(bvh: BVHFile, frames=None) -> np.ndarray:
     """World positions (T, J, 3) of every joint (End Sites included), in file units.
 
     frames: optional index or slice into the motion rows (default all).
     Vectorised over frames: one pass over the J joints.
     """
-    motion = bvh.motion if frames is None else np.atleast_2d(bvh.motion[frames])
-    T = len(motion)
-    pos = np.zeros((T, len(bvh.joints), 3))  # (T, J, 3)
-    rot = np.zeros((T, len(bvh.joints), 3, 3))  # (T, J, 3, 3) world rotations
-    for j, joint in enumerate(bvh.joints):
-        local = np.broadcast_to(np.eye(3), (T, 3, 3))
-        shift = np.broadcast_to(joint.offset, (T, 3)).copy()  # (T, 3)
-        for c, channel in enumerate(joint.channels):
-            values = motion[:, joint.first_channel + c]  # (T,)
-            axis = channel[0]
-            if channel.endswith("position"):
-                shift[:, "xyz".index(axis)] += values
-            else:
-                local = local @ _axis_rotations(axis, values)
-        if joint.parent < 0:
-            pos[:, j] = shift
-            rot[:, j] = local
-        else:
-            parent_rot = rot[:, joint.parent]
-            pos[:, j] = pos[:, joint.parent] + np.einsum("tab,tb->ta", parent_rot, shift)
-            rot[:, j] = parent_rot @ local
-    return pos
+    return chain(bvh, *local_transforms(bvh, frames))
 
 
 def rest_pose(bvh: BVHFile) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 
@@ -29,7 +31,8 @@ def summarise(spec: str | MotionSource) -> pd.DataFrame:
     """One row per split: sequences, frames, clips_243 (stride 81), clips_81 (stride 27),
     subjects, actions, fps (min, max, values), duration in seconds, value ranges of inputs
     (x, y, confidence), labels (x, y, z, and z root-relative), mm_per_unit, and the share of
-    valid (scored) frames when the source marks them."""
+    valid (scored) frames when the source marks them; for motion capture also how many
+    recordings started with a dropped rest pose / T-pose and their frame rates (`recording_notes`)."""
     if isinstance(spec, str):
         from hummuss.data import open_source
 
@@ -63,5 +66,20 @@ def summarise(spec: str | MotionSource) -> pd.DataFrame:
         row["mm_per_unit_min"], row["mm_per_unit_max"] = lo, hi
         valid = [np.asarray(s.extras["valid"]) for s in seqs if "valid" in s.extras]
         row["valid_fraction"] = float(np.concatenate(valid).mean()) if valid else float("nan")
+        row.update(recording_notes(seqs))
         rows.append(row)
     return pd.DataFrame(rows).set_index("split")
+
+
+def recording_notes(seqs) -> dict:
+    """For motion capture (sequences with meta `first_frame_dropped`, one file per recording):
+    recordings whose frame 0 was dropped as a rest pose or T-pose, the frame rates the files'
+    headers state and the rates used (`src_fps`). {} for other sources."""
+    files = {s.meta.get("file", s.meta.get("source")): s.meta for s in seqs if "first_frame_dropped" in s.meta}
+    if not files:
+        return {}
+    why = Counter(m["first_frame_dropped"] for m in files.values() if m["first_frame_dropped"] != "no")
+    reasons = f" ({', '.join(f'{n} {w}' for w, n in sorted(why.items()))})" if why else ""
+    return {"first_frame_dropped": f"{sum(why.values())} of {len(files)} recordings{reasons}",
+            "header_fps": ", ".join(f"{f:g}" for f in sorted({round(float(m['header_fps']), 3) for m in files.values()})),
+            "recorded_fps": ", ".join(f"{f:g}" for f in sorted({round(float(m['src_fps']), 3) for m in files.values()}))}
