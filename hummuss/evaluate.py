@@ -44,8 +44,15 @@ from hummuss.allocator import keep_freed_memory
 from hummuss.data.augment import drop_frames
 from hummuss.data.clips import Clips, Sequence
 from hummuss.data.skeleton import MPI3DHP_PCK_JOINTS, ROOT
-from hummuss.protocols import (AUTO, assemble, labels_mm, plan_windows, pred_mm, resolve_protocol,
-                               scored_frames)
+from hummuss.protocols import (
+    AUTO,
+    assemble,
+    labels_mm,
+    plan_windows,
+    pred_mm,
+    resolve_protocol,
+    scored_frames,
+)
 from hummuss.tta import flip_tta
 from hummuss.windows import sliding_window_forward, window_starts
 

@@ -68,9 +68,11 @@ def skeleton_models(tracker: Tracker, sel: Selection, families=("hummuss", "moti
 def predict_subsampled(model, spec: RunSpec, factor: int = 8):
     """The first test sequence of the run's data source subsampled `factor` times, and the
     model's prediction (a continuous-time model is told the step: dt_scale = factor).
-    Returns (ground truth, prediction), each (T, 17, 3) root-relative in mm."""
+    Returns (ground truth, prediction), each (T, 17, 3) in mm, the predicted root set to 0
+    as the evaluation does (`hummuss.protocols`)."""
     from hummuss.data import open_source
-    from hummuss.evaluate import predict_sequences, to_mm
+    from hummuss.evaluate import predict_sequences
+    from hummuss.protocols import labels_mm, pred_mm
 
     seqs = open_source(spec.data).sequences("test", rate=1.0 / factor)
     if not seqs:
@@ -80,4 +82,4 @@ def predict_subsampled(model, spec: RunSpec, factor: int = 8):
     pred = predict_sequences(model, [seq], window, flip=bool(spec.eval_config.get("flip", True)),
                              batch_size=8, dt_scale=float(factor))[0]
     mmpu = seq.extras["mm_per_unit"]
-    return to_mm(seq.labels, mmpu), to_mm(pred, mmpu)
+    return labels_mm(seq), pred_mm(pred, mmpu)
