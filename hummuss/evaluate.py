@@ -75,6 +75,9 @@ class EvalConfig:
     protocol: str = AUTO  # motionbert, p-stmo, all-frames; auto: by source (hummuss.protocols)
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        resolve_protocol(self.protocol, "")  # an unknown name fails here, naming the known ones
+
 
 # -- condition names ----------------------------------------------------------------------
 def _length(F: int, window: int | None = None) -> str:

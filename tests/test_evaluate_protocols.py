@@ -313,3 +313,9 @@ def test_table_notes_say_which_protocol_produced_the_numbers():
     assert "p-stmo" not in note  # the 3DHP runs asked for all-frames
     assert protocol_note(runs.drop(columns="params.eval.protocol")) == f" Protocol: {UNRECORDED_PROTOCOL}."
     assert protocol_note(pd.DataFrame()) == ""
+
+
+def test_unknown_protocol_is_refused_when_configured():
+    with pytest.raises(ValueError, match="unknown evaluation protocol 'frames'; known: auto, motionbert, p-stmo"):
+        EvalConfig(protocol="frames")
+    assert EvalConfig().protocol == "auto" and EvalConfig(protocol="all-frames").protocol == "all-frames"
