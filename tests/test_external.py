@@ -32,6 +32,18 @@ def test_an_original_layout_motionbert_checkpoint_is_evaluated_and_logged(suite_
     assert run["tags.scale"] == "external" and run["tags.variant"] == "lite"
     assert run["status"] == "FINISHED" and run["metrics.test/mpjpe/F_27"] > 0
     assert run["metrics.test/mpjpe/as_trained"] == run["metrics.test/mpjpe/F_27"]
+    assert run["params.eval.protocol"] == "auto"  # synthetic: all-frames (the report resolves it)
+
+
+def test_an_unknown_protocol_exits_2_before_logging(suite_store, capsys):
+    path = suite_store / "best_epoch.bin"
+    MotionBERT(MotionBERTConfig.preset("smoke")).save_motionbert_checkpoint(str(path))
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", "--checkpoint", str(path), "--format", "motionbert", "--data", "synthetic:scale=smoke",
+              "--protocol", "frames"])
+    assert info.value.code == 2
+    assert "unknown evaluation protocol 'frames'; known: auto, motionbert, p-stmo, all-frames" in capsys.readouterr().err
+    assert not (suite_store / "mlruns.db").exists()
 
 
 def test_a_suite_checkpoint_is_evaluated(suite_store):

@@ -97,6 +97,9 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--data", required=True, help="data spec, e.g. h36m:PATH.pkl or synthetic")
     p.add_argument("--frames", default="243", help="comma-separated test window lengths (default: 243)")
     p.add_argument("--no-flip", action="store_true", help="no flip test-time augmentation")
+    p.add_argument("--protocol", default="auto",
+                   help="motionbert, p-stmo or all-frames: the frames scored (default auto: motionbert for "
+                        "h36m and motionbert-clips, p-stmo for mpi3dhp, all-frames otherwise)")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -111,12 +114,12 @@ def cmd_evaluate(args) -> int:
     try:  # fail on a bad file (or URI) before logging anything
         loaded = load_logged(args.checkpoint, tracker) if tracker else load_any(Path(args.checkpoint), args.format)
         open_source(args.data)
+        lengths = tuple(int(f) for f in args.frames.split(","))
+        config = EvalConfig(lengths=lengths, flip=not args.no_flip, protocol=args.protocol)
     except (ValueError, FileNotFoundError) as err:
         raise UsageError(str(err)) from err
     tracker = tracker or open_tracker()
-    lengths = tuple(int(f) for f in args.frames.split(","))
-    run_id, table = evaluate_checkpoint(args.checkpoint, args.format, args.data, tracker,
-                                        EvalConfig(lengths=lengths, flip=not args.no_flip), loaded=loaded)
+    run_id, table = evaluate_checkpoint(args.checkpoint, args.format, args.data, tracker, config, loaded=loaded)
     print(table.to_string(index=False))
     print(f"logged as run {run_id} of experiment {tracker.experiment_name(STUDY)}")
     return 0
