@@ -131,7 +131,8 @@ class MotionSource(ABC):
     Subclasses set `name` and `splits`, take their argument (a path, or options) in
     the constructor, and implement `sequences(split, rate)`. Every returned
     Sequence has meta keys subject, action, camera, source, and
-    extras["mm_per_unit"] (T,); optionally extras["valid"] (T,) bool.
+    extras["mm_per_unit"] (T,); optionally extras["valid"] (T,) bool and extras["labels_mm"]
+    (T, 17, 3), the ground truth in millimetres that evaluation scores against when present.
     """
 
     name: str = ""
