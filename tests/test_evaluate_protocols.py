@@ -236,6 +236,38 @@ def test_short_sequence_in_the_middle_is_resampled_and_a_short_last_one_unscored
         resolve_protocol("mb", "h36m")
 
 
+# -- MotionBERT's clip folders ----------------------------------------------------------------
+def test_motionbert_clip_folders_default_to_the_motionbert_frame_set(tmp_path):
+    from hummuss.data.skeleton import H36M_BONES, H36M_MEAN_BONE_MM
+
+    rng = np.random.default_rng(5)
+    root, F, lengths = tmp_path / "clips", 27, [60, 81, 20]  # the last file is shorter than F: no clip
+    for split, ns in (("train", [30]), ("test", lengths)):
+        (root / split).mkdir(parents=True)
+        for i, n in enumerate(ns):
+            clip = {"data_input": rng.uniform(-1, 1, size=(n, 17, 3)).astype(np.float32),
+                    "data_label": rng.uniform(-1, 1, size=(n, 17, 3)).astype(np.float32)}
+            with open(root / split / f"{i:08d}.pkl", "wb") as fh:
+                pickle.dump(clip, fh)
+    model = Context(4)
+    table = evaluate(model, open_source(f"motionbert-clips:{root}"), EvalConfig(lengths=(F,), flip=True))
+    got, frames = _values(table, f"F_{F}")
+    errs = []
+    for i, n in enumerate(lengths):
+        with open(root / "test" / f"{i:08d}.pkl", "rb") as fh:
+            clip = pickle.load(fh)
+        x, y = clip["data_input"].astype(np.float64), clip["data_label"].astype(np.float64)
+        bones = sum(np.linalg.norm(y[:, c] - y[:, p], axis=-1) for p, c in H36M_BONES)
+        mm = sum(H36M_MEAN_BONE_MM) / bones  # (n,) estimated: no 2.5D factor in these files
+        for st in range(0, n - F + 1, F):
+            pred = _run(model, x[st:st + F], True)
+            pred[:, 0] = 0
+            gt = y[st:st + F] - y[st:st + F, :1]
+            errs.append(np.linalg.norm(pred - gt, axis=-1).mean(-1) * mm[st:st + F])
+    assert frames == 54 + 81
+    assert got["mpjpe"] == pytest.approx(np.concatenate(errs).mean(), abs=1e-3)
+
+
 # -- MPI-INF-3DHP layout (P-STMO) ------------------------------------------------------------
 def test_3dhp_default_protocol_equals_p_stmo(tmp_path):
     from hummuss.data.skeleton import MPI3DHP_TO_H36M
