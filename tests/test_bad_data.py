@@ -6,7 +6,6 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
 
 from hummuss.data.validate import DataError, validate_source
 from suite.cli import main
@@ -82,7 +81,7 @@ def _bvh_dir(root, edit=None, names=("01_01", "02_01", "03_01", "05_01", "07_01"
     return root
 
 
-def _clips_dir(root, bad_test):
+def _clips_dir(root):
     rng = np.random.default_rng(0)
     for split in ("train", "test"):
         (root / split).mkdir(parents=True)
@@ -107,7 +106,7 @@ PROBES = {
     "truncated-npz": (lambda t: f"mpi3dhp:{_truncated_npz(t)}", ["data_train_3dhp.npz", "cannot read npz"]),
     "byte-flipped-npz": (lambda t: f"mpi3dhp:{_flipped_npz(t)}", ["data_train_3dhp.npz", "cannot read npz"]),
     "random-pkl-h36m": (lambda t: f"h36m:{_random_bytes(t / 'h36m.pkl')}", ["h36m.pkl", "cannot read pickle"]),
-    "random-pkl-clips": (lambda t: f"motionbert-clips:{_clips_dir(t / 'clips', True)}",
+    "random-pkl-clips": (lambda t: f"motionbert-clips:{_clips_dir(t / 'clips')}",
                          ["00000001.pkl", "cannot read pickle"]),
     "garbage-bvh": (lambda t: f"bvh:{_bvh_dir(t / 'bvh', lambda s: 'garbage ' * 50)}", ["01_01.bvh"]),
     "truncated-motion": (lambda t: f"bvh:{_bvh_dir(t / 'bvh', lambda s: s[:len(s) * 3 // 4])}",
