@@ -213,3 +213,26 @@ def test_good_files_pass_validation(tmp_path):
         assert validate_source(spec).sequences("test")
     with pytest.raises(DataError, match="test split is empty"):
         validate_source(f"bvh:{_bvh_dir(tmp_path / 'one', names=('01_01',))}", ("test",))
+
+
+def test_sweep_refuses_a_bad_data_file_before_logging(suite_store, capsys, monkeypatch):
+    """A study whose smoke scale reads a truncated npz: the sweep stops before any store or trial."""
+    import dataclasses
+
+    import suite.registry as registry
+    from suite.cli.sweep import main as sweep_main
+    from suite.sweep import config as sweep_config
+
+    root = _mpi3dhp(suite_store / "3dhp")
+    _truncate(root / "data_test_3dhp.npz")
+    study = registry.get_study("context-length")
+    bad = dataclasses.replace(study, scales={**study.scales, "smoke": dataclasses.replace(
+        study.scales["smoke"], data=f"mpi3dhp:{root}")})
+    monkeypatch.setattr(sweep_config, "get_study", lambda name: bad)
+    monkeypatch.setattr(registry, "get_study", lambda name: bad)
+    with pytest.raises(SystemExit) as info:
+        sweep_main(["context-length", "--scale", "smoke", "--trials", "1"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1, err
+    assert "data_test_3dhp.npz: cannot read npz" in err
+    assert sorted(p.name for p in suite_store.iterdir()) == ["3dhp", "cache", "mlflow.yaml"]
