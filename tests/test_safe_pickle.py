@@ -182,3 +182,26 @@ def test_corrupt_files_are_one_line_value_errors(tmp_path):
     with pytest.raises(ValueError, match="short.npz: cannot read npz"):
         read_npz_member(short, "data")
     assert zipfile.is_zipfile(good)
+
+
+class _RawObjectArray:
+    """numpy.ndarray((1,), "O", buffer): an object array whose pointer the file chose."""
+
+    def __reduce__(self):
+        return (np.ndarray, ((1,), np.dtype("O"), b"\x41" * 8))
+
+
+# NEWOBJ: ndarray.__new__(ndarray, (1,), "O", b"AAAAAAAA"), written opcode by opcode (pickle
+# itself refuses to write it): PROTO 3, GLOBAL, (1,), 'O', bytes, TUPLE3, NEWOBJ, STOP
+_NEWOBJ_RAW = b"\x80\x03cnumpy\nndarray\nK\x01\x85X\x01\x00\x00\x00OC\x08" + b"A" * 8 + b"\x87\x81."
+
+
+@pytest.mark.parametrize("crafted, message", [
+    (_RawObjectArray(), "numpy.ndarray called directly"),
+    (_NEWOBJ_RAW, "cannot read pickle"),  # NEWOBJ needs a class; numpy.ndarray is not handed out
+])
+def test_an_object_array_over_raw_bytes_is_refused(tmp_path, crafted, message):
+    path = tmp_path / "raw.pkl"
+    path.write_bytes(crafted if isinstance(crafted, bytes) else pickle.dumps({"x": crafted}, protocol=4))
+    with pytest.raises(ValueError, match=message):
+        read_pickle(path)

@@ -6,7 +6,10 @@ it names, so opening a crafted file runs its author's code. The data formats we 
 dicts, lists, tuples, strings, bytes, numbers, None and numpy arrays, dtypes and scalars.
 `RestrictedUnpickler` admits exactly the callables numpy's own pickles name for those
 (listed in `ALLOWED`) and refuses every other reference with `ForbiddenObjectError`,
-naming the file and the object. There is no switch to turn this off.
+naming the file and the object. There is no switch to turn this off. `numpy.ndarray`
+itself is not handed out (only `_reconstruct` may use its name): called with a buffer
+and an object dtype it would turn the file's bytes into object pointers. numpy itself
+refuses object dtypes in `_frombuffer`, `scalar` and an array's pickled state.
 
 Protocol 2 pickles (as Python 2 and `protocol=2` write them) store bytes through
 `_codecs.encode(text, "latin1")`; it is admitted only with that encoding.
@@ -37,14 +40,34 @@ def _latin1_encode(text, encoding="utf-8", errors="strict"):
     return text.encode("latin1")
 
 
+class _NdarrayName:
+    """What `numpy.ndarray` in a pickle resolves to: a name `_reconstruct` accepts, not the
+    class. Called (or used by NEWOBJ) the class would build an object array over the raw
+    bytes of the file (`ndarray(shape, "O", buffer)`): pointers the file chose."""
+
+    def __call__(self, *args, **kwargs):
+        raise ForbiddenObjectError("numpy.ndarray called directly (an array over raw bytes)")
+
+
+_NDARRAY = _NdarrayName()
+
+
+def _reconstruct(subtype, shape, dtype):
+    """numpy's `_reconstruct`, for plain ndarrays only (their state is set by BUILD, which
+    numpy checks: an object array's state must be a list of objects)."""
+    if subtype is not _NDARRAY:
+        raise ForbiddenObjectError(f"_reconstruct of {type(subtype).__name__}")
+    return _multiarray._reconstruct(np.ndarray, shape, dtype)
+
+
 # (module, name) as pickles spell them -> the object; numpy 1 wrote numpy.core.*, numpy 2 numpy._core.*
 ALLOWED: dict[tuple[str, str], object] = {
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NDARRAY,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1_encode,
 }
 for _module in ("numpy.core", "numpy._core"):
-    ALLOWED[(f"{_module}.multiarray", "_reconstruct")] = _multiarray._reconstruct
+    ALLOWED[(f"{_module}.multiarray", "_reconstruct")] = _reconstruct
     ALLOWED[(f"{_module}.multiarray", "scalar")] = _multiarray.scalar
     ALLOWED[(f"{_module}.numeric", "_frombuffer")] = _numeric._frombuffer
 
