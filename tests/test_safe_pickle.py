@@ -205,3 +205,30 @@ def test_an_object_array_over_raw_bytes_is_refused(tmp_path, crafted, message):
     path.write_bytes(crafted if isinstance(crafted, bytes) else pickle.dumps({"x": crafted}, protocol=4))
     with pytest.raises(ValueError, match=message):
         read_pickle(path)
+
+
+class _FlaglessDtype:
+    """A structured dtype with an object field whose pickled flags deny holding objects."""
+
+    def __reduce__(self):
+        fields = {"a": (np.dtype("f8"), 0), "b": (np.dtype("O"), 8)}
+        return (np.dtype, ("V16", False, True), (3, "|", None, ("a", "b"), fields, 16, 1, 0))
+
+
+class _ArrayOverRawBytes:
+    """An array of that dtype whose state is 16 raw bytes: its field b is a pointer 0x4141..."""
+
+    def __reduce__(self):
+        reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
+        return (reconstruct, (np.ndarray, (0,), b"b"), (1, (1,), _FlaglessDtype(), False, b"A" * 16))
+
+
+def test_a_dtype_whose_flags_deny_its_objects_is_refused(tmp_path):
+    data = pickle.dumps({"x": _ArrayOverRawBytes()}, protocol=3)
+    built = pickle.loads(data)["x"]  # plain pickle builds it: an object field numpy treats as bytes
+    assert built.dtype.fields["b"][0] == np.dtype("O") and not built.dtype.hasobject
+    path = tmp_path / "flags.pkl"
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match="flags.pkl: refusing to load it: it holds a numpy dtype .* whose pickled "
+                                         "flags or size disagree with its layout"):
+        read_pickle(path)

@@ -60,10 +60,67 @@ def _reconstruct(subtype, shape, dtype):
     return _multiarray._reconstruct(np.ndarray, shape, dtype)
 
 
+def _dtype(spec, align=False, copy=False):
+    """`numpy.dtype` as numpy's pickles call it: a type string and two flags, nothing else
+    (other forms would read containers, e.g. a dict of names, and with them arrays)."""
+    if not isinstance(spec, str) or not isinstance(align, bool) or not isinstance(copy, bool):
+        raise ForbiddenObjectError(f"numpy.dtype called with {type(spec).__name__} (only a type string)")
+    return np.dtype(spec, align, copy)
+
+
+# numpy dtype flags that say an item holds Python objects (NPY_ITEM_REFCOUNT .. NPY_USE_SETITEM)
+_OBJECT_FLAGS = 0x7F
+
+
+def _rebuilt(d: np.dtype) -> np.dtype:
+    """`d` built afresh from its layout, so numpy computes its flags itself."""
+    if d.subdtype is not None:
+        base, shape = d.subdtype
+        return np.dtype((_rebuilt(base), shape))
+    if d.names is not None:
+        return np.dtype({"names": list(d.names), "formats": [_rebuilt(d.fields[n][0]) for n in d.names],
+                         "offsets": [d.fields[n][1] for n in d.names], "itemsize": d.itemsize},
+                        align=d.isalignedstruct)
+    return np.dtype(d.str)
+
+
+def _check_dtype(d: np.dtype) -> None:
+    """A dtype's pickled state sets its flags; numpy trusts them. Flags that deny holding
+    objects on a layout that holds them would let an array's raw bytes become pointers."""
+    try:
+        fresh = _rebuilt(d)
+    except Exception:
+        raise UnsafeStateError(f"it holds a malformed numpy dtype {d!r}") from None
+    if (d.flags & _OBJECT_FLAGS) != (fresh.flags & _OBJECT_FLAGS) or d.itemsize != fresh.itemsize:
+        raise UnsafeStateError(f"it holds a numpy dtype {d!r} whose pickled flags or size disagree with its "
+                               f"layout (object pointers read from the file's bytes)")
+
+
+def _check_built(root) -> None:
+    """Check every dtype in the unpickled `root` (see `_check_dtype`) before anything reads it."""
+    stack, seen = [root], set()
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, dict):
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif isinstance(obj, list | tuple | set | frozenset):
+            stack.extend(obj)
+        elif isinstance(obj, np.dtype):
+            _check_dtype(obj)
+        elif isinstance(obj, np.ndarray | np.generic):
+            _check_dtype(obj.dtype)
+            if isinstance(obj, np.ndarray) and obj.dtype.hasobject:  # its items are real objects now
+                stack.extend(obj.ravel().tolist() if obj.dtype == object else [])
+
+
 # (module, name) as pickles spell them -> the object; numpy 1 wrote numpy.core.*, numpy 2 numpy._core.*
 ALLOWED: dict[tuple[str, str], object] = {
     ("numpy", "ndarray"): _NDARRAY,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy", "dtype"): _dtype,
     ("_codecs", "encode"): _latin1_encode,
 }
 for _module in ("numpy.core", "numpy._core"):
@@ -74,6 +131,10 @@ for _module in ("numpy.core", "numpy._core"):
 
 class ForbiddenObjectError(ValueError):
     """A pickle references something other than numpy data and plain values."""
+
+
+class UnsafeStateError(ForbiddenObjectError):
+    """A pickle builds numpy data in a state numpy would read as object pointers."""
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -99,7 +160,11 @@ def restricted_load(fh, file):
 
     ValueError naming `file`: the forbidden object, or why the bytes are not a pickle."""
     try:
-        return RestrictedUnpickler(fh, encoding="latin1").load()
+        value = RestrictedUnpickler(fh, encoding="latin1").load()
+        _check_built(value)
+        return value
+    except UnsafeStateError as err:
+        raise ValueError(f"{file}: refusing to load it: {err}") from None
     except ForbiddenObjectError as err:
         raise _refusal(file, str(err)) from None
     except MemoryError:
