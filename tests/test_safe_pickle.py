@@ -232,3 +232,15 @@ def test_a_dtype_whose_flags_deny_its_objects_is_refused(tmp_path):
     with pytest.raises(ValueError, match="flags.pkl: refusing to load it: it holds a numpy dtype .* whose pickled "
                                          "flags or size disagree with its layout"):
         read_pickle(path)
+
+
+class _DtypeFromDict:
+    def __reduce__(self):
+        return (np.dtype, ({"names": ["a"], "formats": ["f8"]},))
+
+
+def test_numpy_dtype_only_as_numpy_pickles_call_it(tmp_path):
+    path = tmp_path / "d.pkl"
+    path.write_bytes(pickle.dumps(_DtypeFromDict()))
+    with pytest.raises(ValueError, match=r"d.pkl: refusing to load it: it references numpy.dtype called with dict"):
+        read_pickle(path)
