@@ -114,7 +114,7 @@ def _check_built(root) -> None:
         elif isinstance(obj, np.ndarray | np.generic):
             _check_dtype(obj.dtype)
             if isinstance(obj, np.ndarray) and obj.dtype.hasobject:  # its items are real objects now
-                stack.extend(obj.ravel().tolist() if obj.dtype == object else [])
+                stack.extend(obj.ravel().tolist())  # structured: tuples of fields
 
 
 # (module, name) as pickles spell them -> the object; numpy 1 wrote numpy.core.*, numpy 2 numpy._core.*
