@@ -9,7 +9,10 @@ dicts, lists, tuples, strings, bytes, numbers, None and numpy arrays, dtypes and
 naming the file and the object. There is no switch to turn this off. `numpy.ndarray`
 itself is not handed out (only `_reconstruct` may use its name): called with a buffer
 and an object dtype it would turn the file's bytes into object pointers. numpy itself
-refuses object dtypes in `_frombuffer`, `scalar` and an array's pickled state.
+refuses object dtypes in `_frombuffer`, `scalar` and an array's pickled state, but it
+trusts a dtype's pickled flags, so `numpy.dtype` is admitted only as numpy's pickles call
+it (a type string) and every dtype of the result is checked against a fresh one of the
+same layout (`_check_built`) before anything reads the data.
 
 Protocol 2 pickles (as Python 2 and `protocol=2` write them) store bytes through
 `_codecs.encode(text, "latin1")`; it is admitted only with that encoding.
