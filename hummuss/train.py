@@ -11,7 +11,10 @@ gradient clipping.
 
 Every epoch ends with a validation pass (MPJPE in mm) and an atomic write of
 `last.pt` (and `best.pt` when validation improved): written to a temporary file, then
-renamed, so a crash mid-write leaves the previous checkpoint intact. A checkpoint holds
+renamed, so a crash mid-write leaves the previous checkpoint intact; the replaced `last.pt`
+is kept as `last.prev.pt`, and every checkpoint carries a checksum, so a corrupt or
+truncated `last.pt` is detected and resuming falls back to `last.prev.pt` (or to a fresh
+start), with a warning. A checkpoint holds
 the model, optimiser, schedule, random-number states, epoch and step; a resumed run
 continues exactly where the last completed epoch left it (bit-identical on the CPU).
 
@@ -43,7 +46,7 @@ from torch.utils.data.distributed import DistributedSampler
 from hummuss.allocator import keep_freed_memory
 from hummuss.checkpoint import (
     CHECKPOINT_FORMAT,
-    load_checkpoint,
+    load_resumable,
     rng_state,
     save_atomic,
     seed_everything,
@@ -234,8 +237,8 @@ class Trainer:
             "history": self.history,
         }
 
-    def resume(self, path: Path) -> None:
-        ckpt = load_checkpoint(path)
+    def resume(self, ckpt: dict, path: Path) -> None:
+        """Continue from the checkpoint `ckpt` (read from `path`)."""
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -248,7 +251,7 @@ class Trainer:
     def _write_checkpoints(self, improved: bool) -> None:
         payload = self.state()
         last = self.out_dir / "last.pt"
-        save_atomic(payload, last)
+        save_atomic(payload, last, keep_previous=True)  # the replaced one stays as last.prev.pt
         self._notify("on_checkpoint", last, False)
         if improved:
             best = self.out_dir / "best.pt"
@@ -320,8 +323,10 @@ class Trainer:
         if self.dist.main and self.out_dir.is_dir():  # leftovers of a write killed midway
             for stale in self.out_dir.glob(".*.pt.*.tmp"):
                 stale.unlink(missing_ok=True)
-        if resume and last.exists():
-            self.resume(last)
+        if resume:  # the newest good one of last.pt and last.prev.pt; a corrupt one is moved aside
+            ckpt, used = load_resumable(last, self.log, quarantine=self.dist.main)
+            if ckpt is not None:
+                self.resume(ckpt, used)
         net = self._init_distributed()
         self._notify("on_train_start", self)
         stopped = False

@@ -88,8 +88,14 @@ def load_any(path: Path, fmt: str):
         family = family_of(payload.get("model_class"))
     except ValueError as err:
         raise ValueError(f"checkpoint {path} holds a {payload.get('model_class')!r}; {str(err).split('; ')[-1]}") from None
-    model = model_from_config(family, payload["model_config"])
-    model.load_state_dict(payload["model"])
+    try:
+        model = model_from_config(family, payload["model_config"])
+        model.load_state_dict(payload["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:  # config and weights disagree
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else (lines or [""])[0]
+        raise ValueError(f"checkpoint {path}: its saved model config does not match its weights "
+                         f"({type(err).__name__}: {detail[:300]})") from None
     return model, family, "external"
 
 

@@ -7,11 +7,10 @@ import contextlib
 import os
 from pathlib import Path
 
-import torch
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from hummuss.checkpoint import CHECKPOINT_FORMAT
+from hummuss.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from suite.tracking import Tracker, load_settings, metric_name
 from suite.worker import build_model
 
@@ -110,6 +109,5 @@ def save_checkpoint(settings, spec):
     """A trainer-format best.pt for `spec` (an untrained model: the panel only needs weights)."""
     model = build_model(spec)
     path = Path(settings.checkpoint_dir) / spec.train_hash / "best.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "model_config": spec.model_config,
-                "train_config": spec.train_config}, path)
+    save_atomic({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "model_config": spec.model_config,
+                 "train_config": spec.train_config}, path)  # with its checksum, as the trainer writes it

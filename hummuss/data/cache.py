@@ -1,9 +1,10 @@
 """A numpy cache for converted data files, written atomically, read without pickle.
 
-Pickle (and numpy object arrays) can run code, so readers unpickle a file only if
-it lies under the exact path the user named (`safe_unpickle`, `load_object_npz`),
-convert it to plain arrays once, and store them here. Later reads load the cache
-with `allow_pickle=False` and never unpickle.
+Readers unpickle a file (or an npz object array) only if it lies under the exact path
+the user named, and only with the restricted unpickler of `hummuss.data.safe_pickle`
+(numpy data and plain values; a file that references anything else is refused and no
+code runs): `safe_unpickle`, `load_object_npz`. They convert it to plain arrays once and
+store them here; later reads load the cache with `allow_pickle=False`.
 
 Location: `$HUMMUSS_CACHE_DIR`, default `~/.cache/hummuss`. Entries are keyed by
 the source's absolute path, size and modification time (for a folder: those of
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
+
+from hummuss.data.safe_pickle import load_npz_value, read_pickle
 
 ENV_VAR = "HUMMUSS_CACHE_DIR"
 
@@ -96,24 +98,13 @@ def _check_within(file, root) -> Path:
 
 
 def safe_unpickle(file, root):
-    """Unpickle `file` only if it lies under `root` (the path the user named)."""
-    file_r = _check_within(file, root)
-    with open(file_r, "rb") as fh:
-        try:
-            return pickle.load(fh)
-        except Exception as err:
-            raise ValueError(f"{file}: cannot read pickle: {err}") from err
+    """Unpickle `file` (only numpy data and plain values) if it lies under `root`."""
+    _check_within(file, root)
+    return read_pickle(file)
 
 
 def load_object_npz(file, root, key: str = "data"):
-    """`np.load(file, allow_pickle=True)[key]` (`.item()` for 0-d object arrays), only
-    for files under `root`."""
-    file_r = _check_within(file, root)
-    try:
-        with np.load(file_r, allow_pickle=True) as data:
-            if key not in data.files:
-                raise ValueError(f"{file}: missing key {key!r}; found {', '.join(data.files) or 'nothing'}")
-            value = data[key]
-    except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError) as err:
-        raise ValueError(f"{file}: cannot read npz: {err}") from err
-    return value.item() if value.dtype == object and value.ndim == 0 else value
+    """Array `key` of the npz `file` (`.item()` for a 0-d object array), only for files
+    under `root`; object arrays go through the restricted unpickler, never allow_pickle=True."""
+    _check_within(file, root)
+    return load_npz_value(file, key)

@@ -65,6 +65,28 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
         raise UsageError(str(err)) from err
 
 
+def check_data(specs, splits: tuple[str, ...] = ("train", "test")) -> None:
+    """Read and check every data spec in `specs` (`hummuss.data.validate`) before anything is
+    logged: a missing, unreadable or unusable file is a usage error naming it."""
+    from hummuss.data.validate import DataError, validate_source
+
+    for spec in dict.fromkeys(specs):
+        try:
+            validate_source(spec, splits)
+        except (DataError, FileNotFoundError) as err:
+            raise UsageError(str(err)) from None
+
+
+def run_data_specs(specs) -> list[str]:
+    """The data specs of run specs and of the runs they start from (stages), in order."""
+    out: list[str] = []
+    for spec in specs:
+        while spec is not None:
+            out.append(spec.data)
+            spec = getattr(spec, "init_from", None)
+    return list(dict.fromkeys(out))
+
+
 def parse_seeds(text: str | None) -> tuple[int, ...] | None:
     """`--seeds 0,1,2` as a tuple; None when not given."""
     if not text:

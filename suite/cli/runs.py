@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import argparse
 
-from suite.cli.common import UsageError, get_study, open_tracker, parse_seeds, parse_sets
+from suite.cli.common import (
+    UsageError,
+    check_data,
+    get_study,
+    open_tracker,
+    parse_seeds,
+    parse_sets,
+    run_data_specs,
+)
 from suite.launch import CLUSTERS, LAUNCHERS, SlurmOptions
 
 
@@ -32,13 +40,10 @@ def cmd_run(args) -> int:
     variants = tuple(args.variant) if args.variant else None
     try:  # every name is checked before anything is logged
         study.scale(args.scale)
-        expand_runs(study, args.scale, seeds, args.data, sets, variants)
-        if args.data:
-            from hummuss.data import open_source
-
-            open_source(args.data)
+        specs = expand_runs(study, args.scale, seeds, args.data, sets, variants)
     except (ValueError, FileNotFoundError) as err:
         raise UsageError(str(err)) from err
+    check_data(run_data_specs(specs) or [args.data or study.scale(args.scale).data])  # read whole, checked
     tracker = open_tracker()
     try:
         runner = Runner(tracker, **runner_kwargs(args))
@@ -106,14 +111,13 @@ def add_evaluate_parser(sub) -> None:
 def cmd_evaluate(args) -> int:
     from pathlib import Path
 
-    from hummuss.data import open_source
     from hummuss.evaluate import EvalConfig
     from suite.external import STUDY, evaluate_checkpoint, is_model_uri, load_any, load_logged
 
+    check_data([args.data], splits=("test",))  # read whole and checked before anything is logged
     tracker = open_tracker() if is_model_uri(args.checkpoint) else None
     try:  # fail on a bad file (or URI) before logging anything
         loaded = load_logged(args.checkpoint, tracker) if tracker else load_any(Path(args.checkpoint), args.format)
-        open_source(args.data)
         lengths = tuple(int(f) for f in args.frames.split(","))
         config = EvalConfig(lengths=lengths, flip=not args.no_flip, protocol=args.protocol)
     except (ValueError, FileNotFoundError) as err:

@@ -8,7 +8,14 @@ import sys
 
 import suite.sweep as sweeps
 from suite.cli.children import sweep_worker_main
-from suite.cli.common import UsageError, open_tracker, parse_sets, tracking_settings
+from suite.cli.common import (
+    UsageError,
+    check_data,
+    get_study,
+    open_tracker,
+    parse_sets,
+    tracking_settings,
+)
 from suite.launch import interrupt_on_sigterm
 from suite.sweep import PRUNERS, SAMPLERS, SweepConfig, run_sweep, validate
 
@@ -55,6 +62,7 @@ def cmd_sweep(args) -> int:
         validate(cfg, settings)
     except ValueError as err:
         raise UsageError(str(err)) from err
+    check_data([get_study(args.study).scale(args.scale).data])  # read whole and checked before anything is logged
     tracker = open_tracker(settings)
     interrupt_on_sigterm()  # a scheduler's stop as Ctrl-C: the running trial is re-enqueued
     try:
