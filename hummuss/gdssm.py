@@ -32,7 +32,8 @@ The paper's presets (D = 256, N = 128):
 Aggregation `gate` has no parameters; `learned` adds n (n mD + 1).
 
 Spatial blocks ignore dt (the joint axis has no physical step). Temporal blocks take
-`dt_scale` and per-frame `dt`.
+`dt_scale` and per-frame `dt`. `discretization` ("zoh" or "foh") is that of both DSSMs
+(hummuss/ssm/dssm.py); with "foh" a streaming state carries the last input as well.
 
 The block's surface: `forward` (whole sequences), and for forward-only (causal) blocks
 `initial_state` and `step` (one frame with its state). Streaming passes `stream_constants`
@@ -101,6 +102,7 @@ class GDSSM(nn.Module):
         shared_modes: bool = True,
         temporal: bool = False,
         norm_eps: float = 1e-6,
+        discretization: str = "zoh",
     ):
         super().__init__()
         width = int(round(expand * dim))
@@ -111,7 +113,7 @@ class GDSSM(nn.Module):
         self.proj_id = nn.Linear(dim, width)
         self.proj_in = nn.Linear(dim, width)
         ssm = dict(state_size=state_size, out_channels=ssm_channels, init=init,
-                   dt_min=dt_min, dt_max=dt_max, shared_modes=shared_modes)
+                   dt_min=dt_min, dt_max=dt_max, shared_modes=shared_modes, discretization=discretization)
         self.ssm_f = DSSM(width, **ssm)
         self.mix_f = ChannelMix(width, ssm_channels)
         if bidirectional:
@@ -261,7 +263,8 @@ class GDSSM(nn.Module):
 
     # -- streaming (forward-only blocks) ------------------------------------------------
     def initial_state(self, batch_size: int, device=None) -> torch.Tensor:
-        """Zero state (B, H, M) complex (`hummuss.ssm.planar_state` makes it planar)."""
+        """Zero state (B, H, M) complex, (B, H, M + 1) for foh (`hummuss.ssm.planar_state`
+        makes it planar)."""
         self._check_streamable()
         return self.ssm_f.initial_state(batch_size, device)
 
@@ -289,9 +292,9 @@ class GDSSM(nn.Module):
         """One frame x_t (B, D) with its state -> (out_t (B, D), new state).
 
         dt: this frame's step in units of the learned step (a float or (B,) tensor);
-        `discretised` = (dA, dB) from `ssm_f.discretise_step`, (H, M) or (B, H, M), skips the
-        exponentials. Without `consts` the step is functional (differentiable) on a complex
-        state (B, H, M). With `consts` from `stream_constants` (computed once per stream: it
+        `discretised` = (dA, dB) or, foh, (dA, dB, dB_prev) from `ssm_f.discretise_step`,
+        (H, M) or (B, H, M) each, skips the exponentials. Without `consts` the step is
+        functional (differentiable) on a complex state (B, H, M) ((B, H, M + 1) for foh). With `consts` from `stream_constants` (computed once per stream: it
         packs the weights) it is the streaming step, without autograd: a complex state is
         updated in place and returned; a planar real one (2, H, B, M) = (Re, Im),
         channel-major, with `discretised` in the same form (`planar_state`), is replaced by a
@@ -310,10 +313,11 @@ class GDSSM(nn.Module):
             if not state.is_complex():
                 discretised = tuple(planar_state(t) for t in discretised)
         x_id, u = consts["proj"](z, gelu=True).chunk(2, dim=-1)  # (B, H) each: one matmul
+        dA, dB, *prev = discretised  # foh: prev = [dB_prev]
         if state.is_complex():
-            y = advance_state_(state, *discretised, u, consts["R"], ssm.D)  # (B, H, k)
+            y = advance_state_(state, dA, dB, u, consts["R"], ssm.D, *prev)  # (B, H, k)
         else:
-            state, y = advance_state_planar(state, *discretised, u, *consts["planes"], ssm.D)
+            state, y = advance_state_planar(state, dA, dB, u, *consts["planes"], ssm.D, *prev)
         w, b = consts["mix"]  # (H, 1, k), (H, 1)
         x_f = (F.gelu(y) * w[:, 0]).sum(-1) + b[:, 0]  # (B, H)
         return consts["out"](self.aggregate(x_f, x_id)) + x_t, state

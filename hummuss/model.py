@@ -39,7 +39,7 @@ from hummuss.config import PresetConfig
 from hummuss.data.skeleton import root_relative_2d
 from hummuss.fusion import Aggregate, check_aggregation
 from hummuss.gdssm import GDSSM
-from hummuss.ssm import INIT_SCHEMES
+from hummuss.ssm import DISCRETIZATIONS, INIT_SCHEMES
 from hummuss.stream import HumMUSSStream
 
 
@@ -59,6 +59,9 @@ class HumMUSSConfig(PresetConfig):
     gdssm_aggregation: str = "gate"  # x_f, x_b, x_id inside a block (Table 2)
     stream_fusion: str = "learned"  # the two streams of a layer (Table 3)
     init: str = "lin"
+    # temporal DSSMs: "zoh" (zero-order hold, the paper's) or "foh" (first-order hold, issue 20);
+    # spatial blocks keep zoh (the joint axis has no time to interpolate over)
+    discretization: str = "zoh"
     dt_min: float = 1e-3
     dt_max: float = 1e-1
     shared_modes: bool = True
@@ -89,6 +92,8 @@ class HumMUSSConfig(PresetConfig):
         check_aggregation(self.stream_fusion, "stream_fusion")
         if self.init not in INIT_SCHEMES:
             raise ValueError(f"unknown init {self.init!r}; known: {', '.join(INIT_SCHEMES)}")
+        if self.discretization not in DISCRETIZATIONS:
+            raise ValueError(f"unknown discretization {self.discretization!r}; known: {', '.join(DISCRETIZATIONS)}")
         if not 0 < self.dt_min <= self.dt_max:
             raise ValueError(f"need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
 
@@ -107,7 +112,7 @@ class Layer(nn.Module):
 
         def temporal():
             return GDSSM(cfg.dim, ssm_channels=cfg.temporal_channels, bidirectional=not cfg.causal,
-                         temporal=True, **common)
+                         temporal=True, discretization=cfg.discretization, **common)
 
         self.spatial_st, self.temporal_st = spatial(), temporal()
         self.temporal_ts, self.spatial_ts = temporal(), spatial()

@@ -131,11 +131,13 @@ def test_kernel_cache_follows_parameter_updates():
     assert (y0 - y1).abs().max() > 1e-3
 
 
-def _smooth(t, channels=16):
-    """A signal at rest at t = 0 (smoothstep onset over 2 s), then slow sines."""
+SLOW, FAST = (0.15, 0.25, 0.35), (0.5, 0.75, 1.0)  # Hz
+
+
+def _smooth(t, channels=16, freqs=SLOW):
+    """A signal at rest at t = 0 (smoothstep onset over 2 s), then sines (slow by default)."""
     ramp = torch.clamp(t / 2.0, max=1.0)
     ramp = ramp * ramp * (3 - 2 * ramp)
-    freqs = (0.15, 0.25, 0.35)  # Hz
     return torch.stack([ramp * sum(torch.sin(2 * math.pi * f * t + 0.7 * c * j) for j, f in enumerate(freqs))
                         for c in range(channels)], -1)
 
@@ -157,15 +159,21 @@ def test_half_frame_rate_with_dt_scale_two_matches(scheme):
     assert _rel(wrong, y60[:, ::2]) > 5 * _rel(y30, y60[:, ::2])
 
 
+def _dropped_frames(frames=600):
+    """The kept frames of a 60 Hz sequence with 20% dropped at random (the first kept), and
+    each kept frame's step: the gap to the last kept frame, in 60 Hz frames."""
+    keep = torch.rand(frames, generator=torch.Generator().manual_seed(0)) > 0.2
+    keep[0] = True
+    idx = keep.nonzero().squeeze(1)
+    return idx, torch.diff(idx.float(), prepend=torch.tensor([-1.0]))
+
+
 @pytest.mark.parametrize("scheme", ["lin", "legs"])
 def test_scan_with_per_frame_steps_handles_dropped_frames(scheme):
     torch.manual_seed(2)
     layer = DSSM(16, 128, out_channels=2, init=scheme)
     t60 = torch.arange(600) / 60.0
-    keep = torch.rand(600, generator=torch.Generator().manual_seed(0)) > 0.2  # 20% dropped
-    keep[0] = True
-    idx = keep.nonzero().squeeze(1)
-    dt = torch.diff(idx.float(), prepend=torch.tensor([-1.0]))  # gaps in 60 Hz frames
+    idx, dt = _dropped_frames()
     assert dt.max() >= 3
     with torch.no_grad():
         y60 = layer(_smooth(t60)[None])

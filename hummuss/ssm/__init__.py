@@ -1,6 +1,6 @@
 """DSSM, the diagonal state-space layer of HumMUSS (in the manner of S4D), and its fast routes.
 
-    dssm.py        the model: eigenvalue init schemes, zero-order-hold discretisation, the
+    dssm.py        the model: eigenvalue init schemes, zero- or first-order-hold discretisation, the
                    kernel as a Vandermonde product, forward (convolution), step (recurrence),
                    scan (one step size per frame); the math is in its docstring
     conv.py        convolution: the kernel's factored Vandermonde product, Toeplitz and FFT
@@ -24,11 +24,20 @@ from hummuss.ssm.conv import (
     operator_bytes,
     toeplitz,
 )
-from hummuss.ssm.dssm import DSSM, INIT_SCHEMES, init_eigenvalues, legs_frequencies, zoh
+from hummuss.ssm.dssm import (
+    DISCRETIZATIONS,
+    DSSM,
+    INIT_SCHEMES,
+    foh,
+    init_eigenvalues,
+    legs_frequencies,
+    phi12,
+    zoh,
+)
 from hummuss.ssm.recurrence import advance_state_, advance_state_planar, complex_state, planar_state
 
 __all__ = [
-    "DSSM", "INIT_SCHEMES", "ConvOperator", "ParamCache", "advance_state_", "advance_state_planar",
-    "apply_conv", "cexp", "complex_state", "conv_method", "conv_operator", "fft_size", "init_eigenvalues",
-    "legs_frequencies", "operator_bytes", "planar_state", "toeplitz", "zoh",
+    "DISCRETIZATIONS", "DSSM", "INIT_SCHEMES", "ConvOperator", "ParamCache", "advance_state_", "advance_state_planar",
+    "apply_conv", "cexp", "complex_state", "conv_method", "conv_operator", "fft_size", "foh", "init_eigenvalues",
+    "legs_frequencies", "operator_bytes", "phi12", "planar_state", "toeplitz", "zoh",
 ]
