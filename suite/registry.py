@@ -78,9 +78,11 @@ SCALES: Mapping[str, Scale] = readonly(
                 eval=readonly(max_sequences=6)),
     # three seeds, every test sequence, a recipe per family (one-thread measurements, not yet
     # a sweep: hummuss lr 3e-3 with its input centred on the root, motionbert lr 1e-3, both
-    # batch 8). 600 steps, the budget one reproduce can afford on 2 cores: not converged.
-    # Doubling it keeps paying (HumMUSS seed 0: 66.5 -> 56.4 -> 49.7 mm at 600 -> 1,200 ->
-    # 2,400 steps; MotionBERT-Lite: 104.5 mm at 1,200, above the lift).
+    # batch 8). 4,800 steps: the smallest budget measured at which HumMUSS is at most 0.6 x
+    # the linear lift (seed 0: 44.5 mm against 74.9) and MotionBERT-Lite below it (57.2 mm).
+    # Not converged: doubling from 2,400 still lowered test MPJPE by 10% (HumMUSS, 49.7 ->
+    # 44.5) and 32% (MotionBERT-Lite, 84.1 -> 57.2). 51 trainings at this budget are at least
+    # 8.5 hours of training alone on 2 cores (see the README).
     cpu=Scale("cpu", "synthetic", _PRESETS["cpu"], "cpu", frames=27, stride=9, seeds=(0, 1, 2),
               converged=False, recipes=readonly(motionbert=readonly(lr=1e-3)),
               eval=readonly(max_sequences=0)),
