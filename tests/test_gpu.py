@@ -92,3 +92,21 @@ def test_gpu_check_markdown_shows_every_part():
     for text in ("Test GPU", "5 passed", "| hummuss-paper-bidirectional | 8 | 16 | 0.500 |",
                  "| motionbert-lite | True | 80.0 |", "| 1.50 |", "40.00", "Skipped (over the budget): x"):
         assert text in md
+
+
+def test_gpu_check_dry_run_on_the_cpu_measures_every_part(tmp_path):
+    """The GPU check's code, run on the CPU with small models: every part gives its figures,
+    none fails, and the JSON and markdown are written."""
+    import json
+
+    from suite.gpucheck import Plan, run
+
+    report = run(tmp_path, budget=900, plan=Plan.dry_run())
+    assert report["errors"] == [] and report["skipped"] == []
+    assert [e["model"] for e in report["epochs"]] == ["hummuss-smoke", "motionbert-smoke"]
+    assert all(e["steps"] == 2 and e["loss"] > 0 for e in report["epochs"])
+    assert [r["model"] for r in report["train_steps"]] == ["hummuss-smoke", "motionbert-smoke"]
+    assert [r["model"] for r in report["stream"]] == ["hummuss-smoke", "motionbert-smoke"]
+    assert len(report["ratios"]) == 2 and all(v > 0 for v in report["ratios"].values())
+    assert json.loads((tmp_path / "gpu-check.json").read_text())["plan"]["device"] == "cpu"
+    assert "| hummuss-smoke | 2 | 2 |" in (tmp_path / "gpu-check.md").read_text()
