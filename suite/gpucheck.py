@@ -11,8 +11,8 @@ budget is skipped and named in the report):
    the losses;
 3. the training-step benchmark on the GPU (`suite.bench.training_step`, the trainer's own
    step) at paper sizes, F = 243, eager and through torch.compile;
-4. the streaming benchmark: HumMUSS paper-causal per-frame latency at batch 1, eager and
-   compiled, against MotionBERT-Lite re-running a 243-frame window.
+4. the streaming benchmark: HumMUSS paper-causal per-frame latency at batch 1, eager and as
+   `stream()` gives it by default (compiled), against MotionBERT-Lite re-running a 243-frame window.
 It writes `gpu-check.json` (every figure) and `gpu-check.md` (the same as tables) to --out.
 Without CUDA it says so in one line and exits 0.
 """
