@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install reproduce test bench lint clean
+.PHONY: install reproduce test bench gpu-check lint clean
 
 install: $(STAMP)
 
@@ -26,6 +26,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/hummuss-suite bench
+
+# the tests marked gpu, a bf16 paper-scale epoch per model family, training-step and
+# streaming benchmarks on the GPU (under 8 minutes); without CUDA it says so and exits 0
+gpu-check: $(STAMP)
+	$(BIN)/python -m suite.gpucheck --out results/gpu-check
 
 lint: $(STAMP)
 	$(BIN)/ruff check hummuss suite studies tests

@@ -226,11 +226,12 @@ class HumMUSS(nn.Module):
         of the training step; dt_scale multiplies every step."""
         return self.head(self.pre_logits(self._trunk(x, dt_scale, dt))).transpose(0, 1).contiguous()
 
-    def stream(self, batch_size: int = 1, compile: bool = False) -> HumMUSSStream:
+    def stream(self, batch_size: int = 1, compile: bool | None = None) -> HumMUSSStream:
         """A frame-by-frame stepper (causal models only); see hummuss.stream.
 
-        compile: run each frame through torch.compile (faster after a one-off compilation;
-        falls back to eager execution if compilation fails)."""
+        compile: None (default) streams eagerly at first and then through torch.compile where
+        a compiler exists; True compiles from the first frame, False never. Compiled is faster
+        after a one-off compilation and falls back to eager execution if compilation fails."""
         return HumMUSSStream(self, batch_size, compile=compile)
 
     # -- accounting -------------------------------------------------------------------

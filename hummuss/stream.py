@@ -17,17 +17,24 @@ oneDNN on the CPU, `packed_linear`; a copy, 45 MB for paper-causal) and the disc
 of each step size are computed once (at `reset`) and reused. At batch 1 the step is bound
 by memory traffic: the paper-causal state is 10 blocks x 17 joints x 768 channels x 64
 complex modes (67 MB), read and rewritten every frame, and the projections' weights are
-read once. Eagerly the complex states are updated in place; `compile=True` runs each frame
+read once. Eagerly the complex states are updated in place; compiled, each frame runs
 through `torch.compile`, with the states as planar real tensors (2, H, B J, M) = (Re, Im),
 channel-major, so that each block's update and read-out are one pass over its state
-(`advance_state_planar`, which returns a new state). It needs a C++ compiler (CPU) or
-Triton (GPU), costs a compilation on the first frame (paper-causal on a 2-core CPU: 20 s,
-then 4 s from the on-disk cache) and falls back to eager execution, with a warning, if
-compilation fails.
+(`advance_state_planar`, which returns a new state).
+
+`compile`: None (the default) streams eagerly for the first AUTO_COMPILE_AFTER frames, then
+switches to the compiled step where a compiler exists (`compiler_available`: a C++
+compiler for Inductor on the CPU, Triton on CUDA), so short streams never pay for a
+compilation and long ones get the fast step; where none exists it warns once per process
+and stays eager. True compiles from the first frame, False never. Compilation costs
+(paper-causal on a 2-core CPU: 20 s, then 4 s from the on-disk cache) and, if it fails,
+the stream falls back to eager execution with a warning.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import warnings
 
 import torch
@@ -35,18 +42,38 @@ import torch.nn as nn
 
 from hummuss.ssm import complex_state, planar_state
 
+AUTO_COMPILE_AFTER = 64  # compile=None: frames streamed eagerly before compiling
+_warned_no_compiler = False
+
+
+def compiler_available(device: torch.device | str) -> bool:
+    """Whether torch.compile can generate code for `device`: Triton for CUDA, a C++ compiler
+    (Inductor's `cpp.cxx`, or $CXX) for the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        return has_triton()
+    if device.type != "cpu":
+        return False
+    from torch._inductor import config
+
+    names = [os.environ.get("CXX")] + [c for c in config.cpp.cxx if isinstance(c, str)]
+    return any(name and shutil.which(name) for name in names)
+
 
 class HumMUSSStream:
     """Holds the temporal DSSM states of a causal HumMUSS (`model`) for `batch_size` streams."""
 
-    def __init__(self, model: nn.Module, batch_size: int = 1, compile: bool = False):
+    def __init__(self, model: nn.Module, batch_size: int = 1, compile: bool | None = None):
         if not model.config.causal:
             raise ValueError("streaming needs a causal model (HumMUSSConfig(causal=True)); "
                              "a bidirectional model looks at future frames")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.batch_size = model, batch_size
-        self.compile = compile
+        self.auto = compile is None  # compile after AUTO_COMPILE_AFTER frames, if a compiler exists
+        self.compile = bool(compile)
         self.reset()
 
     def reset(self):
@@ -101,6 +128,8 @@ class HumMUSSStream:
                 raise ValueError(f"dt must be a positive float or a ({self.batch_size},) tensor of positive steps")
         elif not float(dt) > 0:
             raise ValueError(f"dt must be > 0, got {dt}")
+        if self.auto and self.frames_seen >= AUTO_COMPILE_AFTER:
+            self._switch_to_compiled()
         if self.compile:
             y = self._step_compiled(x_t, dt)
         else:
@@ -108,6 +137,19 @@ class HumMUSSStream:
                 y, self.states = _frame(self.model, x_t, self.states, self._discretised(dt), self._consts)
         self.frames_seen += 1
         return y
+
+    def _switch_to_compiled(self):
+        """compile=None, once enough frames have streamed: compiled from now on where a
+        compiler exists (the states go planar), else eager with one warning per process."""
+        global _warned_no_compiler
+        self.auto = False
+        if compiler_available(next(self.model.parameters()).device):
+            self.compile, self._cache = True, {}
+            self.states = [[planar_state(s) for s in pair] for pair in self.states]
+        elif not _warned_no_compiler:
+            _warned_no_compiler = True
+            warnings.warn("no compiler for torch.compile (a C++ compiler on the CPU, Triton on CUDA); "
+                          "streaming eagerly, which is slower", RuntimeWarning, stacklevel=4)
 
     def _step_compiled(self, x_t, dt):
         global _compiled_frame
@@ -120,7 +162,7 @@ class HumMUSSStream:
         except Exception as err:  # no compiler, unsupported backend: run eagerly from now on
             warnings.warn(f"torch.compile of the streaming step failed ({type(err).__name__}: {err}); "
                           "running it eagerly", RuntimeWarning, stacklevel=3)
-            self.compile, self._cache = False, {}
+            self.compile, self.auto, self._cache = False, False, {}
             self.states = [[complex_state(s) for s in pair] for pair in self.states]
             with torch.inference_mode():
                 y, self.states = _frame(self.model, x_t, self.states, self._discretised(dt), self._consts)

@@ -281,6 +281,25 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def train_step(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, where: str = ""):
+        """One optimisation step on a batch already on the device (forward under autocast,
+        loss, backward, optional clipping, AdamW, schedule) -> (loss, detached terms).
+        The one step of `train_epoch`; the training benchmarks time it too."""
+        with self._autocast():
+            pred = net(x)
+        loss, terms = self.loss_fn(pred.float(), y)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at epoch {self.epoch + 1}, "
+                                     f"step {self.step + 1}{where}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), self.config.clip_grad)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return loss, terms
+
     def train_epoch(self, net: torch.nn.Module) -> dict[str, float]:
         cfg = self.config
         net.train()
@@ -291,20 +310,7 @@ class Trainer:
         for i, (x, y) in enumerate(loader):
             if i >= total:
                 break
-            x, y = self._batch(x, y)
-            with self._autocast():
-                pred = net(x)
-            loss, terms = self.loss_fn(pred.float(), y)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at epoch {self.epoch + 1}, "
-                                         f"step {self.step + 1} (batch {i + 1} of the epoch)")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.step += 1
+            loss, terms = self.train_step(net, *self._batch(x, y), where=f" (batch {i + 1} of the epoch)")
             for k, v in {"loss": loss.detach(), **terms}.items():
                 sums[k] = sums.get(k, 0.0) + v
             progress.update(loss.item())

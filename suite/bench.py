@@ -18,7 +18,7 @@ here so the benchmarks and this module agree on them.
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import json
 import math
 import os
@@ -54,20 +54,53 @@ def bench_input(frames: int, batch: int = 1):
     return torch.randn(batch, frames, 17, 3, generator=torch.Generator().manual_seed(frames))
 
 
-def tune_malloc(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 << 31) -> bool:
-    """Keep freed memory in glibc's heap instead of returning it to the system.
+TRAIN_DATA = "synthetic:scale=smoke"  # generated clips for the training-step benchmarks
 
-    By default glibc serves blocks above 128 KiB-32 MiB with mmap and unmaps them on free, so
-    every large activation costs fresh zeroed pages (page faults); a `cpu`-preset training
-    step at F = 243 spends most of its time there. Returns False where there is no glibc.
+
+def training_step(name: str, preset: str, frames: int, batch: int, *, device: str = "cpu",
+                  amp: str = "off", compile: bool = False, train_preset: str = "cpu", data: str = TRAIN_DATA,
+                  **overrides):
+    """A training step as the trainer takes it, for timing: -> (step, trainer).
+
+    Builds `name`'s `preset` (with `overrides`) and a `hummuss.train.Trainer` over generated
+    clips of `frames` frames (`data`, a data source spec), so the step runs with everything the trainer sets
+    (on the CPU its allocator setting, `hummuss.allocator`; on CUDA bf16 autocast unless
+    amp="off"), on real motion, with its loss, flips, clipping, AdamW and schedule.
+    step() takes one `Trainer.train_step` on a fixed batch of `batch` clips and returns the
+    loss (a tensor: reading it is the caller's choice). compile: the step's forward and
+    backward through torch.compile of the model.
     """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and \
-        bool(libc.mallopt(M_TRIM_THRESHOLD, trim_threshold))
+    import tempfile
+
+    import torch
+
+    from hummuss.train import TrainConfig, Trainer
+    from hummuss.zoo import build_model
+
+    clips = _clips(data, frames)
+    if len(clips) < batch:
+        raise ValueError(f"{data} has {len(clips)} clips of {frames} frames, fewer than batch {batch}")
+    torch.manual_seed(0)
+    model = build_model(name, preset, **overrides)
+    config = TrainConfig.preset(train_preset, batch_size=batch, device=device, amp=amp, num_workers=0,
+                                max_val_clips=1)
+    trainer = Trainer(model, clips, None, config, out_dir=tempfile.gettempdir(), log=lambda msg: None)
+    net = torch.compile(trainer.model) if compile else trainer.model
+    net.train()
+    pick = torch.randperm(len(trainer.train_set), generator=torch.Generator().manual_seed(0))[:batch]
+    x, y = trainer.train_set.inputs[pick], trainer.train_set.labels[pick]
+
+    def step():
+        return trainer.train_step(net, *trainer._batch(x, y))[0]
+
+    return step, trainer
+
+
+@functools.cache
+def _clips(data: str, frames: int):
+    from hummuss.data import open_source
+
+    return open_source(data).clips("train", frames, max(1, frames // 9))
 
 
 def gemm_rate(m: int = 1024, k: int = 1024, n: int = 1024, seconds: float = 0.5) -> float:

@@ -162,3 +162,19 @@ def test_bench_command_outside_a_source_checkout_is_a_usage_error(tmp_path, monk
     assert exit_info.value.code == 2
     assert "benchmarks not found at" in capsys.readouterr().err
     assert not (tmp_path / "out" / "benchmarks.json").exists()
+
+
+def test_training_step_is_the_trainers_step_on_generated_clips():
+    """The training benchmark's step goes through `Trainer.train_step` (its allocator
+    setting, loss, flips, AdamW and schedule) on real generated motion."""
+    from hummuss.allocator import keep_freed_memory
+    from suite.bench import training_step
+
+    keep_freed_memory.cache_clear()
+    step, trainer = training_step("hummuss", "smoke", 27, 2)
+    assert keep_freed_memory.cache_info().currsize == 1  # the trainer applied it
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    loss = step()
+    assert torch.isfinite(loss) and trainer.step == 1
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    assert trainer.train_set.inputs.abs().max() <= 2  # normalised screen coordinates, not N(0, 1)

@@ -142,3 +142,59 @@ def test_stream_centres_each_frame_like_the_offline_model():
     s = model.stream()
     online = torch.stack([s.step(x[:, t]) for t in range(30)], 1)
     assert (online - offline).abs().max() < 1e-5
+
+
+def test_default_stream_switches_to_the_compiled_step_and_stays_exact(model, monkeypatch):
+    """compile=None: eager for AUTO_COMPILE_AFTER frames, then the compiled step (here
+    torch.compile replaced by the identity) on planar states, with the same outputs."""
+    import hummuss.stream
+
+    monkeypatch.setattr(hummuss.stream, "AUTO_COMPILE_AFTER", 3)
+    monkeypatch.setattr(hummuss.stream, "compiler_available", lambda device: True)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    monkeypatch.setattr(hummuss.stream, "_compiled_frame", None)
+    x = torch.randn(2, 8, 17, 3)
+    dts = [1.0, torch.tensor([1.0, 2.0]), 2.0, 1.0, torch.tensor([3.0, 1.0]), 1.0, 0.5, 1.0]
+    eager, auto = model.stream(batch_size=2, compile=False), model.stream(batch_size=2)
+    expected = [eager.step(x[:, t], dt=dts[t]) for t in range(8)]
+    got = [auto.step(x[:, t], dt=dts[t]) for t in range(3)]
+    assert not auto.compile and auto.states[0][0].is_complex()
+    got += [auto.step(x[:, t], dt=dts[t]) for t in range(3, 8)]
+    assert auto.compile and auto.states[0][0].shape == (2, 32, 34, 4)  # planar (Re/Im, H, B J, M)
+    assert not eager.compile
+    assert max((a - b).abs().max().item() for a, b in zip(got, expected)) < 1e-5
+
+
+def test_default_stream_without_a_compiler_warns_once_and_stays_eager(model, monkeypatch):
+    import warnings
+
+    import hummuss.stream
+
+    monkeypatch.setattr(hummuss.stream, "AUTO_COMPILE_AFTER", 2)
+    monkeypatch.setattr(hummuss.stream, "compiler_available", lambda device: False)
+    monkeypatch.setattr(hummuss.stream, "_warned_no_compiler", False)
+    x = torch.randn(1, 5, 17, 3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for s in (model.stream(), model.stream()):
+            ys = [s.step(x[:, t]) for t in range(5)]
+            assert not s.compile and s.states[0][0].is_complex()
+    assert [str(w.message)[:36] for w in caught] == ["no compiler for torch.compile (a C++"]
+    with torch.no_grad():
+        assert (torch.stack(ys, 1) - model(x)).abs().max() < 1e-5
+
+
+def test_compiler_available_looks_for_a_cpp_compiler(monkeypatch):
+    import shutil
+
+    from torch._inductor import config
+
+    from hummuss.stream import compiler_available
+
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(config.cpp, "cxx", (None, "g++"))
+    assert compiler_available("cpu") == bool(shutil.which("g++"))
+    monkeypatch.setattr(config.cpp, "cxx", (None, "no-such-compiler-here"))
+    assert not compiler_available("cpu")
+    monkeypatch.setenv("CXX", "sh")  # any program on PATH stands for $CXX
+    assert compiler_available("cpu")

@@ -80,7 +80,10 @@ class VandermondeKernel(torch.autograd.Function):
         Wt = W.transpose(0, 1)  # (H, k, M)
         A = torch.cat([Wt.real, -Wt.imag], -1)  # (H, k, 2M)
         ctx.save_for_backward(W, V)
-        return (2 * torch.bmm(A, V)).transpose(0, 1)  # (k, H, L)
+        # in float32 under autocast too: the decaying powers need its range, and the
+        # backward's matmuls (run without autocast) take the forward's dtype
+        with torch.autocast(V.device.type, enabled=False):
+            return (2 * torch.bmm(A, V)).transpose(0, 1)  # (k, H, L)
 
     @staticmethod
     def backward(ctx, gK):
@@ -293,6 +296,8 @@ def apply_conv(op: ConvOperator, u: torch.Tensor) -> torch.Tensor:
             y = torch.bmm(u.reshape(H, P, L), op.weight)
         return y.view(H, P, RL // L, L, Q)
     n = op.n_fft
+    if u.dtype in (torch.float16, torch.bfloat16):  # under autocast: cuFFT has no bfloat16
+        u = u.float()
     Uf = torch.fft.rfft(u, n=n, dim=2)  # (H, P, n/2+1, Q)
     y = torch.fft.irfft(Uf.unsqueeze(2) * op.weight, n=n, dim=3)[:, :, :, :L]  # (H, P, R, L, Q)
     # with autograd a contiguous copy pays for itself: GELU's backward on the strided slice

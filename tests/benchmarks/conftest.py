@@ -10,10 +10,11 @@ runs fewer sizes and rounds.
 import pytest
 import torch
 
+from hummuss.allocator import keep_freed_memory
 from hummuss.zoo import build_model
-from suite.bench import gemm_rate, tune_malloc
+from suite.bench import gemm_rate
 
-tune_malloc()  # the suite runs with the same allocator settings (see suite/bench.py)
+keep_freed_memory()  # the trainer's allocator setting, for every benchmark (hummuss/allocator.py)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,9 @@
-"""Training: time per optimisation step at F = 243 (forward, MotionBERT's pose loss,
-backward, AdamW), for both models at the `cpu` preset (batch 8: the suite's cpu-scale
-studies) and at paper size (HumMUSS paper-bidirectional, MotionBERT-Lite; batch 2).
+"""Training: time per optimisation step at F = 243, for both models at the `cpu` preset
+(batch 8: the suite's cpu-scale studies) and at paper size (HumMUSS paper-bidirectional,
+MotionBERT-Lite; batch 2). The step is the trainer's own (`suite.bench.training_step`:
+`Trainer.train_step` with the `cpu` training recipe: forward, MotionBERT's pose loss,
+backward, clipping, AdamW, schedule) on generated clips (real motion, normalised screen
+coordinates), with the trainer's allocator setting: what a training run pays per step.
 MACs per frame are counted as 3 x the forward's matmul MACs (backward ~ 2 x forward;
 HumMUSS: its Linear layers, `linear_macs_per_frame`).
 """
@@ -8,10 +11,7 @@ HumMUSS: its Linear layers, `linear_macs_per_frame`).
 import pytest
 import torch
 
-from hummuss.losses import PoseLoss
-from hummuss.zoo import build_model
-from suite.bench import bench_input as clip
-from suite.bench import linear_macs_per_frame, quick, record
+from suite.bench import linear_macs_per_frame, quick, record, training_step
 
 QUICK_MODE = quick()
 
@@ -37,23 +37,15 @@ def _name(case):
 @pytest.mark.parametrize("case", CASES, ids=_name)
 def test_train_step(benchmark, matmul_rate, case):
     name, preset, overrides, batch, rounds, size = case
-    torch.manual_seed(0)
-    model = build_model(name, preset, **overrides).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
-    loss_fn = PoseLoss()
-    x = clip(FRAMES, batch)
-    target = torch.randn(batch, FRAMES, 17, 3, generator=torch.Generator().manual_seed(1)) * 0.3
+    step, trainer = training_step(name, preset, FRAMES, batch, **overrides)
+    model = trainer.model
     losses = []
 
-    def step():
-        loss, _ = loss_fn(model(x), target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    def timed_step():
+        losses.append(step().item())
 
     benchmark.group = f"train step F={FRAMES} ({size} size)"
-    benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(timed_step, rounds=rounds, iterations=1, warmup_rounds=1)
     assert all(torch.isfinite(torch.tensor(losses)))
     macs = model.macs_per_frame(FRAMES) if name == "motionbert" else linear_macs_per_frame(model)
     record(benchmark, model=_name(case), mode="train", frames=FRAMES, frames_per_call=batch * FRAMES,

@@ -1,0 +1,281 @@
+"""`make gpu-check`: what only a GPU can tell, in one script of under 8 minutes.
+
+    python -m suite.gpucheck [--out results/gpu-check] [--budget 420] [--steps 8]
+
+On a machine with CUDA, in order (each part is timed; a part that would start past the
+budget is skipped and named in the report):
+1. the tests marked `gpu` (pytest -m gpu: CUDA and bf16 paths), in a child process;
+2. one `paper`-scale training epoch of each model family (HumMUSS paper-bidirectional and
+   paper-causal, MotionBERT-Lite) on generated clips of F = 243 frames with bf16 autocast,
+   the epoch bounded by --steps (`max_steps_per_epoch`): seconds per step, peak memory,
+   the losses;
+3. the training-step benchmark on the GPU (`suite.bench.training_step`, the trainer's own
+   step) at paper sizes, F = 243, eager and through torch.compile;
+4. the streaming benchmark: HumMUSS paper-causal per-frame latency at batch 1, eager and as
+   `stream()` gives it by default (compiled), against MotionBERT-Lite re-running a 243-frame window.
+It writes `gpu-check.json` (every figure) and `gpu-check.md` (the same as tables) to --out.
+Without CUDA it says so in one line and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the check runs. The default is the GPU check; `Plan.dry_run()` runs the same
+    code on the CPU with small models (the tests use it: this script cannot wait for a GPU
+    to find its own bugs)."""
+
+    device: str = "cuda"
+    frames: int = 243
+    batch: int = 16  # clips per step in the epochs and the step benchmark
+    steps: int = 8  # steps of each epoch (max_steps_per_epoch)
+    data: str = "synthetic"  # the cpu-scale generated set: enough clips of 243 frames
+    epochs: tuple = (("hummuss", "paper-bidirectional"), ("hummuss", "paper-causal"), ("motionbert", "lite"))
+    compare: tuple = (("hummuss", "paper-bidirectional"), ("motionbert", "lite"))  # training-step pair
+    stream: str = "paper-causal"  # HumMUSS preset streamed
+    window: int = 243  # MotionBERT-Lite's re-run window when streaming
+    compile: tuple = (False, True)
+    tests: bool = True  # run pytest -m gpu
+    rounds: int = 10
+
+    @classmethod
+    def dry_run(cls) -> Plan:
+        return cls(device="cpu", frames=27, batch=2, steps=2, data="synthetic:scale=smoke",
+                   epochs=(("hummuss", "smoke"), ("motionbert", "smoke")),
+                   compare=(("hummuss", "smoke"), ("motionbert", "smoke")), stream="smoke", window=27,
+                   compile=(False,), tests=False, rounds=2)
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _timed(fn: Callable[[], object], rounds: int, device: str, warmup: int = 2) -> list[float]:
+    """Seconds per call of fn (synchronised on a GPU), `rounds` calls after `warmup`."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _gpu_tests(timeout: float) -> dict:
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", str(ROOT / "tests")]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return dict(ok=False, summary=f"timed out after {timeout:.0f} s")
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    return dict(ok=proc.returncode == 0, returncode=proc.returncode, summary=lines[-1] if lines else "")
+
+
+def _epoch(plan: Plan, name: str, preset: str) -> dict:
+    """One bf16 training epoch of `plan.steps` steps through `Trainer.train_epoch`."""
+    import torch
+
+    from suite.bench import training_step
+
+    _, trainer = training_step(name, preset, plan.frames, plan.batch, device=plan.device, amp="bf16",
+                               train_preset="motionbert", data=plan.data)
+    trainer.config.max_steps_per_epoch = trainer.steps_per_epoch = plan.steps
+    cuda = plan.device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    metrics = trainer.train_epoch(trainer.model)
+    _sync(plan.device)
+    seconds = time.perf_counter() - t0
+    return dict(model=f"{name}-{preset}", steps=trainer.step, batch=plan.batch, frames=plan.frames,
+                epoch_s=seconds, s_per_step=seconds / max(1, trainer.step), amp=trainer.use_amp,
+                peak_gb=torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
+                loss=metrics.get("train/loss"))
+
+
+def _train_step(plan: Plan, name: str, preset: str, compile: bool) -> dict:
+    from suite.bench import training_step
+
+    step, _ = training_step(name, preset, plan.frames, plan.batch, device=plan.device, amp="bf16",
+                            compile=compile, train_preset="motionbert", data=plan.data)
+    t0 = time.perf_counter()
+    step()  # the first step (compilation when compiling)
+    _sync(plan.device)
+    first = time.perf_counter() - t0
+    median = statistics.median(_timed(step, plan.rounds, plan.device))
+    return dict(model=f"{name}-{preset}", compiled=compile, batch=plan.batch, frames=plan.frames,
+                first_step_s=first, step_ms=1e3 * median, clips_per_s=plan.batch / median)
+
+
+def _stream(plan: Plan, compile: bool, context: int = 100, rounds: int = 200) -> dict:
+    """HumMUSS per-frame latency at batch 1, after `context` frames; compile False, or
+    the default `stream()` (compiled once AUTO_COMPILE_AFTER frames have streamed)."""
+    import torch
+
+    from hummuss.zoo import build_model
+    from suite.bench import bench_input
+
+    torch.manual_seed(0)
+    model = build_model("hummuss", plan.stream, causal=True).to(plan.device).eval()
+    x = bench_input(500).to(plan.device)
+    s = model.stream(batch_size=1, compile=None if compile else False)
+    t0 = time.perf_counter()
+    for t in range(context):
+        s.step(x[:, t])
+    _sync(plan.device)
+    warm = time.perf_counter() - t0
+    frames = iter(range(context, 10**9))
+    times = _timed(lambda: s.step(x[:, next(frames) % 500]), rounds, plan.device)
+    return dict(model=f"hummuss-{plan.stream}", compiled=bool(s.compile), context=context,
+                warmup_s=warm, step_ms=1e3 * statistics.median(times))
+
+
+def _motionbert_stream(plan: Plan, rounds: int = 20) -> dict:
+    import torch
+
+    from hummuss.zoo import build_model
+    from suite.bench import bench_input
+
+    torch.manual_seed(0)
+    lite = build_model("motionbert", plan.compare[1][1]).to(plan.device).eval()
+    x = bench_input(plan.window + rounds + 8).to(plan.device)
+    s = lite.stream(window=plan.window)
+    s.prefill(x[:, :plan.window])
+    frames = iter(range(plan.window, x.shape[1]))
+    times = _timed(lambda: s.step(x[:, next(frames)]), rounds, plan.device, warmup=3)
+    return dict(model=f"motionbert-{plan.compare[1][1]}", window=plan.window, step_ms=1e3 * statistics.median(times))
+
+
+def markdown(report: dict) -> str:
+    """The figures of `report` as markdown tables."""
+    frames = report.get("plan", {}).get("frames", 243)
+    out = [f"# GPU check: {report['device']}", "",
+           f"torch {report['torch']}, {report['seconds']:.0f} s in all.", ""]
+    tests = report.get("tests")
+    if tests:
+        out += [f"Tests marked gpu: {'passed' if tests['ok'] else 'FAILED'} ({tests['summary']})", ""]
+    if report.get("epochs"):
+        out += [f"## One bf16 training epoch at F = {frames}", "",
+                "| model | steps | batch | s/step | peak (GB) | loss |", "|---|---|---|---|---|---|"]
+        out += [f"| {e['model']} | {e['steps']} | {e['batch']} | {e['s_per_step']:.3f} | "
+                f"{e['peak_gb']:.1f} | {e['loss']:.4f} |" for e in report["epochs"]]
+        out.append("")
+    if report.get("train_steps"):
+        out += [f"## Training step (bf16, F = {frames})", "",
+                "| model | compiled | step (ms) | clips/s | first step (s) |", "|---|---|---|---|---|"]
+        out += [f"| {r['model']} | {r['compiled']} | {r['step_ms']:.1f} | {r['clips_per_s']:.1f} | "
+                f"{r['first_step_s']:.1f} |" for r in report["train_steps"]]
+        out.append("")
+    if report.get("stream"):
+        out += ["## Streaming, batch 1", "", "| model | compiled | per frame (ms) |", "|---|---|---|"]
+        out += [f"| {r['model']} | {r.get('compiled', '')} | {r['step_ms']:.2f} |" for r in report["stream"]]
+        out.append("")
+    for key, value in report.get("ratios", {}).items():
+        out.append(f"- {key}: {value:.2f}")
+    if report.get("skipped") or report.get("errors"):
+        out += ["", "Skipped (over the budget): " + (", ".join(report.get("skipped", [])) or "none"),
+                "", "Errors: " + ("; ".join(report.get("errors", [])) or "none")]
+    return "\n".join(out) + "\n"
+
+
+def run(out_dir: Path, budget: float, plan: Plan | None = None) -> dict:
+    """Every part of `plan` (default: the GPU check) within `budget` seconds; writes
+    gpu-check.json and gpu-check.md to out_dir and returns the report."""
+    import torch
+
+    plan = plan or Plan()
+    start = time.perf_counter()
+    device = torch.cuda.get_device_name(0) if plan.device.startswith("cuda") else f"{plan.device} (dry run)"
+    report: dict = dict(device=device, torch=torch.__version__, budget_s=budget, plan=asdict(plan),
+                        skipped=[], errors=[], epochs=[], train_steps=[], stream=[], ratios={})
+
+    def part(name: str, cost: float, fn: Callable[..., dict], *args):
+        """fn(plan, *args) if `cost` more seconds fit the budget; a failure is recorded, not raised."""
+        if time.perf_counter() - start + cost > budget:
+            report["skipped"].append(name)
+            return None
+        try:
+            return fn(plan, *args)
+        except Exception as err:  # one broken part must not hide the others' figures
+            report["errors"].append(f"{name}: {type(err).__name__}: {err}")
+            return None
+        finally:
+            print(f"gpu-check: {name} done at {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+
+    if plan.tests:
+        report["tests"] = part("gpu tests", 60, lambda _: _gpu_tests(timeout=min(150.0, budget / 3)))
+    for name, preset in plan.epochs:
+        if e := part(f"epoch {name}-{preset}", 20, _epoch, name, preset):
+            report["epochs"].append(e)
+    for compile in plan.compile:
+        for name, preset in plan.compare:
+            label = f"train step {name}-{preset}{' compiled' if compile else ''}"
+            if r := part(label, 60 if compile else 15, _train_step, name, preset, compile):
+                report["train_steps"].append(r)
+    for compile in plan.compile:
+        if r := part(f"stream{' default (compiled)' if compile else ' eager'}", 60 if compile else 15,
+                     _stream, compile):
+            report["stream"].append(r)
+    hummuss_streams = list(report["stream"])
+    if mb := part("motionbert stream", 15, _motionbert_stream):
+        report["stream"].append(mb)
+    steps_ms = {(r["model"], r["compiled"]): r["step_ms"] for r in report["train_steps"]}
+    (hn, hp), (mn, mp) = plan.compare
+    for compile in plan.compile:
+        h, m = steps_ms.get((f"{hn}-{hp}", compile)), steps_ms.get((f"{mn}-{mp}", compile))
+        if h and m:
+            report["ratios"][f"train step {hn}-{hp} / {mn}-{mp}{' (compiled)' if compile else ''}"] = h / m
+    for r in hummuss_streams:
+        if mb:
+            kind = "compiled" if r["compiled"] else "eager"
+            report["ratios"][f"stream {mb['model']} ({plan.window}-frame window) / {r['model']} {kind}"] = \
+                mb["step_ms"] / r["step_ms"]
+    report["seconds"] = time.perf_counter() - start
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "gpu-check.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / "gpu-check.md").write_text(markdown(report))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m suite.gpucheck", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="results/gpu-check", help="folder for gpu-check.json and .md")
+    parser.add_argument("--budget", type=float, default=420.0, help="seconds; parts past it are skipped")
+    parser.add_argument("--steps", type=int, default=Plan.steps, help="training steps in each epoch")
+    args = parser.parse_args(argv)
+    if not cuda_available():
+        print("gpu-check: no CUDA GPU on this machine; nothing to check (exit 0)")
+        return 0
+    report = run(Path(args.out), args.budget, Plan(steps=args.steps))
+    print(markdown(report))
+    tests = report.get("tests") or {}
+    return 0 if tests.get("ok", True) and not report["errors"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""CUDA and bf16 paths (`make gpu-check` runs the tests marked gpu on a GPU), and the
+check's own behaviour without a GPU.
+
+bf16 autocast also exists on the CPU, so the dtype paths of training (the SSM kernel's
+custom backward, the FFT convolution) are tested here on every machine; the CUDA
+parametrisations are marked `gpu` and skip without CUDA."""
+
+import pytest
+import torch
+
+from hummuss.losses import PoseLoss
+from hummuss.model import HumMUSS, HumMUSSConfig
+
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA")])
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+@pytest.mark.parametrize("frames, causal", [(27, False), (243, False), (27, True)],
+                         ids=["toeplitz", "fft", "causal"])
+def test_bf16_autocast_training_step_matches_float32(device, frames, causal):
+    """Forward and backward under bf16 autocast run (the kernel stays float32, so its
+    hand-written backward sees one dtype) and give the float32 loss and gradients to bf16
+    precision."""
+    torch.manual_seed(0)
+    model = HumMUSS(HumMUSSConfig.preset("smoke", causal=causal)).to(device).train()
+    x = torch.randn(2, frames, 17, 3, device=device)
+    target = 0.3 * torch.randn(2, frames, 17, 3, device=device)
+    results = []
+    for amp in (False, True):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+            pred = model(x)
+        loss = PoseLoss()(pred.float(), target)[0]
+        loss.backward()
+        grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        results.append((loss.detach(), grad))
+        assert pred.dtype == (torch.bfloat16 if amp else torch.float32)
+    (l32, g32), (l16, g16) = results
+    assert torch.isfinite(g16).all()
+    assert abs(l16 - l32) < 0.02 * abs(l32)
+    assert torch.nn.functional.cosine_similarity(g16, g32, dim=0) > 0.98
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_stream_on_cuda_equals_offline():
+    torch.manual_seed(0)
+    model = HumMUSS(HumMUSSConfig.preset("smoke", causal=True)).cuda().eval()
+    x = torch.randn(1, 30, 17, 3, device="cuda")
+    with torch.no_grad():
+        offline = model(x)
+    for compile in (False, True):
+        s = model.stream(compile=compile)
+        online = torch.stack([s.step(x[:, t]) for t in range(30)], 1)
+        assert s.compile == compile
+        assert (online - offline).abs().max() < 1e-4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_trainer_step_on_cuda_uses_bf16():
+    from suite.bench import training_step
+
+    step, trainer = training_step("hummuss", "smoke", 243, 4, device="cuda", amp="auto")
+    losses = [float(step()) for _ in range(3)]
+    assert trainer.use_amp and trainer.step == 3
+    assert all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_gpu_check_without_cuda_says_so_in_one_line_and_exits_0(monkeypatch, capsys, tmp_path):
+    import suite.gpucheck
+
+    monkeypatch.setattr(suite.gpucheck, "cuda_available", lambda: False)
+    assert suite.gpucheck.main(["--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "no CUDA GPU" in out[0]
+    assert not any(tmp_path.iterdir())  # nothing measured, nothing written
+
+
+def test_gpu_check_markdown_shows_every_part():
+    from suite.gpucheck import markdown
+
+    report = dict(device="Test GPU", torch="2.x", seconds=300.0, tests=dict(ok=True, summary="5 passed"),
+                  epochs=[dict(model="hummuss-paper-bidirectional", steps=8, batch=16, s_per_step=0.5,
+                               peak_gb=12.0, loss=0.4)],
+                  train_steps=[dict(model="motionbert-lite", compiled=True, step_ms=80.0, clips_per_s=200.0,
+                                    first_step_s=40.0)],
+                  stream=[dict(model="hummuss-paper-causal", compiled=True, step_ms=1.5)],
+                  ratios={"stream MotionBERT-Lite (243) / HumMUSS compiled": 40.0}, skipped=["x"], errors=[])
+    md = markdown(report)
+    for text in ("Test GPU", "5 passed", "| hummuss-paper-bidirectional | 8 | 16 | 0.500 |",
+                 "| motionbert-lite | True | 80.0 |", "| 1.50 |", "40.00", "Skipped (over the budget): x"):
+        assert text in md
+
+
+def test_gpu_check_dry_run_on_the_cpu_measures_every_part(tmp_path):
+    """The GPU check's code, run on the CPU with small models: every part gives its figures,
+    none fails, and the JSON and markdown are written."""
+    import json
+
+    from suite.gpucheck import Plan, run
+
+    report = run(tmp_path, budget=900, plan=Plan.dry_run())
+    assert report["errors"] == [] and report["skipped"] == []
+    assert [e["model"] for e in report["epochs"]] == ["hummuss-smoke", "motionbert-smoke"]
+    assert all(e["steps"] == 2 and e["loss"] > 0 for e in report["epochs"])
+    assert [r["model"] for r in report["train_steps"]] == ["hummuss-smoke", "motionbert-smoke"]
+    assert [r["model"] for r in report["stream"]] == ["hummuss-smoke", "motionbert-smoke"]
+    assert len(report["ratios"]) == 2 and all(v > 0 for v in report["ratios"].values())
+    assert json.loads((tmp_path / "gpu-check.json").read_text())["plan"]["device"] == "cpu"
+    assert "| hummuss-smoke | 2 | 2 |" in (tmp_path / "gpu-check.md").read_text()
