@@ -36,9 +36,11 @@ validation MPJPE, read from the status files the workers write.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
 
-from suite.launch import LAUNCHERS, DevicePlan, SlurmOptions, discover_gpus, plan_devices
+from suite.launch import LAUNCHERS, DevicePlan, SlurmOptions, discover_gpus, plan_devices, sigterm_as_interrupt
 from suite.launch.backends import Children, InProcess, SlurmArray
 from suite.leases import LeaseKeeper, take_lease
 from suite.outcomes import Outcome, is_floor, summary, tally
@@ -172,7 +174,7 @@ class Runner:
                 waiting[i] = time.time() + recheck
             return started if isinstance(started, str) else None
 
-        with LeaseKeeper(tracker) as keeper:
+        with LeaseKeeper(tracker) as keeper, sigterm_as_interrupt():  # SIGTERM stops the runs as Ctrl-C does
             try:
                 backend = self._backend()
                 while queue or waiting or backend.busy():
@@ -218,6 +220,8 @@ class Runner:
                         time.sleep(min(max(pause, 0.05), recheck))
             except BaseException as err:  # Ctrl-C, or the store failing under us: stop what runs
                 status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+                with contextlib.suppress(ValueError):  # a second SIGTERM must not cut the clean-up short
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 if backend is not None:
                     backend.interrupt()
                 raise

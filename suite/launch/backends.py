@@ -24,9 +24,12 @@ import time
 from pathlib import Path
 
 from suite.launch.devices import DevicePlan, DevicePool
-from suite.launch.processes import child_env, project_on_pythonpath
+from suite.launch.processes import child_env, project_on_pythonpath, stop_process_trees
 from suite.launch.slurm import RunTask
 from suite.worker import execute, log_path
+
+
+STOP_GRACE_S = 20.0  # a stopped run's processes get this long to end KILLED before SIGKILL
 
 
 class InProcess:
@@ -136,16 +139,15 @@ class Children:
         return done
 
     def interrupt(self) -> None:
+        """Stop every running run's whole process tree (torchrun's ranks live in sessions of
+        their own): SIGINT, then SIGKILL to what is left after `STOP_GRACE_S`; runs KILLED."""
         self.runner.say("interrupted: stopping the running runs (they are marked KILLED, checkpoints kept)")
-        for proc, *_ in self.running.values():
-            with contextlib.suppress(OSError):
-                os.killpg(proc.pid, signal.SIGINT)
+        stop_process_trees([proc.pid for proc, *_ in self.running.values()], grace_s=STOP_GRACE_S)
         for proc, _i, _spec, run_id, _started, out, devices in self.running.values():
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-            self.runner.tracker.set_status(run_id, "KILLED")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+            with contextlib.suppress(Exception):  # the store failing must not leave processes behind
+                self.runner.tracker.set_status(run_id, "KILLED")
             out.close()
             self.pool.release(devices)
         self.running.clear()
