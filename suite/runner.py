@@ -6,7 +6,8 @@
     print(tally(outcomes))      # "2 trainings for 3 runs (1 run evaluated a shared checkpoint), 2 floor runs"
 
 Where runs execute (see suite/launch/):
-- `jobs=1`, launcher `local`: one after the other in this process;
+- `jobs=1`, launcher `local`: one after the other in this process (at the `paper` scale in
+  a child process each, so that one the kernel kills for memory is seen and marked FAILED);
 - `jobs=N`: in up to N child processes at once, each pinned to its own GPU(s) when the
   machine has GPUs (`gpus_per_run`, default 1; K > 1 runs torchrun with K processes);
 - launcher `torchrun`: each run under `torchrun --nproc-per-node N`;
@@ -50,6 +51,10 @@ from suite.tracking import Tracker, git_commit
 from suite.worker import execute_floor, headline, log_path, read_status, status_path
 
 __all__ = ["Outcome", "Runner", "summary", "tally"]
+
+# runs at these scales execute in a child process even with --jobs 1: one killed for memory
+# (SIGKILL) is then seen, and its run marked FAILED, by this process
+ISOLATED_SCALES = ("paper",)
 
 
 class Runner:
@@ -118,12 +123,13 @@ class Runner:
             self.say(self._plan.describe())
         return self._plan
 
-    def _backend(self):
+    def _backend(self, scale: str):
         if self.launcher == "slurm":
             return SlurmArray(self)
         plan = self.device_plan()
         hide_gpus = bool(plan.gpus) and plan.per_run == 0  # only a child's environment can hide them
-        if self.jobs == 1 and self.launcher == "local" and not plan.torchrun and not hide_gpus:
+        if (self.jobs == 1 and self.launcher == "local" and not plan.torchrun and not hide_gpus
+                and scale not in ISOLATED_SCALES):
             return InProcess(self)
         return Children(self, plan)
 
@@ -176,7 +182,7 @@ class Runner:
 
         with LeaseKeeper(tracker) as keeper, sigterm_as_interrupt():  # SIGTERM stops the runs as Ctrl-C does
             try:
-                backend = self._backend()
+                backend = self._backend(scale)
                 while queue or waiting or backend.busy():
                     now = time.time()
                     due = sorted(i for i, t in waiting.items() if t <= now)

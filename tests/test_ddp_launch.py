@@ -54,11 +54,16 @@ def test_torchrun_with_two_processes_runs_a_smoke_study_to_the_end(store):
     """The issue's command: before, each rank took the checkpoint folder's lock and one waited
     in a gloo collective for the other, which waited for the lock (it never finished)."""
     started = time.time()
-    out = subprocess.run(_command(), env=_env(store), cwd=store.parent, capture_output=True, text=True,
-                         timeout=180)
+    proc = subprocess.Popen(_command(), env=_env(store), cwd=store.parent, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=180)
+    finally:  # hung: every process of it goes
+        if proc.poll() is None:
+            stop_process_trees([proc.pid], grace_s=1)
     took = time.time() - started
     print(f"run --launcher torchrun --nproc-per-node 2 at smoke scale: {took:.0f} s")
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert proc.returncode == 0, output[-3000:]
     runs = _runs("context-length")
     children = [r for r in runs if r.data.tags.get("kind") not in ("parent", "floor")]
     assert len(children) == 2 and {r.info.status for r in runs} == {"FINISHED"}

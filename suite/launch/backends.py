@@ -133,9 +133,14 @@ class Children:
                 done.append((i, self.runner._finished(spec, run_id, started)))
                 continue
             status = "KILLED" if code in (130, -signal.SIGINT, -signal.SIGTERM) else "FAILED"
-            if code < 0 and status == "FAILED":  # died without marking its run
-                self.runner.tracker.set_status(run_id, "FAILED")
-            done.append((i, self.runner._done(spec, run_id, status, f"exit code {code}", started)))
+            reason = f"exit code {code}"
+            if status == "FAILED" and _killed_by_sigkill(code, Path(out.name)):
+                reason = memory_reason(spec, code)
+                with contextlib.suppress(Exception):
+                    self.runner.tracker.set_tags(run_id, {"error": reason})
+            if status == "FAILED" and self.runner.tracker.get_run(run_id).info.status == "RUNNING":
+                self.runner.tracker.set_status(run_id, "FAILED")  # died without marking its run
+            done.append((i, self.runner._done(spec, run_id, status, reason, started)))
         return done
 
     def interrupt(self) -> None:
@@ -151,6 +156,27 @@ class Children:
             out.close()
             self.pool.release(devices)
         self.running.clear()
+
+
+def _killed_by_sigkill(code: int, out: Path) -> bool:
+    """The run's process, or under torchrun one of its ranks (torchrun then exits 1 and says
+    so in the output), was killed by SIGKILL: the kernel's OOM killer, unless a person did."""
+    if code == -signal.SIGKILL:
+        return True
+    try:
+        with open(out, "rb") as handle:
+            handle.seek(max(0, out.stat().st_size - 20000))
+            return b"Signal 9 (SIGKILL)" in handle.read()
+    except OSError:
+        return False
+
+
+def memory_reason(spec, code: int) -> str:
+    """Why a run whose process was killed by SIGKILL failed, naming what to change."""
+    batch = spec.train_config.get("batch_size")
+    return (f"killed by SIGKILL (exit code {code}): most likely out of memory (the kernel's OOM killer) at "
+            f"batch size {batch} on {spec.frames}-frame clips of a {spec.model} model; try a smaller batch, "
+            f"e.g. --set batch_size={max(1, int(batch or 2) // 2)}")
 
 
 class SlurmArray:
