@@ -16,10 +16,11 @@ Where runs execute (see suite/launch/):
 Each run is claimed (suite/leases.py) just before it starts, so several processes, on
 one machine or many sharing a tracking store, divide a study between them. A run some
 other process holds is looked at again every `claim_ttl_s / 4`: when it finished it is
-skipped, when its holder died (no heartbeat for `claim_ttl_s`) it is taken over and
-resumed from its checkpoint. With `wait=False` the runner stops looking once its own
+skipped, when its holder died (its process gone, seen at once on this machine; else no
+heartbeat for `claim_ttl_s`) it is taken over and resumed from its checkpoint; the parent
+run of an invocation that died is marked KILLED by the next one. With `wait=False` the runner stops looking once its own
 runs are done. Stages (`init_from`) run before the runs that start from them. A failing
-run does not stop its siblings; Ctrl-C stops cleanly: running runs are marked KILLED
+run does not stop its siblings; Ctrl-C (or SIGTERM) stops cleanly: running runs are marked KILLED
 and their checkpoints kept.
 
 Train once, evaluate many: runs that share a training configuration (`train_hash`) share
@@ -43,7 +44,7 @@ import time
 
 from suite.launch import LAUNCHERS, DevicePlan, SlurmOptions, discover_gpus, plan_devices, sigterm_as_interrupt
 from suite.launch.backends import Children, InProcess, SlurmArray
-from suite.leases import LeaseKeeper, take_lease
+from suite.leases import HOLDER_TAG, LeaseKeeper, close_dead_parents, take_lease, this_holder
 from suite.outcomes import Outcome, is_floor, summary, tally
 from suite.progress import Progress
 from suite.runspec import FloorSpec, RunSpec, expand_floors, expand_runs
@@ -146,12 +147,15 @@ class Runner:
                      f"{f' and {len(floors)} floor run(s)' if floors else ''} at scale {scale} finished before "
                      f"(experiment {tracker.experiment_name(study)})")
             return [self._skip(item, finished[i]) for i, item in enumerate(items)]
+        for dead in close_dead_parents(tracker, exp_id):
+            self.say(f"{study}: parent run {dead} of an invocation that died marked KILLED")
         command = self.command or f"hummuss-suite run {study} --scale {scale}"
         note = (f"`{command}`\n\nStudy {study} at scale {scale}: {len(specs)} run(s), {len(floors)} floor run(s); "
                 f"{len(finished)} of them finished before.")
         parent = tracker.create_run(exp_id, f"{study} {scale} {time.strftime('%Y-%m-%d %H:%M:%S')}",
                                     {"kind": "parent", "study": study, "scale": scale, "git_commit": git_commit(),
-                                     "mlflow.note.content": note, **parent_tags})
+                                     "mlflow.note.content": note, HOLDER_TAG: this_holder(),
+                                     "heartbeat": f"{time.time():.3f}", **parent_tags})
         also = f" and {len(floors)} floor run(s)" if floors else ""
         self.say(f"{study}: {len(specs)} run(s){also} at scale {scale} "
                  f"(experiment {tracker.experiment_name(study)}, parent run {parent})")
@@ -181,6 +185,7 @@ class Runner:
             return started if isinstance(started, str) else None
 
         with LeaseKeeper(tracker) as keeper, sigterm_as_interrupt():  # SIGTERM stops the runs as Ctrl-C does
+            keeper.add(parent)  # its heartbeat: a later invocation closes it when this one died
             try:
                 backend = self._backend(scale)
                 while queue or waiting or backend.busy():
@@ -233,6 +238,7 @@ class Runner:
                 raise
             finally:
                 failed = any(o.status in ("FAILED", "KILLED") for o in results.values())
+                keeper.discard(parent)
                 tracker.set_status(parent, status if status != "FINISHED" else ("FAILED" if failed else "FINISHED"))
         return [results[i] for i in sorted(results)]
 
@@ -282,7 +288,8 @@ class Runner:
         if c.action in ("running-elsewhere", "lost"):
             if not looked_before:
                 ttl = self.tracker.settings.claim_ttl_s
-                then = (f"looking again every {recheck:.0f} s; taken over if its heartbeat stops for {ttl:.0f} s"
+                then = (f"looking again every {recheck:.0f} s; taken over when its process dies (at once on "
+                        f"this machine) or its heartbeat stops for {ttl:.0f} s"
                         if self.wait else "skipped unless it frees up before this process is done")
                 self.say(f"  {spec.name}: held by another process (run {c.holder}); {then}")
             return None

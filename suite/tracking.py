@@ -55,7 +55,7 @@ from suite.settings import sqlite_uri as sqlite_uri
 
 PARENT_TAG = "mlflow.parentRunId"
 # lease bookkeeping (suite/leases.py): on a run only while it is claimed, removed when it ends
-LEASE_TAGS = ("claim", "heartbeat")
+LEASE_TAGS = ("claim", "heartbeat", "holder")  # and each claimant's `claim.<token>`
 T = TypeVar("T")
 
 
@@ -232,11 +232,17 @@ class Tracker:
         """Delete the lease tags of a run that no process holds any more (best effort)."""
         try:
             tags = self.get_run(run_id).data.tags
-            for key in LEASE_TAGS:
-                if key in tags:
-                    _with_retry(lambda k=key: self.client.delete_tag(run_id, k), "delete tag")
+            self.delete_tags(run_id, [k for k in tags if k in LEASE_TAGS or k.startswith("claim.")])
         except Exception:  # noqa: BLE001 - a tag left behind is cosmetic; the next end removes it
             pass
+
+    def delete_tags(self, run_id: str, keys: list[str]) -> None:
+        """Delete tags of a run (a missing one is no error)."""
+        from mlflow.exceptions import MlflowException
+
+        for key in keys:
+            with contextlib.suppress(MlflowException):
+                _with_retry(lambda k=key: self.client.delete_tag(run_id, k), "delete tag")
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag

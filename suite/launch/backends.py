@@ -26,6 +26,7 @@ from pathlib import Path
 from suite.launch.devices import DevicePlan, DevicePool
 from suite.launch.processes import child_env, project_on_pythonpath, stop_process_trees
 from suite.launch.slurm import RunTask
+from suite.leases import HOLDER_TAG, this_holder
 from suite.worker import execute, log_path
 
 
@@ -116,6 +117,8 @@ class Children:
             proc = subprocess.Popen(self._command(spec_file, run_id), env=self._env(devices),
                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             self.running[proc.pid] = (proc, i, spec, run_id, time.time(), out, devices)
+            with contextlib.suppress(Exception):  # the run's holder is now its process (see suite/leases.py)
+                self.runner.tracker.set_tags(run_id, {HOLDER_TAG: this_holder(proc.pid)})
             where = f", GPU {','.join(devices)}" if devices else ""
             self.runner.say(f"  {spec.name}: started (pid {proc.pid}, run {run_id}{where}, log {log})")
             self.runner.progress.started(spec, run_id)
