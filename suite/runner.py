@@ -42,7 +42,14 @@ import contextlib
 import signal
 import time
 
-from suite.launch import LAUNCHERS, DevicePlan, SlurmOptions, discover_gpus, plan_devices, sigterm_as_interrupt
+from suite.launch import (
+    LAUNCHERS,
+    DevicePlan,
+    SlurmOptions,
+    discover_gpus,
+    plan_devices,
+    sigterm_as_interrupt,
+)
 from suite.launch.backends import Children, InProcess, SlurmArray
 from suite.leases import HOLDER_TAG, LeaseKeeper, close_dead_parents, take_lease, this_holder
 from suite.outcomes import Outcome, is_floor, summary, tally

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -28,7 +27,6 @@ from suite.launch.processes import child_env, project_on_pythonpath, stop_proces
 from suite.launch.slurm import RunTask
 from suite.leases import HOLDER_TAG, this_holder
 from suite.worker import execute, log_path
-
 
 STOP_GRACE_S = 20.0  # a stopped run's processes get this long to end KILLED before SIGKILL
 
