@@ -126,3 +126,20 @@ def first_use_lock(uri: str):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def same_database(a: str, b: str) -> bool:
+    """Whether two database URLs (not sqlite) name the same database on the same server and
+    schema search path (driver, user and password aside)."""
+    def key(uri: str):
+        parts = urllib.parse.urlsplit(uri)
+        scheme = parts.scheme.split("+", 1)[0]
+        scheme = {"postgres": "postgresql"}.get(scheme, scheme)
+        port = parts.port or {"postgresql": 5432, "mysql": 3306}.get(scheme)
+        query = urllib.parse.parse_qs(parts.query)
+        return (scheme, (parts.hostname or "localhost").lower(), port, parts.path.strip("/"),
+                tuple(query.get("options", [])))
+
+    if a.startswith("sqlite") or b.startswith("sqlite") or "://" not in a or "://" not in b:
+        return False
+    return key(a) == key(b)

@@ -110,3 +110,36 @@ def test_two_run_commands_at_once_on_a_fresh_store_both_finish_and_the_run_train
     assert children[0].data.tags["trained_by"] == children[0].info.run_id
     trained = [out for out, _ in outs if "trained and evaluated" in out]
     assert len(trained) == 1, [o[-1500:] for o, _ in outs]  # the other skipped it (or waited, then skipped)
+
+
+def test_same_database_compares_server_database_and_search_path_not_driver_or_credentials():
+    from suite.store import same_database
+
+    assert same_database("postgresql://u@db/mlflow", "postgresql+psycopg2://v:pw@db:5432/mlflow")
+    assert not same_database("postgresql://u@db/mlflow", "postgresql://u@db/optuna")
+    assert not same_database("postgresql://u@db/x", "postgresql://u@db/x?options=-csearch_path%3Doptuna")
+    assert not same_database("sqlite:////tmp/a.db", "sqlite:////tmp/a.db")  # sqlite: separate files by default
+
+
+@pytest.mark.skipif(not os.environ.get("HUMMUSS_TEST_POSTGRES_URL"), reason="HUMMUSS_TEST_POSTGRES_URL is not set")
+def test_a_sweep_storage_in_the_mlflow_stores_postgres_database_is_refused_saying_how_to_separate(tmp_path):
+    import urllib.parse
+    import uuid
+
+    import psycopg2
+
+    admin_url, name = os.environ["HUMMUSS_TEST_POSTGRES_URL"], f"hummuss_store_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(admin_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:  # a database of its own: nothing may land in the shared one
+        cur.execute(f'CREATE DATABASE "{name}"')
+    url = urllib.parse.urlunsplit(urllib.parse.urlsplit(admin_url)._replace(path=f"/{name}"))
+    try:
+        (tmp_path / "mlflow.yaml").write_text(f"tracking_uri: {url}\ncheckpoint_dir: checkpoints\n")
+        line = _one_line_error(_suite(tmp_path, "sweep", "context-length", "--trials", "1", "--scale", "smoke",
+                                      "--storage", url))
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+    assert "alembic_version" in line and "CREATE DATABASE optuna" in line and "/optuna" in line
