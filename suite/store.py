@@ -93,8 +93,8 @@ def _check_sqlite(path: Path, shown: str) -> None:
 
 
 def _write_probe(path: Path) -> str:
-    """Why the database file cannot be written ("" when it can: a write transaction opened
-    and rolled back; a locked database is busy, not read-only)."""
+    """Why the database file cannot be written ("" when it can: a write in a transaction
+    rolled back; a locked database is busy, not read-only)."""
     import sqlite3
 
     try:
@@ -102,8 +102,13 @@ def _write_probe(path: Path) -> str:
     except sqlite3.Error as err:
         return str(err)
     try:
+        con.isolation_level = None  # the transaction by hand: a write, rolled back
+        version = con.execute("PRAGMA user_version").fetchone()[0]
         con.execute("BEGIN IMMEDIATE")
-        con.rollback()
+        try:  # sqlite opens a write-protected file read-only without a word: only a write tells
+            con.execute(f"PRAGMA user_version = {int(version)}")
+        finally:
+            con.execute("ROLLBACK")
     except sqlite3.OperationalError as err:
         return "" if "locked" in str(err) else str(err)
     finally:

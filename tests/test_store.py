@@ -82,13 +82,13 @@ def test_a_read_only_sqlite_store_is_one_line_and_exit_2(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     Tracker(load_settings()).experiment_id("context-length")  # a store with data in it
     store = tmp_path / "store"
-    # immutable (chattr +i): read-only even for root, which file modes are not
-    if subprocess.run(["chattr", "+i", str(store / "mlruns.db"), str(store)], capture_output=True).returncode:
+    # the file immutable (chattr +i): read-only even for root, which file modes are not
+    if subprocess.run(["chattr", "+i", str(store / "mlruns.db")], capture_output=True).returncode:
         pytest.skip("chattr +i not permitted here")
     try:
         line = _one_line_error(_suite(tmp_path, "run", "context-length", "--scale", "smoke"))
     finally:
-        subprocess.run(["chattr", "-i", str(store / "mlruns.db"), str(store)], check=True)
+        subprocess.run(["chattr", "-i", str(store / "mlruns.db")], check=True)
     assert "is read-only" in line and "mlruns.db" in line
 
 
