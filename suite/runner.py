@@ -6,7 +6,8 @@
     print(tally(outcomes))      # "2 trainings for 3 runs (1 run evaluated a shared checkpoint), 2 floor runs"
 
 Where runs execute (see suite/launch/):
-- `jobs=1`, launcher `local`: one after the other in this process;
+- `jobs=1`, launcher `local`: one after the other in this process (at the `paper` scale in
+  a child process each, so that one the kernel kills for memory is seen and marked FAILED);
 - `jobs=N`: in up to N child processes at once, each pinned to its own GPU(s) when the
   machine has GPUs (`gpus_per_run`, default 1; K > 1 runs torchrun with K processes);
 - launcher `torchrun`: each run under `torchrun --nproc-per-node N`;
@@ -15,10 +16,11 @@ Where runs execute (see suite/launch/):
 Each run is claimed (suite/leases.py) just before it starts, so several processes, on
 one machine or many sharing a tracking store, divide a study between them. A run some
 other process holds is looked at again every `claim_ttl_s / 4`: when it finished it is
-skipped, when its holder died (no heartbeat for `claim_ttl_s`) it is taken over and
-resumed from its checkpoint. With `wait=False` the runner stops looking once its own
+skipped, when its holder died (its process gone, seen at once on this machine; else no
+heartbeat for `claim_ttl_s`) it is taken over and resumed from its checkpoint; the parent
+run of an invocation that died is marked KILLED by the next one. With `wait=False` the runner stops looking once its own
 runs are done. Stages (`init_from`) run before the runs that start from them. A failing
-run does not stop its siblings; Ctrl-C stops cleanly: running runs are marked KILLED
+run does not stop its siblings; Ctrl-C (or SIGTERM) stops cleanly: running runs are marked KILLED
 and their checkpoints kept.
 
 Train once, evaluate many: runs that share a training configuration (`train_hash`) share
@@ -36,11 +38,20 @@ validation MPJPE, read from the status files the workers write.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
 
-from suite.launch import LAUNCHERS, DevicePlan, SlurmOptions, discover_gpus, plan_devices
+from suite.launch import (
+    LAUNCHERS,
+    DevicePlan,
+    SlurmOptions,
+    discover_gpus,
+    plan_devices,
+    sigterm_as_interrupt,
+)
 from suite.launch.backends import Children, InProcess, SlurmArray
-from suite.leases import LeaseKeeper, take_lease
+from suite.leases import HOLDER_TAG, LeaseKeeper, close_dead_parents, take_lease, this_holder
 from suite.outcomes import Outcome, is_floor, summary, tally
 from suite.progress import Progress
 from suite.runspec import FloorSpec, RunSpec, expand_floors, expand_runs
@@ -48,6 +59,10 @@ from suite.tracking import Tracker, git_commit
 from suite.worker import execute_floor, headline, log_path, read_status, status_path
 
 __all__ = ["Outcome", "Runner", "summary", "tally"]
+
+# runs at these scales execute in a child process even with --jobs 1: one killed for memory
+# (SIGKILL) is then seen, and its run marked FAILED, by this process
+ISOLATED_SCALES = ("paper",)
 
 
 class Runner:
@@ -116,12 +131,13 @@ class Runner:
             self.say(self._plan.describe())
         return self._plan
 
-    def _backend(self):
+    def _backend(self, scale: str):
         if self.launcher == "slurm":
             return SlurmArray(self)
         plan = self.device_plan()
         hide_gpus = bool(plan.gpus) and plan.per_run == 0  # only a child's environment can hide them
-        if self.jobs == 1 and self.launcher == "local" and not plan.torchrun and not hide_gpus:
+        if (self.jobs == 1 and self.launcher == "local" and not plan.torchrun and not hide_gpus
+                and scale not in ISOLATED_SCALES):
             return InProcess(self)
         return Children(self, plan)
 
@@ -138,12 +154,15 @@ class Runner:
                      f"{f' and {len(floors)} floor run(s)' if floors else ''} at scale {scale} finished before "
                      f"(experiment {tracker.experiment_name(study)})")
             return [self._skip(item, finished[i]) for i, item in enumerate(items)]
+        for dead in close_dead_parents(tracker, exp_id):
+            self.say(f"{study}: parent run {dead} of an invocation that died marked KILLED")
         command = self.command or f"hummuss-suite run {study} --scale {scale}"
         note = (f"`{command}`\n\nStudy {study} at scale {scale}: {len(specs)} run(s), {len(floors)} floor run(s); "
                 f"{len(finished)} of them finished before.")
         parent = tracker.create_run(exp_id, f"{study} {scale} {time.strftime('%Y-%m-%d %H:%M:%S')}",
                                     {"kind": "parent", "study": study, "scale": scale, "git_commit": git_commit(),
-                                     "mlflow.note.content": note, **parent_tags})
+                                     "mlflow.note.content": note, HOLDER_TAG: this_holder(),
+                                     "heartbeat": f"{time.time():.3f}", **parent_tags})
         also = f" and {len(floors)} floor run(s)" if floors else ""
         self.say(f"{study}: {len(specs)} run(s){also} at scale {scale} "
                  f"(experiment {tracker.experiment_name(study)}, parent run {parent})")
@@ -172,9 +191,10 @@ class Runner:
                 waiting[i] = time.time() + recheck
             return started if isinstance(started, str) else None
 
-        with LeaseKeeper(tracker) as keeper:
+        with LeaseKeeper(tracker) as keeper, sigterm_as_interrupt():  # SIGTERM stops the runs as Ctrl-C does
+            keeper.add(parent)  # its heartbeat: a later invocation closes it when this one died
             try:
-                backend = self._backend()
+                backend = self._backend(scale)
                 while queue or waiting or backend.busy():
                     now = time.time()
                     due = sorted(i for i, t in waiting.items() if t <= now)
@@ -218,11 +238,14 @@ class Runner:
                         time.sleep(min(max(pause, 0.05), recheck))
             except BaseException as err:  # Ctrl-C, or the store failing under us: stop what runs
                 status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+                with contextlib.suppress(ValueError):  # a second SIGTERM must not cut the clean-up short
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 if backend is not None:
                     backend.interrupt()
                 raise
             finally:
                 failed = any(o.status in ("FAILED", "KILLED") for o in results.values())
+                keeper.discard(parent)
                 tracker.set_status(parent, status if status != "FINISHED" else ("FAILED" if failed else "FINISHED"))
         return [results[i] for i in sorted(results)]
 
@@ -272,7 +295,8 @@ class Runner:
         if c.action in ("running-elsewhere", "lost"):
             if not looked_before:
                 ttl = self.tracker.settings.claim_ttl_s
-                then = (f"looking again every {recheck:.0f} s; taken over if its heartbeat stops for {ttl:.0f} s"
+                then = (f"looking again every {recheck:.0f} s; taken over when its process dies (at once on "
+                        f"this machine) or its heartbeat stops for {ttl:.0f} s"
                         if self.wait else "skipped unless it frees up before this process is done")
                 self.say(f"  {spec.name}: held by another process (run {c.holder}); {then}")
             return None

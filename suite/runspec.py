@@ -185,6 +185,20 @@ def split_sets(sets: dict[str, str], models: list[str]) -> dict[str, dict[str, d
     return out
 
 
+def sets_for(sets: dict[str, str], models: list[str]) -> dict[str, str]:
+    """The `--set` items that apply to runs of the `models` families: a stage run gets every
+    override of the runs that start from it that its family has (a model override too, so
+    that its checkpoint fits them), the others are left out."""
+    out = {}
+    for key, value in sets.items():
+        try:
+            split_sets({key: value}, models)
+        except ValueError:
+            continue
+        out[key] = value
+    return out
+
+
 # -- expansion ---------------------------------------------------------------------------
 def expand_runs(study: Study | str, scale: str, seeds: tuple[int, ...] | None = None, data: str | None = None,
                 sets: dict[str, str] | None = None, variants: tuple[str, ...] | None = None) -> list[RunSpec]:
@@ -209,7 +223,9 @@ def expand_runs(study: Study | str, scale: str, seeds: tuple[int, ...] | None = 
             parent = None
             if v.init_from and scale in v.init_from_scales:
                 other, other_variant = v.init_from.split("/")
-                parent = expand_runs(other, scale, (seed,), data, None, (other_variant,))[0]
+                stage = get_study(other)
+                stage_sets = sets_for(sets or {}, [stage.variant(other_variant).model])
+                parent = expand_runs(stage, scale, (seed,), data, stage_sets, (other_variant,))[0]
             specs.append(RunSpec(study.name, v.name, seed, scale, v.model, model_cfg, train_cfg,
                                  data or sc.data, frames, stride, eval_cfg, parent, v.label))
     return specs

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
-import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,10 +50,12 @@ from suite.settings import load_settings as load_settings
 from suite.settings import postgres_driver as postgres_driver
 from suite.settings import resolve_uri as resolve_uri
 from suite.settings import sqlite_uri as sqlite_uri
+from suite.store import check_reachable as check_reachable
+from suite.store import first_use_lock
 
 PARENT_TAG = "mlflow.parentRunId"
 # lease bookkeeping (suite/leases.py): on a run only while it is claimed, removed when it ends
-LEASE_TAGS = ("claim", "heartbeat")
+LEASE_TAGS = ("claim", "heartbeat", "holder")  # and each claimant's `claim.<token>`
 T = TypeVar("T")
 
 
@@ -87,37 +87,10 @@ def _with_retry(fn: Callable[[], T], what: str, attempts: int = 8, base: float =
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, naming the URI, when the tracking store cannot be reached."""
-    parsed = urllib.parse.urlparse(uri)
-    shown = redact(uri)
-    if parsed.scheme in ("http", "https"):
-        from urllib.request import urlopen
-
-        try:
-            with urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
-                if resp.status >= 400:
-                    raise TrackingError(f"MLflow tracking server at {shown} answered {resp.status} to /health")
-        except TrackingError:
-            raise
-        except Exception as err:
-            raise TrackingError(f"cannot reach the MLflow tracking server at {shown}: {err}") from None
-    elif parsed.scheme.startswith(("postgresql", "mysql", "mssql")):
-        host, port = parsed.hostname or "localhost", parsed.port or {"postgresql": 5432, "mysql": 3306}.get(
-            parsed.scheme.split("+")[0], 1433)
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-        except OSError as err:
-            raise TrackingError(f"cannot reach the tracking database at {shown}: {err}") from None
-    elif parsed.scheme == "sqlite":
-        folder = Path(uri[len("sqlite:///"):]).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise TrackingError(f"cannot create the folder of the sqlite store {shown}: {err}") from None
-    elif parsed.scheme == "file" or not parsed.scheme:
-        raise TrackingError(f"tracking URI {shown} is MLflow's retired file store; use sqlite:///PATH.db, "
-                            f"an http:// server or a database URI")
+def _first_line(err: Exception) -> str:
+    """An error's first line, its password redacted (SQLAlchemy appends SQL and a link)."""
+    lines = [line for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    return redact(lines[0])
 
 
 class Tracker:
@@ -131,13 +104,19 @@ class Tracker:
         if check:
             check_reachable(settings.tracking_uri)
         # an explicit client: no global state (mlflow.set_tracking_uri would export
-        # MLFLOW_TRACKING_URI and silently redirect later Trackers in this process)
-        self.client = MlflowClient(tracking_uri=settings.tracking_uri)
-        if check and settings.tracking_uri.startswith(("http", "postgresql", "mysql", "mssql")):
-            try:  # one cheap call: the store answers and its schema is usable
-                _with_retry(lambda: self.client.search_experiments(max_results=1), "connect", attempts=2)
-            except Exception as err:
-                raise TrackingError(f"cannot use the tracking store {redact(settings.tracking_uri)}: {err}") from None
+        # MLFLOW_TRACKING_URI and silently redirect later Trackers in this process); MLflow
+        # opens the store (and creates a fresh one's schema) here, so: one process at a time
+        # on a sqlite file, retried as every other call
+        try:
+            with first_use_lock(settings.tracking_uri):
+                self.client = _with_retry(lambda: MlflowClient(tracking_uri=settings.tracking_uri), "connect")
+            if check:  # one cheap call: the store answers and its schema is usable
+                _with_retry(lambda: self.client.search_experiments(max_results=1), "connect")
+        except Exception as err:
+            if not check:
+                raise
+            raise TrackingError(f"cannot use the tracking store {redact(settings.tracking_uri)}: "
+                                f"{_first_line(err)}") from None
 
     # -- experiments ---------------------------------------------------------------
     def experiment_name(self, study: str) -> str:
@@ -232,11 +211,17 @@ class Tracker:
         """Delete the lease tags of a run that no process holds any more (best effort)."""
         try:
             tags = self.get_run(run_id).data.tags
-            for key in LEASE_TAGS:
-                if key in tags:
-                    _with_retry(lambda k=key: self.client.delete_tag(run_id, k), "delete tag")
+            self.delete_tags(run_id, [k for k in tags if k in LEASE_TAGS or k.startswith("claim.")])
         except Exception:  # noqa: BLE001 - a tag left behind is cosmetic; the next end removes it
             pass
+
+    def delete_tags(self, run_id: str, keys: list[str]) -> None:
+        """Delete tags of a run (a missing one is no error)."""
+        from mlflow.exceptions import MlflowException
+
+        for key in keys:
+            with contextlib.suppress(MlflowException):
+                _with_retry(lambda k=key: self.client.delete_tag(run_id, k), "delete tag")
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag

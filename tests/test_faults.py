@@ -3,6 +3,7 @@ secrets in URIs. Each test does the real thing (kills real processes, starts rea
 servers, writes real broken files)."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -77,6 +78,7 @@ def test_sigkill_during_training_resumes_into_the_same_run(suite_store):
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)  # somewhere in epoch 2
     proc.wait()
+    kept = load_checkpoint(list(ckpts.glob("*/last.pt"))[0])["epoch"]  # where the rerun must go on from
     killed = _children(suite_store, "init-schemes")
     assert len(killed) == 1 and killed.iloc[0]["status"] == "RUNNING"
     run_id = killed.iloc[0].run_id
@@ -92,6 +94,11 @@ def test_sigkill_during_training_resumes_into_the_same_run(suite_store):
     client = mlflow.MlflowClient()
     steps = [m.step for m in client.get_metric_history(run_id, "val/mpjpe_mm")]
     assert sorted(steps) == [1, 2, 3, 4]  # none lost, none twice
+    # resumed, not restarted: the rerun went on from the kept epoch, and epoch 1 (done before
+    # the kill) was trained once (a restart from scratch logs the same steps and metrics)
+    log = next((ckpts / "logs" / "init-schemes").glob("lin-seed0.log")).read_text()
+    assert re.search(rf"resumed from \S+last\.pt at epoch {kept}, step \d+", log), log[-2000:]
+    assert len(re.findall(r": epoch 1/4 ", log)) == 1, log[-2000:]
 
     # an uninterrupted run in another store gives the same final metrics
     other = suite_store / "straight"

@@ -20,7 +20,7 @@ class UsageError(Exception):
 
 def _fail(err: Exception) -> NoReturn:
     print(f"hummuss-suite: error: {err}", file=sys.stderr)
-    raise SystemExit(1) from None
+    raise SystemExit(2) from None  # the store or its settings: a usage error, as a bad name is
 
 
 def tracking_settings() -> TrackingSettings:

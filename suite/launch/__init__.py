@@ -48,13 +48,17 @@ from suite.launch.processes import (
     child_env,
     enter_child_process,
     interrupt_on_sigterm,
+    process_tree,
     project_on_pythonpath,
     pythonpath,
+    sigterm_as_interrupt,
+    stop_process_trees,
 )
 from suite.launch.slurm import CLUSTERS, RunTask, SlurmOptions, parse_minutes
 
 __all__ = [
     "CLUSTERS", "DEVICES_TAG", "FAKE_GPUS_ENV", "LAUNCHERS", "THREADS_ENV", "DevicePlan", "DevicePool", "RunTask",
     "SlurmOptions", "child_env", "discover_gpus", "enter_child_process", "interrupt_on_sigterm", "parse_minutes",
-    "plan_devices", "project_on_pythonpath", "pythonpath", "record_devices",
+    "plan_devices", "process_tree", "project_on_pythonpath", "pythonpath", "record_devices", "sigterm_as_interrupt",
+    "stop_process_trees",
 ]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -24,9 +23,12 @@ import time
 from pathlib import Path
 
 from suite.launch.devices import DevicePlan, DevicePool
-from suite.launch.processes import child_env, project_on_pythonpath
+from suite.launch.processes import child_env, project_on_pythonpath, stop_process_trees
 from suite.launch.slurm import RunTask
+from suite.leases import HOLDER_TAG, this_holder
 from suite.worker import execute, log_path
+
+STOP_GRACE_S = 20.0  # a stopped run's processes get this long to end KILLED before SIGKILL
 
 
 class InProcess:
@@ -113,6 +115,8 @@ class Children:
             proc = subprocess.Popen(self._command(spec_file, run_id), env=self._env(devices),
                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             self.running[proc.pid] = (proc, i, spec, run_id, time.time(), out, devices)
+            with contextlib.suppress(Exception):  # the run's holder is now its process (see suite/leases.py)
+                self.runner.tracker.set_tags(run_id, {HOLDER_TAG: this_holder(proc.pid)})
             where = f", GPU {','.join(devices)}" if devices else ""
             self.runner.say(f"  {spec.name}: started (pid {proc.pid}, run {run_id}{where}, log {log})")
             self.runner.progress.started(spec, run_id)
@@ -130,25 +134,50 @@ class Children:
                 done.append((i, self.runner._finished(spec, run_id, started)))
                 continue
             status = "KILLED" if code in (130, -signal.SIGINT, -signal.SIGTERM) else "FAILED"
-            if code < 0 and status == "FAILED":  # died without marking its run
-                self.runner.tracker.set_status(run_id, "FAILED")
-            done.append((i, self.runner._done(spec, run_id, status, f"exit code {code}", started)))
+            reason = f"exit code {code}"
+            if status == "FAILED" and _killed_by_sigkill(code, Path(out.name)):
+                reason = memory_reason(spec, code)
+                with contextlib.suppress(Exception):
+                    self.runner.tracker.set_tags(run_id, {"error": reason})
+            if status == "FAILED" and self.runner.tracker.get_run(run_id).info.status == "RUNNING":
+                self.runner.tracker.set_status(run_id, "FAILED")  # died without marking its run
+            done.append((i, self.runner._done(spec, run_id, status, reason, started)))
         return done
 
     def interrupt(self) -> None:
+        """Stop every running run's whole process tree (torchrun's ranks live in sessions of
+        their own): SIGINT, then SIGKILL to what is left after `STOP_GRACE_S`; runs KILLED."""
         self.runner.say("interrupted: stopping the running runs (they are marked KILLED, checkpoints kept)")
-        for proc, *_ in self.running.values():
-            with contextlib.suppress(OSError):
-                os.killpg(proc.pid, signal.SIGINT)
+        stop_process_trees([proc.pid for proc, *_ in self.running.values()], grace_s=STOP_GRACE_S)
         for proc, _i, _spec, run_id, _started, out, devices in self.running.values():
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-            self.runner.tracker.set_status(run_id, "KILLED")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+            with contextlib.suppress(Exception):  # the store failing must not leave processes behind
+                self.runner.tracker.set_status(run_id, "KILLED")
             out.close()
             self.pool.release(devices)
         self.running.clear()
+
+
+def _killed_by_sigkill(code: int, out: Path) -> bool:
+    """The run's process, or under torchrun one of its ranks (torchrun then exits 1 and says
+    so in the output), was killed by SIGKILL: the kernel's OOM killer, unless a person did."""
+    if code == -signal.SIGKILL:
+        return True
+    try:
+        with open(out, "rb") as handle:
+            handle.seek(max(0, out.stat().st_size - 20000))
+            return b"Signal 9 (SIGKILL)" in handle.read()
+    except OSError:
+        return False
+
+
+def memory_reason(spec, code: int) -> str:
+    """Why a run whose process was killed by SIGKILL failed, naming what to change."""
+    batch = spec.train_config.get("batch_size")
+    return (f"killed by SIGKILL (exit code {code}): most likely out of memory (the kernel's OOM killer) at "
+            f"batch size {batch} on {spec.frames}-frame clips of a {spec.model} model; try a smaller batch, "
+            f"e.g. --set batch_size={max(1, int(batch or 2) // 2)}")
 
 
 class SlurmArray:

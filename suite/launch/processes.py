@@ -5,6 +5,10 @@ parent gives them, and what each does first.
     subprocess.Popen([sys.executable, "-m", "suite.launch", ...], env=env)
 
     enter_child_process()   # in the child: SIGTERM is Ctrl-C, torch uses its share of threads
+
+    with sigterm_as_interrupt():                     # the parent: SIGTERM stops it as Ctrl-C does
+        ...
+    stop_process_trees([proc.pid], grace_s=20)       # a child, torchrun and its ranks: all of them
 """
 
 from __future__ import annotations
@@ -57,6 +61,59 @@ def interrupt_on_sigterm() -> None:
     so runs and trials end KILLED and keep their checkpoints (main thread only)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt in the block (main thread only; else nothing
+    changes), so a stopped `run` command stops its runs as Ctrl-C does; the previous
+    handler afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def process_tree(pid: int) -> list:
+    """The process `pid` and every descendant (psutil.Process objects), found now: torchrun
+    starts each rank in a session of its own, out of reach of a signal to torchrun's group."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def stop_process_trees(pids: list[int], grace_s: float = 20.0, sig: int = signal.SIGINT) -> None:
+    """Stop each process of `pids` and all its descendants: `sig` to the process group of
+    each (a run's process is a group leader; torchrun passes the signal on to its ranks),
+    then, after `grace_s` seconds, SIGKILL to whatever of the trees is left (a rank blocked
+    in a collective never sees a signal) and to their groups."""
+    import psutil
+
+    trees = [p for pid in pids for p in process_tree(pid)]
+    leaders = []  # groups of the trees (each rank's, under torchrun): their children share them
+    for proc in trees:
+        with contextlib.suppress(OSError):
+            if os.getpgid(proc.pid) == proc.pid:
+                leaders.append(proc.pid)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, sig)
+    _gone, alive = psutil.wait_procs(trees, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error, OSError):
+            proc.kill()
+    for pgid in leaders:
+        with contextlib.suppress(OSError):
+            os.killpg(pgid, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=5)
 
 
 def enter_child_process() -> None:

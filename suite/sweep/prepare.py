@@ -17,7 +17,13 @@ from suite.registry import Param, Study
 from suite.sweep.config import SweepConfig
 from suite.sweep.space import check_space, format_params
 from suite.sweep.stale import open_sweep_storage, recover_stale
-from suite.sweep.storage import StorageSpec, quiet_experimental, resolve_storage
+from suite.sweep.storage import (
+    StorageSpec,
+    check_separate,
+    parse_storage,
+    quiet_experimental,
+    resolve_storage,
+)
 from suite.tracking import Tracker, TrackingSettings, git_commit
 from suite.worker import checkpoint_dir
 
@@ -43,6 +49,8 @@ def validate(cfg: SweepConfig, settings: TrackingSettings) -> tuple[Study, str, 
     raises ValueError naming what is wrong.
     """
     cfg.check()
+    if cfg.storage:  # not the MLflow store's own database
+        check_separate(parse_storage(cfg.storage), settings)
     study_decl = cfg.declaration()
     variant = cfg.variant or study_decl.variants[0].name
     base, paper = check_space(study_decl, variant, cfg.scale, cfg.seed, cfg.sets, cfg.sampler)

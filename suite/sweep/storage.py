@@ -16,6 +16,7 @@ Defaults (no `--storage`): `optuna.db` (sqlite) beside the MLflow store for one 
 from __future__ import annotations
 
 import contextlib
+import urllib.parse
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any
 
 import optuna
 
+from suite.store import same_database
 from suite.tracking import TrackingSettings, postgres_driver, redact
 
 _NOT_SQLALCHEMY = ("redis", "rediss", "http", "https", "grpc", "file")
@@ -78,6 +80,21 @@ def parse_storage(text: str) -> StorageSpec:
         raise ValueError(f"--storage {text!r} looks like an SQLite file, but a bare path is read as a journal "
                          f"file; pass sqlite:///{path} for SQLite")
     return StorageSpec("journal", str(path))
+
+
+def check_separate(spec: StorageSpec, settings: TrackingSettings) -> None:
+    """Refuse an Optuna storage in the MLflow store's own database: both keep their schema
+    version in a table `alembic_version`, and the second to start fails on the other's."""
+    if spec.kind == "rdb" and same_database(spec.location, settings.tracking_uri):
+        db = urllib.parse.urlsplit(spec.location).path.strip("/") or "(default)"
+        raise ValueError(f"--storage {spec.shown} is the MLflow store's own database ({db}): MLflow and Optuna "
+                         f"both keep their schema version in a table alembic_version and would clash; give the "
+                         f"sweep a database of its own on the same server, e.g. CREATE DATABASE optuna; then "
+                         f"--storage {redact(_with_database(spec.location, 'optuna'))}")
+
+
+def _with_database(uri: str, name: str) -> str:
+    return urllib.parse.urlunsplit(urllib.parse.urlsplit(uri)._replace(path=f"/{name}"))
 
 
 def store_folder(settings: TrackingSettings) -> Path:

@@ -17,6 +17,7 @@ import torch
 from hummuss.checkpoint import load_checkpoint
 from hummuss.distributed import DistInfo
 from hummuss.evaluate import EvalConfig, evaluate
+from suite.leases import HOLDER_TAG, this_holder
 from suite.runspec import RunSpec
 from suite.tracking import BEST_EPOCH, BEST_VAL_MPJPE, Tracker, TrackingSettings
 from suite.worker.datasets import evaluation_dataset, training_dataset
@@ -73,7 +74,7 @@ def execute(spec: RunSpec, run_id: str, settings: TrackingSettings, echo: Callab
         tracker.set_status(run_id, "RUNNING")
         # the log itself is uploaded as an artifact when the run ends: no local path in a tag
         tracker.set_tags(run_id, {"torch": torch.__version__, "device": _device_name(),
-                                  "heartbeat": f"{time.time():.0f}"})
+                                  "heartbeat": f"{time.time():.0f}", HOLDER_TAG: this_holder()})
         with Heartbeat(tracker, run_id, settings.claim_ttl_s / 4), tracker.system_metrics(run_id):
             trained = train_spec(spec, settings, [MlflowCallback(tracker, run_id), StatusCallback(status)], log,
                                  trainer={"run_id": run_id, "run": f"{spec.study}/{spec.name}"},
