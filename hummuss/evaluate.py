@@ -253,7 +253,7 @@ def stream_sequences(model, seqs: list[Sequence]) -> list[np.ndarray]:
         by_length[len(s)].append(i)
     for T, idx in by_length.items():
         x = torch.from_numpy(np.stack([seqs[i].inputs for i in idx])).float().to(device)
-        stepper = model.stream(batch_size=len(idx))
+        stepper = model.stream(batch_size=len(idx), compile=False)  # eager: no compilation per evaluation
         y = torch.stack([stepper.step(x[:, t]) for t in range(T)], 1).cpu().numpy()
         for i, pred in zip(idx, y):
             out[i] = pred

@@ -58,7 +58,11 @@ def compiler_available(device: torch.device | str) -> bool:
         return False
     from torch._inductor import config
 
-    names = [os.environ.get("CXX")] + [c for c in config.cpp.cxx if isinstance(c, str)]
+    try:
+        cxx = [c for c in config.cpp.cxx if isinstance(c, str)]
+    except AttributeError:  # the option is hidden in some states of torch's config module
+        cxx = ["g++", "c++", "clang++"]
+    names = [os.environ.get("CXX"), *cxx]
     return any(name and shutil.which(name) for name in names)
 
 
