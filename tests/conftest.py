@@ -19,12 +19,19 @@ def pytest_ignore_collect(collection_path, config):
 import pytest  # noqa: E402
 
 
-@pytest.fixture
-def suite_store(tmp_path, monkeypatch):
-    """A private tracking store: mlflow.yaml in tmp_path (sqlite, artifacts, checkpoints)."""
-    config = tmp_path / "mlflow.yaml"
+def use_store(folder: Path, monkeypatch, claim_ttl_s: int = 60) -> Path:
+    """Point the suite at a private tracking store: mlflow.yaml in `folder` (sqlite,
+    artifacts, checkpoints), named by HUMMUSS_MLFLOW_CONFIG; returns the yaml's path."""
+    config = folder / "mlflow.yaml"
     config.write_text("tracking_uri: sqlite:///mlruns.db\nartifact_location: mlartifacts\n"
-                      "checkpoint_dir: checkpoints\nclaim_ttl_s: 60\n")
+                      f"checkpoint_dir: checkpoints\nclaim_ttl_s: {claim_ttl_s}\n")
     monkeypatch.setenv("HUMMUSS_MLFLOW_CONFIG", str(config))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return config
+
+
+@pytest.fixture
+def suite_store(tmp_path, monkeypatch):
+    """A private tracking store in tmp_path (see `use_store`)."""
+    use_store(tmp_path, monkeypatch)
     return tmp_path

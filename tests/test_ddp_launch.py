@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import use_store
 
 from suite.launch import stop_process_trees
 from suite.tracking import PROJECT_DIR, Tracker, load_settings
@@ -23,13 +24,7 @@ needs_torchrun = pytest.mark.skipif(TORCHRUN is None, reason="torchrun not insta
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    config = tmp_path / "mlflow.yaml"
-    config.write_text("tracking_uri: sqlite:///mlruns.db\nartifact_location: mlartifacts\n"
-                      "checkpoint_dir: checkpoints\nclaim_ttl_s: 30\n")
-    monkeypatch.setenv("HUMMUSS_MLFLOW_CONFIG", str(config))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    return config
+    return use_store(tmp_path, monkeypatch, claim_ttl_s=30)
 
 
 def _env(config: Path) -> dict:

@@ -11,19 +11,15 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import use_store
 
 from suite.tracking import PROJECT_DIR, Tracker, load_settings
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    config = tmp_path / "mlflow.yaml"  # a TTL far longer than the tests: only a dead process frees a run
-    config.write_text("tracking_uri: sqlite:///mlruns.db\nartifact_location: mlartifacts\n"
-                      "checkpoint_dir: checkpoints\nclaim_ttl_s: 600\n")
-    monkeypatch.setenv("HUMMUSS_MLFLOW_CONFIG", str(config))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    return config
+    # a TTL far longer than the tests: only a dead process frees a run
+    return use_store(tmp_path, monkeypatch, claim_ttl_s=600)
 
 
 def _start(store: Path, sets: tuple[str, ...], *extra: str) -> subprocess.Popen:
