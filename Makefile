@@ -30,7 +30,7 @@ bench: $(STAMP)
 # the tests marked gpu, a bf16 paper-scale epoch per model family, training-step and
 # streaming benchmarks on the GPU (under 8 minutes); without CUDA it says so and exits 0
 gpu-check: $(STAMP)
-	$(BIN)/python -m suite.gpucheck --out results/gpu-check
+	$(BIN)/hummuss-suite gpu-check --out results/gpu-check
 
 lint: $(STAMP)
 	$(BIN)/ruff check hummuss suite studies tests

@@ -18,6 +18,8 @@ import contextlib
 import hashlib
 import os
 import random
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -93,16 +95,37 @@ def save_atomic(payload: dict, path: Path, keep_previous: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {**payload, "checksum": payload_digest(payload)}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with signals_deferred():  # Ctrl-C mid-write: torch.save would turn it into a RuntimeError
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(payload, f)
+                f.flush()
+                os.fsync(f.fileno())
+            if keep_previous and path.exists():
+                os.replace(path, previous_path(path))  # a crash before the next line leaves only .prev
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def signals_deferred(signums=(signal.SIGINT, signal.SIGTERM)):
+    """Hold SIGINT and SIGTERM until the block ends, then deliver the first one received to
+    the handler that was in place (so Ctrl-C raises KeyboardInterrupt after a checkpoint
+    write, never inside torch.save). Only the main thread can install handlers; elsewhere
+    the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, _frame: received.append(signum)) for s in signums}
     try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep_previous and path.exists():
-            os.replace(path, previous_path(path))  # a crash before the next line leaves only .prev
-        os.replace(tmp, path)
+        yield
     finally:
-        tmp.unlink(missing_ok=True)
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        if received:
+            signal.raise_signal(received[0])
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -1,6 +1,6 @@
 """`make gpu-check`: what only a GPU can tell, in one script of under 8 minutes.
 
-    python -m suite.gpucheck [--out results/gpu-check] [--budget 420] [--steps 8]
+    hummuss-suite gpu-check [--out results/gpu-check] [--budget 420] [--steps 8]
 
 On a machine with CUDA, in order (each part is timed; a part that would start past the
 budget is skipped and named in the report):
@@ -19,7 +19,6 @@ Without CUDA it says so in one line and exits 0.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -262,20 +261,13 @@ def run(out_dir: Path, budget: float, plan: Plan | None = None) -> dict:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m suite.gpucheck", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="results/gpu-check", help="folder for gpu-check.json and .md")
-    parser.add_argument("--budget", type=float, default=420.0, help="seconds; parts past it are skipped")
-    parser.add_argument("--steps", type=int, default=Plan.steps, help="training steps in each epoch")
-    args = parser.parse_args(argv)
+def check(out: Path, budget: float = 420.0, steps: int = Plan.steps) -> int:
+    """`hummuss-suite gpu-check`: run every part where CUDA is present; without it, one line
+    and exit 0. Exit 1 when a part failed or the gpu tests did not pass."""
     if not cuda_available():
         print("gpu-check: no CUDA GPU on this machine; nothing to check (exit 0)")
         return 0
-    report = run(Path(args.out), args.budget, Plan(steps=args.steps))
+    report = run(Path(out), budget, Plan(steps=steps))
     print(markdown(report))
     tests = report.get("tests") or {}
     return 0 if tests.get("ok", True) and not report["errors"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -102,3 +102,19 @@ def test_training_with_both_checkpoints_bad_starts_afresh_and_finishes(data, tmp
     assert not any(m.startswith("resumed from") for m in messages)
     assert result.epochs_run == 2 and len(result.history) == 2
     assert load_checkpoint(out / "last.pt")["epoch"] == 2
+
+
+def test_ctrl_c_during_a_checkpoint_write_arrives_after_it(tmp_path):
+    """SIGINT inside signals_deferred is held: the block finishes, then KeyboardInterrupt."""
+    import os
+    import signal
+
+    from hummuss.checkpoint import signals_deferred
+
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            finished.append("write")
+    assert finished == ["write"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -70,9 +70,10 @@ def test_trainer_step_on_cuda_uses_bf16():
 
 def test_gpu_check_without_cuda_says_so_in_one_line_and_exits_0(monkeypatch, capsys, tmp_path):
     import suite.gpucheck
+    from suite.cli import main
 
     monkeypatch.setattr(suite.gpucheck, "cuda_available", lambda: False)
-    assert suite.gpucheck.main(["--out", str(tmp_path)]) == 0
+    assert main(["gpu-check", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "no CUDA GPU" in out[0]
     assert not any(tmp_path.iterdir())  # nothing measured, nothing written

@@ -272,6 +272,7 @@ def test_slurm_array_runs_a_smoke_study_and_requeues_a_preempted_run(store, tmp_
     (run,) = _child_runs(tracker, "context-length")
     assert run.info.run_id == outcomes[0].run_id and run.info.status == "FINISHED"
     assert run.data.tags["preemptions"] == "1"
+    assert not Path(run.data.tags["slurm_log"]).is_absolute()  # no path of this machine in a tag
     assert any(line.startswith("  hummuss/seed0: submitted (job ") for line in said)
     text = log.read_text()
     assert text.count("resumed from") == 1 and text.count("epoch 1/6") == 1, text

@@ -18,7 +18,7 @@ from suite.cli.report import add_report_parser
 from suite.cli.runs import add_evaluate_parser, add_reproduce_parser, add_run_parser
 from suite.cli.studies import add_list_parser, add_show_parser
 from suite.cli.sweep import add_sweep_parser
-from suite.cli.tools import add_bench_parser, add_data_parser, add_info_parser
+from suite.cli.tools import add_bench_parser, add_data_parser, add_gpu_check_parser, add_info_parser
 
 __all__ = ["UsageError", "build_parser", "main", "open_tracker"]
 
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
     add_reproduce_parser(sub)
     add_bench_parser(sub)
+    add_gpu_check_parser(sub)
     add_report_parser(sub)
     add_sweep_parser(sub)
     add_info_parser(sub)

@@ -1,4 +1,4 @@
-"""`hummuss-suite info`, `bench` and `data inspect`: models, speed and data sets."""
+"""`hummuss-suite info`, `bench`, `gpu-check` and `data inspect`: models, speed and data sets."""
 
 from __future__ import annotations
 
@@ -29,6 +29,24 @@ def cmd_bench(args) -> int:
     print(targets(df).to_string(index=False))
     print(f"wrote {args.out}/benchmarks.json, benchmarks.csv, benchmarks.md and figures/")
     return 0
+
+
+# -- gpu-check ----------------------------------------------------------------------------------
+def add_gpu_check_parser(sub) -> None:
+    p = sub.add_parser("gpu-check", help="what only a GPU can tell (gpu tests, bf16 paper-scale epochs, "
+                                         "training-step and streaming benchmarks); exits 0 without one")
+    p.add_argument("--out", default="results/gpu-check", help="folder for gpu-check.json and .md")
+    p.add_argument("--budget", type=float, default=420.0, help="seconds; parts past it are skipped (default: 420)")
+    p.add_argument("--steps", type=int, default=8, help="training steps in each epoch (default: 8)")
+    p.set_defaults(func=cmd_gpu_check)
+
+
+def cmd_gpu_check(args) -> int:
+    from pathlib import Path
+
+    from suite.gpucheck import check
+
+    return check(Path(args.out), args.budget, args.steps)
 
 
 # -- info ---------------------------------------------------------------------------------------

@@ -207,7 +207,7 @@ class SlurmArray:
                          for i, spec, run_id in batch]
         for job, i, spec, run_id in submitted:
             self.jobs.append((job, i, spec, run_id, time.time()))
-            self.runner.tracker.set_tags(run_id, {"slurm_job": job.job_id, "slurm_log": str(job.paths.stdout)})
+            self.runner.tracker.set_tags(run_id, {"slurm_job": job.job_id, "slurm_log": _portable(job.paths.stdout)})
             self.runner.say(f"  {spec.name}: submitted (job {job.job_id}, run {run_id}, "
                             f"log {log_path(settings, spec)}, slurm log {job.paths.stdout})")
             self.runner.progress.started(spec, run_id)
@@ -239,3 +239,12 @@ class SlurmArray:
             self.runner.tracker.set_status(run_id, "KILLED")
         self.jobs.clear()
 
+
+def _portable(path) -> str:
+    """A path for a tag: relative to the working directory (where the Slurm folder lives, by
+    default `slurm-logs/`), never an absolute path of this machine."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(Path(*path.parts[-2:]))  # outside it: the job's folder and file name
