@@ -8,6 +8,7 @@ import time
 import uuid
 
 import pytest
+from conftest import use_store
 
 from suite.leases import HOLDER_TAG, MAX_GAP_S, close_dead_parents, is_live, take_lease, this_holder
 from suite.runspec import expand_runs
@@ -19,12 +20,8 @@ TTL = 300.0  # long: nothing here may wait for a heartbeat to go stale
 @pytest.fixture(scope="module")
 def tracker(tmp_path_factory):
     folder = tmp_path_factory.mktemp("races")
-    config = folder / "mlflow.yaml"
-    config.write_text(f"tracking_uri: sqlite:///mlruns.db\nartifact_location: mlartifacts\nclaim_ttl_s: {TTL}\n")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HUMMUSS_MLFLOW_CONFIG", str(config))
-        mp.setenv("MLFLOW_TRACKING_URI", "")
-        mp.delenv("MLFLOW_TRACKING_URI")
+        use_store(folder, mp, claim_ttl_s=TTL)
         yield Tracker(load_settings())
 
 

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import use_store
 
 from suite.leases import LeaseKeeper, heartbeat_of, take_lease
 from suite.runspec import expand_runs
@@ -33,11 +34,8 @@ def _forget_tracking_uri(monkeypatch) -> None:
 def tracker(tmp_path_factory):
     """One sqlite store for the unit tests; each test claims in its own experiment."""
     folder = tmp_path_factory.mktemp("claims")
-    config = folder / "mlflow.yaml"
-    config.write_text(f"tracking_uri: sqlite:///mlruns.db\nartifact_location: mlartifacts\nclaim_ttl_s: {TTL}\n")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HUMMUSS_MLFLOW_CONFIG", str(config))
-        _forget_tracking_uri(mp)
+        use_store(folder, mp, claim_ttl_s=TTL)
         yield Tracker(load_settings())
 
 
