@@ -66,3 +66,59 @@ class Aggregate(nn.Module):
         for i in range(1, n):
             out = out.addcmul_(alpha[..., i:i + 1], xs[i])
         return out
+
+
+class MixGate(torch.autograd.Function):
+    """A GDSSM block's read-out mix and `gate` aggregation in one step, for training:
+
+        path_i = b_i + sum_c w_ic GELU(y_ic)      (i < n directions, c < k read-outs)
+        out    = x_id * prod_i path_i
+
+    y (H, P, n k, L, Q) the convolutions' outputs, w (H, n, k), b (H, n), x_id (H, P, L, Q)
+    -> out (H, P, L, Q). The same numbers as `GDSSM._mix` followed by `Aggregate("gate")`;
+    the backward is written out (the products' gradients, one GELU backward), instead of
+    autograd's passes over strided per-direction views of the paths, whose backward fills a
+    zero tensor of all paths for each view.
+    """
+
+    @staticmethod
+    def forward(ctx, y, w, b, x_id):
+        H, P, R, L, Q = y.shape
+        n, k = w.shape[1], w.shape[2]
+        g = torch.nn.functional.gelu(y).view(H, P, n, k, L, Q)
+        paths = []
+        for i in range(n):
+            p = torch.addcmul(b[:, i].view(H, 1, 1, 1), g[:, :, i, 0], w[:, i, 0].view(H, 1, 1, 1))
+            for c in range(1, k):
+                p.addcmul_(g[:, :, i, c], w[:, i, c].view(H, 1, 1, 1))
+            paths.append(p)
+        out = x_id * paths[0]
+        for p in paths[1:]:
+            out.mul_(p)
+        ctx.save_for_backward(y, g, w, x_id, *paths)
+        return out
+
+    @staticmethod
+    def backward(ctx, go):
+        y, g, w, x_id, *paths = ctx.saved_tensors
+        H, P, R, L, Q = y.shape
+        n, k = w.shape[1], w.shape[2]
+        q = go * x_id  # d out / d (prod_i path_i)
+        grad_x = None
+        if ctx.needs_input_grad[3]:
+            grad_x = go * paths[0]
+            for p in paths[1:]:
+                grad_x.mul_(p)
+        gy = torch.empty_like(y).view(H, P, n, k, L, Q)
+        gw, gb = torch.empty_like(w), w.new_empty(H, n)
+        for i in range(n):
+            gp = q.clone() if n > 1 else q  # d out / d path_i = q prod_{j != i} path_j
+            for j in range(n):
+                if j != i:
+                    gp.mul_(paths[j])
+            gb[:, i] = gp.sum((1, 2, 3))
+            for c in range(k):
+                gw[:, i, c] = (gp * g[:, :, i, c]).sum((1, 2, 3))
+                gy[:, :, i, c] = gp * w[:, i, c].view(H, 1, 1, 1)
+        gy = torch.ops.aten.gelu_backward(gy.view(H, P, R, L, Q), y)
+        return gy, gw, gb, grad_x

@@ -56,7 +56,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hummuss.fusion import Aggregate
+from hummuss.fusion import Aggregate, MixGate
 from hummuss.packed_linear import pack_linear
 from hummuss.ssm import (
     DSSM,
@@ -253,9 +253,13 @@ class GDSSM(nn.Module):
             y = apply_conv(op, u)
         else:
             y = self._scan(u, dt * dt_scale)
-        paths = self._mix(y, mix)  # (H, P, directions, L, Q)
-        xs = [paths[:, :, i] for i in range(paths.shape[2])] + [x_id]
-        y = self.aggregate(*xs, dim=0).reshape(H, -1)  # (H, N)
+        if self.aggregate.kind == "gate" and torch.is_grad_enabled() and y.dtype == x_id.dtype:
+            w, b = self._mix_weights() if mix is None else mix  # training: mix and gate in one step
+            y = MixGate.apply(y, w, b, x_id).reshape(H, -1)
+        else:
+            paths = self._mix(y, mix)  # (H, P, directions, L, Q)
+            xs = [paths[:, :, i] for i in range(paths.shape[2])] + [x_id]
+            y = self.aggregate(*xs, dim=0).reshape(H, -1)  # (H, N)
         if out is not None:
             return (out(y.t()) + flat).view(P, L, Q, D)
         res = torch.addmm(self.proj_out.bias, y.t(), self.proj_out.weight.t())  # (N, D)

@@ -255,3 +255,24 @@ def test_center_input_makes_the_model_blind_to_where_the_root_is_in_the_image():
         manual = x.clone()
         manual[..., :2] -= x[..., :1, :2]
         assert torch.allclose(centred(x), absolute(manual), atol=1e-6)
+
+
+@pytest.mark.parametrize("n, k", [(1, 1), (2, 1), (1, 2), (2, 2)])
+def test_mix_gate_matches_its_formula_and_gradients(n, k):
+    """MixGate (training's fused mix + gate) = x_id prod_i (b_i + sum_c w_ic GELU(y_ic)),
+    written out here with erf; its hand-written backward against float64 finite differences."""
+    from hummuss.fusion import MixGate
+
+    g = torch.Generator().manual_seed(n * 10 + k)
+    H, P, L, Q = 3, 2, 4, 2
+    y = torch.randn(H, P, n * k, L, Q, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(H, n, k, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(H, n, generator=g, dtype=torch.float64, requires_grad=True)
+    x_id = torch.randn(H, P, L, Q, generator=g, dtype=torch.float64, requires_grad=True)
+    gelu = y * 0.5 * (1 + torch.erf(y / 2 ** 0.5))
+    expected = x_id.clone()
+    for i in range(n):
+        path = b[:, i].view(H, 1, 1, 1) + sum(w[:, i, c].view(H, 1, 1, 1) * gelu[:, :, i * k + c] for c in range(k))
+        expected = expected * path
+    assert torch.allclose(MixGate.apply(y, w, b, x_id), expected, atol=1e-12)
+    assert torch.autograd.gradcheck(MixGate.apply, (y, w, b, x_id))
