@@ -210,6 +210,11 @@ class GDSSM(nn.Module):
             xs = x.permute(0, 2, 1, 3).reshape(P * Q, L, 1, D)
             dts = None if dt is None else dt.permute(0, 2, 1).reshape(P * Q, L, 1)
             return self.forward(xs, dt_scale, dts, consts).view(P, Q, L, D).permute(0, 2, 1, 3)
+        if P == 1 and Q > 1 and dt is None and consts is None and conv_method(L, Q) == "fft":
+            # the FFT along a contiguous axis: sequences (Q, L, 1) (a copy of the D-wide tokens
+            # each way) rather than (1, L, Q), whose transforms stride over the Q columns
+            out = self.forward(x.permute(2, 1, 0, 3), dt_scale, None, None)  # (Q, L, 1, D)
+            return out.permute(2, 1, 0, 3).contiguous()
         if consts is not None or torch.is_grad_enabled() or P * L * Q <= CHUNK_TOKENS:
             return self._run(x, dt_scale, dt, consts=consts)
         along = 0 if Q == 1 else 2
