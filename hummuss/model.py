@@ -258,7 +258,8 @@ class HumMUSS(nn.Module):
         """Multiply-accumulates to produce one frame's output when streaming.
 
         Linear layers count in*out per token; a temporal DSSM step counts 6 per mode
-        and channel for the state update (complex * complex + complex * real) plus
+        and channel for the state update (complex * complex + complex * real; 8 with
+        first-order hold, whose update adds dB_prev u_{t-1}) plus
         2 per mode, channel and read-out; a spatial DSSM over the J joints counts its
         direct causal convolution, J (J + 1) / 2 per channel, read-out and direction.
         The count does not depend on `frames` (the recurrence has constant cost).
@@ -266,6 +267,7 @@ class HumMUSS(nn.Module):
         cfg = self.config
         J, D, H = cfg.num_joints, cfg.dim, int(round(cfg.expand * cfg.dim))
         M = cfg.state_size // 2
+        foh = cfg.discretization == "foh"  # + dB_prev u_{t-1}: one more complex * real per mode
         block_linear = 2 * D * H + H * D  # proj_id, proj_in, proj_out per token
 
         def agg(n):
@@ -274,7 +276,7 @@ class HumMUSS(nn.Module):
         spatial = J * (block_linear + agg(3)) + 2 * cfg.spatial_channels * H * J * (J + 1) // 2
         t_dirs = 1 if cfg.causal else 2
         temporal = J * (block_linear + agg(t_dirs + 1)
-                        + t_dirs * H * (6 * M + 2 * M * cfg.temporal_channels))
+                        + t_dirs * H * ((6 + 2 * foh) * M + 2 * M * cfg.temporal_channels))
         fuse = J * 2 * D * 2 if cfg.stream_fusion == "learned" else 0
         per_layer = 2 * (spatial + temporal) + fuse
         head = J * (cfg.dim_in * D + D * cfg.dim_rep + cfg.dim_rep * cfg.dim_out)

@@ -276,3 +276,11 @@ def test_mix_gate_matches_its_formula_and_gradients(n, k):
         expected = expected * path
     assert torch.allclose(MixGate.apply(y, w, b, x_id), expected, atol=1e-12)
     assert torch.autograd.gradcheck(MixGate.apply, (y, w, b, x_id))
+
+
+def test_macs_per_frame_counts_first_order_holds_extra_update():
+    """foh's state update adds dB_prev u_{t-1} (complex * real, 2 MACs) per mode: paper-causal
+    has 5 layers x 2 temporal blocks x 17 joints x 1 direction x H = 768 channels x M = 64."""
+    zoh = HumMUSS(HumMUSSConfig.preset("paper-causal")).macs_per_frame()
+    foh = HumMUSS(HumMUSSConfig.preset("paper-causal", discretization="foh")).macs_per_frame()
+    assert foh - zoh == 5 * 2 * 17 * 768 * 2 * 64
