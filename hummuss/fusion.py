@@ -111,14 +111,15 @@ class MixGate(torch.autograd.Function):
                 grad_x.mul_(p)
         gy = torch.empty_like(y).view(H, P, n, k, L, Q)
         gw, gb = torch.empty_like(w), w.new_empty(H, n)
+        tmp = torch.empty_like(q)
         for i in range(n):
-            gp = q.clone() if n > 1 else q  # d out / d path_i = q prod_{j != i} path_j
-            for j in range(n):
-                if j != i:
-                    gp.mul_(paths[j])
+            others = [paths[j] for j in range(n) if j != i]  # d out / d path_i = q prod_{j != i} path_j
+            gp = torch.mul(q, others[0]) if others else q
+            for p in others[1:]:
+                gp.mul_(p)
             gb[:, i] = gp.sum((1, 2, 3))
-            for c in range(k):
-                gw[:, i, c] = (gp * g[:, :, i, c]).sum((1, 2, 3))
-                gy[:, :, i, c] = gp * w[:, i, c].view(H, 1, 1, 1)
+            for c in range(k):  # products written into place, no temporaries to copy
+                gw[:, i, c] = torch.mul(gp, g[:, :, i, c], out=tmp).sum((1, 2, 3))
+                torch.mul(gp, w[:, i, c].view(H, 1, 1, 1), out=gy[:, :, i, c])
         gy = torch.ops.aten.gelu_backward(gy.view(H, P, R, L, Q), y)
         return gy, gw, gb, grad_x
