@@ -57,3 +57,17 @@ def test_kernel_powers_below_float32_range_are_zero():
     tiny = torch.finfo(torch.float32).tiny
     assert not ((re != 0) & (re.abs() < tiny)).any() and not ((im != 0) & (im.abs() < tiny)).any()
     assert (re[0, 0, 9:] == 0).all() and re[0, 0, 8] != 0
+
+
+@pytest.mark.parametrize("length", [1, 2, 10, 12, 17, 64, 100])
+def test_kernel_powers_equal_the_complex_exponential(length):
+    """powers (from the factors dA^(q b) and dA^r) = exp(dtlam l), computed directly in complex128."""
+    from hummuss.ssm.conv import powers
+
+    g = torch.Generator().manual_seed(length)
+    dtlam = torch.complex(-torch.rand(3, 4, generator=g, dtype=torch.float64),
+                          3 * torch.randn(3, 4, generator=g, dtype=torch.float64))
+    direct = torch.exp(dtlam.unsqueeze(-1) * torch.arange(length, dtype=torch.float64))  # (H, M, L)
+    re, im = powers(dtlam, length)
+    torch.testing.assert_close(re, direct.real)
+    torch.testing.assert_close(im, direct.imag)

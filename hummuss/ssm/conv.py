@@ -31,6 +31,7 @@ from hummuss.ssm.cache import cexp
 # (sequences per channel); FFT beyond. Measured on a 2-core AVX-512 CPU, see `conv_method`.
 TOEPLITZ_MAX_LENGTH, TOEPLITZ_WIDE_MAX_LENGTH, TOEPLITZ_WIDE_COLUMNS = 40, 128, 64
 FFT_ODD_FACTORS = (1, 3, 5, 9)
+FACTORED_MIN_LENGTH = 64  # `power_planes` factors dA^l from this length on (cpu preset, L = 27: direct 1.6 ms, factored 3.3)
 LOG_TINY = math.log(torch.finfo(torch.float32).tiny)  # exp(x) below this is subnormal in float32  # FFT sizes 2^a c, see `fft_size`
 
 
@@ -56,13 +57,49 @@ def vandermonde(W: torch.Tensor, dtlam: torch.Tensor, length: int) -> torch.Tens
 
 
 def powers(dtlam: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Re and Im of dA^l = exp(dtlam l), each (H, M, L) real, with powers whose modulus falls
-    below float32's normal range set to zero (no subnormals reach the matmuls)."""
-    steps = torch.arange(length, device=dtlam.device, dtype=dtlam.real.dtype)
-    re = dtlam.real.unsqueeze(-1) * steps  # (H, M, L): log |dA^l|
-    mag = torch.exp(re).masked_fill_(re < LOG_TINY, 0.0)
-    ang = dtlam.imag.unsqueeze(-1) * steps
-    return mag * torch.cos(ang), mag * torch.sin(ang)
+    """Re and Im of dA^l = exp(dtlam l), each (H, M, L) real: the halves of `power_planes`."""
+    V = power_planes(dtlam, length)
+    return V[:, :dtlam.shape[1]], V[:, dtlam.shape[1]:]
+
+
+def power_planes(dtlam: torch.Tensor, length: int) -> torch.Tensor:
+    """V (H, 2M, L): Re (rows < M) and Im of dA^l = exp(dtlam l), with powers whose modulus falls
+    below float32's normal range set to zero (no subnormals reach the matmuls).
+
+    As `vandermonde`, with l = q b + r: exp, cos and sin only on the factors dA^(q b) and
+    dA^r (2 sqrt(L) per mode), then one complex product per power (each of the (H, M, L)
+    passes costs about as much as the transcendental functions: paper preset, L = 243,
+    direct exp/cos/sin took 238 ms a direction, factored 100-117 ms, kernel forward + backward).
+    The masking pass runs only when some power is below the normal range. Below
+    FACTORED_MIN_LENGTH frames the powers are computed directly.
+    """
+    H, M = dtlam.shape
+    lr, li = dtlam.real.unsqueeze(-1), dtlam.imag.unsqueeze(-1)  # (H, M, 1)
+    if length < FACTORED_MIN_LENGTH:  # few frames: directly, fewer small ops
+        re = lr * torch.arange(length, device=dtlam.device, dtype=lr.dtype)
+        mag = torch.exp(re).masked_fill_(re < LOG_TINY, 0.0)
+        ang = li * torch.arange(length, device=dtlam.device, dtype=lr.dtype)
+        return torch.cat([mag * torch.cos(ang), mag * torch.sin(ang)], 1)
+    b = math.isqrt(length - 1) + 1
+    nq = -(-length // b)
+    steps = torch.arange(max(b, nq), device=dtlam.device, dtype=dtlam.real.dtype)
+    lr, li = dtlam.real.unsqueeze(-1), dtlam.imag.unsqueeze(-1)  # (H, M, 1)
+
+    def factor(st):  # dA^st, (H, M, len(st)) each, zero below the normal range
+        re = lr * st
+        mag = torch.exp(re).masked_fill_(re < LOG_TINY, 0.0)
+        return mag * torch.cos(li * st), mag * torch.sin(li * st)
+
+    qr, qi = (t.unsqueeze(-1) for t in factor(steps[:nq] * b))  # (H, M, nq, 1)
+    rr, ri = (t.unsqueeze(-2) for t in factor(steps[:b]))  # (H, M, 1, b)
+    V = torch.empty(H, 2, M, nq, b, device=dtlam.device, dtype=lr.dtype)
+    torch.mul(qr, rr, out=V[:, 0]).addcmul_(qi, ri, value=-1)  # Re(dA^(qb) dA^r)
+    torch.mul(qr, ri, out=V[:, 1]).addcmul_(qi, rr)  # Im
+    V = V.view(H, 2 * M, nq * b)[..., :length]
+    if float(dtlam.real.min()) * (length - 1) < LOG_TINY:  # zero what the products left below range
+        l = torch.arange(length, device=dtlam.device, dtype=lr.dtype)
+        V = V.masked_fill((lr * l < LOG_TINY).repeat(1, 2, 1), 0.0)
+    return V
 
 
 class VandermondeKernel(torch.autograd.Function):
@@ -76,7 +113,7 @@ class VandermondeKernel(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, W, dtlam, length):
-        V = torch.cat(powers(dtlam, length), 1)  # (H, 2M, L): Re and Im of dA^l
+        V = power_planes(dtlam, length)  # (H, 2M, L): Re and Im of dA^l
         Wt = W.transpose(0, 1)  # (H, k, M)
         A = torch.cat([Wt.real, -Wt.imag], -1)  # (H, k, 2M)
         ctx.save_for_backward(W, V)
