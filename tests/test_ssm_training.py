@@ -71,3 +71,13 @@ def test_kernel_powers_equal_the_complex_exponential(length):
     re, im = powers(dtlam, length)
     torch.testing.assert_close(re, direct.real)
     torch.testing.assert_close(im, direct.imag)
+
+
+def test_factored_kernel_powers_below_float32_range_are_zero():
+    from hummuss.ssm.conv import powers
+
+    dtlam = torch.tensor([[complex(-1.0, 0.3)]])  # |dA^l| = e^(-l): below the normal range from l = 88
+    re, im = powers(dtlam, 100)  # factored: 100 >= FACTORED_MIN_LENGTH
+    tiny = torch.finfo(torch.float32).tiny
+    assert not ((re != 0) & (re.abs() < tiny)).any() and not ((im != 0) & (im.abs() < tiny)).any()
+    assert (re[0, 0, 88:] == 0).all() and (im[0, 0, 88:] == 0).all() and re[0, 0, 80] != 0 and im[0, 0, 80] != 0

@@ -32,6 +32,7 @@ from hummuss.ssm.cache import cexp
 TOEPLITZ_MAX_LENGTH, TOEPLITZ_WIDE_MAX_LENGTH, TOEPLITZ_WIDE_COLUMNS = 40, 128, 64
 FFT_ODD_FACTORS = (1, 3, 5, 9)
 FACTORED_MIN_LENGTH = 64  # `power_planes` factors dA^l from this length on (cpu preset, L = 27: direct 1.6 ms, factored 3.3)
+POWER_MASK_MARGIN = 30.0  # |cos| or |sin| of a float32 angle below e^-30 does not occur in practice
 LOG_TINY = math.log(torch.finfo(torch.float32).tiny)  # exp(x) below this is subnormal in float32  # FFT sizes 2^a c, see `fft_size`
 
 
@@ -79,7 +80,7 @@ def power_planes(dtlam: torch.Tensor, length: int) -> torch.Tensor:
         re = lr * torch.arange(length, device=dtlam.device, dtype=lr.dtype)
         mag = torch.exp(re).masked_fill_(re < LOG_TINY, 0.0)
         ang = li * torch.arange(length, device=dtlam.device, dtype=lr.dtype)
-        return torch.cat([mag * torch.cos(ang), mag * torch.sin(ang)], 1)
+        return _below_normal_to_zero(torch.cat([mag * torch.cos(ang), mag * torch.sin(ang)], 1), dtlam, length)
     b = math.isqrt(length - 1) + 1
     nq = -(-length // b)
     steps = torch.arange(max(b, nq), device=dtlam.device, dtype=dtlam.real.dtype)
@@ -95,10 +96,15 @@ def power_planes(dtlam: torch.Tensor, length: int) -> torch.Tensor:
     V = torch.empty(H, 2, M, nq, b, device=dtlam.device, dtype=lr.dtype)
     torch.mul(qr, rr, out=V[:, 0]).addcmul_(qi, ri, value=-1)  # Re(dA^(qb) dA^r)
     torch.mul(qr, ri, out=V[:, 1]).addcmul_(qi, rr)  # Im
-    V = V.view(H, 2 * M, nq * b)[..., :length]
-    if float(dtlam.real.min()) * (length - 1) < LOG_TINY:  # zero what the products left below range
-        l = torch.arange(length, device=dtlam.device, dtype=lr.dtype)
-        V = V.masked_fill((lr * l < LOG_TINY).repeat(1, 2, 1), 0.0)
+    return _below_normal_to_zero(V.view(H, 2 * M, nq * b)[..., :length], dtlam, length)
+
+
+def _below_normal_to_zero(V: torch.Tensor, dtlam: torch.Tensor, length: int) -> torch.Tensor:
+    """V with entries below float32's normal range set to zero: a Re or Im part can be subnormal
+    while |dA^l| is not (a small cosine), so the test is per entry; the pass runs only where
+    the smallest modulus is within e^POWER_MASK_MARGIN of the range's end."""
+    if float(dtlam.real.min()) * (length - 1) < LOG_TINY + POWER_MASK_MARGIN:
+        return V.masked_fill(V.abs() < torch.finfo(torch.float32).tiny, 0.0)
     return V
 
 
