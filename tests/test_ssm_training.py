@@ -81,3 +81,20 @@ def test_factored_kernel_powers_below_float32_range_are_zero():
     tiny = torch.finfo(torch.float32).tiny
     assert not ((re != 0) & (re.abs() < tiny)).any() and not ((im != 0) & (im.abs() < tiny)).any()
     assert (re[0, 0, 88:] == 0).all() and (im[0, 0, 88:] == 0).all() and re[0, 0, 80] != 0 and im[0, 0, 80] != 0
+
+
+@pytest.mark.parametrize("anticausal, P, Q", [((False,), 2, 1), ((False, True), 3, 1), ((True, False, True), 1, 2)])
+def test_fft_convolution_training_path_matches_toeplitz_and_gradcheck(anticausal, P, Q):
+    """FFTConv (the training FFT convolution, hand-written backward) = the Toeplitz matrix
+    product built entry by entry (`toeplitz`), and its gradients = finite differences."""
+    from hummuss.ssm.conv import FFTConv, fft_size, toeplitz
+
+    torch.manual_seed(len(anticausal))
+    R, H, L = len(anticausal), 3, 6
+    u = torch.randn(H, P, L, Q, dtype=torch.float64, requires_grad=True)
+    K = torch.randn(R, H, L, dtype=torch.float64, requires_grad=True)
+    D = torch.randn(R, H, dtype=torch.float64, requires_grad=True)
+    n = fft_size(2 * L - 1)
+    expected = torch.einsum("hrij,hpjq->hpriq", toeplitz(K, D, anticausal), u)
+    torch.testing.assert_close(FFTConv.apply(u, K, D, anticausal, n), expected)
+    assert torch.autograd.gradcheck(lambda a, k, d: FFTConv.apply(a, k, d, anticausal, n), (u, K, D))

@@ -198,6 +198,7 @@ class ConvOperator:
     length: int
     weight: torch.Tensor
     n_fft: int = 0
+    kernel: tuple | None = None  # fft with autograd: (K, D, anticausal), for `FFTConv`
 
 
 def toeplitz(K: torch.Tensor, D: torch.Tensor, anticausal: Sequence[bool]) -> torch.Tensor:
@@ -313,13 +314,65 @@ def conv_operator(K: torch.Tensor, D: torch.Tensor, anticausal: Sequence[bool], 
     if method != "fft":
         raise ValueError(f"unknown convolution method {method!r}; known: auto, toeplitz, fft")
     n = fft_size(2 * L - 1)  # zero padding makes the circular convolution linear
+    anticausal = tuple(bool(a) for a in anticausal)
+    if torch.is_grad_enabled() and (K.requires_grad or D.requires_grad):  # training: `FFTConv`
+        with torch.no_grad():
+            weight = fft_weight(K, D, anticausal, n)
+        return ConvOperator("fft", layout, L, weight, n, kernel=(K, D, anticausal))
+    return ConvOperator("fft", layout, L, fft_weight(K, D, anticausal, n), n)
+
+
+def fft_weight(K: torch.Tensor, D: torch.Tensor, anticausal: tuple[bool, ...], n: int) -> torch.Tensor:
+    """K (R, H, L), D (R, H) -> the spectra (H, 1, R, n/2+1, 1) of the kernels with D at lag 0,
+    conjugated for anti-causal kernels (correlation: y_i = sum_{j >= i} K[j - i] u_j)."""
+    R = K.shape[0]
     K = torch.cat([K[..., :1] + D.unsqueeze(-1), K[..., 1:]], -1)  # the skip D u is lag 0
-    Kf = torch.fft.rfft(K.float(), n=n)  # (R, H, n/2+1)
-    if any(anticausal):  # correlation with K: y_i = sum_{j >= i} K[j - i] u_j
+    Kf = torch.fft.rfft(K if K.dtype == torch.float64 else K.float(), n=n)  # (R, H, n/2+1)
+    if any(anticausal):
         anti = torch.tensor(list(anticausal), device=K.device).view(R, 1, 1)
         Kf = torch.where(anti, Kf.conj(), Kf)
-    weight = Kf.permute(1, 0, 2)[:, None, :, :, None]  # (H, 1, R, n/2+1, 1)
-    return ConvOperator("fft", layout, L, weight, n)
+    return Kf.permute(1, 0, 2)[:, None, :, :, None]  # (H, 1, R, n/2+1, 1)
+
+
+class FFTConv(torch.autograd.Function):
+    """The FFT convolution for training: u (H, P, L, Q), kernels K (R, H, L) and skips D (R, H)
+    -> y (H, P, R, L, Q), as `apply_conv` with `fft_weight`, with a hand-written backward:
+
+        grad u = irfft(sum_r rfft(gy_r) conj(W_r))        (one inverse transform, not R)
+        grad k = irfft(sum_{p,q} rfft(gy_r) conj(rfft(u)))  (the circular kernel's gradient,
+                 read at lags 0..L-1, or at -l for an anti-causal kernel; D's is lag 0)
+
+    instead of autograd's adjoints of rfft and irfft (zero-filled padding, a complex-to-complex
+    transform, R inverse transforms) and its complex products with the weight.
+    """
+
+    @staticmethod
+    def forward(ctx, u, K, D, anticausal, n):
+        L = u.shape[2]
+        W = fft_weight(K, D, anticausal, n)  # (H, 1, R, f, 1)
+        Uf = torch.fft.rfft(u, n=n, dim=2)  # (H, P, f, Q)
+        y = torch.fft.irfft(Uf.unsqueeze(2) * W, n=n, dim=3)[:, :, :, :L]
+        ctx.save_for_backward(Uf, W)
+        ctx.anticausal, ctx.n = anticausal, n
+        return y.contiguous()
+
+    @staticmethod
+    def backward(ctx, gy):
+        Uf, W = ctx.saved_tensors
+        n, L = ctx.n, gy.shape[3]
+        Gf = torch.fft.rfft(gy, n=n, dim=3)  # (H, P, R, f, Q)
+        gu = gK = gD = None
+        if ctx.needs_input_grad[0]:
+            gu = torch.fft.irfft((Gf * W.conj()).sum(2), n=n, dim=2)[:, :, :L].contiguous()
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            Ufc = Uf.conj()  # (not einsum: it permutes Gf into a copy first)
+            S = torch.stack([(Gf[:, :, r] * Ufc).sum((1, 3)) for r in range(Gf.shape[2])])  # (R, H, f)
+            c = torch.fft.irfft(S, n=n)  # (R, H, n): gradient of each circular kernel
+            lags = torch.arange(L, device=c.device)
+            gK = torch.stack([c[r, :, (n - lags) % n] if a else c[r, :, :L]
+                              for r, a in enumerate(ctx.anticausal)])  # (R, H, L)
+            gD = gK[..., 0].clone()
+        return gu, gK, gD, None, None
 
 
 def apply_conv(op: ConvOperator, u: torch.Tensor) -> torch.Tensor:
@@ -341,6 +394,8 @@ def apply_conv(op: ConvOperator, u: torch.Tensor) -> torch.Tensor:
     n = op.n_fft
     if u.dtype in (torch.float16, torch.bfloat16):  # under autocast: cuFFT has no bfloat16
         u = u.float()
+    if op.kernel is not None and torch.is_grad_enabled():
+        return FFTConv.apply(u, *op.kernel, n)
     Uf = torch.fft.rfft(u, n=n, dim=2)  # (H, P, n/2+1, Q)
     y = torch.fft.irfft(Uf.unsqueeze(2) * op.weight, n=n, dim=3)[:, :, :, :L]  # (H, P, R, L, Q)
     # with autograd a contiguous copy pays for itself: GELU's backward on the strided slice
