@@ -108,6 +108,9 @@ def init_eigenvalues(scheme: str, state_size: int, generator: torch.Generator | 
 
 # -- discretisation ----------------------------------------------------------------------------
 DISCRETIZATIONS = ("zoh", "foh")
+# a scan block discretises each distinct step once (then gathers) when it has at most
+# 1/SCAN_DISTINCT_STEPS as many distinct steps as frames x sequences
+SCAN_DISTINCT_STEPS = 4
 PHI_TERMS = 10  # series terms of phi_2 for |z| < 1: the first left out is below 1/12! = 2e-9
 
 
@@ -277,6 +280,10 @@ class DSSM(nn.Module):
         lam, step, hold = self.eigenvalues(), torch.exp(self.log_dt), self._hold  # (S, M), (H,)
 
         def discretise(dt_block):  # (l, N) -> dA, dB[, dB_prev] (l, N, H, M)
+            if not dt_block.requires_grad:  # few distinct steps (dropped frames, a fixed rate): each once
+                vals, inv = torch.unique(dt_block, return_inverse=True)
+                if SCAN_DISTINCT_STEPS * vals.numel() <= dt_block.numel():
+                    return tuple(c[inv] for c in hold(lam, (vals.unsqueeze(-1) * step).unsqueeze(-1)))
             return hold(lam, (dt_block.unsqueeze(-1) * step).unsqueeze(-1))
 
         return recurrence.scan(u, dt, discretise, self.readout_weight(), self.D, state, block)
