@@ -264,12 +264,23 @@ def clip_mpjpe_mm(model, clips: Clips, batch_size: int = 64, flip: bool = True, 
 
 
 @torch.no_grad()
-def stream_sequences(model, seqs: list[Sequence], dts: list[np.ndarray] | None = None) -> list[np.ndarray]:
-    """Frame-by-frame predictions of a causal model, all sequences in one batch; `dts`: each
-    frame's step (default: the training step). Shorter sequences are padded at their end
-    (last frame repeated, step 1), which a causal model's earlier outputs never see."""
-    if not seqs:
-        return []
+def stream_sequences(model, seqs: list[Sequence], dts: list[np.ndarray] | None = None,
+                     batch_size: int = 64) -> list[np.ndarray]:
+    """Frame-by-frame predictions of a causal model; `dts`: each frame's step (default: the
+    training step). Batches of up to `batch_size` sequences of similar length (longest first);
+    the shorter ones are padded at their end (last frame repeated, step 1), which a causal
+    model's earlier outputs never see."""
+    out: list[np.ndarray | None] = [None] * len(seqs)
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        chunk = _stream_batch(model, [seqs[i] for i in idx], None if dts is None else [dts[i] for i in idx])
+        for i, pred in zip(idx, chunk):
+            out[i] = pred
+    return out  # type: ignore[return-value]
+
+
+def _stream_batch(model, seqs: list[Sequence], dts: list[np.ndarray] | None) -> list[np.ndarray]:
     device = next(model.parameters()).device
     T = max(len(s) for s in seqs)
     x = np.stack([np.concatenate([s.inputs, np.repeat(s.inputs[-1:], T - len(s), 0)]) for s in seqs])
@@ -333,7 +344,7 @@ def evaluate(model, source, config: EvalConfig | None = None, split: str = "test
     streams = cfg.stream and getattr(getattr(model, "config", None), "causal", False)
 
     def streamed(condition, seqs, dts=None):
-        online = stream_sequences(model, seqs, dts)
+        online = stream_sequences(model, seqs, dts, batch_size=cfg.batch_size)
         frame_set = scored_frames(seqs, cfg.rate_length, protocol, seed=cfg.seed)
         add(condition, list(zip(online, frame_set)), seqs)
         # the frame-by-frame outputs must equal the offline pass over whole sequences

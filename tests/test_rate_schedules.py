@@ -87,18 +87,19 @@ def test_schedule_sequences_pick_the_frames_and_their_ground_truth():
 # -- the evaluation conditions ---------------------------------------------------------------------
 @pytest.mark.parametrize("discretization", ["zoh", "foh"])
 def test_stream_with_per_frame_dt_equals_the_offline_pass(discretization):
-    """A causal model streamed with each frame's step equals one offline pass with dt (two
-    sequences of different lengths: the shorter one padded inside the stream's batch)."""
+    """A causal model streamed with each frame's step equals one offline pass with dt (three
+    sequences of different lengths in batches of two: the longest two together, the shorter
+    one padded inside that batch, answers back in the order asked)."""
     torch.manual_seed(0)
     model = build_model("hummuss", "smoke", causal=True, discretization=discretization).eval()
     rng = np.random.default_rng(0)
-    native = [toy(90), toy(70)]
+    native = [toy(90), toy(70), toy(80)]
     for s in native:
         s.inputs[:] = rng.normal(size=s.inputs.shape).astype(np.float32)
     for name in ("segments", "walk"):
         seqs, dts = schedule_sequences(native, name, 12, seed=1)
-        online = stream_sequences(model, seqs, dts)
-        assert len(seqs[0]) != len(seqs[1])
+        online = stream_sequences(model, seqs, dts, batch_size=2)
+        assert len({len(s) for s in seqs}) == 3 and [len(y) for y in online] == [len(s) for s in seqs]
         with torch.no_grad():
             for s, d, y in zip(seqs, dts, online):
                 offline = model(torch.from_numpy(s.inputs)[None], dt=torch.from_numpy(d)[None])[0].numpy()
