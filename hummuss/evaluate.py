@@ -16,17 +16,25 @@ joints where the model put them; predictions are scaled by the source's per-fram
     fps_up2[_dt]      input upsampled x2 (dt_scale = 1/2 with `_dt`)
     drop_<p>[_dt]     frames dropped at random with probability p; `_dt`: HumMUSS given
                       each frame's step (per-frame dt)
+    rate_<s>[_dt]     the frame rate changes inside each window under schedule s
+                      (`segments`: strides 1, 2, 4, 1 of the native frames, i.e. 60 -> 30 ->
+                      15 -> 60 fps at 60 fps native; `walk`: a seeded random walk between
+                      60 and 15 fps; hummuss.rate_schedules); `_dt`: given each frame's step
+    stream_<s>[_dt]   the same frames, causal models run frame by frame through `stream()`
+                      (with `stream`), with each frame's step (`_dt`) or the training step
     stream            causal models run frame by frame through `stream()`, scored on the
                       frames the protocol scores at `rate_length`
     as_trained        the F_<n> condition at the model's training length, under one name
 
-The frame-rate and drop conditions use windows of `rate_length` frames under the same
-protocol. `condition_names` is the one list of these names: the runner labels
+The frame-rate, drop and schedule conditions use windows of `rate_length` frames under
+the same protocol; the streamed ones are scored on the frames it scores there, and log
+`max_abs_diff_offline` beside: the largest gap to one offline pass over the whole (picked)
+sequence with the same steps. `condition_names` is the one list of these names: the runner labels
 `as_trained` with `with_as_trained`, and the registry checks every table cell against
 `condition_names`.
 
-Models without a notion of time (MotionBERT) get the `fps_*` and `drop_*` conditions
-without `_dt` only. `evaluate(...)` returns a tidy table (condition, metric, value,
+Models without a notion of time (MotionBERT) get the `fps_*`, `drop_*` and `rate_*`
+conditions without `_dt` only (the same frames as they come). `evaluate(...)` returns a tidy table (condition, metric, value,
 frames); `clip_mpjpe_mm` is the per-epoch validation number of the trainer.
 """
 
@@ -53,6 +61,7 @@ from hummuss.protocols import (
     resolve_protocol,
     scored_frames,
 )
+from hummuss.rate_schedules import check_schedule, schedule_sequences
 from hummuss.tta import flip_tta
 from hummuss.windows import sliding_window_forward, window_starts
 
@@ -67,7 +76,8 @@ class EvalConfig:
     rates: tuple[str, ...] = ()  # subset of FACTORS
     rate_length: int = 243  # window length for the frame-rate and drop conditions
     drops: tuple[float, ...] = ()  # drop probabilities
-    stream: bool = False  # frame-by-frame condition (causal models)
+    schedules: tuple[str, ...] = ()  # rates changing inside the window: hummuss.rate_schedules.SCHEDULES
+    stream: bool = False  # frame-by-frame conditions (causal models)
     flip: bool = True  # flip test-time augmentation
     batch_size: int = 32
     seed: int = 0  # frame drops
@@ -77,6 +87,8 @@ class EvalConfig:
 
     def __post_init__(self):
         resolve_protocol(self.protocol, "")  # an unknown name fails here, naming the known ones
+        for name in self.schedules:
+            check_schedule(name)
 
 
 # -- condition names ----------------------------------------------------------------------
@@ -90,6 +102,10 @@ def _rate(name: str, dt: bool) -> str:
 
 def _drop(p: float, dt: bool) -> str:
     return f"drop_{p:g}" + ("_dt" if dt else "")
+
+
+def _schedule(name: str, dt: bool, stream: bool = False) -> str:
+    return ("stream_" if stream else "rate_") + name + ("_dt" if dt else "")
 
 
 def condition_names(config: EvalConfig, *, continuous: bool, causal: bool = False,
@@ -108,6 +124,10 @@ def condition_names(config: EvalConfig, *, continuous: bool, causal: bool = Fals
         names += [_rate(name, False)] + ([_rate(name, True)] if continuous else [])
     for p in config.drops:
         names += [_drop(p, False)] + ([_drop(p, True)] if continuous else [])
+    for name in config.schedules:
+        names += [_schedule(name, False)] + ([_schedule(name, True)] if continuous else [])
+        if config.stream and causal:
+            names += [_schedule(name, False, stream=True), _schedule(name, True, stream=True)]
     if config.stream and causal:
         names.append("stream")
     if trained_frames is not None and _length(trained_frames) in names:
@@ -244,20 +264,34 @@ def clip_mpjpe_mm(model, clips: Clips, batch_size: int = 64, flip: bool = True, 
 
 
 @torch.no_grad()
-def stream_sequences(model, seqs: list[Sequence]) -> list[np.ndarray]:
-    """Frame-by-frame predictions of a causal model, sequences of equal length batched."""
-    device = next(model.parameters()).device
+def stream_sequences(model, seqs: list[Sequence], dts: list[np.ndarray] | None = None,
+                     batch_size: int = 64) -> list[np.ndarray]:
+    """Frame-by-frame predictions of a causal model; `dts`: each frame's step (default: the
+    training step). Batches of up to `batch_size` sequences of similar length (longest first);
+    the shorter ones are padded at their end (last frame repeated, step 1), which a causal
+    model's earlier outputs never see."""
     out: list[np.ndarray | None] = [None] * len(seqs)
-    by_length = defaultdict(list)
-    for i, s in enumerate(seqs):
-        by_length[len(s)].append(i)
-    for T, idx in by_length.items():
-        x = torch.from_numpy(np.stack([seqs[i].inputs for i in idx])).float().to(device)
-        stepper = model.stream(batch_size=len(idx), compile=False)  # eager: no compilation per evaluation
-        y = torch.stack([stepper.step(x[:, t]) for t in range(T)], 1).cpu().numpy()
-        for i, pred in zip(idx, y):
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        chunk = _stream_batch(model, [seqs[i] for i in idx], None if dts is None else [dts[i] for i in idx])
+        for i, pred in zip(idx, chunk):
             out[i] = pred
     return out  # type: ignore[return-value]
+
+
+def _stream_batch(model, seqs: list[Sequence], dts: list[np.ndarray] | None) -> list[np.ndarray]:
+    device = next(model.parameters()).device
+    T = max(len(s) for s in seqs)
+    x = np.stack([np.concatenate([s.inputs, np.repeat(s.inputs[-1:], T - len(s), 0)]) for s in seqs])
+    x = torch.from_numpy(x).float().to(device)
+    steps: list = [1.0] * T
+    if dts is not None:  # one float where every sequence takes the same step (its discretisation is cached)
+        dt = np.stack([np.concatenate([np.asarray(d, np.float32), np.ones(T - len(d), np.float32)]) for d in dts])
+        steps = [float(d[0]) if (d == d[0]).all() else torch.from_numpy(d).to(device) for d in dt.T]
+    stepper = model.stream(batch_size=len(seqs), compile=False)  # eager: no compilation per evaluation
+    y = torch.stack([stepper.step(x[:, t], steps[t]) for t in range(T)], 1).cpu().numpy()
+    return [pred[:len(s)] for pred, s in zip(y, seqs)]
 
 
 def evaluate(model, source, config: EvalConfig | None = None, split: str = "test") -> pd.DataFrame:
@@ -307,13 +341,26 @@ def evaluate(model, source, config: EvalConfig | None = None, split: str = "test
         add(_drop(p, False), run(seqs, cfg.rate_length), seqs)
         if _continuous(model):
             add(_drop(p, True), run(seqs, cfg.rate_length, dts=dts), seqs)
-    if cfg.stream and getattr(getattr(model, "config", None), "causal", False):
-        online = stream_sequences(model, native)
-        frame_set = scored_frames(native, cfg.rate_length, protocol, seed=cfg.seed)
-        add("stream", list(zip(online, frame_set)), native)
+    streams = cfg.stream and getattr(getattr(model, "config", None), "causal", False)
+
+    def streamed(condition, seqs, dts=None):
+        online = stream_sequences(model, seqs, dts, batch_size=cfg.batch_size)
+        frame_set = scored_frames(seqs, cfg.rate_length, protocol, seed=cfg.seed)
+        add(condition, list(zip(online, frame_set)), seqs)
         # the frame-by-frame outputs must equal the offline pass over whole sequences
-        offline = predict_sequences(model, native, max(len(s) for s in native), flip=False,
+        offline = predict_sequences(model, seqs, max(len(s) for s in seqs), dts=dts, flip=False,
                                     batch_size=cfg.batch_size)
         gap = max(float(np.abs(a - b).max()) for a, b in zip(online, offline))
-        rows.append(dict(condition="stream", metric="max_abs_diff_offline", value=gap, frames=0))
+        rows.append(dict(condition=condition, metric="max_abs_diff_offline", value=gap, frames=0))
+
+    for name in cfg.schedules:
+        seqs, dts = schedule_sequences(native, name, cfg.rate_length, seed=cfg.seed)
+        add(_schedule(name, False), run(seqs, cfg.rate_length), seqs)
+        if _continuous(model):
+            add(_schedule(name, True), run(seqs, cfg.rate_length, dts=dts), seqs)
+        if streams:
+            streamed(_schedule(name, False, stream=True), seqs)
+            streamed(_schedule(name, True, stream=True), seqs, dts)
+    if streams:
+        streamed("stream", native)
     return pd.DataFrame(rows, columns=["condition", "metric", "value", "frames"])

@@ -124,13 +124,15 @@ class Table:
 
     A cell (row, column) reads metric `metric` of condition `condition(row, column)`
     from the runs of variant `variant(row, column)`; both default to: rows are
-    variants, columns are conditions.
+    variants, columns are conditions. `blank` cells are answered by no variant (a
+    bidirectional model does not stream): they are not validated and render as missing.
     """
 
     rows: tuple[tuple[str, str], ...]
     columns: tuple[tuple[str, str], ...]
     metric: str = "mpjpe"
     cells: Mapping[tuple[str, str], tuple[str, str]] = field(default_factory=readonly)  # -> (variant, condition)
+    blank: frozenset[tuple[str, str]] = frozenset()  # (row, column) cells no variant answers
 
     def cell(self, row: str, column: str) -> tuple[str, str]:
         return self.cells.get((row, column), (row, column))
@@ -219,7 +221,7 @@ class Study:
         merged = self.eval_values(self.variants[0], scale)
         for v in self.variants[1:]:
             values = self.eval_values(v, scale)
-            for key in ("lengths", "model_windows", "rates", "drops"):
+            for key in ("lengths", "model_windows", "rates", "drops", "schedules"):
                 merged[key] = tuple(dict.fromkeys((*merged.get(key, ()), *values.get(key, ()))))
         merged["stream"] = False
         return merged
@@ -281,8 +283,13 @@ def validate(study: Study) -> Study:
     for row, col in study.paper.numbers:
         if row not in row_keys or col not in col_keys:
             raise ValueError(f"{where}: paper number for ({row!r}, {col!r}) is not a cell of its table")
+    for row, col in study.table.blank:
+        if row not in row_keys or col not in col_keys:
+            raise ValueError(f"{where}: blank cell ({row!r}, {col!r}) is not a cell of its table")
     for row, _ in study.table.rows:
         for col, _ in study.table.columns:
+            if (row, col) in study.table.blank:
+                continue
             variant, condition = study.table.cell(row, col)
             if variant not in names:
                 raise ValueError(f"{where}: table cell ({row!r}, {col!r}) reads unknown variant {variant!r}")

@@ -79,7 +79,8 @@ def corrupt(inputs: np.ndarray, rng: np.random.Generator, params: Corruption | N
     return (out * keep[..., None]).astype(np.float32)
 
 
-def _take_frames(seq: Sequence, index: np.ndarray, **changes) -> Sequence:
+def take_frames(seq: Sequence, index: np.ndarray, **changes) -> Sequence:
+    """The frames `index` of `seq` (inputs, labels, times and every per-frame extra)."""
     extras = {key: np.asarray(v)[index] for key, v in seq.extras.items()}
     return dataclasses.replace(seq, inputs=seq.inputs[index], labels=seq.labels[index],
                                times=np.asarray(seq.times)[index], extras=extras, **changes)
@@ -92,7 +93,7 @@ def subsample(seq: Sequence, factor: int) -> Sequence:
     factor = int(factor)
     if factor == 1:
         return seq
-    return _take_frames(seq, np.arange(0, len(seq), factor), fps=seq.fps / factor,
+    return take_frames(seq, np.arange(0, len(seq), factor), fps=seq.fps / factor,
                         meta={**seq.meta, "subsample": factor})
 
 
@@ -136,4 +137,4 @@ def drop_frames(seq: Sequence, rng: np.random.Generator, drop: float = 0.3) -> t
     keep[0] = True
     index = np.flatnonzero(keep)
     dt = np.diff(index, prepend=index[0] - 1).astype(np.float32)
-    return _take_frames(seq, index, meta={**seq.meta, "dropped": drop}), dt
+    return take_frames(seq, index, meta={**seq.meta, "dropped": drop}), dt

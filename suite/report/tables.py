@@ -26,7 +26,7 @@ from suite.report.stats import LEVEL, MIN_SEEDS, mean_interval
 from suite.tracking import metric_name
 
 MISSING = "—"
-MODEL, FLOOR = "model", "floor"  # column `kind`
+MODEL, FLOOR, BLANK = "model", "floor", "blank"  # column `kind`; blank: a cell no variant answers
 
 
 def floor_column(name: str) -> str:
@@ -74,8 +74,9 @@ def study_table(sel: Selection) -> pd.DataFrame:
             n = len(values)
             iv = mean_interval(values)
             paper = study.paper.numbers.get((row, col))
+            kind = BLANK if (row, col) in study.table.blank else MODEL
             rows.append(dict(
-                study=study.name, scale=sel.scale, kind=MODEL, row=row, row_label=row_label, column=col,
+                study=study.name, scale=sel.scale, kind=kind, row=row, row_label=row_label, column=col,
                 column_label=col_label, variant=variant, condition=condition, metric=key, n=n, mean=iv.estimate,
                 std=float(values.std(ddof=1)) if n > 1 else math.nan, ci_low=iv.low, ci_high=iv.high,
                 paper=math.nan if paper is None else float(paper),
@@ -252,7 +253,7 @@ def missing_cells(frame: pd.DataFrame, sel: Selection) -> pd.DataFrame:
     """The cells without a value, and why (no run, unfinished runs, or a missing metric)."""
     out = []
     at = f"at scale {sel.scale}" if sel.scale else "at any scale"
-    for cell in frame[frame["n"] == 0].itertuples():
+    for cell in frame[(frame["n"] == 0) & (frame["kind"] != BLANK)].itertuples():
         done = sel.runs[sel.runs["tags.variant"] == cell.variant]
         if cell.kind == FLOOR:
             why = _floor_missing(sel, cell.row.split(":", 1)[1], at)
