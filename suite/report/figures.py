@@ -24,9 +24,11 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from hummuss.data.skeleton import H36M_BONES  # noqa: E402
 from suite.report.tables import FLOORS, floor_values, model_rows  # noqa: E402
+from suite.report.unchanged import png_metadata  # noqa: E402
 from suite.tracking import TRAIN_LOSS, VAL_MPJPE  # noqa: E402
 
 DPI = 100
+PNG_COMPRESSION = 3  # zlib level: PIL's default 6 took 1.5x as long on the report's figures for 3% less size
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:gray")
 GT_COLOR, PRED_COLOR = "tab:green", "tab:red"
 FLOOR_STYLES = {"mean-pose": dict(color="black", linestyle=":"), "linear-lift": dict(color="dimgray", linestyle="--")}
@@ -46,7 +48,7 @@ def figure(size: tuple[float, float], **margins) -> Figure:
 def save(fig: Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, metadata=png_metadata(), pil_kwargs={"compress_level": PNG_COMPRESSION})
     return path
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from hummuss.protocols import DESCRIPTIONS, resolve_protocol, source_name_of
 from suite.registry import SCALES, Study
-from suite.report.runs import FLOORS, Selection
+from suite.report.runs import FLOORS, Selection, plain_strings
 from suite.report.stats import LEVEL, MIN_SEEDS, mean_interval
 from suite.tracking import metric_name
 
@@ -86,7 +86,7 @@ def study_table(sel: Selection) -> pd.DataFrame:
                 run_ids=";".join(runs["run_id"]) if n else ""))
     for f in floors:
         f.update({floor_column(name): by_column[name][f["column"]] for name, _ in FLOORS})
-    return pd.DataFrame(rows + floors, columns=TABLE_COLUMNS)
+    return plain_strings(pd.DataFrame(rows + floors, columns=TABLE_COLUMNS))
 
 
 def _floor_cells(sel: Selection) -> list[dict]:
