@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,7 +46,7 @@ from suite.settings import PROJECT_DIR as PROJECT_DIR
 from suite.settings import TrackingError as TrackingError
 from suite.settings import TrackingSettings as TrackingSettings
 from suite.settings import config_path as config_path
-from suite.settings import is_secret_key, redact
+from suite.settings import gpu_metrics_missing, is_secret_key, redact
 from suite.settings import load_settings as load_settings
 from suite.settings import postgres_driver as postgres_driver
 from suite.settings import resolve_uri as resolve_uri
@@ -305,6 +306,9 @@ class Tracker:
             yield
             return
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        if note := gpu_metrics_missing():
+            warnings.warn(note, stacklevel=3)
 
         monitor = SystemMetricsMonitor(run_id, resume_logging=True, tracking_uri=self.settings.tracking_uri)
         monitor.start()
