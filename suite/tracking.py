@@ -359,10 +359,25 @@ class Tracker:
                                 tags=[InputTag("mlflow.data.context", d["context"])]) for d in datasets]
         try:
             _with_retry(lambda: self.client.log_inputs(run_id, datasets=entries), "log input")
-        except Exception as err:  # another run created the same dataset meanwhile: link to that one
-            if not any(t in str(err).lower() for t in ("unique constraint", "duplicate key")):
+        except Exception as err:
+            if not _lost_insert_race(err):
                 raise
+            # another run inserted the same dataset meanwhile: once more links to that one
             _with_retry(lambda: self.client.log_inputs(run_id, datasets=entries), "log input")
+
+
+def _lost_insert_race(err: BaseException) -> bool:
+    """A concurrent writer inserted the same row first: MLflow's SQL store raises
+    MlflowException(BAD_REQUEST) from SQLAlchemy's IntegrityError; a tracking server answers
+    that as RestException BAD_REQUEST (no cause to inspect; another try raises a real bad
+    request again)."""
+    from mlflow.exceptions import RestException
+    from mlflow.protos.databricks_pb2 import BAD_REQUEST, ErrorCode
+    from sqlalchemy.exc import IntegrityError
+
+    if isinstance(err, IntegrityError) or isinstance(err.__cause__, IntegrityError):
+        return True
+    return isinstance(err, RestException) and err.error_code == ErrorCode.Name(BAD_REQUEST)
 
 
 def _motion_dataset(d: dict):
