@@ -378,3 +378,28 @@ def test_latency_points_read_frames_or_window_and_prefer_latency_ms():
     assert points.drop(columns="fps").to_dict("records") == [
         {"model": "motionbert-lite", "mode": "offline", "frames": 243.0, "latency_ms": 250.0},
         {"model": "motionbert-lite", "mode": "stream", "frames": 81.0, "latency_ms": 4.0}]
+
+
+def test_training_curves_keep_a_variants_colour_and_draw_one_legend_when_the_panels_agree(tmp_path, monkeypatch):
+    import pandas as pd
+
+    import suite.report.figures as figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "save", lambda fig, path: drawn.append(fig) or path)
+    rows = [(v, s, k, e, 1.0 + e) for v in ("a", "b") for s in (0, 1) for k in ("val/mpjpe_mm", "train/loss/total")
+            for e in (1, 2, 3)]
+    labels = {"a": "A", "b": "B"}
+    both = pd.DataFrame(rows, columns=["variant", "seed", "key", "step", "value"])
+    figures.plot_training_curves(both, labels, "s", "scale smoke", tmp_path / "x.png", floors={"linear-lift": 3.0})
+    val, loss = drawn[-1].axes
+    assert [t.get_text() for t in loss.get_legend().get_texts()] == ["A (n=2)", "B (n=2)"]
+    assert [t.get_text() for t in val.get_legend().get_texts()] == ["linear lift (floor): 3.0 mm"]  # variants once
+
+    only_b_loss = both[~((both["variant"] == "a") & (both["key"] == "train/loss/total"))]
+    figures.plot_training_curves(only_b_loss, labels, "s", "scale smoke", tmp_path / "x.png")
+    val, loss = drawn[-1].axes
+    colour = {line.get_label(): line.get_color() for ax in (val, loss) for line in ax.get_lines()}
+    assert [line.get_color() for line in loss.get_lines()] == [colour["B (n=2)"]] != [colour["A (n=2)"]]
+    assert [t.get_text() for t in val.get_legend().get_texts()] == ["A (n=2)", "B (n=2)"]  # panels differ: each its own
+    assert [t.get_text() for t in loss.get_legend().get_texts()] == ["B (n=2)"]
