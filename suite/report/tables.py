@@ -149,12 +149,13 @@ def grid(frame: pd.DataFrame, study: Study, pm: str = "±", delta: str = "Δ") -
     for col, label in study.table.columns:
         headers += [label] + (["paper", delta] if col in with_paper else [])
     lines = []
+    cells = {(c["row"], c["column"]): c for c in frame.to_dict("records")}  # one pass, not a mask per cell
     for row, row_label in [*study.table.rows, *((floor_row(name), label) for name, label in FLOORS)]:
-        if not ((frame["row"] == row) & (frame["column"] == study.table.columns[0][0])).any():
+        if (row, study.table.columns[0][0]) not in cells:
             continue  # a frame without floor rows
         line = [row_label]
         for col, _ in study.table.columns:
-            cell = frame[(frame["row"] == row) & (frame["column"] == col)].iloc[0]
+            cell = cells[(row, col)]
             line.append(ours_text(cell, pm))
             if col in with_paper:
                 has_paper = np.isfinite(cell["paper"])
