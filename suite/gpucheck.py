@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from string import Formatter
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,6 +171,19 @@ def _motionbert_stream(plan: Plan, rounds: int = 20) -> dict:
     return dict(model=f"motionbert-{plan.compare[1][1]}", window=plan.window, step_ms=1e3 * statistics.median(times))
 
 
+def _table(title: str, rows: list[dict] | None, columns: tuple[tuple[str, str], ...]) -> list[str]:
+    """A markdown section: `## title`, then a table of `rows`, one line each, a cell per
+    (header, format) column (the format applied to the row; a key the row lacks is blank);
+    nothing without rows."""
+    if not rows:
+        return []
+    lines = [f"## {title}", "", "| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [fmt.format_map(row) if next(Formatter().parse(fmt))[1] in row else "" for _, fmt in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def markdown(report: dict) -> str:
     """The figures of `report` as markdown tables."""
     frames = report.get("plan", {}).get("frames", 243)
@@ -178,22 +192,14 @@ def markdown(report: dict) -> str:
     tests = report.get("tests")
     if tests:
         out += [f"Tests marked gpu: {'passed' if tests['ok'] else 'FAILED'} ({tests['summary']})", ""]
-    if report.get("epochs"):
-        out += [f"## One bf16 training epoch at F = {frames}", "",
-                "| model | steps | batch | s/step | peak (GB) | loss |", "|---|---|---|---|---|---|"]
-        out += [f"| {e['model']} | {e['steps']} | {e['batch']} | {e['s_per_step']:.3f} | "
-                f"{e['peak_gb']:.1f} | {e['loss']:.4f} |" for e in report["epochs"]]
-        out.append("")
-    if report.get("train_steps"):
-        out += [f"## Training step (bf16, F = {frames})", "",
-                "| model | compiled | step (ms) | clips/s | first step (s) |", "|---|---|---|---|---|"]
-        out += [f"| {r['model']} | {r['compiled']} | {r['step_ms']:.1f} | {r['clips_per_s']:.1f} | "
-                f"{r['first_step_s']:.1f} |" for r in report["train_steps"]]
-        out.append("")
-    if report.get("stream"):
-        out += ["## Streaming, batch 1", "", "| model | compiled | per frame (ms) |", "|---|---|---|"]
-        out += [f"| {r['model']} | {r.get('compiled', '')} | {r['step_ms']:.2f} |" for r in report["stream"]]
-        out.append("")
+    out += _table(f"One bf16 training epoch at F = {frames}", report.get("epochs"), (
+        ("model", "{model}"), ("steps", "{steps}"), ("batch", "{batch}"), ("s/step", "{s_per_step:.3f}"),
+        ("peak (GB)", "{peak_gb:.1f}"), ("loss", "{loss:.4f}")))
+    out += _table(f"Training step (bf16, F = {frames})", report.get("train_steps"), (
+        ("model", "{model}"), ("compiled", "{compiled}"), ("step (ms)", "{step_ms:.1f}"),
+        ("clips/s", "{clips_per_s:.1f}"), ("first step (s)", "{first_step_s:.1f}")))
+    out += _table("Streaming, batch 1", report.get("stream"), (
+        ("model", "{model}"), ("compiled", "{compiled}"), ("per frame (ms)", "{step_ms:.2f}")))
     for key, value in report.get("ratios", {}).items():
         out.append(f"- {key}: {value:.2f}")
     if report.get("skipped") or report.get("errors"):

@@ -108,3 +108,24 @@ def redact(text: str) -> str:
 
 def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEYS.search(key))
+
+
+GPU_EXTRA = "nvidia-ml-py"  # the `gpu` extra of pyproject.toml: its module pynvml is what MLflow reads GPUs with
+
+
+def gpu_metrics_missing() -> str | None:
+    """With `system_metrics: true`: what is missing for `system/gpu_*`, where an NVIDIA GPU is
+    present and `pynvml` (from nvidia-ml-py) cannot be imported; None otherwise."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available() or torch.version.cuda is None:  # no GPU, or an AMD one (ROCm)
+        return None
+    try:
+        if importlib.util.find_spec("pynvml") is not None:
+            return None
+    except ValueError:  # a module object without a spec
+        return None
+    return (f"system_metrics: true logs no GPU metrics: MLflow reads NVIDIA GPUs with pynvml; install "
+            f"{GPU_EXTRA} (pip install -e '.[gpu]' in this checkout, or pip install {GPU_EXTRA})")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,7 +46,7 @@ from suite.settings import PROJECT_DIR as PROJECT_DIR
 from suite.settings import TrackingError as TrackingError
 from suite.settings import TrackingSettings as TrackingSettings
 from suite.settings import config_path as config_path
-from suite.settings import is_secret_key, redact
+from suite.settings import gpu_metrics_missing, is_secret_key, redact
 from suite.settings import load_settings as load_settings
 from suite.settings import postgres_driver as postgres_driver
 from suite.settings import resolve_uri as resolve_uri
@@ -306,6 +307,9 @@ class Tracker:
             return
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
+        if note := gpu_metrics_missing():
+            warnings.warn(note, stacklevel=3)
+
         monitor = SystemMetricsMonitor(run_id, resume_logging=True, tracking_uri=self.settings.tracking_uri)
         monitor.start()
         try:
@@ -355,10 +359,25 @@ class Tracker:
                                 tags=[InputTag("mlflow.data.context", d["context"])]) for d in datasets]
         try:
             _with_retry(lambda: self.client.log_inputs(run_id, datasets=entries), "log input")
-        except Exception as err:  # another run created the same dataset meanwhile: link to that one
-            if not any(t in str(err).lower() for t in ("unique constraint", "duplicate key")):
+        except Exception as err:
+            if not _lost_insert_race(err):
                 raise
+            # another run inserted the same dataset meanwhile: once more links to that one
             _with_retry(lambda: self.client.log_inputs(run_id, datasets=entries), "log input")
+
+
+def _lost_insert_race(err: BaseException) -> bool:
+    """A concurrent writer inserted the same row first: MLflow's SQL store raises
+    MlflowException(BAD_REQUEST) from SQLAlchemy's IntegrityError; a tracking server answers
+    that as RestException BAD_REQUEST (no cause to inspect; another try raises a real bad
+    request again)."""
+    from mlflow.exceptions import RestException
+    from mlflow.protos.databricks_pb2 import BAD_REQUEST, ErrorCode
+    from sqlalchemy.exc import IntegrityError
+
+    if isinstance(err, IntegrityError) or isinstance(err.__cause__, IntegrityError):
+        return True
+    return isinstance(err, RestException) and err.error_code == ErrorCode.Name(BAD_REQUEST)
 
 
 def _motion_dataset(d: dict):

@@ -35,3 +35,16 @@ def suite_store(tmp_path, monkeypatch):
     """A private tracking store in tmp_path (see `use_store`)."""
     use_store(tmp_path, monkeypatch)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def tracker(request, tmp_path_factory):
+    """A Tracker on one private store per test module (see `use_store`), its claim expiry the
+    module's `TTL` in seconds (60 without one); each test works in an experiment of its own.
+    A module that defines its own `tracker` fixture uses that instead."""
+    from suite.tracking import Tracker, load_settings
+
+    folder = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    with pytest.MonkeyPatch.context() as mp:
+        use_store(folder, mp, claim_ttl_s=getattr(request.module, "TTL", 60))
+        yield Tracker(load_settings())

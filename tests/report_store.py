@@ -111,3 +111,32 @@ def save_checkpoint(settings, spec):
     path = Path(settings.checkpoint_dir) / spec.train_hash / "best.pt"
     save_atomic({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "model_config": spec.model_config,
                  "train_config": spec.train_config}, path)  # with its checksum, as the trainer writes it
+
+
+def many_runs(root: Path, seeds: int = 21):
+    """The 500-run store: every paper study at scale cpu with `seeds` seeds and both floors, and
+    at scale smoke with seed 0 (no floors); 552 runs for 21 seeds. A model cell's value at
+    seed s is `many_runs_value(condition, s)`, a floor's `FLOOR_VALUES[floor]`. Returns
+    (settings, tracker, number of runs in the studies' experiments)."""
+    from suite.registry import paper_studies
+    from suite.runspec import expand_runs
+
+    with fast_sqlite():
+        settings, tracker = new_store(root)
+        w = Writer(tracker)
+        for study in paper_studies():
+            for scale, chosen in (("cpu", tuple(range(seeds))), ("smoke", (0,))):
+                for spec in expand_runs(study.name, scale, chosen):
+                    w.child(spec, {c: many_runs_value(c, spec.seed) for c in table_conditions(study, spec.variant)})
+            for name, value in FLOOR_VALUES.items():
+                w.floor(study.name, "cpu", name, {c: value for c in table_conditions(study)}, study.scale("cpu").data)
+    runs = sum(len(tracker.all_runs(tracker.experiment_id(s.name))) for s in paper_studies())
+    return settings, tracker, runs
+
+
+FLOOR_VALUES = {"mean-pose": 150.0, "linear-lift": 70.0}
+
+
+def many_runs_value(condition: str, seed: int) -> float:
+    """40 mm plus 0-8 mm by condition plus 0.1 mm per seed."""
+    return 40.0 + sum(map(ord, condition)) % 9 + 0.1 * seed

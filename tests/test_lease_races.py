@@ -8,21 +8,12 @@ import time
 import uuid
 
 import pytest
-from conftest import use_store
 
 from suite.leases import HOLDER_TAG, MAX_GAP_S, close_dead_parents, is_live, take_lease, this_holder
 from suite.runspec import expand_runs
-from suite.tracking import Tracker, load_settings
+from suite.tracking import Tracker
 
 TTL = 300.0  # long: nothing here may wait for a heartbeat to go stale
-
-
-@pytest.fixture(scope="module")
-def tracker(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("races")
-    with pytest.MonkeyPatch.context() as mp:
-        use_store(folder, mp, claim_ttl_s=TTL)
-        yield Tracker(load_settings())
 
 
 @pytest.fixture

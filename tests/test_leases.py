@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import use_store
 
 from suite.leases import LeaseKeeper, heartbeat_of, take_lease
 from suite.runspec import expand_runs
@@ -28,15 +27,6 @@ def _forget_tracking_uri(monkeypatch) -> None:
     delenv of an unset variable would not undo a value set meanwhile."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-
-
-@pytest.fixture(scope="module")
-def tracker(tmp_path_factory):
-    """One sqlite store for the unit tests; each test claims in its own experiment."""
-    folder = tmp_path_factory.mktemp("claims")
-    with pytest.MonkeyPatch.context() as mp:
-        use_store(folder, mp, claim_ttl_s=TTL)
-        yield Tracker(load_settings())
 
 
 @pytest.fixture

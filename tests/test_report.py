@@ -1,6 +1,7 @@
 """The report: tables with the right means, stds and n (computed here by hand from what the
 test logged), the paper's numbers beside them, "—" for missing runs, one scale at a time,
-claims judged from the numbers, every figure written, and 500 runs rendered in < 10 s.
+claims judged from the numbers, every figure written (500 runs and figures kept as they are:
+tests/test_report_many_runs.py).
 A study's judge and figures are its own (`Study.claims`, `Study.figures`): the report
 calls whatever a study declares, including a study added in a test.
 
@@ -12,7 +13,6 @@ study. The claims' verdicts from intervals are tested in tests/test_report_verdi
 import argparse
 import json
 import statistics
-import time
 
 import pytest
 from report_store import EPOCHS, Writer, fast_sqlite, new_store, save_checkpoint, table_conditions
@@ -344,36 +344,6 @@ def test_every_figure_is_written(store):
     assert "| offline fps HumMUSS / MotionBERT-Lite (one pass), F = 243 | >= 1 |  |  |" in readme
 
 
-# -- 500 runs ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def big_store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("big")
-    with pytest.MonkeyPatch.context() as mp, fast_sqlite():
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        settings, tracker = new_store(root)
-        w = Writer(tracker)
-        for study in paper_studies():
-            study_runs(w, study.name, "cpu", tuple(range(21)))
-            study_runs(w, study.name, "smoke", (0,), floors=False)
-    runs = sum(len(tracker.search([tracker.experiment_id(s.name)])) for s in paper_studies())
-    return root, settings, runs
-
-
-def test_500_runs_render_in_under_10_seconds(big_store):
-    root, settings, runs = big_store
-    assert runs >= 500
-    start = time.perf_counter()
-    result = render_report(settings, None, root / "results")
-    seconds = time.perf_counter() - start
-    print(f"\nreport over {runs} runs: {seconds:.2f} s")
-    assert seconds < 10.0
-    assert cell(result, "context-length", "hummuss", "F_27")["n"] == 21
-    assert result.scales["frame-rate"] == "cpu"
-    # no checkpoints and no benchmark file in this store: noted, not fatal
-    assert "checkpoint" in result.skipped["skeletons"] and "make bench" in result.skipped["latency"]
-    assert "Not drawn:" in result.readme.read_text() and "## Speed" not in result.readme.read_text()
-
-
 # -- command line --------------------------------------------------------------------------------
 def test_report_command(store, tmp_path, monkeypatch, capsys):
     from suite.cli.common import UsageError
@@ -408,3 +378,28 @@ def test_latency_points_read_frames_or_window_and_prefer_latency_ms():
     assert points.drop(columns="fps").to_dict("records") == [
         {"model": "motionbert-lite", "mode": "offline", "frames": 243.0, "latency_ms": 250.0},
         {"model": "motionbert-lite", "mode": "stream", "frames": 81.0, "latency_ms": 4.0}]
+
+
+def test_training_curves_keep_a_variants_colour_and_draw_one_legend_when_the_panels_agree(tmp_path, monkeypatch):
+    import pandas as pd
+
+    import suite.report.figures as figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "save", lambda fig, path: drawn.append(fig) or path)
+    rows = [(v, s, k, e, 1.0 + e) for v in ("a", "b") for s in (0, 1) for k in ("val/mpjpe_mm", "train/loss/total")
+            for e in (1, 2, 3)]
+    labels = {"a": "A", "b": "B"}
+    both = pd.DataFrame(rows, columns=["variant", "seed", "key", "step", "value"])
+    figures.plot_training_curves(both, labels, "s", "scale smoke", tmp_path / "x.png", floors={"linear-lift": 3.0})
+    val, loss = drawn[-1].axes
+    assert [t.get_text() for t in loss.get_legend().get_texts()] == ["A (n=2)", "B (n=2)"]
+    assert [t.get_text() for t in val.get_legend().get_texts()] == ["linear lift (floor): 3.0 mm"]  # variants once
+
+    only_b_loss = both[~((both["variant"] == "a") & (both["key"] == "train/loss/total"))]
+    figures.plot_training_curves(only_b_loss, labels, "s", "scale smoke", tmp_path / "x.png")
+    val, loss = drawn[-1].axes
+    colour = {line.get_label(): line.get_color() for ax in (val, loss) for line in ax.get_lines()}
+    assert [line.get_color() for line in loss.get_lines()] == [colour["B (n=2)"]] != [colour["A (n=2)"]]
+    assert [t.get_text() for t in val.get_legend().get_texts()] == ["A (n=2)", "B (n=2)"]  # panels differ: each its own
+    assert [t.get_text() for t in loss.get_legend().get_texts()] == ["B (n=2)"]

@@ -34,6 +34,7 @@ The package, by concern:
     speed.py        pytest-benchmark JSON -> table, speed targets and the latency figure
     checkpoints.py  models rebuilt from the selected runs' checkpoints, for a figure
     drawing.py      drawing every figure: the studies' own, training curves, latency
+    unchanged.py    the digest of a figure's inputs, kept in its PNG: a figure is redrawn only when it changed
     render.py       render_report and README.md
 """
 

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from suite.registry import Figure, Study, registry
+from suite.report import unchanged
 from suite.report.runs import Selection, load_histories
 from suite.report.speed import LATENCY_FIGURE, plot_latency
 from suite.report.tables import FLOORS, model_rows
@@ -89,39 +90,82 @@ def curve_floors(frame: pd.DataFrame, sel: Selection) -> dict[str, float]:
 def draw_figures(tracker: Tracker, frames: dict[str, pd.DataFrame], selections: dict[str, Selection],
                  fig_dir: Path, bench: dict | None, bench_why: str, say: Callable[[str], Any]) -> Drawn:
     """Every registered study's figures (skipped for studies not in this report), the training
-    curves of each reported study, and the latency figure (`bench_why`: why `bench` is None)."""
+    curves of each reported study, and the latency figure (`bench_why`: why `bench` is None).
+    A figure whose PNG carries the digest of its current inputs is kept as it is
+    (suite/report/unchanged.py)."""
     from suite.report.figures import FigureSkipped, plot_training_curves
 
     fig_dir.mkdir(parents=True, exist_ok=True)
-    jobs: list[tuple[str, str, str, Callable[[Path], Path]]] = []  # name, title, file, draw(path)
+    jobs: list[Job] = []
     for study in registry().values():
         for fig in study.figures:
             def declared(path, fig=fig, study=study):
                 return study_figure(fig, study, frames, selections, path, tracker)
-            jobs.append((fig.name, fig.title, fig.file, declared))
+            jobs.append(Job(fig.name, fig.title, fig.file, declared,
+                            lambda fig=fig, study=study: study_inputs(fig, study, frames, selections)))
     for name in frames:
-        def curves(path, sel=selections[name], frame=frames[name]):
+        sel, frame = selections[name], frames[name]
+        labels = {v.name: v.label or v.name for v in sel.study.variants}
+        history = {}  # read once: it is both an input to the digest and what is drawn
+
+        def curve_inputs(sel=sel, frame=frame, labels=labels, history=history):
+            if not len(sel.runs):
+                return None
+            history["frame"], history["floors"] = load_histories(tracker, sel), curve_floors(frame, sel)
+            return ("training", sel.study.name, sel.subtitle(), labels, history["floors"], history["frame"])
+
+        def curves(path, sel=sel, labels=labels, history=history):
             if not len(sel.runs):
                 raise FigureSkipped(f"no finished runs of {sel.study.name}")
-            labels = {v.name: v.label or v.name for v in sel.study.variants}
-            return plot_training_curves(load_histories(tracker, sel), labels, sel.study.name, sel.subtitle(), path,
-                                        floors=curve_floors(frame, sel))
+            return plot_training_curves(history["frame"], labels, sel.study.name, sel.subtitle(), path,
+                                        floors=history["floors"])
         file, title = (text.format(study=name) for text in TRAINING_FIGURE)
-        jobs.append((f"training:{name}", title, file, curves))
+        jobs.append(Job(f"training:{name}", title, file, curves, curve_inputs))
 
     def latency(path):
         if bench is None:
             raise FigureSkipped(bench_why)
         return plot_latency(bench, path)
-    jobs.append(("latency", LATENCY_FIGURE[1], LATENCY_FIGURE[0], latency))
+    jobs.append(Job("latency", LATENCY_FIGURE[1], LATENCY_FIGURE[0], latency,
+                    lambda: ("latency", bench) if bench is not None else None))
 
     drawn = Drawn()
-    for key, title, file, draw in jobs:
-        drawn.titles[key] = title
+    for job in jobs:
+        drawn.titles[job.key] = job.title
+        path = fig_dir / job.file
         try:
-            drawn.figures[key] = draw(fig_dir / file)
-            say(f"figure {key}: {drawn.figures[key]}")
+            inputs = job.inputs()
+            key = unchanged.digest(*inputs) if inputs is not None else None
+            if key is not None and unchanged.is_current(path, key):
+                drawn.figures[job.key] = path
+                say(f"figure {job.key}: {path} (unchanged)")
+                continue
+            with unchanged.writing(key):
+                drawn.figures[job.key] = job.draw(path)
+            say(f"figure {job.key}: {drawn.figures[job.key]}")
         except FigureSkipped as why:
-            drawn.skipped[key] = str(why)
-            say(f"figure {key}: skipped ({why})")
+            drawn.skipped[job.key] = str(why)
+            say(f"figure {job.key}: skipped ({why})")
     return drawn
+
+
+@dataclass
+class Job:
+    key: str  # figure name
+    title: str  # README title
+    file: str
+    draw: Callable[[Path], Path]  # draws to the path; raises FigureSkipped
+    inputs: Callable[[], tuple | None]  # what the figure shows, for its digest; None: always draw
+
+
+def study_inputs(fig: Figure, study: Study, frames: dict[str, pd.DataFrame],
+                 selections: dict[str, Selection]) -> tuple | None:
+    """A declared figure's inputs: its studies' tables and their selected runs and floor runs
+    (ids, end times, training hashes); None when it has no study in this report."""
+    names = [n for n in (study.name, *fig.studies) if n in frames]
+    if not names:
+        return None
+    cols = ["run_id", "end_time", "tags.train_hash"]
+    runs = [sel[[c for c in cols if c in sel]] for n in names for sel in (selections[n].runs, selections[n].floors)]
+    return (fig.name, study.name, names, [selections[n].subtitle() for n in names],
+            *(frames[n] for n in names), *runs)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from hummuss.protocols import DESCRIPTIONS, resolve_protocol, source_name_of
 from suite.registry import SCALES, Study
-from suite.report.runs import FLOORS, Selection
+from suite.report.runs import FLOORS, Selection, plain_strings
 from suite.report.stats import LEVEL, MIN_SEEDS, mean_interval
 from suite.tracking import metric_name
 
@@ -87,7 +87,7 @@ def study_table(sel: Selection) -> pd.DataFrame:
                 run_ids=";".join(runs["run_id"]) if n else ""))
     for f in floors:
         f.update({floor_column(name): by_column[name][f["column"]] for name, _ in FLOORS})
-    return pd.DataFrame(rows + floors, columns=TABLE_COLUMNS)
+    return plain_strings(pd.DataFrame(rows + floors, columns=TABLE_COLUMNS))
 
 
 def _floor_cells(sel: Selection) -> list[dict]:
@@ -150,12 +150,13 @@ def grid(frame: pd.DataFrame, study: Study, pm: str = "±", delta: str = "Δ") -
     for col, label in study.table.columns:
         headers += [label] + (["paper", delta] if col in with_paper else [])
     lines = []
+    cells = {(c["row"], c["column"]): c for c in frame.to_dict("records")}  # one pass, not a mask per cell
     for row, row_label in [*study.table.rows, *((floor_row(name), label) for name, label in FLOORS)]:
-        if not ((frame["row"] == row) & (frame["column"] == study.table.columns[0][0])).any():
+        if (row, study.table.columns[0][0]) not in cells:
             continue  # a frame without floor rows
         line = [row_label]
         for col, _ in study.table.columns:
-            cell = frame[(frame["row"] == row) & (frame["column"] == col)].iloc[0]
+            cell = cells[(row, col)]
             line.append(ours_text(cell, pm))
             if col in with_paper:
                 has_paper = np.isfinite(cell["paper"])

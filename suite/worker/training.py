@@ -33,26 +33,36 @@ from suite.tracking import TRAIN_LOSS, Tracker, TrackingSettings, epoch_metric_n
 from suite.worker.status import write_json
 
 TRAINED_BY = "trained_by.json"  # beside the checkpoints: the run that trained them
+LOGGED_BY = "logged_by.json"  # beside the checkpoints: the run that logged each epoch's metrics
 
 
 class MlflowCallback(Callback):
-    """Per-epoch metrics into the run, each epoch (step) logged exactly once, even
-    across resumes: epochs already in the store are skipped, epochs the checkpoint
-    holds but the store lacks (killed between the two writes) are filled in. A run that
-    finds the checkpoints trained by another run (their `trained_by.json`) gets none of
-    that run's curves: it only evaluates, and its tag `trained_by` names the run that has them."""
+    """Per-epoch metrics into the run, each epoch (step) logged exactly once in the store:
+    by the run that trained it. Beside the checkpoints, `logged_by.json` ({epoch: run id})
+    records which run logged each epoch, written before the metrics. On a resume, epochs the
+    checkpoint holds but this run lacks (killed between the two writes) are filled in when
+    they are this run's, or nobody's and the training is not another run's (`trained_by.json`).
+    So a run that resumes a training another run began and was killed in shows only the
+    epochs it trained (the earlier ones stay on the run that trained them), and a run that
+    finds the training finished by another run gets none of its curves: it only evaluates,
+    and its tag `trained_by` names the run that has them."""
 
     def __init__(self, tracker: Tracker, run_id: str):
         self.tracker, self.run_id = tracker, run_id
         self.logged: set[int] = set()
+        self.out: Path | None = None
 
     def on_train_start(self, trainer) -> None:
+        self.out = Path(trainer.out_dir)
         self.logged = self.tracker.logged_steps(self.run_id, TRAIN_LOSS)
-        holder = read_trained_by(trainer.out_dir)
-        if holder is not None and holder["run_id"] != self.run_id:
-            return  # another run's epochs: not copied into this run
+        holder = read_trained_by(self.out)
+        others = holder is not None and holder["run_id"] != self.run_id
+        owners = read_logged_by(self.out)
         for h in trainer.history:
-            self._log(int(h["epoch"]), {k: v for k, v in h.items() if k != "epoch"})
+            epoch = int(h["epoch"])
+            owner = owners.get(epoch)
+            if owner == self.run_id or (owner is None and not others):
+                self._log(epoch, {k: v for k, v in h.items() if k != "epoch"})
 
     def on_epoch_end(self, epoch, metrics):
         self._log(epoch, metrics)
@@ -61,8 +71,21 @@ class MlflowCallback(Callback):
     def _log(self, epoch: int, metrics: dict) -> None:
         if epoch in self.logged:
             return
+        if self.out is not None:
+            owners = read_logged_by(self.out)
+            if owners.get(epoch) != self.run_id:
+                write_json(self.out / LOGGED_BY, {str(e): r for e, r in {**owners, epoch: self.run_id}.items()})
         self.tracker.log_metrics(self.run_id, epoch_metric_names(metrics), step=epoch)
         self.logged.add(epoch)
+
+
+def read_logged_by(folder: Path) -> dict[int, str]:
+    """epoch -> the id of the run that logged its metrics (`logged_by.json`); {} when none."""
+    try:
+        found = json.loads((Path(folder) / LOGGED_BY).read_text())
+        return {int(e): str(r) for e, r in found.items()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
 
 
 @contextlib.contextmanager
