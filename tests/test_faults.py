@@ -73,7 +73,9 @@ def test_sigkill_during_training_resumes_into_the_same_run(suite_store):
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         lasts = list(ckpts.glob("*/last.pt"))
-        if lasts and load_checkpoint(lasts[0])["epoch"] >= 1:
+        logs = list((ckpts / "logs" / "init-schemes").glob("lin-seed0.log"))
+        # epoch 1 checkpointed and its log line written (a kill between the two loses the line)
+        if lasts and load_checkpoint(lasts[0])["epoch"] >= 1 and logs and ": epoch 1/4 " in logs[0].read_text():
             break
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)  # somewhere in epoch 2
