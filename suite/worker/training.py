@@ -51,16 +51,17 @@ class MlflowCallback(Callback):
         self.tracker, self.run_id = tracker, run_id
         self.logged: set[int] = set()
         self.out: Path | None = None
+        self.owners: dict[int, str] = {}  # logged_by.json as this process last wrote it (one training per folder)
 
     def on_train_start(self, trainer) -> None:
         self.out = Path(trainer.out_dir)
         self.logged = self.tracker.logged_steps(self.run_id, TRAIN_LOSS)
         holder = read_trained_by(self.out)
         others = holder is not None and holder["run_id"] != self.run_id
-        owners = read_logged_by(self.out)
+        self.owners = read_logged_by(self.out)
         for h in trainer.history:
             epoch = int(h["epoch"])
-            owner = owners.get(epoch)
+            owner = self.owners.get(epoch)
             if owner == self.run_id or (owner is None and not others):
                 self._log(epoch, {k: v for k, v in h.items() if k != "epoch"})
 
@@ -71,10 +72,9 @@ class MlflowCallback(Callback):
     def _log(self, epoch: int, metrics: dict) -> None:
         if epoch in self.logged:
             return
-        if self.out is not None:
-            owners = read_logged_by(self.out)
-            if owners.get(epoch) != self.run_id:
-                write_json(self.out / LOGGED_BY, {str(e): r for e, r in {**owners, epoch: self.run_id}.items()})
+        if self.out is not None and self.owners.get(epoch) != self.run_id:
+            self.owners[epoch] = self.run_id  # the file lock keeps other trainings out of this folder
+            write_json(self.out / LOGGED_BY, {str(e): r for e, r in self.owners.items()})
         self.tracker.log_metrics(self.run_id, epoch_metric_names(metrics), step=epoch)
         self.logged.add(epoch)
 
