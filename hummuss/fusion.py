@@ -121,5 +121,6 @@ class MixGate(torch.autograd.Function):
             for c in range(k):  # products written into place, no temporaries to copy
                 gw[:, i, c] = torch.mul(gp, g[:, :, i, c], out=tmp).sum((1, 2, 3))
                 torch.mul(gp, w[:, i, c].view(H, 1, 1, 1), out=gy[:, :, i, c])
-        gy = torch.ops.aten.gelu_backward(gy.view(H, P, R, L, Q), y)
+        gy = gy.view(H, P, R, L, Q)  # GELU's backward written over its input: no second tensor of y's size
+        torch.ops.aten.gelu_backward.grad_input(gy, y, grad_input=gy)
         return gy, gw, gb, grad_x

@@ -1,7 +1,7 @@
-"""`python -m suite` is `hummuss-suite`."""
+"""`python -m suite` is `hummuss-suite` (suite/entry.py: with glibc's malloc on huge pages)."""
 
 import sys
 
-from suite.cli import main
+from suite.entry import main
 
 sys.exit(main())

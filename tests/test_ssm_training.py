@@ -83,11 +83,17 @@ def test_factored_kernel_powers_below_float32_range_are_zero():
     assert (re[0, 0, 88:] == 0).all() and (im[0, 0, 88:] == 0).all() and re[0, 0, 80] != 0 and im[0, 0, 80] != 0
 
 
+@pytest.mark.parametrize("grouped", [False, True], ids=["one-group", "groups-of-2"])
 @pytest.mark.parametrize("anticausal, P, Q", [((False,), 2, 1), ((False, True), 3, 1), ((True, False, True), 1, 2)])
-def test_fft_convolution_training_path_matches_toeplitz_and_gradcheck(anticausal, P, Q):
+def test_fft_convolution_training_path_matches_toeplitz_and_gradcheck(anticausal, P, Q, grouped, monkeypatch):
     """FFTConv (the training FFT convolution, hand-written backward) = the Toeplitz matrix
-    product built entry by entry (`toeplitz`), and its gradients = finite differences."""
+    product built entry by entry (`toeplitz`), and its gradients = finite differences; also
+    when it works through the 3 channels in groups of 2 (an uneven last group)."""
+    from hummuss.ssm import conv
     from hummuss.ssm.conv import FFTConv, fft_size, toeplitz
+
+    if grouped:  # spectra of one channel: P R (n/2 + 1) Q complex128 numbers of 16 bytes
+        monkeypatch.setattr(conv, "FFT_CHUNK_BYTES", 2 * P * len(anticausal) * 9 * Q * 16)
 
     torch.manual_seed(len(anticausal))
     R, H, L = len(anticausal), 3, 6

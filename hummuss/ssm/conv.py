@@ -334,6 +334,9 @@ def fft_weight(K: torch.Tensor, D: torch.Tensor, anticausal: tuple[bool, ...], n
     return Kf.permute(1, 0, 2)[:, None, :, :, None]  # (H, 1, R, n/2+1, 1)
 
 
+FFT_CHUNK_BYTES = 4 << 20  # FFTConv works on channel groups whose spectra take about this much
+
+
 class FFTConv(torch.autograd.Function):
     """The FFT convolution for training: u (H, P, L, Q), kernels K (R, H, L) and skips D (R, H)
     -> y (H, P, R, L, Q), as `apply_conv` with `fft_weight`, with a hand-written backward:
@@ -344,35 +347,59 @@ class FFTConv(torch.autograd.Function):
 
     instead of autograd's adjoints of rfft and irfft (zero-filled padding, a complex-to-complex
     transform, R inverse transforms) and its complex products with the weight.
+
+    Both passes go through the channels in groups of about FFT_CHUNK_BYTES of spectra (P R
+    (n/2+1) Q complex numbers per channel), so each group's transforms, products and sums
+    stay in cache: one pass over main memory for u, y and their gradients instead of one per
+    operation. At the `cpu` preset's temporal block (H 128, P 136, R 4, F 243) forward and
+    backward measured 1,082 ms whole against 352 ms in groups of 4 MiB (one thread).
     """
 
     @staticmethod
     def forward(ctx, u, K, D, anticausal, n):
-        L = u.shape[2]
+        H, P, L, Q = u.shape
         W = fft_weight(K, D, anticausal, n)  # (H, 1, R, f, 1)
-        Uf = torch.fft.rfft(u, n=n, dim=2)  # (H, P, f, Q)
-        y = torch.fft.irfft(Uf.unsqueeze(2) * W, n=n, dim=3)[:, :, :, :L]
+        R, f = W.shape[2], W.shape[3]
+        y = u.new_empty(H, P, R, L, Q)
+        Uf = torch.empty(H, P, f, Q, dtype=W.dtype, device=u.device)  # saved for the backward
+        group = _channel_group(P * R * f * Q, W.element_size())
+        for h in range(0, H, group):
+            s = slice(h, h + group)
+            torch.fft.rfft(u[s], n=n, dim=2, out=Uf[s])
+            y[s] = torch.fft.irfft(Uf[s].unsqueeze(2) * W[s], n=n, dim=3)[:, :, :, :L]
         ctx.save_for_backward(Uf, W)
-        ctx.anticausal, ctx.n = anticausal, n
-        return y.contiguous()
+        ctx.anticausal, ctx.n, ctx.group = anticausal, n, group
+        return y
 
     @staticmethod
     def backward(ctx, gy):
         Uf, W = ctx.saved_tensors
-        n, L = ctx.n, gy.shape[3]
-        Gf = torch.fft.rfft(gy, n=n, dim=3)  # (H, P, R, f, Q)
-        gu = gK = gD = None
-        if ctx.needs_input_grad[0]:
-            gu = torch.fft.irfft((Gf * W.conj()).sum(2), n=n, dim=2)[:, :, :L].contiguous()
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            Ufc = Uf.conj()  # (not einsum: it permutes Gf into a copy first)
-            S = torch.stack([(Gf[:, :, r] * Ufc).sum((1, 3)) for r in range(Gf.shape[2])])  # (R, H, f)
-            c = torch.fft.irfft(S, n=n)  # (R, H, n): gradient of each circular kernel
+        n, group = ctx.n, ctx.group
+        H, P, R, L, Q = gy.shape
+        Wc = W.conj()
+        gu = gy.new_empty(H, P, L, Q) if ctx.needs_input_grad[0] else None
+        need_kernel = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        S = W.new_empty(H, R, W.shape[3]) if need_kernel else None  # sum_{p,q} Gf conj(Uf)
+        for h in range(0, H, group):
+            s = slice(h, h + group)
+            Gf = torch.fft.rfft(gy[s], n=n, dim=3)  # (g, P, R, f, Q)
+            if gu is not None:
+                gu[s] = torch.fft.irfft((Gf * Wc[s]).sum(2), n=n, dim=2)[:, :, :L]
+            if need_kernel:
+                S[s] = (Gf * Uf[s].conj().unsqueeze(2)).sum((1, 4))  # (an einsum: a bmm of tiny matrices, 4x slower)
+        gK = gD = None
+        if need_kernel:
+            c = torch.fft.irfft(S.transpose(0, 1), n=n)  # (R, H, n): gradient of each circular kernel
             lags = torch.arange(L, device=c.device)
             gK = torch.stack([c[r, :, (n - lags) % n] if a else c[r, :, :L]
                               for r, a in enumerate(ctx.anticausal)])  # (R, H, L)
             gD = gK[..., 0].clone()
         return gu, gK, gD, None, None
+
+
+def _channel_group(numbers_per_channel: int, bytes_per_number: int) -> int:
+    """Channels per group of `FFTConv`: about FFT_CHUNK_BYTES of spectra, at least one."""
+    return max(1, FFT_CHUNK_BYTES // (numbers_per_channel * bytes_per_number))
 
 
 def apply_conv(op: ConvOperator, u: torch.Tensor) -> torch.Tensor:

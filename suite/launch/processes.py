@@ -18,6 +18,7 @@ import os
 import signal
 import threading
 
+from hummuss.allocator import with_hugepages
 from suite.tracking import PROJECT_DIR, TrackingSettings
 
 THREADS_ENV = "HUMMUSS_THREADS"  # torch threads of a child process (set by its parent)
@@ -31,8 +32,9 @@ def pythonpath() -> str:
 def child_env(settings: TrackingSettings, processes: int, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a child process: this process's, plus the tracking store it must
     use, the project on PYTHONPATH, `extra` (e.g. its CUDA_VISIBLE_DEVICES) and its share
-    of the CPU cores when `processes` children run at once (HUMMUSS_THREADS, unless set)."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri, "HUMMUSS_MLFLOW_CONFIG": settings.source,
+    of the CPU cores when `processes` children run at once (HUMMUSS_THREADS, unless set), and
+    glibc's malloc on huge pages (`hummuss.allocator.with_hugepages`, unless set otherwise)."""
+    env = {**with_hugepages(os.environ), "MLFLOW_TRACKING_URI": settings.tracking_uri, "HUMMUSS_MLFLOW_CONFIG": settings.source,
            "PYTHONPATH": pythonpath(), **(extra or {})}
     env.setdefault(THREADS_ENV, str(max(1, (os.cpu_count() or 1) // max(1, processes))))
     return env
