@@ -36,13 +36,18 @@ def bench_json():
                fps=218.7, peak_mb=400.0),
         _bench("offline F=2187", "m", 30.0, model="motionbert-lite", mode="offline", frames=2187, fps=72.9,
                peak_mb=1000.0),
+        _bench("train cpu", "hc", 2.0, model="hummuss-cpu", mode="train", frames=243, latency_ms=2000.0),
+        _bench("train cpu", "mc", 3.0, model="motionbert-cpu", mode="train", frames=243, latency_ms=3000.0),
+        _bench("train paper", "hp", 16.0, model="hummuss-paper-bidirectional", mode="train", frames=243,
+               latency_ms=16000.0),
+        _bench("train paper", "mp", 12.8, model="motionbert-lite", mode="train", frames=243, latency_ms=12800.0),
         _bench("matmul", "mm", 0.01),  # no extra_info: latency from the median
     ]}
 
 
 def test_table_has_one_row_per_benchmark_with_the_standard_columns(bench_json):
     df = benchmarks_table(bench_json)
-    assert len(df) == 12
+    assert len(df) == 16
     assert list(df.columns[:6]) == ["group", "name", "model", "mode", "frames", "batch"]
     row = df[df["name"] == "mm"].iloc[0]
     assert row["latency_ms"] == pytest.approx(10.0) and pd.isna(row["model"])
@@ -51,7 +56,7 @@ def test_table_has_one_row_per_benchmark_with_the_standard_columns(bench_json):
 
 def test_targets_are_the_ratios_of_one_run(bench_json):
     goals = targets(benchmarks_table(bench_json)).set_index("target")
-    assert len(goals) == 12
+    assert len(goals) == 14
     floor = goals.loc["HumMUSS stream step floor, ms: its projections alone + rewriting its state"]
     assert floor["value"] == pytest.approx(7.0) and floor["met"] is None  # 4 ms + 3 ms
     assert goals.loc["fraction of the measured matmul rate at that floor", "value"] == pytest.approx(0.5)
@@ -63,7 +68,14 @@ def test_targets_are_the_ratios_of_one_run(bench_json):
     assert flat["value"] == pytest.approx(1.02) and flat["met"]  # the alternated pair, not 10.5 / 10
     no_10k = goals.loc["HumMUSS (compiled) stream latency at 10,000 / at 100 frames of context"]
     assert pd.isna(no_10k["value"]) and no_10k["met"] is None
-    assert goals.loc["offline fps HumMUSS / MotionBERT-Lite (one pass), F = 243", "value"] == pytest.approx(2.0)
+    f243 = goals.loc["offline fps HumMUSS / MotionBERT-Lite (one pass), F = 243"]
+    assert f243["value"] == pytest.approx(2.0) and f243["goal"] == ">= 1.5" and f243["met"]
+    compiled = goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (compiled)"]
+    assert compiled["goal"] == ">= 120" and stream["goal"] == ">= 100"
+    cpu = goals.loc["training step time hummuss-cpu / motionbert-cpu, F = 243 (cpu size)"]
+    assert cpu["value"] == pytest.approx(2 / 3) and cpu["goal"] == "<= 0.75" and cpu["met"]
+    paper = goals.loc["training step time hummuss-paper-bidirectional / motionbert-lite, F = 243 (paper size)"]
+    assert paper["value"] == pytest.approx(1.25) and paper["met"] is False
     f2187 = goals.loc["offline fps HumMUSS / MotionBERT-Lite (one pass), F = 2187"]
     assert f2187["value"] == pytest.approx(3.0) and f2187["met"]
     assert goals.loc["offline peak memory HumMUSS / MotionBERT-Lite, F = 2187", "value"] == pytest.approx(0.4)
@@ -76,7 +88,7 @@ def test_targets_are_the_ratios_of_one_run(bench_json):
 def test_missing_benchmarks_give_no_verdict(bench_json):
     bench_json["benchmarks"] = bench_json["benchmarks"][:1]
     goals = targets(benchmarks_table(bench_json))
-    assert goals["value"].isna().sum() == 11 and goals["met"].isna().sum() == 11  # only the eager fraction
+    assert goals["value"].isna().sum() == 13 and goals["met"].isna().sum() == 13  # only the eager fraction
 
 
 def test_markdown_lists_rows_and_targets(bench_json):
@@ -85,7 +97,7 @@ def test_markdown_lists_rows_and_targets(bench_json):
     assert "| stream | hummuss-paper-causal | stream | 100 |" in text
     assert "| >= 100 | 150 | yes |" in text
     assert "F = 2187 | >= 2 | 3 | yes |" in text and "| <= 1.10 |  |  |" in text  # compiled: no 10,000
-    assert text.count("\n") == 2 + 12 + 1 + 2 + 12
+    assert text.count("\n") == 2 + 16 + 1 + 2 + 14
 
 
 def test_latency_figure_is_written(tmp_path, bench_json):
