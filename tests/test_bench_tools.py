@@ -146,12 +146,15 @@ def test_linear_macs_per_frame_counts_every_linear_layer():
     assert linear_macs_per_frame(model) == 17 * (blocks + heads)
 
 
-def test_bench_command_runs_the_selected_benchmarks_and_writes_table_and_json(tmp_path, capsys):
+def test_bench_command_runs_the_selected_benchmarks_and_writes_table_and_json(tmp_path, capsys, monkeypatch):
     """`hummuss-suite bench` runs pytest-benchmark over tests/benchmarks (here only the MAC
     count) and writes the JSON, CSV and markdown; the targets it could not measure stay empty."""
     import json
 
     from suite.cli import main
+
+    # under `make test`'s xdist workers: pytest-benchmark would disable itself in the inner run
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
 
     assert main(["bench", "--quick", "-k", "macs_per_frame", "--out", str(tmp_path)]) == 0
     bench = json.loads((tmp_path / "benchmarks.json").read_text())

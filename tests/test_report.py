@@ -341,7 +341,7 @@ def test_every_figure_is_written(store):
     # the speed targets come with the benchmark file; this one names no model the targets
     # compare, so each is listed unmeasured rather than guessed
     assert "## Speed" in readme and "From `benchmarks.json`" in readme
-    assert "| offline fps HumMUSS / MotionBERT-Lite (one pass), F = 243 | >= 1 |  |  |" in readme
+    assert "| offline fps HumMUSS / MotionBERT-Lite (one pass), F = 243 | >= 1.5 |  |  |" in readme
 
 
 # -- command line --------------------------------------------------------------------------------

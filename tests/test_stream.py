@@ -191,10 +191,12 @@ def test_compiler_available_looks_for_a_cpp_compiler(monkeypatch):
 
     from hummuss.stream import compiler_available
 
+    # torch's own config.patch, not monkeypatch: a setattr undone by hand left Inductor's config
+    # without `cpp.cxx` for the tests after this one ("torch._inductor.config.cpp.cxx does not exist")
     monkeypatch.delenv("CXX", raising=False)
-    monkeypatch.setattr(config.cpp, "cxx", (None, "g++"))
-    assert compiler_available("cpu") == bool(shutil.which("g++"))
-    monkeypatch.setattr(config.cpp, "cxx", (None, "no-such-compiler-here"))
-    assert not compiler_available("cpu")
-    monkeypatch.setenv("CXX", "sh")  # any program on PATH stands for $CXX
-    assert compiler_available("cpu")
+    with config.patch({"cpp.cxx": (None, "g++")}):
+        assert compiler_available("cpu") == bool(shutil.which("g++"))
+    with config.patch({"cpp.cxx": (None, "no-such-compiler-here")}):
+        assert not compiler_available("cpu")
+        monkeypatch.setenv("CXX", "sh")  # any program on PATH stands for $CXX
+        assert compiler_available("cpu")
