@@ -441,15 +441,17 @@ def test_training_curves_on_a_reused_figure_are_the_pixels_of_a_new_one(tmp_path
 
 def test_the_libraries_are_out_of_the_collectors_passes_only_while_a_report_runs(tmp_path, monkeypatch):
     """The objects that exist before a report are frozen while it runs and unfrozen after,
-    also when it fails; a process that froze objects itself keeps them frozen."""
+    the young ones collected in larger batches, all as before after it, also when it fails;
+    a process that froze objects itself keeps them frozen and its thresholds."""
     import gc
 
     import suite.report.render as render
 
-    seen = []
+    seen, threshold = [], gc.get_threshold()
 
     def load_runs(tracker, names):
         seen.append(gc.get_freeze_count())
+        seen.append(gc.get_threshold())
         raise RuntimeError("store down")
 
     monkeypatch.setattr(render, "load_runs", load_runs)
@@ -458,11 +460,13 @@ def test_the_libraries_are_out_of_the_collectors_passes_only_while_a_report_runs
     with pytest.raises(RuntimeError, match="store down"):
         render_report(object(), None, tmp_path)
     assert seen[0] > 0 and gc.get_freeze_count() == 0
+    assert seen[1] == (render.YOUNG_OBJECTS, *threshold[1:]) and gc.get_threshold() == threshold
+    seen.clear()
     gc.freeze()
     try:
         frozen = gc.get_freeze_count()
         with pytest.raises(RuntimeError):
             render_report(object(), None, tmp_path)
-        assert seen[1] == frozen and gc.get_freeze_count() == frozen
+        assert seen == [frozen, threshold] and gc.get_freeze_count() == frozen
     finally:
         gc.unfreeze()
