@@ -93,9 +93,10 @@ def draw_figures(tracker: Tracker, frames: dict[str, pd.DataFrame], selections: 
     curves of each reported study, and the latency figure (`bench_why`: why `bench` is None).
     A figure whose PNG carries the digest of its current inputs is kept as it is
     (suite/report/unchanged.py)."""
-    from suite.report.figures import FigureSkipped, plot_training_curves
+    from suite.report.figures import CurvesFigure, FigureSkipped, plot_training_curves
 
     fig_dir.mkdir(parents=True, exist_ok=True)
+    canvas: list[CurvesFigure] = []  # the training curves' figure, built when the first is drawn
     jobs: list[Job] = []
     for study in registry().values():
         for fig in study.figures:
@@ -117,8 +118,9 @@ def draw_figures(tracker: Tracker, frames: dict[str, pd.DataFrame], selections: 
         def curves(path, sel=sel, labels=labels, history=history):
             if not len(sel.runs):
                 raise FigureSkipped(f"no finished runs of {sel.study.name}")
+            canvas[:] = canvas or [CurvesFigure()]
             return plot_training_curves(history["frame"], labels, sel.study.name, sel.subtitle(), path,
-                                        floors=history["floors"])
+                                        floors=history["floors"], canvas=canvas[0])
         file, title = (text.format(study=name) for text in TRAINING_FIGURE)
         jobs.append(Job(f"training:{name}", title, file, curves, curve_inputs))
 

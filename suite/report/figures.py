@@ -173,21 +173,56 @@ def draw_pose(ax, pose: np.ndarray, color: str, label: str) -> None:
 
 
 # -- the report's own: training curves -----------------------------------------------------------
+CURVE_PANELS = ((VAL_MPJPE, "validation MPJPE (mm)"), (TRAIN_LOSS, "training loss"))
+
+
+class CurvesFigure:
+    """The training curves' figure, built once per report and drawn again for each study: its
+    two panels keep their axes and tick artists from one study to the next (creating them
+    was a fifth of drawing the figure), everything a study drew is taken off in between."""
+
+    def __init__(self):
+        self.fig = figure((11, 4.2), left=0.07, right=0.98, bottom=0.12, top=0.88, wspace=0.22)
+        self.axes = self.fig.subplots(1, 2)
+        for ax, (_, ylabel) in zip(self.axes, CURVE_PANELS):
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+
+    def clear(self) -> None:
+        """The panels as built: no data, legend or text; limits (0, 1) and autoscaled."""
+        for ax in self.axes:
+            for artist in [*ax.lines, *ax.collections, *ax.texts, *ax.patches]:
+                artist.remove()
+            if ax.get_legend() is not None:
+                ax.get_legend().remove()
+            ax.relim()
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_autoscale_on(True)
+
+
 def plot_training_curves(history: pd.DataFrame, labels: dict[str, str], study: str, subtitle: str,
-                         path: Path, floors: dict[str, float] | None = None) -> Path:
+                         path: Path, floors: dict[str, float] | None = None,
+                         canvas: CurvesFigure | None = None) -> Path:
     """Validation MPJPE and training loss per epoch; per variant the mean over seeds
     (line) and the range over seeds (band), one colour per variant in both panels; the
     floors (floor -> MPJPE) on the MPJPE panel. The variants' legend is drawn once (on the
-    loss panel) when both panels have the same variants and seed counts, else per panel."""
+    loss panel) when both panels have the same variants and seed counts, else per panel.
+    `canvas`: the figure to draw on (cleared first), e.g. one for all of a report's studies."""
     if not len(history):
         raise FigureSkipped(f"the runs of {study} logged no per-epoch metrics")
-    fig = figure((11, 4.2), left=0.07, right=0.98, bottom=0.12, top=0.88, wspace=0.22)
-    axes = fig.subplots(1, 2)
+    if canvas is None:
+        canvas = CurvesFigure()
+    else:
+        canvas.clear()
+    fig, axes = canvas.fig, canvas.axes
     present = set(history["variant"])
     order = [v for v in labels if v in present] + [v for v in dict.fromkeys(history["variant"]) if v not in labels]
     colors = {v: COLORS[i % len(COLORS)] for i, v in enumerate(order)}
     entries = []  # per panel: the variants' legend labels
-    for ax, (key, ylabel) in zip(axes, ((VAL_MPJPE, "validation MPJPE (mm)"), (TRAIN_LOSS, "training loss"))):
+    for ax, (key, _) in zip(axes, CURVE_PANELS):
         part = history[history["key"] == key]
         entries.append([])
         groups = dict(tuple(part.groupby("variant", sort=False)))
@@ -202,10 +237,6 @@ def plot_training_curves(history: pd.DataFrame, labels: dict[str, str], study: s
                 ax.fill_between(mean.index, low.to_numpy(), high.to_numpy(), color=colors[variant], alpha=0.2)
         if key == VAL_MPJPE and floors and len(part):
             floor_lines(ax, floors)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
         if not ax.get_legend_handles_labels()[0]:
             no_data(ax, f"no {key} logged")
     once = entries[0] and sorted(entries[0]) == sorted(entries[1])
@@ -216,5 +247,3 @@ def plot_training_curves(history: pd.DataFrame, labels: dict[str, str], study: s
             ax.legend(*zip(*keep), fontsize=7)
     fig.suptitle(f"Training curves: {study} ({subtitle}; band: range over seeds)")
     return save(fig, path)
-
-

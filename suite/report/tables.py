@@ -64,11 +64,12 @@ def study_table(sel: Selection) -> pd.DataFrame:
     study, rows = sel.study, []
     floors = _floor_cells(sel)
     by_column = {name: {f["column"]: f["mean"] for f in floors if f["variant"] == f"floor/{name}"} for name, _ in FLOORS}
+    by_variant = dict(tuple(sel.runs.groupby("tags.variant", sort=False))) if len(sel.runs) else {}
     for row, row_label in study.table.rows:
         for col, col_label in study.table.columns:
             variant, condition = study.table.cell(row, col)
             key = metric_name(study.table.metric, condition)
-            runs = sel.runs[sel.runs["tags.variant"] == variant]
+            runs = by_variant.get(variant, sel.runs.iloc[:0])  # in the selection's order, as a mask keeps it
             runs = runs[runs[f"metrics.{key}"].notna()] if f"metrics.{key}" in runs else runs.iloc[:0]
             values = runs[f"metrics.{key}"].astype(float).to_numpy() if len(runs) else np.array([])
             n = len(values)

@@ -6,13 +6,16 @@ the full config as params, per-epoch metrics); its checkpoints live in
 `<checkpoint_dir>/sweeps/<sweep>/trial-<n>/`, and a retried trial resumes from those of
 the trial it retries. A trial whose training configuration (`train_hash`) another run or
 an earlier trial of the sweep has already trained to the end does not train again: it
-reads that training's per-epoch validation into Optuna, evaluates nothing new, and is
-tagged `trained_by` with the run that trained it (its own id when it trained).
+reads that training's per-epoch validation into Optuna epoch by epoch, asking the pruner
+after each as a training would (so it is pruned where a training of those curves would
+be), evaluates nothing new, and is tagged `trained_by` with the run that trained it (its
+own id when it trained).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import shutil
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import optuna
 
-from hummuss.train import Callback
+from hummuss.train import Callback, TrainResult
 from suite.registry import Param, Study
 from suite.runspec import RunSpec
 from suite.sweep.space import apply_params, format_params, suggest
@@ -35,18 +38,25 @@ from suite.worker.datasets import training_dataset, validation_dataset
 
 
 class ReportToTrial(Callback):
-    """Per-epoch validation MPJPE into the Optuna trial; stops training when it is pruned."""
+    """Per-epoch validation MPJPE into the Optuna trial; stops training when it is pruned.
 
-    def __init__(self, trial: optuna.Trial):
-        self.trial = trial
+    `replay`: the training is finished already (reused): its epochs are reported one by one,
+    each followed by the pruner's question, as a training of those curves would be, and the
+    first epoch the pruner stops is the trial's `pruned_at`."""
+
+    def __init__(self, trial: optuna.Trial, replay: bool = False):
+        self.trial, self.replay = trial, replay
         self.pruned_at: int | None = None
         self.resumed_at = 0
 
     def on_train_start(self, trainer) -> None:
         self.resumed_at = trainer.epoch
-        for h in trainer.history:  # epochs of the trial this one retries
+        for h in trainer.history:  # epochs of the trial this one retries, or of the reused training
             if "val/mpjpe" in h:
                 self.trial.report(float(h["val/mpjpe"]), int(h["epoch"]))
+                if self.replay and self.trial.should_prune():
+                    self.pruned_at = int(h["epoch"])
+                    return
 
     def on_epoch_end(self, epoch, metrics):
         if "val/mpjpe" not in metrics:
@@ -56,6 +66,17 @@ class ReportToTrial(Callback):
             self.pruned_at = epoch
             return True
         return False
+
+    def cut(self, result: TrainResult) -> TrainResult:
+        """A replayed training as a training pruned at `pruned_at` would have ended: its
+        epochs up to there, the best of them (the first of equal ones, as the Trainer keeps)."""
+        if not self.replay or self.pruned_at is None:
+            return result
+        history = [h for h in result.history if int(h["epoch"]) <= self.pruned_at]
+        scored = [(float(h["val/mpjpe"]), int(h["epoch"])) for h in history if "val/mpjpe" in h]
+        best_val, best_epoch = min(scored, key=lambda s: s[0])  # min keeps the first of equal values
+        return dataclasses.replace(result, epochs_run=self.pruned_at, best_epoch=best_epoch, best_val_mpjpe=best_val,
+                                   history=history, stopped_early=True)
 
 
 def trial_dir(settings: TrackingSettings, sweep: str, number: int) -> Path:
@@ -158,7 +179,7 @@ class TrialObjective:
             handle.write(line + "\n")
 
         try:
-            report = ReportToTrial(trial)
+            report = ReportToTrial(trial, replay=reuse is not None)
             me = {"run_id": run_id, "run": f"{self.sweep}/trial-{trial.number}"}
             if reuse is not None:
                 log(f"training {spec.train_hash} finished before in {reuse}: not trained again")
@@ -170,7 +191,7 @@ class TrialObjective:
             if trained.val is not None:  # a trial is scored on the held-out training sequences
                 datasets.append(validation_dataset(spec, trained.source, trained.val))
             self.tracker.log_datasets(run_id, datasets)
-            return trained.result, report, by
+            return report.cut(trained.result), report, by
         finally:
             handle.close()
             with contextlib.suppress(Exception):
