@@ -2,7 +2,7 @@
 huge pages (`hummuss.allocator`: a training step's large activations fault in 2 MiB at a
 time instead of 4 KiB), then runs the command line (`suite.cli.main`).
 
-The restart is `os.execv` of `python -m suite` with the same arguments, before anything
+The restart is `os.execve` of `python -m suite` with the same arguments, before anything
 heavy is imported: the same process id, terminal and signals. It does not happen where
 the environment already sets glibc.malloc.hugetlb (to any value), off Linux, or with
 HUMMUSS_HUGEPAGES=0.
