@@ -47,7 +47,9 @@ channel-major, x_id and u as W Z^T (H, P L Q), so both directions' convolutions 
 batched matmul or FFT (hummuss.ssm.apply_conv) with no transposes, and the output
 projection reads the gated product back through a transposed matmul. The backward
 direction is the anti-causal convolution itself (no flips). Without autograd, long inputs
-are processed in chunks of about CHUNK_TOKENS tokens (along P or Q) to bound memory.
+are processed in chunks of about CHUNK_TOKENS tokens (along P or Q) to bound memory, and
+with the `gate` or `mean` aggregation each chunk goes channel group by channel group
+(`_grouped`: GELU, convolutions, mix and aggregation of a few MiB at a time, in cache).
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ from hummuss.ssm import (
 )
 
 CHUNK_TOKENS = 2048  # evaluation works on chunks of about this many tokens (cache-sized)
+GROUPED_AGGREGATIONS = ("gate", "mean")  # per channel: evaluation may go channel group by group
 
 
 class ChannelMix(nn.Module):
@@ -247,9 +250,14 @@ class GDSSM(nn.Module):
         elif torch.is_grad_enabled():  # separately: fused, a cpu-preset training step measured slower
             x_id = self._project(z, self.proj_id).view(H, P, L, Q)
             u = self._project(z, self.proj_in).view(H, P, L, Q)
-        else:  # one matmul and one GELU for both paths
+        else:  # one matmul for both paths
             w, b = self._input_weights()
-            both = F.gelu(torch.addmm(b, w, z.t()))  # (2H, N)
+            pre = torch.addmm(b, w, z.t())  # (2H, N), before GELU
+            if dt is None and self.aggregate.kind in GROUPED_AGGREGATIONS:
+                y = self._grouped(pre, (P, L, Q), dt_scale, op)  # (H, N)
+                res = torch.addmm(self.proj_out.bias, y.t(), self.proj_out.weight.t())  # (N, D)
+                return res.add_(flat).view(P, L, Q, D)
+            both = F.gelu(pre)
             x_id, u = both[:H].view(H, P, L, Q), both[H:].view(H, P, L, Q)
         if dt is None:
             if op is None:
@@ -269,6 +277,30 @@ class GDSSM(nn.Module):
             return (out(y.t()) + flat).view(P, L, Q, D)
         res = torch.addmm(self.proj_out.bias, y.t(), self.proj_out.weight.t())  # (N, D)
         return res.add_(flat).view(P, L, Q, D)
+
+    def _grouped(self, pre: torch.Tensor, shape: tuple[int, int, int], dt_scale: float, op=None) -> torch.Tensor:
+        """Evaluation with an elementwise aggregation: the input projections before GELU,
+        pre (2H, N) with N = P L Q, -> the aggregated paths (H, N).
+
+        The same numbers as `_run`'s general route (GELU, both directions' convolutions,
+        `_mix`, `aggregate`), computed one channel group at a time (`ConvOperator.
+        channel_group`, a few MiB), so that each group's convolution outputs, R times as
+        wide as u, stay in cache between the operations instead of going to memory and
+        back once per operation. On a GPU all channels are one group.
+        """
+        H, (P, L, Q) = self.width, shape
+        if op is None:
+            op = self._operator(L, "cols" if Q == 1 else "rows", dt_scale, conv_method(L, P if Q == 1 else Q))
+        w, b = self._mix_weights()
+        out = pre.new_empty(H, P * L * Q)
+        group = op.channel_group(P, Q) if pre.device.type == "cpu" else H
+        for h in range(0, H, group):
+            s = slice(h, min(h + group, H))
+            u = F.gelu(pre[H + s.start:H + s.stop]).view(-1, P, L, Q)
+            paths = self._mix(apply_conv(op.channels(s), u), (w[s], b[s]))  # (g, P, directions, L, Q)
+            xs = [paths[:, :, i] for i in range(paths.shape[2])] + [F.gelu(pre[s]).view(-1, P, L, Q)]
+            out[s] = self.aggregate(*xs, dim=0).view(-1, P * L * Q)
+        return out
 
     # -- streaming (forward-only blocks) ------------------------------------------------
     def initial_state(self, batch_size: int, device=None) -> torch.Tensor:

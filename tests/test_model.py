@@ -284,3 +284,28 @@ def test_macs_per_frame_counts_first_order_holds_extra_update():
     zoh = HumMUSS(HumMUSSConfig.preset("paper-causal")).macs_per_frame()
     foh = HumMUSS(HumMUSSConfig.preset("paper-causal", discretization="foh")).macs_per_frame()
     assert foh - zoh == 5 * 2 * 17 * 768 * 2 * 64
+
+
+@pytest.mark.parametrize("aggregation", ["gate", "mean"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("frames", [17, 100])  # a Toeplitz and an FFT convolution
+def test_evaluation_in_channel_groups_equals_the_training_route(monkeypatch, aggregation, bidirectional, frames):
+    """Evaluation with an elementwise aggregation runs channel group by channel group
+    (`GDSSM._grouped`); with groups of 3 of 10 channels (an uneven last one) it gives what
+    the training route (autograd on, whole tensors) gives."""
+    import hummuss.ssm.conv as conv
+
+    torch.manual_seed(0)
+    block = GDSSM(4, expand=2.5, state_size=8, ssm_channels=2, bidirectional=bidirectional,
+                  aggregation=aggregation, temporal=True)
+    x = torch.randn(1, frames, 3, 4)  # (P, L, Q, D)
+    trained = block(x)  # autograd on: the training route
+    op = block._operator(frames, "rows", 1.0)
+    R, Q = 2 * (1 + bidirectional), 3
+    # bytes per channel: its spectra (R (n/2+1) Q complex) or its Toeplitz outputs (R L Q floats)
+    per_channel = R * (op.n_fft // 2 + 1) * Q * 8 if op.kind == "fft" else R * frames * Q * 4
+    monkeypatch.setattr(conv, "FFT_CHUNK_BYTES", 3 * per_channel)
+    assert op.channel_group(1, Q) == 3
+    with torch.no_grad():
+        grouped = block(x)
+    assert (grouped - trained).abs().max() < 1e-5

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -200,6 +200,19 @@ class ConvOperator:
     n_fft: int = 0
     kernel: tuple | None = None  # fft with autograd: (K, D, anticausal), for `FFTConv`
 
+    def channels(self, part: slice) -> ConvOperator:
+        """The same convolution for the channels `part` only (no autograd: evaluation)."""
+        return replace(self, weight=self.weight[part], kernel=None)
+
+    def channel_group(self, P: int, Q: int) -> int:
+        """Channels whose outputs (Toeplitz) or spectra (FFT) for inputs (., P, L, Q) take
+        about FFT_CHUNK_BYTES: what an evaluation that works channel group by channel
+        group (hummuss/gdssm.py) takes at once, so that a group stays in cache."""
+        if self.kind == "fft":
+            return _channel_group(P * self.weight.shape[2] * self.weight.shape[3] * Q, self.weight.element_size())
+        RL = self.weight.shape[1] if self.layout == "rows" else self.weight.shape[2]
+        return _channel_group(P * RL * Q, self.weight.element_size())
+
 
 def toeplitz(K: torch.Tensor, D: torch.Tensor, anticausal: Sequence[bool]) -> torch.Tensor:
     """K (R, H, L), D (R, H) -> T (H, R, L, L) with y_i = sum_j T[., ., i, j] u_j.
@@ -334,7 +347,7 @@ def fft_weight(K: torch.Tensor, D: torch.Tensor, anticausal: tuple[bool, ...], n
     return Kf.permute(1, 0, 2)[:, None, :, :, None]  # (H, 1, R, n/2+1, 1)
 
 
-FFT_CHUNK_BYTES = 4 << 20  # FFTConv works on channel groups whose spectra take about this much
+FFT_CHUNK_BYTES = 4 << 20  # FFTConv and evaluation work on channel groups whose spectra take about this much
 
 
 class FFTConv(torch.autograd.Function):
@@ -362,14 +375,8 @@ class FFTConv(torch.autograd.Function):
     def forward(ctx, u, K, D, anticausal, n):
         H, P, L, Q = u.shape
         W = fft_weight(K, D, anticausal, n)  # (H, 1, R, f, 1)
-        R, f = W.shape[2], W.shape[3]
-        y = u.new_empty(H, P, R, L, Q)
-        Uf = torch.empty(H, P, f, Q, dtype=W.dtype, device=u.device)  # saved for the backward
-        group = _channel_group(P * R * f * Q, W.element_size()) if u.device.type == "cpu" else H
-        for h in range(0, H, group):
-            s = slice(h, h + group)
-            torch.fft.rfft(u[s], n=n, dim=2, out=Uf[s])
-            y[s] = torch.fft.irfft(Uf[s].unsqueeze(2) * W[s], n=n, dim=3)[:, :, :, :L]
+        Uf = torch.empty(H, P, W.shape[3], Q, dtype=W.dtype, device=u.device)  # saved for the backward
+        y, group = fft_conv(u, W, n, spectra=Uf)
         ctx.save_for_backward(Uf, W)
         ctx.anticausal, ctx.n, ctx.group = anticausal, n, group
         return y
@@ -400,6 +407,26 @@ class FFTConv(torch.autograd.Function):
         return gu, gK, gD, None, None
 
 
+def fft_conv(u: torch.Tensor, W: torch.Tensor, n: int, spectra: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, int]:
+    """u (H, P, L, Q), spectra W (H, 1, R, n/2+1, 1) -> (y (H, P, R, L, Q), channels per group).
+
+    y = irfft(rfft(u) W)[..., :L], one channel group at a time on the CPU (about
+    FFT_CHUNK_BYTES of spectra, see `FFTConv`), so the product and the inverse transform
+    stay in cache and y is written once, dense. `spectra` (H, P, n/2+1, Q), if given,
+    receives rfft(u) (training keeps it for the backward).
+    """
+    H, P, L, Q = u.shape
+    R, f = W.shape[2], W.shape[3]
+    y = u.new_empty(H, P, R, L, Q)
+    group = _channel_group(P * R * f * Q, W.element_size()) if u.device.type == "cpu" else H
+    for h in range(0, H, group):
+        s = slice(h, h + group)
+        Uf = torch.fft.rfft(u[s], n=n, dim=2, out=None if spectra is None else spectra[s])  # (g, P, f, Q)
+        y[s] = torch.fft.irfft(Uf.unsqueeze(2) * W[s], n=n, dim=3)[:, :, :, :L]
+    return y, group
+
+
 def _channel_group(numbers_per_channel: int, bytes_per_number: int) -> int:
     """Channels per group of `FFTConv`: about FFT_CHUNK_BYTES of spectra, at least one."""
     return max(1, FFT_CHUNK_BYTES // (numbers_per_channel * bytes_per_number))
@@ -426,8 +453,4 @@ def apply_conv(op: ConvOperator, u: torch.Tensor) -> torch.Tensor:
         u = u.float()
     if op.kernel is not None and torch.is_grad_enabled():
         return FFTConv.apply(u, *op.kernel, n)
-    Uf = torch.fft.rfft(u, n=n, dim=2)  # (H, P, n/2+1, Q)
-    y = torch.fft.irfft(Uf.unsqueeze(2) * op.weight, n=n, dim=3)[:, :, :, :L]  # (H, P, R, L, Q)
-    # with autograd a contiguous copy pays for itself: GELU's backward on the strided slice
-    # is about 4x slower than on a dense tensor
-    return y.contiguous() if torch.is_grad_enabled() else y
+    return fft_conv(u, op.weight, n)[0]  # (H, P, R, L, Q), dense
