@@ -23,7 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from hummuss.data.skeleton import H36M_BONES  # noqa: E402
-from suite.report.tables import FLOORS, floor_values, model_rows  # noqa: E402
+from suite.report.tables import FLOORS, floor_values, model_rows, table_cell  # noqa: E402
 from suite.report.unchanged import png_metadata  # noqa: E402
 from suite.tracking import TRAIN_LOSS, VAL_MPJPE  # noqa: E402
 
@@ -91,7 +91,7 @@ def grouped_bars(ax, frame: pd.DataFrame, study, which: str) -> bool:
     for j, (col, col_label) in enumerate(cols):
         xs, ys, errs = [], [], []
         for i, (row, _) in enumerate(rows):
-            cell = frame[(frame["row"] == row) & (frame["column"] == col)].iloc[0]
+            cell = table_cell(frame, row, col)
             x = i + (j - (len(cols) - 1) / 2) * width
             if which == "paper":
                 value = study.paper.numbers.get((row, col))

@@ -24,7 +24,7 @@ import pandas as pd
 from suite.registry import Study
 from suite.report.stats import UNDECIDED, Interval, above, combine
 from suite.report.stats import difference as seed_difference
-from suite.report.tables import FLOORS, floor_values, model_rows, ours_text
+from suite.report.tables import FLOORS, floor_values, model_rows, ours_text, table_cell
 
 NOT_JUDGED, NO_CLAIM = "not judged", "no paper claim"
 LINEAR_LIFT = FLOORS[1][0]  # "linear-lift": the floor a model that learned must beat
@@ -48,9 +48,8 @@ class ClaimCheck:
 
 def cell(frame: pd.DataFrame, row: str, col: str) -> pd.Series | None:
     """The model cell (row, col), or None when it has no finished run."""
-    frame = model_rows(frame)
-    hit = frame[(frame["row"] == row) & (frame["column"] == col)]
-    return hit.iloc[0] if len(hit) and hit.iloc[0]["n"] > 0 else None
+    found = table_cell(frame, row, col)
+    return found if found is not None and found["n"] > 0 else None
 
 
 def seed_values(c: pd.Series) -> dict[int, float]:

@@ -49,6 +49,16 @@ def model_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["kind"] == MODEL] if "kind" in frame else frame
 
 
+def table_cell(frame: pd.DataFrame, row: str, column: str) -> pd.Series | None:
+    """The first model cell (row, column) of a table frame, or None (as `model_rows` and a
+    mask would find it, without building either: the claims look up cells by the hundred)."""
+    found = (frame["row"].to_numpy() == row) & (frame["column"].to_numpy() == column)
+    if "kind" in frame:
+        found &= frame["kind"].to_numpy() == MODEL
+    at = np.flatnonzero(found)
+    return frame.iloc[at[0]] if len(at) else None
+
+
 def floor_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["kind"] == FLOOR] if "kind" in frame else frame.iloc[:0]
 
