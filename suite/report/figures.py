@@ -225,11 +225,11 @@ def plot_training_curves(history: pd.DataFrame, labels: dict[str, str], study: s
     for ax, (key, _) in zip(axes, CURVE_PANELS):
         part = history[history["key"] == key]
         entries.append([])
-        groups = dict(tuple(part.groupby("variant", sort=False)))
-        for variant, runs in ((v, groups[v]) for v in order if v in groups):
-            per_step = runs.groupby("step")["value"]
-            mean, low, high = per_step.mean(), per_step.min(), per_step.max()
-            n = runs["seed"].nunique()
+        per_step = part.groupby(["variant", "step"])["value"].agg(["mean", "min", "max"])  # one pass per panel
+        seeds = part.groupby("variant")["seed"].nunique()
+        for variant in (v for v in order if v in seeds.index):
+            mean, low, high = (per_step.loc[variant][stat] for stat in ("mean", "min", "max"))
+            n = seeds[variant]
             entries[-1].append(f"{labels.get(variant, variant)} (n={n})")
             ax.plot(mean.index, mean.to_numpy(), color=colors[variant], marker="o" if len(mean) < 12 else None,
                     markersize=3, label=entries[-1][-1])
