@@ -17,6 +17,7 @@ import pandas as pd
 
 from suite.registry import Figure, Study, registry
 from suite.report import unchanged
+from suite.report.agg import text_cache
 from suite.report.runs import Selection, load_histories
 from suite.report.speed import LATENCY_FIGURE, plot_latency
 from suite.report.tables import FLOORS, model_rows
@@ -132,23 +133,31 @@ def draw_figures(tracker: Tracker, frames: dict[str, pd.DataFrame], selections: 
                     lambda: ("latency", bench) if bench is not None else None))
 
     drawn = Drawn()
-    for job in jobs:
-        drawn.titles[job.key] = job.title
-        path = fig_dir / job.file
-        try:
-            inputs = job.inputs()
-            key = unchanged.digest(*inputs) if inputs is not None else None
-            if key is not None and unchanged.is_current(path, key):
-                drawn.figures[job.key] = path
-                say(f"figure {job.key}: {path} (unchanged)")
-                continue
-            with unchanged.writing(key):
-                drawn.figures[job.key] = job.draw(path)
-            say(f"figure {job.key}: {drawn.figures[job.key]}")
-        except FigureSkipped as why:
-            drawn.skipped[job.key] = str(why)
-            say(f"figure {job.key}: skipped ({why})")
+    with text_cache():  # the labels figures share, shaped and rendered once (suite/report/agg.py)
+        for job in jobs:
+            draw_job(job, fig_dir, drawn, say)
     return drawn
+
+
+def draw_job(job: Job, fig_dir: Path, drawn: Drawn, say: Callable[[str], Any]) -> None:
+    """Draw one figure into `drawn` (or keep its PNG when its inputs did not change)."""
+    from suite.report.figures import FigureSkipped
+
+    drawn.titles[job.key] = job.title
+    path = fig_dir / job.file
+    try:
+        inputs = job.inputs()
+        key = unchanged.digest(*inputs) if inputs is not None else None
+        if key is not None and unchanged.is_current(path, key):
+            drawn.figures[job.key] = path
+            say(f"figure {job.key}: {path} (unchanged)")
+            return
+        with unchanged.writing(key):
+            drawn.figures[job.key] = job.draw(path)
+        say(f"figure {job.key}: {drawn.figures[job.key]}")
+    except FigureSkipped as why:
+        drawn.skipped[job.key] = str(why)
+        say(f"figure {job.key}: skipped ({why})")
 
 
 @dataclass

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from hummuss.data.skeleton import H36M_BONES  # noqa: E402
+from suite.report.agg import attach  # noqa: E402
 from suite.report.tables import FLOORS, floor_values, model_rows, table_cell  # noqa: E402
 from suite.report.unchanged import png_metadata  # noqa: E402
 from suite.tracking import TRAIN_LOSS, VAL_MPJPE  # noqa: E402
@@ -39,8 +40,10 @@ class FigureSkipped(Exception):
 
 
 def figure(size: tuple[float, float], **margins) -> Figure:
-    """A figure with fixed margins (fractions of the figure; cheaper than a layout engine)."""
+    """A figure with fixed margins (fractions of the figure; cheaper than a layout engine),
+    drawn with the report's text cache (suite/report/agg.py)."""
     fig = Figure(figsize=size)
+    attach(fig)
     fig.subplots_adjust(**margins)
     return fig
 
