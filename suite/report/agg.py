@@ -5,7 +5,8 @@ label) and renders each glyph again, and its own cache of text sizes lives and d
 figure's renderer. A report draws the same labels (tick values, axis labels, legend
 entries, titles) in figure after figure, a third of its time. Within `text_cache()` (one
 per report, suite/report/drawing.py) the figures of `suite.report.figures.figure` keep, for
-the report, each string's size and layout per font, and each glyph's bitmap per font, size,
+the report, each font's line height, each string's size and layout per font, and each
+glyph's bitmap per font, size,
 angle and sub-pixel offset, then place them where the text is drawn: the pixels are those of
 plain Agg (tests/test_report_drawing.py compares them); outside it they draw as plain Agg.
 The matplotlib private API this overrides is checked once; without it (another version),
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg, get_hinting_flag
+from matplotlib.font_manager import fontManager, get_font
 from matplotlib.ft2font import FT2Font, RenderMode
 
 SUPPORTED = all(hasattr(cls, name) for cls, name in (
@@ -33,7 +35,8 @@ SUPPORTED = all(hasattr(cls, name) for cls, name in (
 class TextCache:
     sizes: dict = field(default_factory=dict)  # (text, font, dpi, hinting) -> (width, height, descent)
     layouts: dict = field(default_factory=dict)  # (text, font, dpi, hinting, features, language) -> glyphs
-    glyphs: dict = field(default_factory=dict)  # (font, size, dpi, glyph, matrix, sub-pixel x, y, ...) -> bitmap
+    glyphs: dict = field(default_factory=dict)  # (font, size, dpi, glyph, angle, sub-pixel x, y, ...) -> bitmap
+    heights: dict = field(default_factory=dict)  # (font, dpi) -> (ascent, descent, line gap)
 
 
 _cache: contextvars.ContextVar[TextCache | None] = contextvars.ContextVar("text_cache", default=None)
@@ -63,6 +66,25 @@ class CachedTextRenderer(RendererAgg):
             size = cache.sizes[key] = super().get_text_width_height_descent(s, prop, ismath)
         return size
 
+    def _get_font_height_metrics(self, prop):
+        """(ascent, descent, line gap) of the font in pixels, as matplotlib's Text computes them
+        without this hook (text.py `_get_layout`), once per font; (None,) * 3: Text's own."""
+        cache = _cache.get()
+        if cache is None:
+            return None, None, None
+        key = (hash(prop), self.dpi)
+        if key not in cache.heights:
+            font = get_font(fontManager._find_fonts_by_props(prop))
+            cache.heights[key] = None, None, None
+            for table, gap, ascent, descent in (("OS/2", "sTypoLineGap", "sTypoAscender", "sTypoDescender"),
+                                                ("hhea", "lineGap", "ascent", "descent")):
+                values = font.get_sfnt_table(table)
+                if values is not None:
+                    scale = 1 / font.get_sfnt_table("head")["unitsPerEm"] * prop.get_size_in_points() * self.dpi / 72
+                    cache.heights[key] = values[ascent] * scale, -values[descent] * scale, values[gap] * scale
+                    break
+        return cache.heights[key]
+
     def draw_text(self, gc, x, y, s, prop, angle, ismath=False, mtext=None):
         cache = _cache.get()
         if cache is None or ismath:
@@ -88,13 +110,16 @@ class CachedTextRenderer(RendererAgg):
             return super()._draw_text_glyphs_and_boxes(gc, x, y, angle, glyphs, boxes)
         cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
         flags, antialiased = get_hinting_flag(), gc.get_antialiased()
+        matrices = {}  # (slant, extend) -> FreeType's transform
         for font, size, glyph, slant, extend, dx, dy in glyphs:  # dy is upwards
-            matrix = (0x10000 * np.array([[cos, -sin], [sin, cos]])
-                      @ [[extend, extend * slant], [0, 1]]).round().astype(int)
+            if (slant, extend) not in matrices:
+                matrices[slant, extend] = (0x10000 * np.array([[cos, -sin], [sin, cos]])
+                                           @ [[extend, extend * slant], [0, 1]]).round().astype(int)
+            matrix = matrices[slant, extend]
             # FreeType's y is upwards; offsets in 1/64 pixel, split into whole pixels and the rest
             px, fx = divmod(round(0x40 * (x + dx * cos - dy * sin)), 0x40)
             py, fy = divmod(round(0x40 * (self.height - y + dx * sin + dy * cos)), 0x40)
-            key = (font, size, self.dpi, glyph, matrix.tobytes(), fx, fy, flags, antialiased)
+            key = (font, size, self.dpi, glyph, angle, slant, extend, fx, fy, flags, antialiased)
             bitmap = cache.glyphs.get(key)
             if bitmap is None:
                 font.set_size(size, self.dpi)
