@@ -1,6 +1,7 @@
 """The report's drawing: the training-curves figure (one legend, a variant's colour, a
-figure reused between studies giving the pixels of a new one) and the garbage-collector
-settings a report runs under (suite/report/render.py `libraries_out_of_gc`)."""
+figure reused between studies giving the pixels of a new one), the text cache giving plain
+Agg's pixels (suite/report/agg.py) and the garbage-collector settings a report runs under
+(suite/report/render.py `libraries_out_of_gc`)."""
 
 import pytest
 
@@ -64,6 +65,35 @@ def test_training_curves_on_a_reused_figure_are_the_pixels_of_a_new_one(tmp_path
     val, loss = canvas.axes
     assert [t.get_text() for t in loss.texts] == ["no train/loss/total logged"]
     assert [t.get_text() for t in val.get_legend().get_texts()] == ["B (n=2)"]
+
+
+def test_figures_drawn_with_the_text_cache_have_the_pixels_of_plain_agg():
+    """Text sizes, layouts, line heights and glyph bitmaps reused from one figure to the next
+    (other positions, sizes, a rotated label, a fallback glyph) give plain Agg's pixels."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from suite.report.agg import SUPPORTED, Canvas, text_cache
+    from suite.report.figures import figure
+
+    def pixels(shift: float, plain: bool):
+        fig = figure((4 + shift, 3), left=0.15 + shift / 10, bottom=0.2)
+        FigureCanvasAgg(fig) if plain else None
+        ax = fig.subplots()
+        ax.plot([0, 1, 2], [3.0, 1.5 + shift, 2.0], label="MotionBERT-Lite (n=21) ×1/8 →")
+        ax.set_xlabel("epoch", fontsize=9 + shift)
+        ax.set_ylabel("validation MPJPE (mm)")
+        ax.set_title("Training curves: one", fontsize=10)
+        ax.legend(fontsize=7)
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba()).copy()
+
+    assert SUPPORTED and isinstance(figure((1, 1)).canvas, Canvas)
+    with text_cache() as cache:
+        cached = [pixels(shift, plain=False) for shift in (0.0, 0.37, 0.0, 1.0)]
+    assert cache.glyphs and cache.layouts and cache.heights
+    for shift, drawn in zip((0.0, 0.37, 0.0, 1.0), cached):
+        assert (drawn == pixels(shift, plain=True)).all()
 
 
 def test_the_libraries_are_out_of_the_collectors_passes_only_while_a_report_runs(tmp_path, monkeypatch):
