@@ -205,9 +205,8 @@ class ConvOperator:
         return replace(self, weight=self.weight[part], kernel=None)
 
     def channel_group(self, P: int, Q: int) -> int:
-        """Channels whose outputs (Toeplitz) or spectra (FFT) for inputs (., P, L, Q) take
-        about FFT_CHUNK_BYTES: what an evaluation that works channel group by channel
-        group (hummuss/gdssm.py) takes at once, so that a group stays in cache."""
+        """Channels whose outputs (Toeplitz) or spectra (FFT) for inputs (., P, L, Q) take about
+        FFT_CHUNK_BYTES: a group that stays in cache (evaluation, hummuss/gdssm.py `_grouped`)."""
         if self.kind == "fft":
             return _channel_group(P * self.weight.shape[2] * self.weight.shape[3] * Q, self.weight.element_size())
         RL = self.weight.shape[1] if self.layout == "rows" else self.weight.shape[2]
@@ -364,11 +363,10 @@ class FFTConv(torch.autograd.Function):
     Both passes go through the channels in groups of about FFT_CHUNK_BYTES of spectra (P R
     (n/2+1) Q complex numbers per channel), so each group's transforms, products and sums
     stay in cache: one pass over main memory for u, y and their gradients instead of one per
-    operation. At the `cpu` preset's temporal block (H 128, P 136, R 4, F 243) forward and
-    backward measured 1,082 ms whole against 352 ms in groups of 4 MiB (one thread, a shared
-    machine; that version summed the kernel gradient with an einsum, which on one group took
-    1.51 ms against 0.38 ms for the elementwise product and sum used here). Only on the CPU:
-    a GPU takes all channels in one launch per operation.
+    operation. `cpu` preset's temporal block (H 128, P 136, R 4, F 243), forward and backward:
+    1,082 ms whole, 352 ms in 4 MiB groups (one thread, shared machine; the kernel gradient's
+    sum as an einsum then, 1.51 ms a group against 0.38 ms as the product and sum used here).
+    Only on the CPU: a GPU takes all channels in one launch per operation.
     """
 
     @staticmethod
@@ -409,13 +407,9 @@ class FFTConv(torch.autograd.Function):
 
 def fft_conv(u: torch.Tensor, W: torch.Tensor, n: int, spectra: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, int]:
-    """u (H, P, L, Q), spectra W (H, 1, R, n/2+1, 1) -> (y (H, P, R, L, Q), channels per group).
-
-    y = irfft(rfft(u) W)[..., :L], one channel group at a time on the CPU (about
-    FFT_CHUNK_BYTES of spectra, see `FFTConv`), so the product and the inverse transform
-    stay in cache and y is written once, dense. `spectra` (H, P, n/2+1, Q), if given,
-    receives rfft(u) (training keeps it for the backward).
-    """
+    """u (H, P, L, Q), spectra W (H, 1, R, n/2+1, 1) -> (y (H, P, R, L, Q), channels per group):
+    y = irfft(rfft(u) W)[..., :L], a channel group at a time on the CPU (see `FFTConv`), y written
+    once, dense; `spectra` (H, P, n/2+1, Q), if given, receives rfft(u) (kept for the backward)."""
     H, P, L, Q = u.shape
     R, f = W.shape[2], W.shape[3]
     y = u.new_empty(H, P, R, L, Q)
