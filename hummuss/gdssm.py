@@ -244,6 +244,9 @@ class GDSSM(nn.Module):
         H = self.width
         flat = x.reshape(-1, D)  # (N, D) tokens in (P, L, Q) order
         z = self.norm(flat)
+        if dt is None and op is None:
+            op = self._operator(L, "cols" if Q == 1 else "rows", dt_scale, conv_method(L, P if Q == 1 else Q))
+        y = None
         if proj is not None:  # token-major (N, 2H) from the packed [W_id; W_in]
             both = proj(z, gelu=True).t().contiguous()  # channel-major, as the convolution wants
             x_id, u = both[:H].reshape(H, P, L, Q), both[H:].reshape(H, P, L, Q)
@@ -254,33 +257,27 @@ class GDSSM(nn.Module):
             w, b = self._input_weights()
             pre = torch.addmm(b, w, z.t())  # (2H, N), before GELU
             if dt is None and self.aggregate.kind in GROUPED_AGGREGATIONS:
-                y = self._grouped(pre, (P, L, Q), dt_scale, op)  # (H, N)
-                res = torch.addmm(self.proj_out.bias, y.t(), self.proj_out.weight.t())  # (N, D)
-                return res.add_(flat).view(P, L, Q, D)
-            both = F.gelu(pre)
-            x_id, u = both[:H].view(H, P, L, Q), both[H:].view(H, P, L, Q)
-        if dt is None:
-            if op is None:
-                layout = "cols" if Q == 1 else "rows"
-                op = self._operator(L, layout, dt_scale, conv_method(L, P if Q == 1 else Q))
-            y = apply_conv(op, u)
-        else:
-            y = self._scan(u, dt * dt_scale)
-        if self.aggregate.kind == "gate" and torch.is_grad_enabled() and y.dtype == x_id.dtype:
-            w, b = self._mix_weights() if mix is None else mix  # training: mix and gate in one step
-            y = MixGate.apply(y, w, b, x_id).reshape(H, -1)
-        else:
-            paths = self._mix(y, mix)  # (H, P, directions, L, Q)
-            xs = [paths[:, :, i] for i in range(paths.shape[2])] + [x_id]
-            y = self.aggregate(*xs, dim=0).reshape(H, -1)  # (H, N)
+                y = self._grouped(pre, (P, L, Q), op)  # (H, N): GELUs, convolutions, mix, aggregation
+            else:
+                both = F.gelu(pre)
+                x_id, u = both[:H].view(H, P, L, Q), both[H:].view(H, P, L, Q)
+        if y is None:
+            y = apply_conv(op, u) if dt is None else self._scan(u, dt * dt_scale)
+            if self.aggregate.kind == "gate" and torch.is_grad_enabled() and y.dtype == x_id.dtype:
+                w, b = self._mix_weights() if mix is None else mix  # training: mix and gate in one step
+                y = MixGate.apply(y, w, b, x_id).reshape(H, -1)
+            else:
+                paths = self._mix(y, mix)  # (H, P, directions, L, Q)
+                xs = [paths[:, :, i] for i in range(paths.shape[2])] + [x_id]
+                y = self.aggregate(*xs, dim=0).reshape(H, -1)  # (H, N)
         if out is not None:
             return (out(y.t()) + flat).view(P, L, Q, D)
         res = torch.addmm(self.proj_out.bias, y.t(), self.proj_out.weight.t())  # (N, D)
         return res.add_(flat).view(P, L, Q, D)
 
-    def _grouped(self, pre: torch.Tensor, shape: tuple[int, int, int], dt_scale: float, op=None) -> torch.Tensor:
+    def _grouped(self, pre: torch.Tensor, shape: tuple[int, int, int], op) -> torch.Tensor:
         """Evaluation with an elementwise aggregation: the input projections before GELU,
-        pre (2H, N) with N = P L Q, -> the aggregated paths (H, N).
+        pre (2H, N) with N = P L Q, and the block's convolution `op` -> the aggregated paths (H, N).
 
         The same numbers as `_run`'s general route (GELU, both directions' convolutions,
         `_mix`, `aggregate`), computed one channel group at a time (`ConvOperator.
@@ -289,8 +286,6 @@ class GDSSM(nn.Module):
         back once per operation. On a GPU all channels are one group.
         """
         H, (P, L, Q) = self.width, shape
-        if op is None:
-            op = self._operator(L, "cols" if Q == 1 else "rows", dt_scale, conv_method(L, P if Q == 1 else Q))
         w, b = self._mix_weights()
         out = pre.new_empty(H, P * L * Q)
         group = op.channel_group(P, Q) if pre.device.type == "cpu" else H

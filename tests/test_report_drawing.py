@@ -78,7 +78,8 @@ def test_figures_drawn_with_the_text_cache_have_the_pixels_of_plain_agg():
 
     def pixels(shift: float, plain: bool):
         fig = figure((4 + shift, 3), left=0.15 + shift / 10, bottom=0.2)
-        FigureCanvasAgg(fig) if plain else None
+        if plain:  # replace the report's canvas with matplotlib's own
+            FigureCanvasAgg(fig)
         ax = fig.subplots()
         ax.plot([0, 1, 2], [3.0, 1.5 + shift, 2.0], label="MotionBERT-Lite (n=21) ×1/8 →")
         ax.set_xlabel("epoch", fontsize=9 + shift)
