@@ -103,8 +103,11 @@ def targets(df: pd.DataFrame) -> pd.DataFrame:
         ratio(h, m, "peak_mb"), lambda v: v <= 0.5)
     for size, hummuss, motionbert in TRAIN_PAIRS:
         h, m = _pick(df, model=hummuss, mode="train"), _pick(df, model=motionbert, mode="train")
+        value = ratio(h, m, "latency_ms")
+        if m is not None and pd.notna(m.get("paired_ratio", math.nan)):
+            value = float(m["paired_ratio"])  # both steps taken alternately in one loop
         add(f"training step time {hummuss} / {motionbert}, F = 243 ({size} size)", f"<= {TRAIN_GOAL}",
-            ratio(h, m, "latency_ms"), lambda v: v <= TRAIN_GOAL)
+            value, lambda v: v <= TRAIN_GOAL)
     for label, h100 in streams.items():
         add(f"HumMUSS ({label}) stream step: fraction of the measured matmul rate", ">= 0.40",
             None if h100 is None else float(h100["matmul_fraction"]), lambda v: v >= 0.40)
