@@ -23,7 +23,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -55,6 +55,20 @@ def bench_input(frames: int, batch: int = 1):
 
 
 TRAIN_DATA = "synthetic:scale=smoke"  # generated clips for the training-step benchmarks
+
+
+def alternate(steps: Sequence[Callable[[], object]], rounds: int, swap: bool = False) -> list[list[float]]:
+    """Call `steps` one after the other for `rounds` rounds (the order reversed every other
+    round if `swap`), so that whatever else the machine does weighs on all of them alike
+    -> the seconds of each call, one list per step."""
+    times: list[list[float]] = [[] for _ in steps]
+    for r in range(rounds):
+        order = range(len(steps)) if not swap or r % 2 == 0 else reversed(range(len(steps)))
+        for i in order:
+            t0 = time.perf_counter()
+            steps[i]()
+            times[i].append(time.perf_counter() - t0)
+    return times
 
 
 def training_step(name: str, preset: str, frames: int, batch: int, *, device: str = "cpu",

@@ -194,3 +194,17 @@ def test_training_step_is_the_trainers_step_on_generated_clips():
     assert torch.isfinite(loss) and trainer.step == 1
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
     assert trainer.train_set.inputs.abs().max() <= 2  # normalised screen coordinates, not N(0, 1)
+
+
+def test_alternate_takes_the_steps_in_turn_and_times_each_call():
+    """`alternate`: one call of each step per round, the order reversed every other round with
+    swap, one duration per call."""
+    from suite.bench import alternate
+
+    calls = []
+    times = alternate([lambda: calls.append("a"), lambda: calls.append("b")], 3, swap=True)
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    assert [len(t) for t in times] == [3, 3] and all(s >= 0 for t in times for s in t)
+    calls.clear()
+    alternate([lambda: calls.append("a"), lambda: calls.append("b")], 2)
+    assert calls == ["a", "b", "a", "b"]

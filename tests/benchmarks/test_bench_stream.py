@@ -11,13 +11,12 @@ what one step allocates (torch profiler events).
 """
 
 import statistics
-import time
 
 import pytest
 import torch
 
+from suite.bench import alternate, peak_memory_mb, quick, record
 from suite.bench import bench_input as clip
-from suite.bench import peak_memory_mb, quick, record
 
 QUICK_MODE = quick()
 
@@ -60,15 +59,9 @@ def steppers(models):
 
 
 def _paired(short: _Stepper, long: _Stepper, rounds: int) -> tuple[float, float]:
-    """Median step latency (ms) of two streams stepped alternately, so that whatever else
-    the machine does in the meantime weighs on both alike."""
-    times = {id(short): [], id(long): []}
-    for _ in range(rounds):
-        for stepper in (short, long):
-            t0 = time.perf_counter()
-            stepper.step()
-            times[id(stepper)].append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times[id(short)]), 1e3 * statistics.median(times[id(long)])
+    """Median step latency (ms) of two streams stepped alternately (`suite.bench.alternate`)."""
+    times = alternate([short.step, long.step], rounds)
+    return 1e3 * statistics.median(times[0]), 1e3 * statistics.median(times[1])
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])

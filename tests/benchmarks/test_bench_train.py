@@ -7,21 +7,21 @@ coordinates), with the trainer's allocator setting: what a training run pays per
 MACs per frame are counted as 3 x the forward's matmul MACs (backward ~ 2 x forward;
 HumMUSS: its Linear layers, `linear_macs_per_frame`).
 
-The step times of the two models of a size vary by 15-30% from round to round on a shared
-machine, and the cases run one after the other, so the ratio of their medians moves with
-whatever else the machine did meanwhile. The MotionBERT case of each size therefore also
-steps both models alternately (`paired_ratio`: the HumMUSS step's median over
-MotionBERT's, taken from the same rounds; the spread of the per-round ratios beside it),
-the figure the training targets use.
+The step times of one model vary between rounds on a shared machine (1.31-2.04 s for
+hummuss-cpu in one run, 7-38% of the median in another), and the cases run one after the
+other, so the ratio of their medians moves with whatever else the machine did meanwhile.
+The MotionBERT case of each size therefore also steps both models alternately
+(`suite.bench.alternate`; `paired_ratio`: the HumMUSS step's median over MotionBERT's,
+from the same rounds, with the spread of the per-round ratios beside it), the figure the
+training targets use.
 """
 
 import statistics
-import time
 
 import pytest
 import torch
 
-from suite.bench import linear_macs_per_frame, quick, record, training_step
+from suite.bench import alternate, linear_macs_per_frame, quick, record, training_step
 
 QUICK_MODE = quick()
 
@@ -65,23 +65,11 @@ def test_train_step(benchmark, matmul_rate, case):
         hummuss = next(c for c in CASES if c[5] == size and c[0] == "hummuss" and not c[2])
         other, _ = training_step(*hummuss[:2], FRAMES, batch)
         other()  # its warm-up round
-        h_ms, m_ms, ratios = _alternate(other, step, PAIRED_ROUNDS[size])
+        h_s, m_s = alternate([lambda: other().item(), lambda: step().item()], PAIRED_ROUNDS[size], swap=True)
+        h_ms, m_ms = 1e3 * statistics.median(h_s), 1e3 * statistics.median(m_s)
+        ratios = [a / b for a, b in zip(h_s, m_s)]
         extra = dict(paired_model=_name(hummuss), paired_ms=h_ms, paired_own_ms=m_ms, paired_ratio=h_ms / m_ms,
                      paired_ratio_min=min(ratios), paired_ratio_max=max(ratios), paired_rounds=len(ratios))
     record(benchmark, model=_name(case), mode="train", frames=FRAMES, frames_per_call=batch * FRAMES,
            batch=batch, macs_per_frame=3 * macs, rate=matmul_rate, steps_per_s=1 / benchmark.stats.stats.median,
            **extra)
-
-
-def _alternate(first, second, rounds: int) -> tuple[float, float, list[float]]:
-    """Steps of two trainings taken alternately, the order swapped every round, so that what
-    else the machine does weighs on both alike -> (median ms of `first`, of `second`, the
-    per-round ratios first / second)."""
-    times: tuple[list[float], list[float]] = ([], [])
-    for r in range(rounds):
-        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
-            t0 = time.perf_counter()
-            (first, second)[i]().item()
-            times[i].append(time.perf_counter() - t0)
-    ratios = [a / b for a, b in zip(*times)]
-    return 1e3 * statistics.median(times[0]), 1e3 * statistics.median(times[1]), ratios
