@@ -35,11 +35,12 @@ def test_toeplitz_weight_matches_toeplitz_and_its_gradient(layout, anticausal):
     assert torch.autograd.gradcheck(lambda k, d: ToeplitzWeight.apply(k, d, anticausal, layout), (K, D))
 
 
-def test_vandermonde_training_path_matches_and_gradcheck():
+@pytest.mark.parametrize("L", [1, 7, 30])
+def test_vandermonde_training_path_matches_and_gradcheck(L):
     from hummuss.ssm.conv import VandermondeKernel, vandermonde
 
     torch.manual_seed(0)
-    k, H, M, L = 2, 3, 4, 7
+    k, H, M = 2, 3, 4
     W = torch.randn(k, H, M, dtype=torch.complex128, requires_grad=True)
     dtlam = torch.complex(-torch.rand(H, M, dtype=torch.float64) * 0.3,
                           torch.randn(H, M, dtype=torch.float64)).requires_grad_()
@@ -49,38 +50,58 @@ def test_vandermonde_training_path_matches_and_gradcheck():
     assert torch.autograd.gradcheck(lambda w, z: VandermondeKernel.apply(w, z, L), (W, dtlam))
 
 
-def test_kernel_powers_below_float32_range_are_zero():
-    from hummuss.ssm.conv import powers
+@pytest.mark.parametrize("L", [17, 243])
+def test_vandermonde_kernel_and_gradients_equal_the_direct_sum(L):
+    """The factored kernel and its hand-written backward = autograd through the plain
+    complex sum K_l = 2 Re(sum_n W_n exp(dtlam_n l)), in complex128."""
+    from hummuss.ssm.conv import vandermonde
 
-    dtlam = torch.tensor([[complex(-10.0, 1.0)]])  # |dA^l| = e^(-10 l): subnormal from l = 9
-    re, im = powers(dtlam, 12)
-    tiny = torch.finfo(torch.float32).tiny
-    assert not ((re != 0) & (re.abs() < tiny)).any() and not ((im != 0) & (im.abs() < tiny)).any()
-    assert (re[0, 0, 9:] == 0).all() and re[0, 0, 8] != 0
+    g = torch.Generator().manual_seed(L)
+    k, H, M = 2, 5, 6
+    W = torch.randn(k, H, M, generator=g, dtype=torch.complex128)
+    dtlam = torch.complex(-torch.rand(H, M, generator=g, dtype=torch.float64) * 0.05,
+                          torch.randn(H, M, generator=g, dtype=torch.float64))
+    gK = torch.randn(k, H, L, generator=g, dtype=torch.float64)
+    grads = []
+    for kernel in (vandermonde, lambda w, z, n: 2 * (w.unsqueeze(-1) * torch.exp(z.unsqueeze(-1) * torch.arange(n))).sum(-2).real):
+        w, z = W.clone().requires_grad_(), dtlam.clone().requires_grad_()
+        K = kernel(w, z, L)
+        K.backward(gK)
+        grads.append((K.detach(), w.grad, z.grad))
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want)
 
 
-@pytest.mark.parametrize("length", [1, 2, 10, 12, 17, 64, 100])
-def test_kernel_powers_equal_the_complex_exponential(length):
-    """powers (from the factors dA^(q b) and dA^r) = exp(dtlam l), computed directly in complex128."""
-    from hummuss.ssm.conv import powers
+def _complex_factors(dtlam, length):
+    """`power_factors` as complex (H, nq, M) and (H, M, b) tensors."""
+    from hummuss.ssm.conv import power_factors
 
+    Q, R = power_factors(dtlam, length)
+    H, M2, b = R.shape
+    return Q, torch.view_as_complex(R.view(H, M2 // 2, 2, b).transpose(2, 3).contiguous())
+
+
+@pytest.mark.parametrize("length", [1, 2, 10, 12, 17, 64, 100, 243])
+def test_kernel_power_factors_give_the_complex_exponential(length):
+    """Q[l // b] R[l % b] (the factors dA^(q b) and dA^r) = exp(dtlam l), computed directly in complex128."""
     g = torch.Generator().manual_seed(length)
     dtlam = torch.complex(-torch.rand(3, 4, generator=g, dtype=torch.float64),
                           3 * torch.randn(3, 4, generator=g, dtype=torch.float64))
     direct = torch.exp(dtlam.unsqueeze(-1) * torch.arange(length, dtype=torch.float64))  # (H, M, L)
-    re, im = powers(dtlam, length)
-    torch.testing.assert_close(re, direct.real)
-    torch.testing.assert_close(im, direct.imag)
+    Q, R = _complex_factors(dtlam, length)
+    b, lags = R.shape[-1], torch.arange(length)
+    assert Q.shape[1] * b >= length and (Q.shape[1] - 1) * b < length
+    torch.testing.assert_close(Q.transpose(1, 2)[..., lags // b] * R[..., lags % b], direct)
 
 
-def test_factored_kernel_powers_below_float32_range_are_zero():
-    from hummuss.ssm.conv import powers
-
-    dtlam = torch.tensor([[complex(-1.0, 0.3)]])  # |dA^l| = e^(-l): below the normal range from l = 88
-    re, im = powers(dtlam, 100)  # factored: 100 >= FACTORED_MIN_LENGTH
+def test_kernel_power_factors_below_float32_range_are_zero():
+    dtlam = torch.tensor([[complex(-10.0, 1.0)]])  # |dA^l| = e^(-10 l): subnormal from l = 9
+    Q, R = _complex_factors(dtlam, 100)  # b = 10: Q = dA^(10 q), R = dA^r, r < 10
     tiny = torch.finfo(torch.float32).tiny
-    assert not ((re != 0) & (re.abs() < tiny)).any() and not ((im != 0) & (im.abs() < tiny)).any()
-    assert (re[0, 0, 88:] == 0).all() and (im[0, 0, 88:] == 0).all() and re[0, 0, 80] != 0 and im[0, 0, 80] != 0
+    for f in (torch.view_as_real(Q), torch.view_as_real(R)):
+        assert not ((f != 0) & (f.abs() < tiny)).any()
+    # zero from e^-60 on (within e^30 of the normal range's end, POWER_MASK_MARGIN)
+    assert (R[0, 0, 6:] == 0).all() and R[0, 0, 5] != 0 and (Q[0, 1:, 0] == 0).all() and Q[0, 0, 0] == 1
 
 
 @pytest.mark.parametrize("grouped", [False, True], ids=["one-group", "groups-of-2"])

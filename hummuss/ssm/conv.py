@@ -9,10 +9,10 @@ computed (the same numbers either way, to float round-off):
   (backward) direction multiplies by the conjugate spectrum instead of flipping.
 `conv_method` chooses between them, `conv_operator` prepares either as a `ConvOperator`,
 `apply_conv` applies it. With autograd (training rebuilds the kernel and operator every
-step) two pieces have hand-written backwards: `VandermondeKernel` (the kernel in real
-arithmetic; powers below float32's normal range are zero, so no subnormals) and
-`ToeplitzWeight` (the operator as one gather; its backward sums diagonals). Both work on channel-major activations u (H, P, L, Q) (the
-sequence on dim 2), so a block that computes its projections as W z^T needs no transposes
+step) two pieces have hand-written backwards: `VandermondeKernel` (the kernel from its two
+small factors both ways, in real matmuls; factors below float32's normal range are zero,
+so no subnormals) and `ToeplitzWeight` (the operator as one gather; its backward sums
+diagonals). The operators work on channel-major activations u (H, P, L, Q) (the sequence on dim 2), so a block that computes its projections as W z^T needs no transposes
 (see hummuss/gdssm.py).
 """
 
@@ -24,123 +24,108 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from hummuss.ssm.cache import cexp
-
 # direct (Toeplitz) convolution up to TOEPLITZ_MAX_LENGTH frames, or up to
 # TOEPLITZ_WIDE_MAX_LENGTH when the matmul has at least TOEPLITZ_WIDE_COLUMNS columns
 # (sequences per channel); FFT beyond. Measured on a 2-core AVX-512 CPU, see `conv_method`.
 TOEPLITZ_MAX_LENGTH, TOEPLITZ_WIDE_MAX_LENGTH, TOEPLITZ_WIDE_COLUMNS = 40, 128, 64
-FFT_ODD_FACTORS = (1, 3, 5, 9)
-FACTORED_MIN_LENGTH = 64  # `power_planes` factors dA^l from this length on (cpu preset, L = 27: direct 1.6 ms, factored 3.3)
+FFT_ODD_FACTORS = (1, 3, 5, 9)  # FFT sizes 2^a c, see `fft_size`
+LOG_TINY = math.log(torch.finfo(torch.float32).tiny)  # exp(x) below this is subnormal in float32
 POWER_MASK_MARGIN = 30.0  # |cos| or |sin| of a float32 angle below e^-30 does not occur in practice
-LOG_TINY = math.log(torch.finfo(torch.float32).tiny)  # exp(x) below this is subnormal in float32  # FFT sizes 2^a c, see `fft_size`
 
 
 def vandermonde(W: torch.Tensor, dtlam: torch.Tensor, length: int) -> torch.Tensor:
     """K[c, h, l] = 2 Re(sum_n W[c, h, n] exp(dtlam[h, n] l)) for l < length.
 
     W (k, H, M) complex, dtlam (H, M) complex -> K (k, H, L) real. With l = q b + r,
-    dA^l = dA^(q b) dA^r: two small Vandermonde factors (H, nq, M) and (H, M, b) instead of
-    the (H, M, L) powers, and the sum over modes as one real batched matmul.
+    dA^l = dA^(q b) dA^r: two small Vandermonde factors (`power_factors`) instead of the
+    (H, M, L) powers, and the sum over modes as one real batched matmul. With autograd
+    (training) the same numbers come from `VandermondeKernel`, whose backward is factored too.
     """
     if torch.is_grad_enabled() and (W.requires_grad or dtlam.requires_grad):
         return VandermondeKernel.apply(W, dtlam, length)
-    k, H, M = W.shape
-    b = max(1, math.isqrt(length - 1) + 1) if length > 1 else 1
+    return _factored_kernel(W, *power_factors(dtlam, length), length)
+
+
+def power_factors(dtlam: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The factors of dA^l = dA^(q b) dA^r, l = q b + r, with b = ceil(sqrt(L)), q < nq = ceil(L / b):
+    Q (H, nq, M) complex, dA^(q b), and R (H, 2M, b) real, the rows (Re dA_n^r, Im dA_n^r)
+    interleaved mode by mode (as `torch.view_as_real` lays out a complex (H, M) tensor).
+
+    Factors whose modulus is below float32's normal range are zero, and so is the smallest
+    normal part of one whose Re or Im alone would be subnormal (no subnormals reach the
+    matmuls); the masking pass runs only when some modulus comes within e^POWER_MASK_MARGIN
+    of the range's end, which the learned steps rarely reach.
+    """
+    H, M = dtlam.shape
+    b = math.isqrt(length - 1) + 1 if length > 1 else 1
     nq = -(-length // b)
-    steps = torch.arange(max(b, nq), device=dtlam.device, dtype=torch.float32)
-    Vq = cexp(dtlam.unsqueeze(1) * (steps[:nq] * b).unsqueeze(-1))  # (H, nq, M): dA^(q b)
-    Vr = cexp(dtlam.unsqueeze(-1) * steps[:b])  # (H, M, b): dA^r
-    A = (W.transpose(0, 1).unsqueeze(2) * Vq.unsqueeze(1)).reshape(H, k * nq, M)  # (H, k nq, M)
-    # Re(A Vr) = [Re A, -Im A] @ [Re Vr; Im Vr]
-    K = torch.bmm(torch.cat([A.real, -A.imag], -1), torch.cat([Vr.real, Vr.imag], 1))  # (H, k nq, b)
+    steps = torch.arange(max(b, nq), device=dtlam.device, dtype=dtlam.real.dtype)
+    lr, li = dtlam.real, dtlam.imag
+    mask = float(lr.min()) * (length - 1) < LOG_TINY + POWER_MASK_MARGIN
+
+    def power(lr, li, st, out_re, out_im):  # Re and Im of exp((lr + i li) st) into out_re, out_im
+        x = lr * st
+        mag = torch.exp(x)
+        if mask:  # the (Re, Im) parts get within e^-30 of |exp(z)| only near a zero of cos or sin
+            mag.masked_fill_(x < LOG_TINY + POWER_MASK_MARGIN, 0.0)
+        ang = li * st
+        torch.mul(mag, torch.cos(ang), out=out_re)
+        torch.mul(mag, torch.sin(ang), out=out_im)
+
+    Q = lr.new_empty(H, nq, M, 2)  # (Re, Im) last: view_as_complex
+    power(lr.unsqueeze(1), li.unsqueeze(1), (steps[:nq] * b).unsqueeze(-1), Q[..., 0], Q[..., 1])
+    R = lr.new_empty(H, M, 2, b)
+    power(lr.unsqueeze(-1), li.unsqueeze(-1), steps[:b], R[:, :, 0], R[:, :, 1])
+    return torch.view_as_complex(Q), R.view(H, 2 * M, b)
+
+
+def _factored_kernel(W: torch.Tensor, Q: torch.Tensor, R: torch.Tensor, length: int) -> torch.Tensor:
+    """K (k, H, L) = 2 Re(sum_n W_n dA_n^(q b) dA_n^r) from the factors of `power_factors`."""
+    k, H, M = W.shape
+    nq, b = Q.shape[1], R.shape[2]
+    # with B = W dA^(q b): Re(B dA^r) = Re B Re dA^r - Im B Im dA^r, one real matmul of
+    # conj(B)'s (Re, Im) pairs (view_as_real) by R's interleaved (Re, Im) rows
+    A = torch.mul(W.transpose(0, 1).unsqueeze(2), Q.unsqueeze(1), out=Q.new_empty(H, k, nq, M)).conj_physical_()
+    # in float32 under autocast too: the decaying powers need its range
+    with torch.autocast(W.device.type, enabled=False):
+        K = torch.bmm(torch.view_as_real(A).view(H, k * nq, 2 * M), R)  # (H, k nq, b): Re(B dA^r)
     return 2 * K.view(H, k, nq * b)[..., :length].transpose(0, 1)  # (k, H, L)
 
 
-def powers(dtlam: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Re and Im of dA^l = exp(dtlam l), each (H, M, L) real: the halves of `power_planes`."""
-    V = power_planes(dtlam, length)
-    return V[:, :dtlam.shape[1]], V[:, dtlam.shape[1]:]
-
-
-def power_planes(dtlam: torch.Tensor, length: int) -> torch.Tensor:
-    """V (H, 2M, L): Re (rows < M) and Im of dA^l = exp(dtlam l), with powers whose modulus falls
-    below float32's normal range set to zero (no subnormals reach the matmuls).
-
-    As `vandermonde`, with l = q b + r: exp, cos and sin only on the factors dA^(q b) and
-    dA^r (2 sqrt(L) per mode), then one complex product per power (each of the (H, M, L)
-    passes costs about as much as the transcendental functions: paper preset, L = 243,
-    direct exp/cos/sin took 238 ms a direction, factored 100-117 ms, kernel forward + backward).
-    The masking pass runs only when some power is below the normal range. Below
-    FACTORED_MIN_LENGTH frames the powers are computed directly.
-    """
-    H, M = dtlam.shape
-    lr, li = dtlam.real.unsqueeze(-1), dtlam.imag.unsqueeze(-1)  # (H, M, 1)
-    if length < FACTORED_MIN_LENGTH:  # few frames: directly, fewer small ops
-        re = lr * torch.arange(length, device=dtlam.device, dtype=lr.dtype)
-        mag = torch.exp(re).masked_fill_(re < LOG_TINY, 0.0)
-        ang = li * torch.arange(length, device=dtlam.device, dtype=lr.dtype)
-        return _below_normal_to_zero(torch.cat([mag * torch.cos(ang), mag * torch.sin(ang)], 1), dtlam, length)
-    b = math.isqrt(length - 1) + 1
-    nq = -(-length // b)
-    steps = torch.arange(max(b, nq), device=dtlam.device, dtype=dtlam.real.dtype)
-    lr, li = dtlam.real.unsqueeze(-1), dtlam.imag.unsqueeze(-1)  # (H, M, 1)
-
-    def factor(st):  # dA^st, (H, M, len(st)) each, zero below the normal range
-        re = lr * st
-        mag = torch.exp(re).masked_fill_(re < LOG_TINY, 0.0)
-        return mag * torch.cos(li * st), mag * torch.sin(li * st)
-
-    qr, qi = (t.unsqueeze(-1) for t in factor(steps[:nq] * b))  # (H, M, nq, 1)
-    rr, ri = (t.unsqueeze(-2) for t in factor(steps[:b]))  # (H, M, 1, b)
-    V = torch.empty(H, 2, M, nq, b, device=dtlam.device, dtype=lr.dtype)
-    torch.mul(qr, rr, out=V[:, 0]).addcmul_(qi, ri, value=-1)  # Re(dA^(qb) dA^r)
-    torch.mul(qr, ri, out=V[:, 1]).addcmul_(qi, rr)  # Im
-    return _below_normal_to_zero(V.view(H, 2 * M, nq * b)[..., :length], dtlam, length)
-
-
-def _below_normal_to_zero(V: torch.Tensor, dtlam: torch.Tensor, length: int) -> torch.Tensor:
-    """V with entries below float32's normal range set to zero: a Re or Im part can be subnormal
-    while |dA^l| is not (a small cosine), so the test is per entry; the pass runs only where
-    the smallest modulus is within e^POWER_MASK_MARGIN of the range's end."""
-    if float(dtlam.real.min()) * (length - 1) < LOG_TINY + POWER_MASK_MARGIN:
-        return V.masked_fill(V.abs() < torch.finfo(torch.float32).tiny, 0.0)
-    return V
-
-
 class VandermondeKernel(torch.autograd.Function):
-    """`vandermonde` for training: K = 2 Re(W V), V[h, n, l] = dA^l, in real arithmetic with
-    a hand-written backward (two real batched matmuls each way instead of autograd's passes
-    of complex arithmetic):
+    """`vandermonde` for training, with a hand-written backward that keeps the factored form
+    (real batched matmuls with the small factors; the (H, M, L) powers are never formed).
+    With V[h, n, l] = dA^l and g = 2 gK:
 
-        dK/dW:      grad W     = 2 sum_l gK conj(V)
-        dK/ddtlam:  grad dtlam = 2 conj(sum_c W sum_l gK l V)
+        dK/dW:      grad W     = sum_l g conj(V)
+        dK/ddtlam:  grad dtlam = conj(sum_c W sum_l g l V)
+
+    and with l = q b + r, sum_l g f(l) V = sum_q dA^(q b) sum_r g[q, r] f(q b + r) dA^r: for
+    f = 1 and f = l the inner sums come from one matmul of [g; g l] by dA^r's planes.
     """
 
     @staticmethod
     def forward(ctx, W, dtlam, length):
-        V = power_planes(dtlam, length)  # (H, 2M, L): Re and Im of dA^l
-        Wt = W.transpose(0, 1)  # (H, k, M)
-        A = torch.cat([Wt.real, -Wt.imag], -1)  # (H, k, 2M)
-        ctx.save_for_backward(W, V)
-        # in float32 under autocast too: the decaying powers need its range, and the
-        # backward's matmuls (run without autocast) take the forward's dtype
-        with torch.autocast(V.device.type, enabled=False):
-            return (2 * torch.bmm(A, V)).transpose(0, 1)  # (k, H, L)
+        Q, R = power_factors(dtlam, length)
+        ctx.save_for_backward(W, Q, R)
+        ctx.length = length
+        return _factored_kernel(W, Q, R, length)
 
     @staticmethod
     def backward(ctx, gK):
-        W, V = ctx.saved_tensors
-        H, M2, L = V.shape
-        M = M2 // 2
-        g = 2 * gK.transpose(0, 1)  # (H, k, L)
-        Vt = V.transpose(1, 2)  # (H, L, 2M)
-        gl = torch.cat([g, g * torch.arange(L, device=g.device, dtype=g.dtype)], 1)  # (H, 2k, L)
-        AB = torch.bmm(gl, Vt)  # (H, 2k, 2M): sum_l g V and sum_l g l V as (Re, Im)
-        k = g.shape[1]
-        A, B = AB[:, :k], AB[:, k:]
-        gW = torch.complex(A[..., :M], -A[..., M:]).transpose(0, 1)  # (k, H, M)
-        gdt = (W.transpose(0, 1) * torch.complex(B[..., :M], B[..., M:])).sum(1).conj()  # (H, M)
+        W, Q, R = ctx.saved_tensors
+        k, H, M = W.shape
+        nq, b = Q.shape[1], R.shape[2]
+        L = ctx.length
+        g = gK.new_zeros(H, 2, k, nq * b)  # [g; g l], g = 2 gK, zero at lags past L
+        torch.mul(gK.transpose(0, 1), 2, out=g[:, 0, :, :L])
+        torch.mul(g[:, 0, :, :L], torch.arange(L, device=g.device, dtype=g.dtype), out=g[:, 1, :, :L])
+        with torch.autocast(g.device.type, enabled=False):
+            S = torch.bmm(g.view(H, 2 * k * nq, b), R.transpose(1, 2))  # (H, 2k nq, 2M)
+        S = torch.view_as_complex(S.view(H, 2, k, nq, M, 2))  # sum_r g f(l) dA^r, f = 1 and l
+        s = torch.mul(S, Q.view(H, 1, 1, nq, M)).sum(3)  # (H, 2, k, M): sum_l g V, sum_l g l V
+        gW = s[:, 0].conj().transpose(0, 1)  # (k, H, M)
+        gdt = (W.transpose(0, 1) * s[:, 1]).sum(1).conj()  # (H, M)
         return gW, gdt, None
 
 
