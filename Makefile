@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 reproduce: $(STAMP)
 	$(BIN)/hummuss-suite reproduce
 
-# two workers, each test file whole on one of them (pytest-xdist): 637 s on 2 cores at 2ef93de
-# where one worker took 19 to 24 minutes
+# two workers, each test file whole on one of them (pytest-xdist) and on its share of the cores
+# (tests/conftest.py): 555 s on 2 cores at 108388d, 725 s before with both workers on both cores;
+# one worker alone took 19 to 24 minutes
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
