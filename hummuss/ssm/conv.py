@@ -51,10 +51,10 @@ def power_factors(dtlam: torch.Tensor, length: int) -> tuple[torch.Tensor, torch
     Q (H, nq, M) complex, dA^(q b), and R (H, 2M, b) real, the rows (Re dA_n^r, Im dA_n^r)
     interleaved mode by mode (as `torch.view_as_real` lays out a complex (H, M) tensor).
 
-    Factors whose modulus is below float32's normal range are zero, and so is the smallest
-    normal part of one whose Re or Im alone would be subnormal (no subnormals reach the
-    matmuls); the masking pass runs only when some modulus comes within e^POWER_MASK_MARGIN
-    of the range's end, which the learned steps rarely reach.
+    Factors whose modulus is below e^POWER_MASK_MARGIN times float32's smallest normal number
+    are zero, so that neither their Re nor their Im part is subnormal (that would take a
+    |cos| or |sin| below e^-30) and no subnormals reach the matmuls. The masking pass runs
+    only when the smallest Re(dtlam) (L - 1) comes that close, which the learned steps rarely do.
     """
     H, M = dtlam.shape
     b = math.isqrt(length - 1) + 1 if length > 1 else 1
