@@ -2,7 +2,6 @@
 pytest-xdist worker held to its share of the CPU cores."""
 
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -11,14 +10,13 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 # `make test` runs two workers on the machine's cores; torch's default of one thread per core
 # in each of them (and in the processes the tests start) oversubscribes the cores, and
 # OpenMP threads that wait on a busy core make small-operation work like the streaming
-# step's several times slower. A value the caller set is kept.
+# step's several times slower. Set before any test imports torch; a value the caller set is kept.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
-    _share = str(max(1, (os.cpu_count() or 1) // _WORKERS))
-    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "HUMMUSS_THREADS"):
-        os.environ.setdefault(_name, _share)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    from suite.launch.processes import THREADS_ENV, thread_share
+
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", THREADS_ENV):
+        os.environ.setdefault(_name, thread_share(_WORKERS))
 
 BENCH_DIR = Path(__file__).parent / "benchmarks"
 

@@ -29,8 +29,9 @@ import torch
 # (sequences per channel); FFT beyond. Measured on a 2-core AVX-512 CPU, see `conv_method`.
 TOEPLITZ_MAX_LENGTH, TOEPLITZ_WIDE_MAX_LENGTH, TOEPLITZ_WIDE_COLUMNS = 40, 128, 64
 FFT_ODD_FACTORS = (1, 3, 5, 9)  # FFT sizes 2^a c, see `fft_size`
-LOG_TINY = math.log(torch.finfo(torch.float32).tiny)  # exp(x) below this is subnormal in float32
 POWER_MASK_MARGIN = 30.0  # |cos| or |sin| of a float32 angle below e^-30 does not occur in practice
+# log of the smallest power kept: e^POWER_MASK_MARGIN times float32's smallest normal number
+LOG_POWER_FLOOR = math.log(torch.finfo(torch.float32).tiny) + POWER_MASK_MARGIN
 
 
 def vandermonde(W: torch.Tensor, dtlam: torch.Tensor, length: int) -> torch.Tensor:
@@ -61,13 +62,13 @@ def power_factors(dtlam: torch.Tensor, length: int) -> tuple[torch.Tensor, torch
     nq = -(-length // b)
     steps = torch.arange(max(b, nq), device=dtlam.device, dtype=dtlam.real.dtype)
     lr, li = dtlam.real, dtlam.imag
-    mask = float(lr.min()) * (length - 1) < LOG_TINY + POWER_MASK_MARGIN
+    mask = float(lr.min()) * (length - 1) < LOG_POWER_FLOOR
 
     def power(lr, li, st, out_re, out_im):  # Re and Im of exp((lr + i li) st) into out_re, out_im
         x = lr * st
         mag = torch.exp(x)
         if mask:  # the (Re, Im) parts get within e^-30 of |exp(z)| only near a zero of cos or sin
-            mag.masked_fill_(x < LOG_TINY + POWER_MASK_MARGIN, 0.0)
+            mag.masked_fill_(x < LOG_POWER_FLOOR, 0.0)
         ang = li * st
         torch.mul(mag, torch.cos(ang), out=out_re)
         torch.mul(mag, torch.sin(ang), out=out_im)
@@ -108,15 +109,13 @@ class VandermondeKernel(torch.autograd.Function):
     def forward(ctx, W, dtlam, length):
         Q, R = power_factors(dtlam, length)
         ctx.save_for_backward(W, Q, R)
-        ctx.length = length
         return _factored_kernel(W, Q, R, length)
 
     @staticmethod
     def backward(ctx, gK):
         W, Q, R = ctx.saved_tensors
         k, H, M = W.shape
-        nq, b = Q.shape[1], R.shape[2]
-        L = ctx.length
+        nq, b, L = Q.shape[1], R.shape[2], gK.shape[2]
         g = gK.new_zeros(H, 2, k, nq * b)  # [g; g l], g = 2 gK, zero at lags past L
         torch.mul(gK.transpose(0, 1), 2, out=g[:, 0, :, :L])
         torch.mul(g[:, 0, :, :L], torch.arange(L, device=g.device, dtype=g.dtype), out=g[:, 1, :, :L])

@@ -29,6 +29,11 @@ def pythonpath() -> str:
     return os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")]))
 
 
+def thread_share(processes: int) -> str:
+    """Torch threads for each of `processes` processes running at once on this machine's cores."""
+    return str(max(1, (os.cpu_count() or 1) // max(1, processes)))
+
+
 def child_env(settings: TrackingSettings, processes: int, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a child process: this process's, plus the tracking store it must
     use, the project on PYTHONPATH, `extra` (e.g. its CUDA_VISIBLE_DEVICES) and its share
@@ -36,7 +41,7 @@ def child_env(settings: TrackingSettings, processes: int, extra: dict[str, str] 
     glibc's malloc on huge pages (`hummuss.allocator.with_hugepages`, unless set otherwise)."""
     env = {**with_hugepages(os.environ), "MLFLOW_TRACKING_URI": settings.tracking_uri, "HUMMUSS_MLFLOW_CONFIG": settings.source,
            "PYTHONPATH": pythonpath(), **(extra or {})}
-    env.setdefault(THREADS_ENV, str(max(1, (os.cpu_count() or 1) // max(1, processes))))
+    env.setdefault(THREADS_ENV, thread_share(processes))
     return env
 
 
