@@ -111,3 +111,33 @@ def test_gpu_check_dry_run_on_the_cpu_measures_every_part(tmp_path):
     assert len(report["ratios"]) == 2 and all(v > 0 for v in report["ratios"].values())
     assert json.loads((tmp_path / "gpu-check.json").read_text())["plan"]["device"] == "cpu"
     assert "| hummuss-smoke | 2 | 2 |" in (tmp_path / "gpu-check.md").read_text()
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_compiled_training_step_matches_eager(device):
+    """`torch.compile` of a training forward and backward (what `make gpu-check` times as
+    "compiled"): the kernel's complex arithmetic runs eagerly between the compiled graphs
+    (`DSSM._kernel`), the Toeplitz index is built without its cache while traced. At 81
+    frames the spatial blocks use the Toeplitz operator and the temporal ones `FFTConv`;
+    loss and gradients are eager's to float32 round-off."""
+    from hummuss.stream import compiler_available
+
+    if not compiler_available(device):
+        pytest.skip(f"no compiler for torch.compile on {device}")
+    import hummuss.ssm.conv
+
+    hummuss.ssm.conv._TOEPLITZ_INDEX.clear()  # compiled first: the index is made while traced
+    torch.manual_seed(0)
+    model = HumMUSS(HumMUSSConfig.preset("smoke")).to(device).train()
+    x = torch.randn(2, 81, 17, 3, device=device)
+    target = 0.3 * torch.randn(2, 81, 17, 3, device=device)
+    results = []
+    for net in (torch.compile(model), model):
+        model.zero_grad(set_to_none=True)
+        loss = PoseLoss()(net(x), target)[0]
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (lc, gc), (le, ge) = results
+    assert abs(float(lc - le)) <= 1e-5 * abs(float(le))
+    for a, b in zip(ge, gc):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-6 * float(a.abs().max()) + 1e-9)

@@ -224,21 +224,27 @@ def toeplitz_index(R: int, H: int, L: int, anticausal: tuple[bool, ...], layout:
     layout "rows": (H, R L, L), "cols": (H, L, R L), as `conv_operator`; entries off the
     kernel's band read index L of their row, a zero. Cached per shape and device.
     """
+    if torch.compiler.is_compiling():  # traced: no cache (a side effect); the compiler folds it
+        return _toeplitz_index(R, H, L, anticausal, layout, device)
     key = (R, H, L, anticausal, layout, str(device))
     idx = _TOEPLITZ_INDEX.get(key)
     if idx is None:
-        i = torch.arange(L, device=device)
-        lag = i[:, None] - i[None, :]  # (L, L): i - j
-        causal = torch.where(lag >= 0, lag, L)
-        lags = torch.stack([causal.t() if a else causal for a in anticausal])  # (R, L, L)
-        row = (torch.arange(R, device=device)[:, None] * H + torch.arange(H, device=device)) * (L + 1)
-        idx = row[:, :, None, None] + lags[:, None]  # (R, H, L, L): [r, h, i, j]
-        idx = idx.permute(1, 0, 2, 3).reshape(H, R * L, L) if layout == "rows" else \
-            idx.permute(1, 3, 0, 2).reshape(H, L, R * L)
         if len(_TOEPLITZ_INDEX) > 64:
             _TOEPLITZ_INDEX.clear()
-        idx = _TOEPLITZ_INDEX[key] = idx.contiguous()
+        idx = _TOEPLITZ_INDEX[key] = _toeplitz_index(R, H, L, anticausal, layout, device)
     return idx
+
+
+def _toeplitz_index(R: int, H: int, L: int, anticausal: tuple[bool, ...], layout: str, device) -> torch.Tensor:
+    i = torch.arange(L, device=device)
+    lag = i[:, None] - i[None, :]  # (L, L): i - j
+    causal = torch.where(lag >= 0, lag, L)
+    lags = torch.stack([causal.t() if a else causal for a in anticausal])  # (R, L, L)
+    row = (torch.arange(R, device=device)[:, None] * H + torch.arange(H, device=device)) * (L + 1)
+    idx = row[:, :, None, None] + lags[:, None]  # (R, H, L, L): [r, h, i, j]
+    idx = idx.permute(1, 0, 2, 3).reshape(H, R * L, L) if layout == "rows" else \
+        idx.permute(1, 3, 0, 2).reshape(H, L, R * L)
+    return idx.contiguous()
 
 
 def diagonal_sums(G: torch.Tensor, anticausal: tuple[bool, ...]) -> torch.Tensor:

@@ -222,6 +222,7 @@ class DSSM(nn.Module):
         return self.cache.get(key, list(self.parameters()), lambda: self._kernel(length, dt_scale),
                               nbytes=4 * self.out_channels * self.channels * length)
 
+    @torch.compiler.disable  # complex arithmetic on a few small tensors: eager, not traced
     def _kernel(self, length: int, dt_scale: float) -> torch.Tensor:
         lam = self.eigenvalues()  # (S, M)
         dt = (torch.exp(self.log_dt) * dt_scale).unsqueeze(-1)  # (H, 1)
