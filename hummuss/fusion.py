@@ -35,20 +35,26 @@ class Aggregate(nn.Module):
             nn.init.zeros_(self.weights.weight)
             nn.init.constant_(self.weights.bias, 0.5)
 
-    def forward(self, *xs: torch.Tensor, dim: int = -1) -> torch.Tensor:
-        """n tensors of one shape -> that shape; `dim` is the channel (width) dimension."""
+    def forward(self, *xs: torch.Tensor, dim: int = -1, out: torch.Tensor | None = None) -> torch.Tensor:
+        """n tensors of one shape -> that shape; `dim` is the channel (width) dimension.
+        `out` (gate and mean, without autograd): a tensor of that shape to write the result into."""
         if len(xs) != self.n_inputs:
             raise ValueError(f"{self.kind} aggregation built for {self.n_inputs} inputs, got {len(xs)}")
+        if out is not None and (self.kind == "learned" or torch.is_grad_enabled()):
+            raise ValueError("Aggregate(out=...) is for the gate and mean aggregations without autograd")
         if self.kind == "gate":
-            out = xs[0] * xs[1] if len(xs) > 1 else xs[0]
+            if len(xs) == 1:
+                return xs[0] if out is None else out.copy_(xs[0])
+            res = torch.mul(xs[0], xs[1], out=out)
             for x in xs[2:]:
-                out = out * x if torch.is_grad_enabled() else out.mul_(x)
-            return out
+                res = res * x if torch.is_grad_enabled() else res.mul_(x)
+            return res
         if self.kind == "mean":
-            out = xs[0] + xs[1] if len(xs) > 1 else xs[0].clone()
+            res = torch.add(xs[0], xs[1], out=out) if len(xs) > 1 else \
+                (xs[0].clone() if out is None else out.copy_(xs[0]))
             for x in xs[2:]:
-                out = out + x
-            return out.div_(len(xs))
+                res = res + x if torch.is_grad_enabled() else res.add_(x)
+            return res.div_(len(xs))
         n = len(xs)
         if dim in (0, -xs[0].dim()):  # channel-major (width, ...): W (n, n width) @ cat
             cat = torch.cat(xs, 0)

@@ -294,7 +294,7 @@ class GDSSM(nn.Module):
             u = F.gelu(pre[H + s.start:H + s.stop]).view(-1, P, L, Q)
             paths = self._mix(apply_conv(op.channels(s), u), (w[s], b[s]))  # (g, P, directions, L, Q)
             xs = [paths[:, :, i] for i in range(paths.shape[2])] + [F.gelu(pre[s]).view(-1, P, L, Q)]
-            out[s] = self.aggregate(*xs, dim=0).view(-1, P * L * Q)
+            self.aggregate(*xs, dim=0, out=out[s].view(-1, P, L, Q))  # written in place
         return out
 
     # -- streaming (forward-only blocks) ------------------------------------------------

@@ -142,6 +142,23 @@ def test_aggregations_compute_what_they_say():
     assert torch.allclose(learned(a, b, c), a, atol=1e-3)
 
 
+def test_aggregations_write_into_out_without_autograd():
+    """`out=` (evaluation in channel groups writes each group's result into its rows)."""
+    a, b, c = (torch.randn(3, 5) for _ in range(3))
+    with torch.no_grad():
+        for kind, n, expected in (("gate", 3, a * b * c), ("gate", 2, a * b), ("mean", 3, (a + b + c) / 3),
+                                  ("mean", 1, a), ("gate", 1, a)):
+            buf = torch.full((2, 3, 5), float("nan"))
+            res = Aggregate(kind, n, 5)(*(a, b, c)[:n], out=buf[1])
+            assert res.data_ptr() == buf[1].data_ptr() and torch.allclose(buf[1], expected)
+            assert buf[0].isnan().all()  # nothing written outside `out`
+            assert (a, b, c)[0] is a and torch.isfinite(a).all()
+        with pytest.raises(ValueError, match="gate and mean"):
+            Aggregate("learned", 3, 5)(a, b, c, out=torch.empty(3, 5))
+    with pytest.raises(ValueError, match="without autograd"):
+        Aggregate("gate", 3, 5)(a, b, c, out=torch.empty(3, 5))
+
+
 def test_causal_gdssm_block_steps_like_its_convolution():
     torch.manual_seed(0)
     block = GDSSM(8, expand=2, state_size=8, ssm_channels=2, bidirectional=False, temporal=True).eval()

@@ -399,11 +399,15 @@ def fft_conv(u: torch.Tensor, W: torch.Tensor, n: int, spectra: torch.Tensor | N
              ) -> tuple[torch.Tensor, int]:
     """u (H, P, L, Q), spectra W (H, 1, R, n/2+1, 1) -> (y (H, P, R, L, Q), channels per group):
     y = irfft(rfft(u) W)[..., :L], a channel group at a time on the CPU (see `FFTConv`), y written
-    once, dense; `spectra` (H, P, n/2+1, Q), if given, receives rfft(u) (kept for the backward)."""
+    once, dense; `spectra` (H, P, n/2+1, Q), if given, receives rfft(u) (kept for the backward).
+    Where all channels are one group and no spectra are kept (evaluation, `GDSSM._grouped`), y is
+    the first L frames of the inverse transform, a strided view, not a copy."""
     H, P, L, Q = u.shape
     R, f = W.shape[2], W.shape[3]
-    y = u.new_empty(H, P, R, L, Q)
     group = _channel_group(P * R * f * Q, W.element_size()) if u.device.type == "cpu" else H
+    if group >= H and spectra is None:
+        return torch.fft.irfft(torch.fft.rfft(u, n=n, dim=2).unsqueeze(2) * W, n=n, dim=3)[:, :, :, :L], H
+    y = u.new_empty(H, P, R, L, Q)
     for h in range(0, H, group):
         s = slice(h, h + group)
         Uf = torch.fft.rfft(u[s], n=n, dim=2, out=None if spectra is None else spectra[s])  # (g, P, f, Q)
@@ -437,4 +441,4 @@ def apply_conv(op: ConvOperator, u: torch.Tensor) -> torch.Tensor:
         u = u.float()
     if op.kernel is not None and torch.is_grad_enabled():
         return FFTConv.apply(u, *op.kernel, n)
-    return fft_conv(u, op.weight, n)[0]  # (H, P, R, L, Q), dense
+    return fft_conv(u, op.weight, n)[0]  # (H, P, R, L, Q)
