@@ -200,3 +200,14 @@ def test_compiler_available_looks_for_a_cpp_compiler(monkeypatch):
         assert not compiler_available("cpu")
         monkeypatch.setenv("CXX", "sh")  # any program on PATH stands for $CXX
         assert compiler_available("cpu")
+
+
+def test_a_stream_keeps_freed_memory_in_the_heap(model, monkeypatch):
+    """The compiled step's new states each frame come from malloc's free lists, not fresh
+    pages: a stream raises glibc's mmap and trim thresholds (hummuss.allocator) when made."""
+    import hummuss.stream
+
+    calls = []
+    monkeypatch.setattr(hummuss.stream, "keep_freed_memory", lambda: calls.append(1) or True)
+    model.stream(batch_size=1, compile=False)
+    assert calls == [1]
