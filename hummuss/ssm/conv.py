@@ -400,8 +400,9 @@ def fft_conv(u: torch.Tensor, W: torch.Tensor, n: int, spectra: torch.Tensor | N
     """u (H, P, L, Q), spectra W (H, 1, R, n/2+1, 1) -> (y (H, P, R, L, Q), channels per group):
     y = irfft(rfft(u) W)[..., :L], a channel group at a time on the CPU (see `FFTConv`), y written
     once, dense; `spectra` (H, P, n/2+1, Q), if given, receives rfft(u) (kept for the backward).
-    Where all channels are one group and no spectra are kept (evaluation, `GDSSM._grouped`), y is
-    the first L frames of the inverse transform, a strided view, not a copy."""
+    Where all channels are one group and no spectra are kept (evaluation: each group of
+    `GDSSM._grouped`, or all channels on a GPU), y is instead the first L frames of the inverse
+    transform, a strided view, not a copy."""
     H, P, L, Q = u.shape
     R, f = W.shape[2], W.shape[3]
     group = _channel_group(P * R * f * Q, W.element_size()) if u.device.type == "cpu" else H
