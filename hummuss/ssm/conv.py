@@ -12,8 +12,9 @@ computed (the same numbers either way, to float round-off):
 step) two pieces have hand-written backwards: `VandermondeKernel` (the kernel from its two
 small factors both ways, in real matmuls; factors below float32's normal range are zero,
 so no subnormals) and `ToeplitzWeight` (the operator as one gather; its backward sums
-diagonals). The operators work on channel-major activations u (H, P, L, Q) (the sequence on dim 2), so a block that computes its projections as W z^T needs no transposes
-(see hummuss/gdssm.py).
+diagonals). The operators work on channel-major activations u (H, P, L, Q) (the sequence
+on dim 2), so a block that computes its projections as W z^T needs no transposes (see
+hummuss/gdssm.py).
 """
 
 from __future__ import annotations
@@ -400,20 +401,24 @@ def fft_conv(u: torch.Tensor, W: torch.Tensor, n: int, spectra: torch.Tensor | N
     """u (H, P, L, Q), spectra W (H, 1, R, n/2+1, 1) -> (y (H, P, R, L, Q), channels per group):
     y = irfft(rfft(u) W)[..., :L], a channel group at a time on the CPU (see `FFTConv`), y written
     once, dense; `spectra` (H, P, n/2+1, Q), if given, receives rfft(u) (kept for the backward).
-    Where all channels are one group and no spectra are kept (evaluation: each group of
-    `GDSSM._grouped`, or all channels on a GPU), y is instead the first L frames of the inverse
-    transform, a strided view, not a copy."""
+    With all channels in one group and no spectra kept (evaluation: `GDSSM._grouped`'s groups,
+    all channels on a GPU), y is instead a strided view of the inverse transform, not a copy."""
     H, P, L, Q = u.shape
     R, f = W.shape[2], W.shape[3]
     group = _channel_group(P * R * f * Q, W.element_size()) if u.device.type == "cpu" else H
     if group >= H and spectra is None:
-        return torch.fft.irfft(torch.fft.rfft(u, n=n, dim=2).unsqueeze(2) * W, n=n, dim=3)[:, :, :, :L], H
+        return _conv_group(u, W, n), H
     y = u.new_empty(H, P, R, L, Q)
     for h in range(0, H, group):
         s = slice(h, h + group)
-        Uf = torch.fft.rfft(u[s], n=n, dim=2, out=None if spectra is None else spectra[s])  # (g, P, f, Q)
-        y[s] = torch.fft.irfft(Uf.unsqueeze(2) * W[s], n=n, dim=3)[:, :, :, :L]
+        y[s] = _conv_group(u[s], W[s], n, None if spectra is None else spectra[s])
     return y, group
+
+
+def _conv_group(u: torch.Tensor, W: torch.Tensor, n: int, spectra: torch.Tensor | None = None) -> torch.Tensor:
+    """`fft_conv` of channels u (g, P, L, Q) -> the view irfft(rfft(u) W)[..., :L] (g, P, R, L, Q)."""
+    Uf = torch.fft.rfft(u, n=n, dim=2, out=spectra)  # (g, P, f, Q)
+    return torch.fft.irfft(Uf.unsqueeze(2) * W, n=n, dim=3)[:, :, :, :u.shape[2]]
 
 
 def _channel_group(numbers_per_channel: int, bytes_per_number: int) -> int:
