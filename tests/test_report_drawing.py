@@ -122,9 +122,14 @@ def test_the_libraries_are_out_of_the_collectors_passes_only_while_a_report_runs
     seen.clear()
     gc.freeze()
     try:
+        young = [[] for _ in range(10_000)]  # what a second freeze would take in
         frozen = gc.get_freeze_count()
         with pytest.raises(RuntimeError):
             render_report(object(), None, tmp_path)
-        assert seen == [frozen, threshold] and gc.get_freeze_count() == frozen
+        # Neither frozen again nor unfrozen; frozen objects may still die by their
+        # reference count meanwhile (CI saw two go), so the count may only fall a little.
+        assert seen[1] == threshold and frozen - 1_000 < seen[0] <= frozen
+        assert frozen - 1_000 < gc.get_freeze_count() <= frozen
+        del young
     finally:
         gc.unfreeze()
