@@ -96,9 +96,29 @@ def test_markdown_lists_rows_and_targets(bench_json):
     df = benchmarks_table(bench_json)
     text = markdown(df, targets(df))
     assert "| stream | hummuss-paper-causal | stream | 100 |" in text
-    assert "| >= 100 | 150 | yes |" in text
-    assert "F = 2187 | >= 2 | 3 | yes |" in text and "| <= 1.10 |  |  |" in text  # compiled: no 10,000
+    assert "| >= 100 | 150 |  | yes |" in text
+    assert "F = 2187 | >= 2 | 3 |  | yes |" in text and "| <= 1.10 |  |  |  |" in text  # compiled: no 10,000
     assert text.count("\n") == 2 + 16 + 1 + 2 + 14
+
+
+@pytest.mark.parametrize("ratios, median, low, high, verdict", [
+    ([0.70, 0.66, 0.72, 0.69, 0.71, 0.74], 0.705, 0.66, 0.74, "yes"),  # 6 rounds: the extremes
+    ([0.70, 0.66, 0.72, 0.69, 0.71, 0.80], 0.705, 0.66, 0.80, "undecided"),  # the median meets the goal
+    ([0.9, 0.8, 0.76, 0.85, 0.95, 0.88, 0.81, 0.7, 1.2, 0.83], 0.84, 0.76, 0.95, "no"),  # 10: 2nd to 9th
+    ([0.70, 0.66, 0.72, 0.69, 0.71], 0.70, None, None, "undecided"),  # 5 rounds: no 95% interval
+])
+def test_training_targets_are_decided_by_the_interval_of_their_rounds(bench_json, ratios, median, low, high,
+                                                                      verdict):
+    cpu_row = next(b for b in bench_json["benchmarks"] if b["name"] == "mc")
+    cpu_row["extra_info"].update(paired_ratio=0.5, paired_ratios=ratios)  # the rounds, not the ratio of medians
+    df = benchmarks_table(bench_json)
+    goals = targets(df).set_index("target")
+    cpu = goals.loc["training step time hummuss-cpu / motionbert-cpu, F = 243 (cpu size)"]
+    assert cpu["value"] == pytest.approx(median) and cpu["verdict"] == verdict
+    assert cpu["met"] is {"yes": True, "no": False, "undecided": None}[verdict]
+    expected = f"{low:.3g}-{high:.3g} (median of {len(ratios)} rounds)" if low else "none (5 rounds, fewer than 6)"
+    assert cpu["interval"] == expected
+    assert f"| <= 0.75 | {median:.3g} | {expected} | {verdict} |" in markdown(df, targets(df))
 
 
 def test_latency_figure_is_written(tmp_path, bench_json):
@@ -163,7 +183,7 @@ def test_bench_command_runs_the_selected_benchmarks_and_writes_table_and_json(tm
     info = bench["benchmarks"][0]["extra_info"]
     assert info["hummuss_stream"] == 288_803_072 and 200 < info["stream_macs_ratio"] < 300
     assert (tmp_path / "benchmarks.csv").is_file()
-    assert "| target | goal | measured | met |" in (tmp_path / "benchmarks.md").read_text()
+    assert "| target | goal | measured | 95% interval | met |" in (tmp_path / "benchmarks.md").read_text()
     assert not (tmp_path / "figures").exists()  # nothing streamed or offline: no figure
     assert "stream latency MotionBERT-Lite" in capsys.readouterr().out
 

@@ -17,6 +17,7 @@ from suite.report.stats import (
     combine,
     difference,
     mean_interval,
+    median_interval,
     paired_interval,
     t_quantile,
     welch_interval,
@@ -36,6 +37,24 @@ def test_mean_interval_by_hand():
     assert (iv.estimate, iv.n, iv.df, iv.how) == (2.0, 3, 2, "mean")
     assert iv.low == pytest.approx(2.0 - 2.4842, abs=1e-4) and iv.high == pytest.approx(2.0 + 2.4842, abs=1e-4)
     assert iv.text() == "+2.0 mm [-0.5, +4.5] (mean, n=3)"
+
+
+@pytest.mark.parametrize("n, k", [(6, 1), (8, 1), (9, 2), (10, 2), (12, 3), (20, 6)])
+def test_median_interval_is_the_sign_tests_order_statistics(n, k):
+    """[x_(k), x_(n+1-k)]: k from the binomial by hand, e.g. n = 10: P(B <= 1) = 11/1024, so
+    k = 2 covers 1 - 22/1024 = 97.9% and k = 3 only 1 - 112/1024 = 89.1%; n = 20 -> the 6th
+    and 15th values (the usual table)."""
+    values = [float(v) ** 2 for v in reversed(range(1, n + 1))]  # unsorted, unevenly spaced
+    iv = median_interval(values)
+    assert (iv.low, iv.high) == (float(k) ** 2, float(n + 1 - k) ** 2)
+    assert iv.estimate == pytest.approx(np.median(values)) and iv.n == n and iv.how == "median"
+
+
+def test_median_interval_needs_six_values_at_95_percent():
+    iv = median_interval([3.0, 1.0, 2.0, 5.0, 4.0])  # the extremes of 5 cover 1 - 2/32 = 93.75%
+    assert iv.estimate == 3.0 and not iv.known
+    assert median_interval([3.0, 1.0, 2.0, 5.0, 4.0], level=0.9).low == 1.0
+    assert not median_interval([]).known
 
 
 def test_one_value_has_no_interval():

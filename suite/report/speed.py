@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from suite.report.stats import HELD, NOT_HELD, below, median_interval
+
 BENCHMARKS_FILE = "benchmarks.json"  # `make bench` writes <out>/benchmarks.json
 LATENCY_FIGURE = ("fig7_latency.png", "Latency against context length (benchmarks)")  # file, README title
 STREAM_MODELS = {"hummuss-paper-causal": "eager", "hummuss-paper-causal, compiled": "compiled"}
@@ -74,12 +76,33 @@ def _paired(row: pd.Series | None, unpaired: float | None) -> float | None:
     return unpaired
 
 
+def _rounds_interval(row: pd.Series | None):
+    """The median of the row's per-round ratios (`paired_ratios`, the alternated rounds) and its
+    95% distribution-free interval (`median_interval`), or None where it recorded none."""
+    ratios = None if row is None else row.get("paired_ratios")
+    if not isinstance(ratios, (list, tuple)) or not ratios:
+        return None
+    return median_interval(ratios)
+
+
 def targets(df: pd.DataFrame) -> pd.DataFrame:
-    """The ratios of issues 9 and 21 from one run: target, measured value, met (None if not measured)."""
+    """The ratios of issues 9 and 21 from one run: target, goal, measured value, interval and
+    met: True / False, None if not measured, and also None where the value has an interval
+    (the training steps' per-round ratios) that straddles the goal; `verdict` says "yes",
+    "no", "undecided" (or "" when not measured)."""
     out = []
 
-    def add(name, goal, value, ok):
-        out.append(dict(target=name, goal=goal, value=value, met=None if value is None else bool(ok(value))))
+    def add(name, goal, value, ok, iv=None, decide=None):
+        """ok(value): the goal met; iv with decide(iv) -> HELD / NOT_HELD / undecided instead."""
+        met = None if value is None or ok is None else bool(ok(value))  # ok None: a bound, no goal
+        interval = ""
+        if iv is not None:  # decided by the whole interval, not the point
+            decided = decide(iv)
+            met = True if decided == HELD else (False if decided == NOT_HELD else None)
+            interval = f"{iv.low:.3g}-{iv.high:.3g} (median of {iv.n} rounds)" if iv.known else \
+                f"none ({iv.n} rounds, fewer than 6)"
+        verdict = "" if value is None or ok is None else ("yes" if met else "no" if met is False else "undecided")
+        out.append(dict(target=name, goal=goal, value=value, interval=interval, met=met, verdict=verdict))
 
     def ratio(a, b, col):
         return None if a is None or b is None else float(a[col] / b[col])
@@ -109,8 +132,10 @@ def targets(df: pd.DataFrame) -> pd.DataFrame:
         ratio(h, m, "peak_mb"), lambda v: v <= 0.5)
     for size, hummuss, motionbert in TRAIN_PAIRS:
         h, m = _pick(df, model=hummuss, mode="train"), _pick(df, model=motionbert, mode="train")
+        iv = _rounds_interval(m)
         add(f"training step time {hummuss} / {motionbert}, F = 243 ({size} size)", f"<= {TRAIN_GOAL}",
-            _paired(m, ratio(h, m, "latency_ms")), lambda v: v <= TRAIN_GOAL)
+            iv.estimate if iv else _paired(m, ratio(h, m, "latency_ms")), lambda v: v <= TRAIN_GOAL,
+            iv, lambda iv: below(iv, TRAIN_GOAL))
     for label, h100 in streams.items():
         add(f"HumMUSS ({label}) stream step: fraction of the measured matmul rate", ">= 0.40",
             None if h100 is None else float(h100["matmul_fraction"]), lambda v: v >= 0.40)
@@ -120,25 +145,23 @@ def targets(df: pd.DataFrame) -> pd.DataFrame:
     copy = _pick(df, mode="bandwidth")
     h100 = streams.get("compiled")
     bound = None if proj is None or copy is None else float(proj["latency_ms"] + copy["latency_ms"])
-    out.append(dict(target="HumMUSS stream step floor, ms: its projections alone + rewriting its state",
-                    goal="(bound)", value=bound, met=None))
+    add("HumMUSS stream step floor, ms: its projections alone + rewriting its state", "(bound)", bound, None)
     overhead = _pick(df, mode="overhead")
-    out.append(dict(target="HumMUSS stream step fixed cost, ms: the same network at dim 16 (compiled)",
-                    goal="(bound)", value=None if overhead is None else float(overhead["latency_ms"]), met=None))
+    add("HumMUSS stream step fixed cost, ms: the same network at dim 16 (compiled)", "(bound)",
+        None if overhead is None else float(overhead["latency_ms"]), None)
     fraction = None if bound is None or h100 is None else \
         float(h100["macs_per_frame"] / (bound * 1e-3) / 1e9 / h100["matmul_gmacs"])
-    out.append(dict(target="fraction of the measured matmul rate at that floor", goal="(bound)",
-                    value=fraction, met=None))
-    return pd.DataFrame(out, columns=["target", "goal", "value", "met"])
+    add("fraction of the measured matmul rate at that floor", "(bound)", fraction, None)
+    return pd.DataFrame(out, columns=["target", "goal", "value", "interval", "met", "verdict"])
 
 
 def targets_markdown(goals: pd.DataFrame) -> list[str]:
-    """The lines of a markdown table of `targets`: target, goal, measured, met."""
-    lines = ["| target | goal | measured | met |", "|---|---|---|---|"]
+    """The lines of a markdown table of `targets`: target, goal, measured, its 95% interval
+    (where it has one), met (yes / no / undecided)."""
+    lines = ["| target | goal | measured | 95% interval | met |", "|---|---|---|---|---|"]
     for _, g in goals.iterrows():
         value = "" if g["value"] is None or pd.isna(g["value"]) else format(g["value"], ".3g")
-        met = "" if g["met"] is None or pd.isna(g["met"]) else ("yes" if g["met"] else "no")
-        lines.append(f"| {g['target']} | {g['goal']} | {value} | {met} |")
+        lines.append(f"| {g['target']} | {g['goal']} | {value} | {g['interval']} | {g['verdict']} |")
     return lines
 
 

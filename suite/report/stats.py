@@ -2,6 +2,8 @@
 unpaired difference, and the verdict an interval gives against a tolerance.
 
     mean_interval(values)            mean ± t(n-1) s / sqrt(n)
+    median_interval(values)          median, between the k-th smallest and k-th largest value
+                                     (distribution-free: a sign test's binomial)
     paired_interval(a, b)            a - b over the seeds both have (dicts seed -> value)
     welch_interval(a, b)             mean(a) - mean(b), Welch-Satterthwaite degrees of freedom
     difference(a, b)                 paired when a and b have the same seeds, else Welch ("unpaired")
@@ -76,6 +78,25 @@ def mean_interval(values: Iterable[float], level: float = LEVEL) -> Interval:
         return Interval(math.nan, math.nan, math.nan, 0, "mean", math.nan, level)
     se = x.std(ddof=1) / math.sqrt(n) if n > 1 else math.nan
     return _interval(float(x.mean()), se, n - 1, n, "mean", level)
+
+
+def median_interval(values: Iterable[float], level: float = LEVEL) -> Interval:
+    """Median and its distribution-free interval [x_(k), x_(n+1-k)] (sorted values, 1-based),
+    k the largest with coverage 1 - 2 P(Binomial(n, 1/2) < k) >= level: with 6 to 8 values
+    the smallest and largest (96.9% at n = 6), with 10 the second smallest and second largest
+    (97.9%). Robust to a stray value (a timing round the machine disturbed). No interval under
+    6 values at 95% (5 values' extremes cover 93.75%)."""
+    x = np.sort(np.asarray(list(values), dtype=float))
+    n = len(x)
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, 0, "median", math.nan, level)
+    k = 0
+    while k < n // 2 and 1 - 2 * stats.binom.cdf(k, n, 0.5) >= level:  # coverage with k + 1
+        k += 1
+    estimate = float(np.median(x))
+    if k == 0:
+        return Interval(estimate, math.nan, math.nan, n, "median", math.nan, level)
+    return Interval(estimate, float(x[k - 1]), float(x[n - k]), n, "median", math.nan, level)
 
 
 def paired_interval(a: Mapping[int, float], b: Mapping[int, float], level: float = LEVEL) -> Interval:

@@ -12,8 +12,11 @@ hummuss-cpu in one run, 7-38% of the median in another), and the cases run one a
 other, so the ratio of their medians moves with whatever else the machine did meanwhile.
 The MotionBERT case of each size therefore also steps both models alternately
 (`suite.bench.alternate`; `paired_ratio`: the HumMUSS step's median over MotionBERT's,
-from the same rounds, with the spread of the per-round ratios beside it), the figure the
-training targets use.
+from the same rounds; `paired_ratios`: each round's ratio). The training targets use the
+median of the per-round ratios and its 95% distribution-free interval
+(`suite.report.stats.median_interval`: with 10 rounds the second smallest to the second
+largest, with 6 the smallest to the largest), and say "undecided" where it straddles the
+goal: one round's ratio moved between 0.67 and 0.87 within a run of 6 (cpu size).
 """
 
 import statistics
@@ -34,7 +37,7 @@ CASES = [  # (model, preset, overrides, batch, rounds, group)
     ("hummuss", "paper-bidirectional", {}, 2, 2, "paper"),
     ("motionbert", "lite", {}, 2, 2, "paper"),
 ]
-PAIRED_ROUNDS = {"cpu": 6, "paper": 3}  # alternate steps of HumMUSS and MotionBERT, per size
+PAIRED_ROUNDS = {"cpu": 10, "paper": 6}  # alternate steps of HumMUSS and MotionBERT, per size (>= 6: an interval)
 if QUICK_MODE:
     CASES = [c[:4] + (2,) + c[5:] for c in CASES if c[5] == "cpu"]
     PAIRED_ROUNDS = {"cpu": 3, "paper": 2}
@@ -69,7 +72,8 @@ def test_train_step(benchmark, matmul_rate, case):
         h_ms, m_ms = 1e3 * statistics.median(h_s), 1e3 * statistics.median(m_s)
         ratios = [a / b for a, b in zip(h_s, m_s)]
         extra = dict(paired_model=_name(hummuss), paired_ms=h_ms, paired_own_ms=m_ms, paired_ratio=h_ms / m_ms,
-                     paired_ratio_min=min(ratios), paired_ratio_max=max(ratios), paired_rounds=len(ratios))
+                     paired_ratio_min=min(ratios), paired_ratio_max=max(ratios), paired_rounds=len(ratios),
+                     paired_ratios=ratios)
     record(benchmark, model=_name(case), mode="train", frames=FRAMES, frames_per_call=batch * FRAMES,
            batch=batch, macs_per_frame=3 * macs, rate=matmul_rate, steps_per_s=1 / benchmark.stats.stats.median,
            **extra)
