@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from suite.report.stats import HELD, NOT_HELD, below, median_interval
+from suite.report.stats import median_interval
 
 BENCHMARKS_FILE = "benchmarks.json"  # `make bench` writes <out>/benchmarks.json
 LATENCY_FIGURE = ("fig7_latency.png", "Latency against context length (benchmarks)")  # file, README title
@@ -92,13 +92,14 @@ def targets(df: pd.DataFrame) -> pd.DataFrame:
     "no", "undecided" (or "" when not measured)."""
     out = []
 
-    def add(name, goal, value, ok, iv=None, decide=None):
-        """ok(value): the goal met; iv with decide(iv) -> HELD / NOT_HELD / undecided instead."""
-        met = None if value is None or ok is None else bool(ok(value))  # ok None: a bound, no goal
+    def add(name, goal, value, ok, iv=None):
+        """ok(value): the goal met (None: a bound, no goal). With an interval iv, met where
+        both its ends meet the goal, not met where neither does, undecided (None) between."""
+        met = None if value is None or ok is None else bool(ok(value))
         interval = ""
-        if iv is not None:  # decided by the whole interval, not the point
-            decided = decide(iv)
-            met = True if decided == HELD else (False if decided == NOT_HELD else None)
+        if iv is not None:
+            ends = (ok(iv.low), ok(iv.high)) if iv.known else (False, True)
+            met = ends[0] if ends[0] == ends[1] else None
             interval = f"{iv.low:.3g}-{iv.high:.3g} (median of {iv.n} rounds)" if iv.known else \
                 f"none ({iv.n} rounds, fewer than 6)"
         verdict = "" if value is None or ok is None else ("yes" if met else "no" if met is False else "undecided")
@@ -134,8 +135,7 @@ def targets(df: pd.DataFrame) -> pd.DataFrame:
         h, m = _pick(df, model=hummuss, mode="train"), _pick(df, model=motionbert, mode="train")
         iv = _rounds_interval(m)
         add(f"training step time {hummuss} / {motionbert}, F = 243 ({size} size)", f"<= {TRAIN_GOAL}",
-            iv.estimate if iv else _paired(m, ratio(h, m, "latency_ms")), lambda v: v <= TRAIN_GOAL,
-            iv, lambda iv: below(iv, TRAIN_GOAL))
+            iv.estimate if iv else _paired(m, ratio(h, m, "latency_ms")), lambda v: v <= TRAIN_GOAL, iv)
     for label, h100 in streams.items():
         add(f"HumMUSS ({label}) stream step: fraction of the measured matmul rate", ">= 0.40",
             None if h100 is None else float(h100["matmul_fraction"]), lambda v: v >= 0.40)

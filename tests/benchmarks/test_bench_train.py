@@ -72,7 +72,6 @@ def test_train_step(benchmark, matmul_rate, case):
         h_ms, m_ms = 1e3 * statistics.median(h_s), 1e3 * statistics.median(m_s)
         ratios = [a / b for a, b in zip(h_s, m_s)]
         extra = dict(paired_model=_name(hummuss), paired_ms=h_ms, paired_own_ms=m_ms, paired_ratio=h_ms / m_ms,
-                     paired_ratio_min=min(ratios), paired_ratio_max=max(ratios), paired_rounds=len(ratios),
                      paired_ratios=ratios)
     record(benchmark, model=_name(case), mode="train", frames=FRAMES, frames_per_call=batch * FRAMES,
            batch=batch, macs_per_frame=3 * macs, rate=matmul_rate, steps_per_s=1 / benchmark.stats.stats.median,
