@@ -14,6 +14,10 @@ def _bench(group, name, median, **info):
     return dict(group=group, name=name, stats=dict(median=median, stddev=0.1 * median, rounds=5), extra_info=info)
 
 
+def _ops(macs, gelu, gelu_backward, fft):
+    return dict(matmul_macs=macs, gelu=gelu, gelu_backward=gelu_backward, fft=fft)
+
+
 @pytest.fixture()
 def bench_json():
     return {"machine_info": {"cpu": {"brand_raw": "Test CPU"}}, "benchmarks": [
@@ -29,26 +33,30 @@ def bench_json():
         _bench("stream", "mb243", 1.5, model="motionbert-lite", mode="stream", frames=243, latency_ms=1500.0),
         _bench("stream", "mb27", 0.2, model="motionbert-lite", mode="stream", frames=27, latency_ms=200.0),
         _bench("offline F=243", "h", 1.0, model="hummuss-paper-bidirectional", mode="offline", frames=243,
-               fps=243.0, peak_mb=100.0),
+               fps=243.0, peak_mb=100.0, matmul_gmacs=100.0,
+               operations=_ops(5e10, 1e8, 0, {"r2c:512": 1e5, "c2r:512": 1e5})),
         _bench("offline F=243", "m", 2.0, model="motionbert-lite", mode="offline", frames=243, fps=121.5,
                peak_mb=150.0),
         _bench("offline F=2187", "h", 10.0, model="hummuss-paper-bidirectional", mode="offline", frames=2187,
                fps=218.7, peak_mb=400.0),
         _bench("offline F=2187", "m", 30.0, model="motionbert-lite", mode="offline", frames=2187, fps=72.9,
                peak_mb=1000.0),
-        _bench("train cpu", "hc", 2.0, model="hummuss-cpu", mode="train", frames=243, latency_ms=2000.0),
+        _bench("train cpu", "hc", 2.0, model="hummuss-cpu", mode="train", frames=243, latency_ms=2000.0,
+               matmul_gmacs=100.0, operations=_ops(1e11, 1e8, 1e8, {})),
         _bench("train cpu", "mc", 3.0, model="motionbert-cpu", mode="train", frames=243, latency_ms=3000.0),
         _bench("train paper", "hp", 16.0, model="hummuss-paper-bidirectional", mode="train", frames=243,
-               latency_ms=16000.0),
+               latency_ms=16000.0, matmul_gmacs=100.0, operations=_ops(6.5e11, 0, 0, {})),
         _bench("train paper", "mp", 12.8, model="motionbert-lite", mode="train", frames=243, latency_ms=12800.0,
-               paired_ratio=0.9),
+               paired_ratio=0.9, paired_own_ms=13000.0),
+        _bench("compute", "rates", 0.05, model="gelu, fft", mode="operation rates",
+               rates={"gelu_per_s": 1e9, "gelu_backward_per_s": 5e8, "fft_us": {"r2c:512": 1.0, "c2r:512": 2.0}}),
         _bench("matmul", "mm", 0.01),  # no extra_info: latency from the median
     ]}
 
 
 def test_table_has_one_row_per_benchmark_with_the_standard_columns(bench_json):
     df = benchmarks_table(bench_json)
-    assert len(df) == 16
+    assert len(df) == 17
     assert list(df.columns[:6]) == ["group", "name", "model", "mode", "frames", "batch"]
     row = df[df["name"] == "mm"].iloc[0]
     assert row["latency_ms"] == pytest.approx(10.0) and pd.isna(row["model"])
@@ -57,7 +65,7 @@ def test_table_has_one_row_per_benchmark_with_the_standard_columns(bench_json):
 
 def test_targets_are_the_ratios_of_one_run(bench_json):
     goals = targets(benchmarks_table(bench_json)).set_index("target")
-    assert len(goals) == 14
+    assert len(goals) == 20
     floor = goals.loc["HumMUSS stream step floor, ms: its projections alone + rewriting its state"]
     assert floor["value"] == pytest.approx(7.0) and floor["met"] is None  # 4 ms + 3 ms
     assert goals.loc["fraction of the measured matmul rate at that floor", "value"] == pytest.approx(0.5)
@@ -89,7 +97,7 @@ def test_targets_are_the_ratios_of_one_run(bench_json):
 def test_missing_benchmarks_give_no_verdict(bench_json):
     bench_json["benchmarks"] = bench_json["benchmarks"][:1]
     goals = targets(benchmarks_table(bench_json))
-    assert goals["value"].isna().sum() == 13 and goals["met"].isna().sum() == 13  # only the eager fraction
+    assert goals["value"].isna().sum() == 19 and goals["met"].isna().sum() == 19  # only the eager fraction
 
 
 def test_markdown_lists_rows_and_targets(bench_json):
@@ -98,7 +106,29 @@ def test_markdown_lists_rows_and_targets(bench_json):
     assert "| stream | hummuss-paper-causal | stream | 100 |" in text
     assert "| >= 100 | 150 |  | yes |" in text
     assert "F = 2187 | >= 2 | 3 |  | yes |" in text and "| <= 1.10 |  |  |  |" in text  # compiled: no 10,000
-    assert text.count("\n") == 2 + 16 + 1 + 2 + 14
+    assert text.count("\n") == 2 + 17 + 1 + 2 + 20
+
+
+def test_operation_floors_put_each_count_at_its_measured_rate(bench_json):
+    goals = targets(benchmarks_table(bench_json)).set_index("target")
+    # offline: 5e10 MACs at 100 GMAC/s 500 ms, 1e8 GELUs at 1e9/s 100 ms, 1e5 rfft x 1 us 100 ms,
+    # 1e5 irfft x 2 us 200 ms: 900 ms; MotionBERT-Lite's pass 2,000 ms -> at most 2000 / 900 here
+    offline = goals.loc["HumMUSS offline floor at F = 243, ms: its matmuls, GELUs and FFTs at their measured rates"]
+    assert offline["value"] == pytest.approx(900.0) and offline["met"] is None and offline["goal"] == "(bound)"
+    assert goals.loc["offline fps HumMUSS / MotionBERT-Lite at that floor, F = 243: the most this machine allows",
+                     "value"] == pytest.approx(2000 / 900)
+    # cpu: 1e11 MACs 1,000 ms + 1e8 GELUs 100 ms + 1e8 GELU backwards at 5e8/s 200 ms, against 3,000 ms
+    cpu = "hummuss-cpu training step floor, ms (cpu size): its matmuls, GELUs and FFTs at their measured rates"
+    assert goals.loc[cpu, "value"] == pytest.approx(1300.0)
+    assert goals.loc["training step time at that floor / motionbert-cpu's, F = 243 (cpu size): the least this "
+                     "machine allows", "value"] == pytest.approx(1300 / 3000)
+    # paper: 6,500 ms against MotionBERT-Lite's step in the alternated rounds (13,000 ms), not its own 12,800
+    assert goals.loc["training step time at that floor / motionbert-lite's, F = 243 (paper size): the least this "
+                     "machine allows", "value"] == pytest.approx(0.5)
+    # a transform whose size has no measured rate: no floor rather than one that leaves it out
+    hc = next(b for b in bench_json["benchmarks"] if b["name"] == "hc")
+    hc["extra_info"]["operations"]["fft"] = {"r2c:1024": 10}
+    assert pd.isna(targets(benchmarks_table(bench_json)).set_index("target").loc[cpu, "value"])
 
 
 @pytest.mark.parametrize("ratios, median, low, high, verdict", [

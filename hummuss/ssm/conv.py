@@ -318,11 +318,10 @@ def conv_operator(K: torch.Tensor, D: torch.Tensor, anticausal: Sequence[bool], 
         raise ValueError(f"unknown convolution method {method!r}; known: auto, toeplitz, fft")
     n = fft_size(2 * L - 1)  # zero padding makes the circular convolution linear
     anticausal = tuple(bool(a) for a in anticausal)
-    if torch.is_grad_enabled() and (K.requires_grad or D.requires_grad):  # training: `FFTConv`
-        with torch.no_grad():
-            weight = fft_weight(K, D, anticausal, n)
-        return ConvOperator("fft", layout, L, weight, n, kernel=(K, D, anticausal))
-    return ConvOperator("fft", layout, L, fft_weight(K, D, anticausal, n), n)
+    training = torch.is_grad_enabled() and (K.requires_grad or D.requires_grad)  # then: `FFTConv`
+    with torch.no_grad():
+        weight = fft_weight(K, D, anticausal, n)
+    return ConvOperator("fft", layout, L, weight, n, kernel=(K, D, anticausal) if training else None)
 
 
 def fft_weight(K: torch.Tensor, D: torch.Tensor, anticausal: tuple[bool, ...], n: int) -> torch.Tensor:
@@ -342,7 +341,8 @@ FFT_CHUNK_BYTES = 4 << 20  # FFTConv and evaluation work on channel groups whose
 
 class FFTConv(torch.autograd.Function):
     """The FFT convolution for training: u (H, P, L, Q), kernels K (R, H, L) and skips D (R, H)
-    -> y (H, P, R, L, Q), as `apply_conv` with `fft_weight`, with a hand-written backward:
+    (and W, their `fft_weight` if already computed) -> y (H, P, R, L, Q), as `apply_conv`,
+    with a hand-written backward:
 
         grad u = irfft(sum_r rfft(gy_r) conj(W_r))        (one inverse transform, not R)
         grad k = irfft(sum_{p,q} rfft(gy_r) conj(rfft(u)))  (the circular kernel's gradient,
@@ -361,9 +361,9 @@ class FFTConv(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, u, K, D, anticausal, n):
+    def forward(ctx, u, K, D, anticausal, n, W=None):
         H, P, L, Q = u.shape
-        W = fft_weight(K, D, anticausal, n)  # (H, 1, R, f, 1)
+        W = fft_weight(K, D, anticausal, n) if W is None else W  # (H, 1, R, f, 1): `conv_operator`'s
         Uf = torch.empty(H, P, W.shape[3], Q, dtype=W.dtype, device=u.device)  # saved for the backward
         y, group = fft_conv(u, W, n, spectra=Uf)
         ctx.save_for_backward(Uf, W)
@@ -393,7 +393,7 @@ class FFTConv(torch.autograd.Function):
             gK = torch.stack([c[r, :, (n - lags) % n] if a else c[r, :, :L]
                               for r, a in enumerate(ctx.anticausal)])  # (R, H, L)
             gD = gK[..., 0].clone()
-        return gu, gK, gD, None, None
+        return gu, gK, gD, None, None, None
 
 
 def fft_conv(u: torch.Tensor, W: torch.Tensor, n: int, spectra: torch.Tensor | None = None
@@ -446,5 +446,5 @@ def apply_conv(op: ConvOperator, u: torch.Tensor) -> torch.Tensor:
     if u.dtype in (torch.float16, torch.bfloat16):  # under autocast: cuFFT has no bfloat16
         u = u.float()
     if op.kernel is not None and torch.is_grad_enabled():
-        return FFTConv.apply(u, *op.kernel, n)
+        return FFTConv.apply(u, *op.kernel, n, op.weight)  # the spectra computed once, in `conv_operator`
     return fft_conv(u, op.weight, n)[0]  # (H, P, R, L, Q)

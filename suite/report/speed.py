@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from suite.operations import operation_floor
 from suite.report.stats import median_interval
 
 BENCHMARKS_FILE = "benchmarks.json"  # `make bench` writes <out>/benchmarks.json
@@ -85,6 +86,16 @@ def _rounds_interval(row: pd.Series | None):
     return median_interval(ratios)
 
 
+def _floor_ms(row: pd.Series | None, rates: pd.Series | None) -> float | None:
+    """The operation floor (ms) of a benchmark that recorded its `operations`, at the rates of the
+    "operation rates" benchmark and its own measured matmul rate; None where either is missing."""
+    if row is None or rates is None or not isinstance(row.get("operations"), dict) \
+            or not isinstance(rates.get("rates"), dict):
+        return None
+    floor = operation_floor(row["operations"], rates["rates"], float(row["matmul_gmacs"]))
+    return None if floor is None else 1e3 * floor["total"]
+
+
 def targets(df: pd.DataFrame) -> pd.DataFrame:
     """The ratios of issues 9 and 21 from one run: target, goal, measured value, interval and
     met: True / False, None if not measured, and also None where the value has an interval
@@ -152,6 +163,25 @@ def targets(df: pd.DataFrame) -> pd.DataFrame:
     fraction = None if bound is None or h100 is None else \
         float(h100["macs_per_frame"] / (bound * 1e-3) / 1e9 / h100["matmul_gmacs"])
     add("fraction of the measured matmul rate at that floor", "(bound)", fraction, None)
+    # what the hardware allows offline and in training: the operations HumMUSS ran (counted in
+    # the benchmark) at the best rates measured for them (`suite.operations.operation_floor`)
+    rates = _pick(df, mode="operation rates")
+    h = _pick(df, model="hummuss-paper-bidirectional", mode="offline", frames=243)
+    m = _pick(df, model="motionbert-lite", mode="offline", frames=243)
+    floor = _floor_ms(h, rates)
+    add("HumMUSS offline floor at F = 243, ms: its matmuls, GELUs and FFTs at their measured rates", "(bound)",
+        floor, None)
+    add("offline fps HumMUSS / MotionBERT-Lite at that floor, F = 243: the most this machine allows", "(bound)",
+        None if floor is None or m is None else float(m["latency_ms"]) / floor, None)
+    for size, hummuss, motionbert in TRAIN_PAIRS:
+        h, m = _pick(df, model=hummuss, mode="train"), _pick(df, model=motionbert, mode="train")
+        floor = _floor_ms(h, rates)
+        add(f"{hummuss} training step floor, ms ({size} size): its matmuls, GELUs and FFTs at their measured "
+            "rates", "(bound)", floor, None)
+        own = None if m is None else m.get("paired_own_ms", math.nan)  # MotionBERT's step, alternated rounds
+        own = float(m["latency_ms"]) if m is not None and pd.isna(own) else own
+        add(f"training step time at that floor / {motionbert}'s, F = 243 ({size} size): the least this machine "
+            "allows", "(bound)", None if floor is None or own is None else floor / own, None)
     return pd.DataFrame(out, columns=["target", "goal", "value", "interval", "met", "verdict"])
 
 

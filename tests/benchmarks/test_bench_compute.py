@@ -5,7 +5,9 @@ models, so each figure of the other benchmarks reads as a fraction of what the h
 import pytest
 import torch
 
+from hummuss.ssm.conv import fft_size
 from suite.bench import quick
+from suite.operations import operation_rates
 
 QUICK_MODE = quick()
 
@@ -122,3 +124,19 @@ def test_stream_step_overhead(benchmark, models):
     assert stream.compile, "torch.compile fell back to eager execution"
     benchmark.extra_info.update(model="hummuss-paper-causal, dim 16, compiled", mode="overhead",
                                 latency_ms=1e3 * benchmark.stats.stats.median)
+
+
+def test_operation_rates(benchmark):
+    """The best rates of GELU (forward and backward) and of the FFTs of the F = 243 convolutions
+    (rfft and irfft of 512 points) on data in cache: with the matmul rate, what the operation
+    floors of the offline and training targets divide their counts by (suite/operations.py)."""
+    n = fft_size(2 * 243 - 1)
+    rates = {}
+
+    def measure():
+        rates.update(operation_rates([f"r2c:{n}", f"c2r:{n}"], repeats=10 if QUICK_MODE else 30))
+
+    benchmark.group = "compute: operation rates"
+    benchmark.pedantic(measure, rounds=1, iterations=1)
+    benchmark.extra_info.update(model="gelu, fft", mode="operation rates", rates=rates)
+    assert rates["gelu_per_s"] > 0 and rates["gelu_backward_per_s"] > 0 and len(rates["fft_us"]) == 2

@@ -1,0 +1,158 @@
+"""The heavy operations of a call, counted while it runs, and the least time they can take.
+
+    counts = count_operations(lambda: model(x))        # {"matmul_macs", "gelu", "gelu_backward", "fft"}
+    rates = operation_rates(["r2c:512", "c2r:512"])    # this machine's GELU and FFT rates
+    floor = operation_floor(counts, rates, gmacs)      # {"matmul", "gelu", ..., "total"}: seconds
+
+`count_operations` runs the call under a `TorchDispatchMode` and counts, from the shapes of
+the operations that reach the dispatcher (a backward run inside the call included):
+- matmul_macs: multiply-accumulates of mm, addmm, bmm, baddbmm, linear and matmul (the
+  result's elements times the length of the contracted dimension);
+- gelu, gelu_backward: elements of GELU's forward and backward;
+- fft: real transforms by kind and size, "r2c:512" (rfft) and "c2r:512" (irfft) -> how many
+  (complex transforms as "c2c:n"); multi-dimensional ones as "r2c:16x16".
+
+`operation_floor` divides each count by its rate: the MACs by the measured fp32 matmul rate,
+the GELUs and transforms by the best rate `operation_rates` measured for them on data that
+stays in cache. Everything else the call does (elementwise products, LayerNorm, copies,
+softmax, the optimizer) counts as free. No implementation that runs these operations through
+these libraries on this machine takes less time than the floor: `hummuss-suite bench` puts it
+beside the speed targets (suite/report/speed.py), where it says what a target asks of the code
+and what it asks of the machine.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+
+MATMULS = ("mm", "addmm", "bmm", "baddbmm", "linear", "matmul")
+FFT_KINDS = ("r2c", "c2r", "c2c")
+
+
+def _fft_key(kind: str, sizes: Iterable[int]) -> str:
+    return f"{kind}:{'x'.join(str(int(s)) for s in sizes)}"
+
+
+def _arg(args: tuple, kwargs: dict, index: int, name: str, default=None):
+    if name in kwargs:
+        return kwargs[name]
+    return args[index] if len(args) > index else default
+
+
+def _fft(name: str, args: tuple, kwargs: dict) -> tuple[str, int] | None:
+    """(size key, number of transforms) of one FFT operation, or None if `name` is none."""
+    x = args[0]
+    if name in ("_fft_r2c", "_fft_c2c", "_fft_c2r"):  # the transforms themselves: dims given
+        dims = [d % x.dim() for d in _arg(args, kwargs, 1, "dim")]
+        sizes = [x.shape[d] for d in dims]
+        if name == "_fft_c2r":
+            sizes[-1] = int(_arg(args, kwargs, 3, "last_dim_size"))
+        kind = {"_fft_r2c": "r2c", "_fft_c2c": "c2c", "_fft_c2r": "c2r"}[name]
+        return _fft_key(kind, sizes), x.numel() // math.prod(x.shape[d] for d in dims)
+    if name in ("fft_rfft", "fft_irfft"):  # the composites, where they reach the mode (inference)
+        dim = int(_arg(args, kwargs, 2, "dim", -1)) % x.dim()
+        n = _arg(args, kwargs, 1, "n")
+        if n is None:
+            n = x.shape[dim] if name == "fft_rfft" else 2 * (x.shape[dim] - 1)
+        return _fft_key("r2c" if name == "fft_rfft" else "c2r", [n]), x.numel() // x.shape[dim]
+    return None
+
+
+def count_operations(fn: Callable[[], object]) -> dict:
+    """Run fn() and count its matmul MACs, GELU evaluations (forward and backward) and FFT
+    transforms (see the module docstring) -> a dict that JSON can hold."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    counts = {"matmul_macs": 0, "gelu": 0, "gelu_backward": 0, "fft": {}}
+
+    class Counter(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            name = func.overloadpacket.__name__
+            if name in MATMULS:
+                first = args[1] if name in ("addmm", "baddbmm") else args[0]
+                result = out[0] if isinstance(out, (tuple, list)) else out
+                counts["matmul_macs"] += result.numel() * first.shape[-1]
+            elif name == "gelu":
+                counts["gelu"] += args[0].numel()
+            elif name == "gelu_backward":
+                counts["gelu_backward"] += args[0].numel()
+            else:
+                fft = _fft(name, args, kwargs)
+                if fft is not None:
+                    counts["fft"][fft[0]] = counts["fft"].get(fft[0], 0) + fft[1]
+            return out
+
+    with Counter():
+        fn()
+    return counts
+
+
+def _fastest(fn: Callable[[], object], repeats: int) -> float:
+    """The shortest of `repeats` timed calls of fn (after one untimed), in seconds."""
+    fn()
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _transform(kind: str, sizes: list[int], batch: int) -> Callable[[], object]:
+    """A call of `batch` transforms of `kind` and `sizes` on random data."""
+    import torch
+
+    dims = list(range(1, len(sizes) + 1))
+    if kind == "r2c":
+        a = torch.randn(batch, *sizes)
+        return lambda: torch.fft.rfftn(a, dim=dims)
+    if kind == "c2r":
+        a = torch.randn(batch, *sizes[:-1], sizes[-1] // 2 + 1, dtype=torch.complex64)
+        return lambda: torch.fft.irfftn(a, s=sizes, dim=dims)
+    a = torch.randn(batch, *sizes, dtype=torch.complex64)
+    return lambda: torch.fft.fftn(a, dim=dims)
+
+
+def operation_rates(fft_keys: Iterable[str] = (), repeats: int = 20, elements: int = 1 << 20,
+                    batches: tuple[int, ...] = (256, 1024, 2048)) -> dict:
+    """This machine's best rates for the operations `operation_floor` counts, on data that
+    stays in cache: GELU forward and backward (elements per second, over `elements` floats,
+    written into preallocated outputs) and, for each FFT key ("r2c:512", "c2r:512", "c2c:64"),
+    microseconds per transform (the fastest of `batches` transforms at a time)."""
+    import torch
+
+    x, g, out = torch.randn(elements), torch.randn(elements), torch.empty(elements)
+    rates = {
+        "gelu_per_s": elements / _fastest(lambda: torch.ops.aten.gelu.out(x, out=out), repeats),
+        "gelu_backward_per_s": elements / _fastest(
+            lambda: torch.ops.aten.gelu_backward.grad_input(g, x, grad_input=out), repeats),
+        "fft_us": {},
+    }
+    for key in dict.fromkeys(fft_keys):
+        kind, _, size = key.partition(":")
+        if kind not in FFT_KINDS or not size:
+            raise ValueError(f"unknown FFT key {key!r}; expected <kind>:<size> with kind in {FFT_KINDS}")
+        sizes = [int(s) for s in size.split("x")]
+        best = min(_fastest(_transform(kind, sizes, batch), repeats) / batch for batch in batches)
+        rates["fft_us"][key] = 1e6 * best
+    return rates
+
+
+def operation_floor(counts: dict, rates: dict, matmul_gmacs: float) -> dict | None:
+    """Seconds the counted operations take at the measured rates: {"matmul", "gelu",
+    "gelu_backward", "fft", "total"}; None where a transform size has no measured rate."""
+    fft = 0.0
+    for key, transforms in counts.get("fft", {}).items():
+        us = rates.get("fft_us", {}).get(key)
+        if us is None:
+            return None
+        fft += transforms * us * 1e-6
+    parts = {"matmul": counts["matmul_macs"] / (matmul_gmacs * 1e9),
+             "gelu": counts["gelu"] / rates["gelu_per_s"],
+             "gelu_backward": counts["gelu_backward"] / rates["gelu_backward_per_s"],
+             "fft": fft}
+    return {**parts, "total": sum(parts.values())}
