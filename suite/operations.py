@@ -7,7 +7,8 @@
 `count_operations` runs the call under a `TorchDispatchMode` and counts, from the shapes of
 the operations that reach the dispatcher (a backward run inside the call included):
 - matmul_macs: multiply-accumulates of mm, addmm, bmm, baddbmm, linear and matmul (the
-  result's elements times the length of the contracted dimension);
+  result's elements times the length of the contracted dimension) and of fused attention
+  (`scaled_dot_product_attention`'s kernels, forward and backward);
 - gelu, gelu_backward: elements of GELU's forward and backward;
 - fft: real transforms by kind and size, "r2c:512" (rfft) and "c2r:512" (irfft) -> how many
   (complex transforms as "c2c:n"); multi-dimensional ones as "r2c:16x16".
@@ -28,6 +29,11 @@ import time
 from collections.abc import Callable, Iterable
 
 MATMULS = ("mm", "addmm", "bmm", "baddbmm", "linear", "matmul")
+# fused attention, forward and backward: its q k^T and attention-times-v products (and the
+# backward's five: q k^T again, dV, dP, dQ, dK)
+ATTENTION = ("scaled_dot_product_attention", "_scaled_dot_product_attention_math",
+             "_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_for_cpu",
+             "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
 FFT_KINDS = ("r2c", "c2r", "c2c")
 
 
@@ -60,6 +66,18 @@ def _fft(name: str, args: tuple, kwargs: dict) -> tuple[str, int] | None:
     return None
 
 
+def _attention_macs(name: str, args: tuple) -> int | None:
+    """MACs of a fused attention call, or None if `name` is none: per batch and head, with L
+    queries of size E, S keys and values of size Ev, forward L S (E + Ev), backward
+    L S (3 E + 2 Ev)."""
+    backward = name.endswith("_backward")
+    if (name[:-len("_backward")] if backward else name) not in ATTENTION:
+        return None
+    q, k, v = args[1:4] if backward else args[:3]
+    rows, E, S, Ev = q.numel() // q.shape[-1], q.shape[-1], k.shape[-2], v.shape[-1]
+    return rows * S * ((3 * E + 2 * Ev) if backward else (E + Ev))
+
+
 def count_operations(fn: Callable[[], object]) -> dict:
     """Run fn() and count its matmul MACs, GELU evaluations (forward and backward) and FFT
     transforms (see the module docstring) -> a dict that JSON can hold."""
@@ -76,6 +94,8 @@ def count_operations(fn: Callable[[], object]) -> dict:
                 first = args[1] if name in ("addmm", "baddbmm") else args[0]
                 result = out[0] if isinstance(out, (tuple, list)) else out
                 counts["matmul_macs"] += result.numel() * first.shape[-1]
+            elif (macs := _attention_macs(name, args)) is not None:
+                counts["matmul_macs"] += macs
             elif name == "gelu":
                 counts["gelu"] += args[0].numel()
             elif name == "gelu_backward":

@@ -36,7 +36,7 @@ def bench_json():
                fps=243.0, peak_mb=100.0, matmul_gmacs=100.0,
                operations=_ops(5e10, 1e8, 0, {"r2c:512": 1e5, "c2r:512": 1e5})),
         _bench("offline F=243", "m", 2.0, model="motionbert-lite", mode="offline", frames=243, fps=121.5,
-               peak_mb=150.0),
+               peak_mb=150.0, matmul_gmacs=100.0, operations=_ops(1.5e11, 2e8, 0, {})),
         _bench("offline F=2187", "h", 10.0, model="hummuss-paper-bidirectional", mode="offline", frames=2187,
                fps=218.7, peak_mb=400.0),
         _bench("offline F=2187", "m", 30.0, model="motionbert-lite", mode="offline", frames=2187, fps=72.9,
@@ -65,7 +65,7 @@ def test_table_has_one_row_per_benchmark_with_the_standard_columns(bench_json):
 
 def test_targets_are_the_ratios_of_one_run(bench_json):
     goals = targets(benchmarks_table(bench_json)).set_index("target")
-    assert len(goals) == 20
+    assert len(goals) == 21
     floor = goals.loc["HumMUSS stream step floor, ms: its projections alone + rewriting its state"]
     assert floor["value"] == pytest.approx(7.0) and floor["met"] is None  # 4 ms + 3 ms
     assert goals.loc["fraction of the measured matmul rate at that floor", "value"] == pytest.approx(0.5)
@@ -97,7 +97,7 @@ def test_targets_are_the_ratios_of_one_run(bench_json):
 def test_missing_benchmarks_give_no_verdict(bench_json):
     bench_json["benchmarks"] = bench_json["benchmarks"][:1]
     goals = targets(benchmarks_table(bench_json))
-    assert goals["value"].isna().sum() == 19 and goals["met"].isna().sum() == 19  # only the eager fraction
+    assert goals["value"].isna().sum() == 20 and goals["met"].isna().sum() == 20  # only the eager fraction
 
 
 def test_markdown_lists_rows_and_targets(bench_json):
@@ -106,7 +106,7 @@ def test_markdown_lists_rows_and_targets(bench_json):
     assert "| stream | hummuss-paper-causal | stream | 100 |" in text
     assert "| >= 100 | 150 |  | yes |" in text
     assert "F = 2187 | >= 2 | 3 |  | yes |" in text and "| <= 1.10 |  |  |  |" in text  # compiled: no 10,000
-    assert text.count("\n") == 2 + 17 + 1 + 2 + 20
+    assert text.count("\n") == 2 + 17 + 1 + 2 + 21
 
 
 def test_operation_floors_put_each_count_at_its_measured_rate(bench_json):
@@ -117,6 +117,9 @@ def test_operation_floors_put_each_count_at_its_measured_rate(bench_json):
     assert offline["value"] == pytest.approx(900.0) and offline["met"] is None and offline["goal"] == "(bound)"
     assert goals.loc["offline fps HumMUSS / MotionBERT-Lite at that floor, F = 243: the most this machine allows",
                      "value"] == pytest.approx(2000 / 900)
+    # MotionBERT-Lite's own floor: 1.5e11 MACs 1,500 ms + 2e8 GELUs 200 ms
+    assert goals.loc["offline fps HumMUSS / MotionBERT-Lite with both at their floors, F = 243",
+                     "value"] == pytest.approx(1700 / 900)
     # cpu: 1e11 MACs 1,000 ms + 1e8 GELUs 100 ms + 1e8 GELU backwards at 5e8/s 200 ms, against 3,000 ms
     cpu = "hummuss-cpu training step floor, ms (cpu size): its matmuls, GELUs and FFTs at their measured rates"
     assert goals.loc[cpu, "value"] == pytest.approx(1300.0)

@@ -114,3 +114,28 @@ def test_rates_are_measured_for_the_sizes_asked():
     assert all(v > 0 and math.isfinite(v) for v in values)
     with pytest.raises(ValueError, match="unknown FFT key"):
         operation_rates(["fft:64"], repeats=1, elements=16, batches=(1,))
+
+
+def test_motionbert_counts_what_its_macs_per_frame_says():
+    """MotionBERT's own count (Linear layers and the attention products, hummuss/baselines/
+    motionbert.py) against the operations its pass runs: the fused attention counted too."""
+    from hummuss.zoo import build_model
+
+    torch.manual_seed(0)
+    model = build_model("motionbert", "cpu").eval()
+    frames = 27
+    with torch.inference_mode():
+        counts = count_operations(lambda: model(torch.randn(2, frames, 17, 3)))
+    assert counts["matmul_macs"] == 2 * frames * model.macs_per_frame(frames)
+    assert counts["gelu"] > 0 and counts["fft"] == {}
+
+
+def test_fused_attention_backward_counts_its_five_products():
+    q, k, v = (torch.randn(2, 3, 5, 4, requires_grad=True) for _ in range(3))
+
+    def step():
+        F.scaled_dot_product_attention(q, k, v).sum().backward()
+
+    counts = count_operations(step)
+    # 2 x 3 heads, L = S = 5, E = Ev = 4: forward 6 x 5 x 5 x 8 = 1,200; backward 6 x 25 x 20 = 3,000
+    assert counts["matmul_macs"] == 1200 + 3000

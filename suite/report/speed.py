@@ -173,6 +173,9 @@ def targets(df: pd.DataFrame) -> pd.DataFrame:
         floor, None)
     add("offline fps HumMUSS / MotionBERT-Lite at that floor, F = 243: the most this machine allows", "(bound)",
         None if floor is None or m is None else float(m["latency_ms"]) / floor, None)
+    lite_floor = _floor_ms(m, rates)
+    add("offline fps HumMUSS / MotionBERT-Lite with both at their floors, F = 243", "(bound)",
+        None if floor is None or lite_floor is None else lite_floor / floor, None)
     for size, hummuss, motionbert in TRAIN_PAIRS:
         h, m = _pick(df, model=hummuss, mode="train"), _pick(df, model=motionbert, mode="train")
         floor = _floor_ms(h, rates)
