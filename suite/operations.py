@@ -16,10 +16,10 @@ the operations that reach the dispatcher (a backward run inside the call include
 `operation_floor` divides each count by its rate: the MACs by the measured fp32 matmul rate,
 the GELUs and transforms by the best rate `operation_rates` measured for them on data that
 stays in cache. Everything else the call does (elementwise products, LayerNorm, copies,
-softmax, the optimizer) counts as free. No implementation that runs these operations through
-these libraries on this machine takes less time than the floor: `hummuss-suite bench` puts it
-beside the speed targets (suite/report/speed.py), where it says what a target asks of the code
-and what it asks of the machine.
+softmax, the optimizer) counts as free. A call that runs these operations through these
+libraries at these rates takes at least the floor: `hummuss-suite bench` puts it beside the
+speed targets (suite/report/speed.py), where it tells what a target asks of the code (the
+time above the floor) from what it asks of the machine.
 """
 
 from __future__ import annotations

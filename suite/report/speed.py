@@ -163,8 +163,8 @@ def targets(df: pd.DataFrame) -> pd.DataFrame:
     fraction = None if bound is None or h100 is None else \
         float(h100["macs_per_frame"] / (bound * 1e-3) / 1e9 / h100["matmul_gmacs"])
     add("fraction of the measured matmul rate at that floor", "(bound)", fraction, None)
-    # what the hardware allows offline and in training: the operations HumMUSS ran (counted in
-    # the benchmark) at the best rates measured for them (`suite.operations.operation_floor`)
+    # what the hardware allows offline and in training: the matmuls, GELUs and FFTs a pass or
+    # step ran (counted in its benchmark) at the rates measured for them (`suite.operations`)
     rates = _pick(df, mode="operation rates")
     h = _pick(df, model="hummuss-paper-bidirectional", mode="offline", frames=243)
     m = _pick(df, model="motionbert-lite", mode="offline", frames=243)
