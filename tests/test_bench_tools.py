@@ -128,6 +128,14 @@ def test_operation_floors_put_each_count_at_its_measured_rate(bench_json):
     # paper: 6,500 ms against MotionBERT-Lite's step in the alternated rounds (13,000 ms), not its own 12,800
     assert goals.loc["training step time at that floor / motionbert-lite's, F = 243 (paper size): the least this "
                      "machine allows", "value"] == pytest.approx(0.5)
+    # the fastest matmul rate of the run sets the floor: a compute benchmark's 200 GMAC/s halves
+    # the offline matmuls (250 ms); a slower one (50) does not raise it
+    offline_name = "HumMUSS offline floor at F = 243, ms: its matmuls, GELUs and FFTs at their measured rates"
+    for gmacs, expected in ((50.0, 900.0), (200.0, 650.0)):
+        bench_json["benchmarks"].append(_bench("compute", f"mm{gmacs}", 0.01, model="torch.mm", mode="matmul",
+                                               gmacs=gmacs))
+        floors = targets(benchmarks_table(bench_json)).set_index("target")
+        assert floors.loc[offline_name, "value"] == pytest.approx(expected)
     # a transform whose size has no measured rate: no floor rather than one that leaves it out
     hc = next(b for b in bench_json["benchmarks"] if b["name"] == "hc")
     hc["extra_info"]["operations"]["fft"] = {"r2c:1024": 10}

@@ -86,13 +86,15 @@ def _rounds_interval(row: pd.Series | None):
     return median_interval(ratios)
 
 
-def _floor_ms(row: pd.Series | None, rates: pd.Series | None) -> float | None:
+def _floor_ms(row: pd.Series | None, rates: pd.Series | None, best_gmacs: float = 0.0) -> float | None:
     """The operation floor (ms) of a benchmark that recorded its `operations`, at the rates of the
-    "operation rates" benchmark and its own measured matmul rate; None where either is missing."""
+    "operation rates" benchmark and the fastest matmul rate of the run (its own or `best_gmacs`,
+    the compute benchmarks': a lower rate would raise the floor); None where either is missing."""
     if row is None or rates is None or not isinstance(row.get("operations"), dict) \
             or not isinstance(rates.get("rates"), dict):
         return None
-    floor = operation_floor(row["operations"], rates["rates"], float(row["matmul_gmacs"]))
+    gmacs = max(float(row["matmul_gmacs"]), best_gmacs)
+    floor = operation_floor(row["operations"], rates["rates"], gmacs)
     return None if floor is None else 1e3 * floor["total"]
 
 
@@ -166,19 +168,25 @@ def targets(df: pd.DataFrame) -> pd.DataFrame:
     # what the hardware allows offline and in training: the matmuls, GELUs and FFTs a pass or
     # step ran (counted in its benchmark) at the rates measured for them (`suite.operations`)
     rates = _pick(df, mode="operation rates")
+    matmuls = pd.to_numeric(df.loc[df["mode"] == "matmul", "gmacs"], errors="coerce").dropna()
+    best = float(matmuls.max()) if len(matmuls) else 0.0
+
+    def _floor(row):
+        return _floor_ms(row, rates, best)
+
     h = _pick(df, model="hummuss-paper-bidirectional", mode="offline", frames=243)
     m = _pick(df, model="motionbert-lite", mode="offline", frames=243)
-    floor = _floor_ms(h, rates)
+    floor = _floor(h)
     add("HumMUSS offline floor at F = 243, ms: its matmuls, GELUs and FFTs at their measured rates", "(bound)",
         floor, None)
     add("offline fps HumMUSS / MotionBERT-Lite at that floor, F = 243: the most this machine allows", "(bound)",
         None if floor is None or m is None else float(m["latency_ms"]) / floor, None)
-    lite_floor = _floor_ms(m, rates)
+    lite_floor = _floor(m)
     add("offline fps HumMUSS / MotionBERT-Lite with both at their floors, F = 243", "(bound)",
         None if floor is None or lite_floor is None else lite_floor / floor, None)
     for size, hummuss, motionbert in TRAIN_PAIRS:
         h, m = _pick(df, model=hummuss, mode="train"), _pick(df, model=motionbert, mode="train")
-        floor = _floor_ms(h, rates)
+        floor = _floor(h)
         add(f"{hummuss} training step floor, ms ({size} size): its matmuls, GELUs and FFTs at their measured "
             "rates", "(bound)", floor, None)
         own = None if m is None else m.get("paired_own_ms", math.nan)  # MotionBERT's step, alternated rounds
