@@ -86,7 +86,7 @@ def _rounds_interval(row: pd.Series | None):
     return median_interval(ratios)
 
 
-def _floor_ms(row: pd.Series | None, rates: pd.Series | None, best_gmacs: float = 0.0) -> float | None:
+def _floor_ms(row: pd.Series | None, rates: pd.Series | None, best_gmacs: float) -> float | None:
     """The operation floor (ms) of a benchmark that recorded its `operations`, at the rates of the
     "operation rates" benchmark and the fastest matmul rate of the run (its own or `best_gmacs`,
     the compute benchmarks': a lower rate would raise the floor); None where either is missing."""
@@ -170,27 +170,23 @@ def targets(df: pd.DataFrame) -> pd.DataFrame:
     rates = _pick(df, mode="operation rates")
     matmuls = pd.to_numeric(df.loc[df["mode"] == "matmul", "gmacs"], errors="coerce").dropna()
     best = float(matmuls.max()) if len(matmuls) else 0.0
-
-    def _floor(row):
-        return _floor_ms(row, rates, best)
-
     h = _pick(df, model="hummuss-paper-bidirectional", mode="offline", frames=243)
     m = _pick(df, model="motionbert-lite", mode="offline", frames=243)
-    floor = _floor(h)
+    floor = _floor_ms(h, rates, best)
     add("HumMUSS offline floor at F = 243, ms: its matmuls, GELUs and FFTs at their measured rates", "(bound)",
         floor, None)
     add("offline fps HumMUSS / MotionBERT-Lite at that floor, F = 243: the most this machine allows", "(bound)",
         None if floor is None or m is None else float(m["latency_ms"]) / floor, None)
-    lite_floor = _floor(m)
+    lite_floor = _floor_ms(m, rates, best)
     add("offline fps HumMUSS / MotionBERT-Lite with both at their floors, F = 243", "(bound)",
         None if floor is None or lite_floor is None else lite_floor / floor, None)
     for size, hummuss, motionbert in TRAIN_PAIRS:
         h, m = _pick(df, model=hummuss, mode="train"), _pick(df, model=motionbert, mode="train")
-        floor = _floor(h)
+        floor = _floor_ms(h, rates, best)
         add(f"{hummuss} training step floor, ms ({size} size): its matmuls, GELUs and FFTs at their measured "
             "rates", "(bound)", floor, None)
-        own = None if m is None else m.get("paired_own_ms", math.nan)  # MotionBERT's step, alternated rounds
-        own = float(m["latency_ms"]) if m is not None and pd.isna(own) else own
+        own = None if m is None else float(m["latency_ms"] if pd.isna(m.get("paired_own_ms", math.nan))
+                                           else m["paired_own_ms"])  # MotionBERT's step in the alternated rounds
         add(f"training step time at that floor / {motionbert}'s, F = 243 ({size} size): the least this machine "
             "allows", "(bound)", None if floor is None or own is None else floor / own, None)
     return pd.DataFrame(out, columns=["target", "goal", "value", "interval", "met", "verdict"])

@@ -26,43 +26,38 @@ QUICK_MODE = quick()
 FRAMES = (27, 81, 243) if QUICK_MODE else (27, 81, 243, 729, 2187)
 HUMMUSS_ROUNDS = {27: 10, 81: 5, 243: 5, 729: 2, 2187: 2}
 LITE_ROUNDS = {27: 5, 81: 3, 243: 4, 729: 1, 2187: 1}
+COUNTED = 243  # the target's F: one more pass counts its operations, for the floors
 
 
-def _run(benchmark, model_fn, x, rounds, model):
+def _run(benchmark, model_fn, x, rounds, model) -> dict:
+    """Peak memory, then the timed passes -> extra_info: peak_mb, and at F = COUNTED the
+    pass's `operations` (suite.operations.count_operations)."""
     clear_caches(model)
     with torch.inference_mode():
-        peak = peak_memory_mb(lambda: model_fn(x))
+        extra = dict(peak_mb=peak_memory_mb(lambda: model_fn(x)))
         y = benchmark.pedantic(model_fn, args=(x,), rounds=rounds, iterations=1)
+        if x.shape[1] == COUNTED:
+            extra["operations"] = count_operations(lambda: model_fn(x))
     assert y.shape == x.shape and torch.isfinite(y).all()
-    return peak
+    return extra
 
 
 @pytest.mark.parametrize("frames", FRAMES)
 def test_hummuss_offline(benchmark, models, matmul_rate, frames):
     model = models("hummuss", "paper-bidirectional")
     benchmark.group = f"offline F={frames}"
-    peak = _run(benchmark, model, clip(frames), HUMMUSS_ROUNDS[frames], model)
-    extra = {}
-    if frames == 243:  # its matmuls, GELUs and FFTs: the floor of the F = 243 target (suite/operations.py)
-        with torch.inference_mode():
-            extra["operations"] = count_operations(lambda: model(clip(frames)))
+    extra = _run(benchmark, model, clip(frames), HUMMUSS_ROUNDS[frames], model)
     record(benchmark, model="hummuss-paper-bidirectional", mode="offline", frames=frames,
-           frames_per_call=frames, macs_per_frame=linear_macs_per_frame(model), rate=matmul_rate, peak_mb=peak,
-           **extra)
+           frames_per_call=frames, macs_per_frame=linear_macs_per_frame(model), rate=matmul_rate, **extra)
 
 
 @pytest.mark.parametrize("frames", FRAMES)
 def test_motionbert_lite_offline(benchmark, models, matmul_rate, frames):
     lite = models("motionbert", "lite", maxlen=max(frames, 243))
     benchmark.group = f"offline F={frames}"
-    peak = _run(benchmark, lite, clip(frames), LITE_ROUNDS[frames], lite)
-    extra = {}
-    if frames == 243:  # its own floor, by the same count as HumMUSS's
-        with torch.inference_mode():
-            extra["operations"] = count_operations(lambda: lite(clip(frames)))
+    extra = _run(benchmark, lite, clip(frames), LITE_ROUNDS[frames], lite)
     record(benchmark, model="motionbert-lite", mode="offline", frames=frames, frames_per_call=frames,
-           macs_per_frame=lite.macs_per_frame(frames), rate=matmul_rate, peak_mb=peak, maxlen=lite.config.maxlen,
-           **extra)
+           macs_per_frame=lite.macs_per_frame(frames), rate=matmul_rate, maxlen=lite.config.maxlen, **extra)
 
 
 @pytest.mark.parametrize("frames", [f for f in FRAMES if f > 243])
@@ -73,7 +68,7 @@ def test_motionbert_lite_windows(benchmark, models, matmul_rate, frames):
         return sliding_window_forward(lite, x, 243)
 
     benchmark.group = f"offline F={frames}"
-    peak = _run(benchmark, windows, clip(frames), LITE_ROUNDS[frames], lite)
+    extra = _run(benchmark, windows, clip(frames), LITE_ROUNDS[frames], lite)
     record(benchmark, model="motionbert-lite", mode="offline, windows of 243", frames=frames,
-           frames_per_call=frames, macs_per_frame=lite.macs_per_frame(243), rate=matmul_rate, peak_mb=peak,
-           windows=-(-frames // 243))
+           frames_per_call=frames, macs_per_frame=lite.macs_per_frame(243), rate=matmul_rate,
+           windows=-(-frames // 243), **extra)
