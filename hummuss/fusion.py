@@ -130,3 +130,40 @@ class MixGate(torch.autograd.Function):
         gy = gy.view(H, P, R, L, Q)  # GELU's backward written over its input: no second tensor of y's size
         torch.ops.aten.gelu_backward.grad_input(gy, y, grad_input=gy)
         return gy, gw, gb, grad_x
+
+
+class KernelMixGate(torch.autograd.Function):
+    """`MixGate` by the compiled CPU kernel (`hummuss/csrc/mix_gate.cpp`, `hummuss.cpu_kernels`):
+    GELU, mix and gate in one pass forward, and one pass backward that recomputes GELU and
+    the paths from y, so only the inputs are saved. Same arguments and shapes as `MixGate`;
+    CPU tensors of one floating dtype; use it where `hummuss.cpu_kernels.ops()` is not None."""
+
+    @staticmethod
+    def forward(ctx, y, w, b, x_id):
+        H, P, R, L, Q = y.shape
+        y, w, b, x_id = y.contiguous(), w.contiguous(), b.contiguous(), x_id.contiguous()
+        ctx.save_for_backward(y, w, b, x_id)
+        out = torch.ops.hummuss_cpu.mix_gate(y.view(H, P, R, L * Q), w, b, x_id.view(H, P, L * Q))
+        return out.view(H, P, L, Q)
+
+    @staticmethod
+    def backward(ctx, go):
+        y, w, b, x_id = ctx.saved_tensors
+        H, P, R, L, Q = y.shape
+        grads = torch.ops.hummuss_cpu.mix_gate_backward(go.contiguous().view(H, P, L * Q), y.view(H, P, R, L * Q), w, b,
+                                          x_id.view(H, P, L * Q), ctx.needs_input_grad[3])
+        gx = grads[3].view(H, P, L, Q) if ctx.needs_input_grad[3] else None
+        return grads[0].view(y.shape), grads[1], grads[2], gx
+
+
+def mix_gate(y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, x_id: torch.Tensor) -> torch.Tensor:
+    """x_id prod_i (b_i + sum_c w_ic GELU(y_ic)) with its backward: the compiled CPU kernel
+    where it applies (CPU, float32 or float64, at most 16 read-outs, not under torch.compile,
+    the kernels built: `hummuss.cpu_kernels.ops`), otherwise `MixGate`."""
+    from hummuss.cpu_kernels import ops
+
+    if (y.device.type == "cpu" and y.dtype in (torch.float32, torch.float64)
+            and y.shape[2] <= 16 and not torch.compiler.is_compiling()):
+        if ops() is not None:  # torch.ops.hummuss_cpu has the kernels
+            return KernelMixGate.apply(y, w, b, x_id)
+    return MixGate.apply(y, w, b, x_id)

@@ -58,7 +58,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hummuss.fusion import Aggregate, MixGate
+from hummuss.fusion import Aggregate, mix_gate
 from hummuss.packed_linear import pack_linear
 from hummuss.ssm import (
     DSSM,
@@ -265,7 +265,7 @@ class GDSSM(nn.Module):
             y = apply_conv(op, u) if dt is None else self._scan(u, dt * dt_scale)
             if self.aggregate.kind == "gate" and torch.is_grad_enabled() and y.dtype == x_id.dtype:
                 w, b = self._mix_weights() if mix is None else mix  # training: mix and gate in one step
-                y = MixGate.apply(y, w, b, x_id).reshape(H, -1)
+                y = mix_gate(y, w, b, x_id).reshape(H, -1)
             else:
                 paths = self._mix(y, mix)  # (H, P, directions, L, Q)
                 xs = [paths[:, :, i] for i in range(paths.shape[2])] + [x_id]

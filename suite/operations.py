@@ -9,7 +9,8 @@ the operations that reach the dispatcher (a backward run inside the call include
 - matmul_macs: multiply-accumulates of mm, addmm, bmm, baddbmm, linear and matmul (the
   result's elements times the length of the contracted dimension) and of fused attention
   (`scaled_dot_product_attention`'s kernels, forward and backward);
-- gelu, gelu_backward: elements of GELU's forward and backward;
+- gelu, gelu_backward: elements of GELU's forward and backward (those of the compiled
+  mix-and-gate kernel, `hummuss.fusion.KernelMixGate`, included: it evaluates them inside);
 - fft: real transforms by kind and size, "r2c:512" (rfft) and "c2r:512" (irfft) -> how many
   (complex transforms as "c2c:n"); multi-dimensional ones as "r2c:16x16".
 
@@ -100,6 +101,10 @@ def count_operations(fn: Callable[[], object]) -> dict:
                 counts["gelu"] += args[0].numel()
             elif name == "gelu_backward":
                 counts["gelu_backward"] += args[0].numel()
+            elif name == "mix_gate":  # hummuss/csrc/mix_gate.cpp: a GELU of each element of y
+                counts["gelu"] += args[0].numel()
+            elif name == "mix_gate_backward":  # GELU's backward of each element of y (args: go, y, ...)
+                counts["gelu_backward"] += args[1].numel()
             else:
                 fft = _fft(name, args, kwargs)
                 if fft is not None:

@@ -1,0 +1,72 @@
+"""The suite's hand-written CPU kernels (`hummuss/csrc/*.cpp`), compiled on first use.
+
+One kernel so far: `mix_gate`, a GDSSM block's read-out mix and gate aggregation, forward
+and backward, in one pass over the convolutions' outputs (`hummuss.fusion.MixGate` is the
+same function in PyTorch operations, and stays the reference and the path on GPUs).
+
+`ops()` compiles the sources with `torch.utils.cpp_extension` for this CPU's vector
+instructions (ATen's `Vectorized` at the width that `torch.backends.cpu.get_cpu_capability()`
+reports: AVX512, AVX2, or plain C++), about 15 s once per machine; the library is cached
+under torch's extensions directory (TORCH_EXTENSIONS_DIR), keyed by the sources and flags,
+and later processes load it in milliseconds. Where it cannot be built (no C++ compiler, no
+ninja) or HUMMUSS_CPU_KERNELS=0, `ops()` returns None after one warning and the callers run
+their PyTorch operations instead: the same numbers up to float rounding.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCES = [Path(__file__).with_name("csrc") / "mix_gate.cpp"]
+ENV = "HUMMUSS_CPU_KERNELS"  # "0": never build or use them
+
+# per vector capability: the compiler's instruction set and ATen's `Vectorized` selection
+_CAPABILITY_FLAGS = {
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma",
+               "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"],
+    "AVX2": ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+}
+
+
+def enabled() -> bool:
+    return os.environ.get(ENV, "1") != "0"
+
+
+def capability() -> str:
+    """The vector capability the kernels are built for: ATen's own choice on this CPU, where
+    we have flags for it; otherwise "DEFAULT" (portable C++)."""
+    cap = torch.backends.cpu.get_cpu_capability()
+    return cap if cap in _CAPABILITY_FLAGS else "DEFAULT"
+
+
+@functools.cache
+def ops():
+    """torch.ops.hummuss_cpu with the compiled kernels registered, or None (one warning) where
+    they are disabled or cannot be built."""
+    if not enabled():
+        return None
+    cap = capability()
+    try:
+        from torch.utils import cpp_extension
+
+        try:  # the ninja of the `ninja` package, where the environment has it and PATH does not
+            import ninja
+
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+        except ImportError:
+            pass
+        cpp_extension.load(
+            name=f"hummuss_cpu_kernels_{cap.lower()}", sources=[str(s) for s in SOURCES],
+            extra_cflags=["-O3", "-fopenmp", *_CAPABILITY_FLAGS.get(cap, [])], extra_ldflags=["-fopenmp"],
+            is_python_module=False, verbose=False)
+    except Exception as err:  # noqa: BLE001 (a compiler's or loader's failure of any kind)
+        warnings.warn(f"hummuss: the CPU kernels could not be built ({type(err).__name__}: "
+                      f"{str(err).strip().splitlines()[-1] if str(err).strip() else ''}); "
+                      f"using PyTorch operations instead (set {ENV}=0 to skip the attempt)", stacklevel=2)
+        return None
+    return torch.ops.hummuss_cpu

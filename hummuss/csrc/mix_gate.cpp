@@ -1,0 +1,288 @@
+// A GDSSM block's read-out mix and gate aggregation, forward and backward, in one pass
+// over the convolutions' outputs: the CPU kernel behind hummuss.fusion.MixGate.
+//
+//     g_ic   = GELU(y_ic)                              (i < n directions, c < k read-outs)
+//     path_i = b_i + sum_c w_ic g_ic
+//     out    = x_id prod_i path_i
+//
+// y (H, P, n k, M), w (H, n, k), b (H, n), x_id (H, P, M), M = L Q contiguous; float or
+// double. The backward recomputes g and the paths from y (nothing but the inputs is saved)
+// and gives, with q = go x_id and gp_i = q prod_{j != i} path_j:
+//
+//     grad y_ic = gp_i w_ic GELU'(y_ic)      grad w_ic = sum gp_i g_ic
+//     grad b_i  = sum gp_i                   grad x_id = go prod_i path_i
+//
+// Eager PyTorch runs this as about 5 n k passes over tensors of y's size (GELU, products,
+// sums, GELU's backward), each one reading and writing memory; here every element of y is
+// read once per direction of the computation and stays in registers between the steps.
+// GELU is the exact (erf) one, written as ATen's own vectorised kernel writes it.
+//
+// Channels h run in parallel (ATen's thread pool); the sums for grad w and grad b are
+// per channel, in vector lanes for one row of M and in double across rows.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+using at::vec::Vectorized;
+
+constexpr int64_t kMaxPaths = 16;  // n k read-outs held in registers at once
+
+// float: erf by Abramowitz and Stegun 7.1.26 (|error| < 1.5e-7), the approximation of
+// ATen's own vectorised float erf, with ATen's inline exp (exp_u20) in place of its call into
+// Sleef: no call in the loops, so nothing to spill around it. double: ATen's (Sleef's) erf.
+template <typename T>
+inline Vectorized<T> erf(const Vectorized<T>& x) {
+  using V = Vectorized<T>;
+  if constexpr (!std::is_same_v<T, float>) {
+    return x.erf();  // double: Sleef's, as ATen's
+  }
+  const V a = x.abs();
+  const V t = V(T(1)) / at::vec::fmadd(V(T(0.3275911)), a, V(T(1)));
+  V r = at::vec::fmadd(V(T(1.061405429)), t, V(T(-1.453152027)));
+  r = at::vec::fmadd(r, t, V(T(1.421413741)));
+  r = at::vec::fmadd(r, t, V(T(-0.284496736)));
+  r = at::vec::fmadd(r, t, V(T(0.254829592)));
+  const V e = V(T(1)) - r * t * (V(T(0)) - a * a).exp_u20();  // erf(|x|)
+  return V::blendv(e, V(T(0)) - e, x < V(T(0)));
+}
+
+template <typename T>
+inline Vectorized<T> gelu(const Vectorized<T>& x) {  // x Phi(x) = x (1 + erf(x / sqrt 2)) / 2
+  return x * Vectorized<T>(T(0.5)) * (Vectorized<T>(T(1)) + erf(x * Vectorized<T>(T(M_SQRT1_2))));
+}
+
+// GELU and its derivative together: Phi(x) = (1 + erf(x / sqrt 2)) / 2 and phi(x) =
+// exp(-x^2 / 2) / sqrt(2 pi); the float erf's exponential exp(-(x / sqrt 2)^2) is phi's, so
+// one exp serves both. GELU(x) = x Phi(x), GELU'(x) = Phi(x) + x phi(x).
+template <typename T>
+inline void gelu_and_grad(const Vectorized<T>& x, Vectorized<T>& g, Vectorized<T>& d) {
+  using V = Vectorized<T>;
+  const V e = (x * x * V(T(-0.5))).exp_u20();  // double: exp
+  V cdf;
+  if constexpr (std::is_same_v<T, float>) {
+    const V a = (x * V(T(M_SQRT1_2))).abs();
+    const V t = V(T(1)) / at::vec::fmadd(V(T(0.3275911)), a, V(T(1)));
+    V r = at::vec::fmadd(V(T(1.061405429)), t, V(T(-1.453152027)));
+    r = at::vec::fmadd(r, t, V(T(1.421413741)));
+    r = at::vec::fmadd(r, t, V(T(-0.284496736)));
+    r = at::vec::fmadd(r, t, V(T(0.254829592)));
+    const V erf_a = V(T(1)) - r * t * e;
+    cdf = V(T(0.5)) * (V(T(1)) + V::blendv(erf_a, V(T(0)) - erf_a, x < V(T(0))));
+  } else {
+    cdf = V(T(0.5)) * (V(T(1)) + (x * V(T(M_SQRT1_2))).erf());
+  }
+  g = x * cdf;
+  d = cdf + x * (V(T(M_2_SQRTPI * M_SQRT1_2 * 0.5)) * e);
+}
+
+struct Shape {
+  int64_t H, P, n, k, M;
+};
+
+Shape check(const at::Tensor& y, const at::Tensor& w, const at::Tensor& b, const at::Tensor& x_id) {
+  TORCH_CHECK(y.dim() == 4 && w.dim() == 3 && b.dim() == 2 && x_id.dim() == 3,
+              "mix_gate: y (H, P, n k, M), w (H, n, k), b (H, n), x_id (H, P, M)");
+  Shape s{y.size(0), y.size(1), w.size(1), w.size(2), y.size(3)};
+  TORCH_CHECK(y.size(2) == s.n * s.k && w.size(0) == s.H && b.size(0) == s.H && b.size(1) == s.n,
+              "mix_gate: y's read-outs, w and b disagree");
+  TORCH_CHECK(x_id.size(0) == s.H && x_id.size(1) == s.P && x_id.size(2) == s.M, "mix_gate: x_id's shape");
+  TORCH_CHECK(s.n * s.k <= kMaxPaths, "mix_gate: at most ", kMaxPaths, " read-outs");
+  for (const auto* t : {&y, &w, &b, &x_id}) {
+    TORCH_CHECK(t->device().is_cpu() && t->is_contiguous() && t->scalar_type() == y.scalar_type(),
+                "mix_gate: contiguous CPU tensors of one floating dtype");
+  }
+  return s;
+}
+
+// Rows (h, p) go in blocks of about kBlock elements of y (all of a block's read-outs, one
+// contiguous range): first GELU (and in the backward GELU') over the whole range into
+// buffers that stay in cache, in one plain vector loop; then the mix, the gate and their
+// gradients from the buffers. Keeping the transcendental functions in a loop of their own
+// keeps the vector registers free across their calls into Sleef, whose calling convention
+// saves none; and the spatial blocks' short rows (M = 17) cost one tail per block, not per row.
+constexpr int64_t kBlock = 2048;
+
+template <typename T>
+struct Blocks {  // [row0, row1) of the rows of channel h, a block at a time
+  int64_t rows, per_block;
+  Blocks(const Shape& s) : rows(s.P), per_block(std::max<int64_t>(1, kBlock / (s.n * s.k * s.M))) {}
+};
+
+template <typename T, typename F>
+inline void map_range(const T* in, int64_t len, T* out, const F& f) {  // out[:len] = f(in[:len]), padded
+  using V = Vectorized<T>;
+  for (int64_t j = 0; j < len; j += V::size()) {
+    f(V::loadu(in + j, std::min<int64_t>(V::size(), len - j)), out + j);
+  }
+}
+
+// N, K > 0: the directions and read-outs known when compiling (the presets' (2, 2), (2, 1),
+// (1, 2), (1, 1)), so that the loops over them unroll and their vectors stay in registers;
+// 0: read from the shape.
+template <typename T, int N, int K>
+void forward_kernel(const Shape& s, const T* y, const T* w, const T* b, const T* x, T* out) {
+  using V = Vectorized<T>;
+  const int64_t n = N ? N : s.n, k = K ? K : s.k;
+  const int64_t R = n * k, M = s.M, G = Blocks<T>(s).per_block;
+  at::parallel_for(0, s.H, 1, [&](int64_t h0, int64_t h1) {
+    std::vector<T> gbuf(G * R * M + V::size());
+    for (int64_t h = h0; h < h1; ++h) {
+      for (int64_t p0 = 0; p0 < s.P; p0 += G) {
+        const int64_t rows = std::min(G, s.P - p0), row0 = h * s.P + p0;
+        map_range(y + row0 * R * M, rows * R * M, gbuf.data(), [](const V& v, T* o) { gelu(v).store(o); });
+        for (int64_t rr = 0; rr < rows; ++rr) {
+          const T* g = gbuf.data() + rr * R * M;
+          const int64_t row = row0 + rr;
+          for (int64_t m = 0; m < M; m += V::size()) {
+            const int64_t count = std::min<int64_t>(V::size(), M - m);
+            V prod = V::loadu(x + row * M + m, count);
+            for (int64_t i = 0; i < n; ++i) {
+              V path(b[h * n + i]);
+              for (int64_t c = 0; c < k; ++c) {
+                const int64_t r = i * k + c;
+                path = at::vec::fmadd(V::loadu(g + r * M + m, count), V(w[h * R + r]), path);
+              }
+              prod = prod * path;
+            }
+            prod.store(out + row * M + m, count);
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T, int N, int K>
+void backward_kernel(const Shape& s, const T* go, const T* y, const T* w, const T* b, const T* x,
+                     T* gy, T* gw, T* gb, T* gx) {
+  using V = Vectorized<T>;
+  const int64_t n = N ? N : s.n, k = K ? K : s.k;
+  const int64_t R = n * k, M = s.M, G = Blocks<T>(s).per_block;
+  at::parallel_for(0, s.H, 1, [&](int64_t h0, int64_t h1) {
+    std::vector<T> gbuf(G * R * M + V::size()), dbuf(G * R * M + V::size());
+    for (int64_t h = h0; h < h1; ++h) {
+      double sum_w[kMaxPaths] = {0}, sum_b[kMaxPaths] = {0};
+      for (int64_t p0 = 0; p0 < s.P; p0 += G) {
+        const int64_t rows = std::min(G, s.P - p0), row0 = h * s.P + p0;
+        T* gb_ = gbuf.data();
+        T* db_ = dbuf.data();
+        map_range(y + row0 * R * M, rows * R * M, gb_, [&](const V& v, T* o) {
+          V g, d;
+          gelu_and_grad(v, g, d);
+          g.store(o);
+          d.store(db_ + (o - gb_));
+        });
+        V lane_w[kMaxPaths], lane_b[kMaxPaths];
+        for (int64_t r = 0; r < R; ++r) lane_w[r] = V(T(0));
+        for (int64_t i = 0; i < n; ++i) lane_b[i] = V(T(0));
+        for (int64_t rr = 0; rr < rows; ++rr) {
+          const int64_t row = row0 + rr;
+          const T* g = gb_ + rr * R * M;
+          const T* d = db_ + rr * R * M;
+          T* gyr = gy + row * R * M;
+          for (int64_t m = 0; m < M; m += V::size()) {
+            const int64_t count = std::min<int64_t>(V::size(), M - m);  // the rest loads as zeros
+            const V g_out = V::loadu(go + row * M + m, count);
+            V path[kMaxPaths];
+            for (int64_t i = 0; i < n; ++i) {
+              path[i] = V(b[h * n + i]);
+              for (int64_t c = 0; c < k; ++c) {
+                const int64_t r = i * k + c;
+                path[i] = at::vec::fmadd(V::loadu(g + r * M + m, count), V(w[h * R + r]), path[i]);
+              }
+            }
+            const V q = g_out * V::loadu(x + row * M + m, count);
+            if (gx != nullptr) {
+              V all = g_out;
+              for (int64_t i = 0; i < n; ++i) all = all * path[i];
+              all.store(gx + row * M + m, count);
+            }
+            for (int64_t i = 0; i < n; ++i) {
+              V gp = q;
+              for (int64_t j = 0; j < n; ++j) {
+                if (j != i) gp = gp * path[j];
+              }
+              lane_b[i] = lane_b[i] + gp;
+              for (int64_t c = 0; c < k; ++c) {
+                const int64_t r = i * k + c;
+                lane_w[r] = at::vec::fmadd(gp, V::loadu(g + r * M + m, count), lane_w[r]);
+                (gp * V(w[h * R + r]) * V::loadu(d + r * M + m, count)).store(gyr + r * M + m, count);
+              }
+            }
+          }
+        }
+        T buf[V::size()];
+        for (int64_t r = 0; r < R; ++r) {
+          lane_w[r].store(buf);
+          for (int64_t l = 0; l < V::size(); ++l) sum_w[r] += buf[l];
+        }
+        for (int64_t i = 0; i < n; ++i) {
+          lane_b[i].store(buf);
+          for (int64_t l = 0; l < V::size(); ++l) sum_b[i] += buf[l];
+        }
+      }
+      for (int64_t r = 0; r < R; ++r) gw[h * R + r] = T(sum_w[r]);
+      for (int64_t i = 0; i < n; ++i) gb[h * n + i] = T(sum_b[i]);
+    }
+  });
+}
+
+template <typename F>
+void with_paths(const Shape& s, const F& f) {  // f(std::integral_constant N, K) for (s.n, s.k)
+  using std::integral_constant;
+  if (s.n == 2 && s.k == 2) return f(integral_constant<int, 2>(), integral_constant<int, 2>());
+  if (s.n == 2 && s.k == 1) return f(integral_constant<int, 2>(), integral_constant<int, 1>());
+  if (s.n == 1 && s.k == 2) return f(integral_constant<int, 1>(), integral_constant<int, 2>());
+  if (s.n == 1 && s.k == 1) return f(integral_constant<int, 1>(), integral_constant<int, 1>());
+  f(integral_constant<int, 0>(), integral_constant<int, 0>());
+}
+
+at::Tensor mix_gate(const at::Tensor& y, const at::Tensor& w, const at::Tensor& b, const at::Tensor& x_id) {
+  const Shape s = check(y, w, b, x_id);
+  auto out = at::empty_like(x_id);
+  AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "mix_gate", [&] {
+    with_paths(s, [&](auto N, auto K) {
+      forward_kernel<scalar_t, N, K>(s, y.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
+                                     x_id.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
+    });
+  });
+  return out;
+}
+
+std::vector<at::Tensor> mix_gate_backward(const at::Tensor& go, const at::Tensor& y, const at::Tensor& w,
+                                          const at::Tensor& b, const at::Tensor& x_id, bool grad_x) {
+  const Shape s = check(y, w, b, x_id);
+  TORCH_CHECK(go.sizes() == x_id.sizes() && go.is_contiguous() && go.scalar_type() == y.scalar_type(),
+              "mix_gate_backward: the output's gradient, contiguous, of x_id's shape");
+  auto gy = at::empty_like(y), gw = at::empty_like(w), gb = at::empty_like(b);
+  auto gx = grad_x ? at::empty_like(x_id) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "mix_gate_backward", [&] {
+    with_paths(s, [&](auto N, auto K) {
+      backward_kernel<scalar_t, N, K>(s, go.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+                                      b.data_ptr<scalar_t>(), x_id.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(),
+                                      gw.data_ptr<scalar_t>(), gb.data_ptr<scalar_t>(),
+                                      grad_x ? gx.data_ptr<scalar_t>() : nullptr);
+    });
+  });
+  return grad_x ? std::vector<at::Tensor>{gy, gw, gb, gx} : std::vector<at::Tensor>{gy, gw, gb};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(hummuss_cpu, m) {
+  m.def("mix_gate(Tensor y, Tensor w, Tensor b, Tensor x_id) -> Tensor");
+  m.def("mix_gate_backward(Tensor go, Tensor y, Tensor w, Tensor b, Tensor x_id, bool grad_x) -> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(hummuss_cpu, CPU, m) {
+  m.impl("mix_gate", &mix_gate);
+  m.impl("mix_gate_backward", &mix_gate_backward);
+}

@@ -1,0 +1,143 @@
+"""The compiled CPU kernel (hummuss/csrc/mix_gate.cpp) against the PyTorch MixGate and the
+formula, its fallback, and that training uses it."""
+
+import shutil
+import warnings
+
+import pytest
+import torch
+import torch.utils.cpp_extension
+
+from hummuss import cpu_kernels
+from hummuss.fusion import KernelMixGate, MixGate, mix_gate
+
+HAS_COMPILER = shutil.which("c++") is not None or shutil.which("g++") is not None
+needs_kernels = pytest.mark.skipif(not HAS_COMPILER or not cpu_kernels.enabled(),
+                                   reason="no C++ compiler here, or HUMMUSS_CPU_KERNELS=0")
+
+
+def _inputs(H, P, n, k, L, Q, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = 2 * torch.randn(H, P, n * k, L, Q, generator=g, dtype=dtype)  # GELU's curved part and both tails
+    return (y, torch.randn(H, n, k, generator=g, dtype=dtype), torch.randn(H, n, generator=g, dtype=dtype),
+            torch.randn(H, P, L, Q, generator=g, dtype=dtype))
+
+
+def _run(fn, inputs, go):
+    leaves = [t.clone().requires_grad_() for t in inputs]
+    out = fn(*leaves)
+    out.backward(go)
+    return [out.detach()] + [t.grad for t in leaves]
+
+
+@needs_kernels
+def test_the_kernels_build_on_a_machine_with_a_compiler():
+    assert cpu_kernels.ops() is not None, "the CPU kernels failed to build (see the warning)"
+
+
+@needs_kernels
+@pytest.mark.parametrize("n, k, L, Q, P", [
+    (2, 1, 17, 1, 40),    # the spatial blocks: rows of 17 (one vector and a tail), many rows a block
+    (2, 2, 243, 1, 3),    # the temporal blocks: 243 frames
+    (1, 2, 50, 3, 2),     # causal temporal: one direction, Q > 1
+    (1, 1, 7, 1, 5),      # shorter than one vector
+    (3, 1, 9, 1, 4),      # directions and read-outs the kernel does not specialise
+    (2, 2, 700, 1, 2),    # a row longer than a block (4 x 700 elements)
+])
+def test_kernel_mix_gate_equals_mix_gate_in_float32(n, k, L, Q, P):
+    """Output and the four gradients of the kernel (float32) against MixGate on the same
+    numbers in float64: within float32's rounding (relative to each tensor's largest value)."""
+    inputs = _inputs(3, P, n, k, L, Q, torch.float32, seed=n + 10 * k + L)
+    go = torch.randn(3, P, L, Q, generator=torch.Generator().manual_seed(1))
+    got = _run(KernelMixGate.apply, inputs, go)
+    want = _run(MixGate.apply, [t.double() for t in inputs], go.double())
+    for name, a, b in zip(("out", "y", "w", "b", "x_id"), got, want):
+        assert a.dtype == torch.float32 and a.shape == b.shape, name
+        err = (a.double() - b).abs().max() / b.abs().max()
+        assert err < 2e-6, f"{name}: relative error {err:.2e}"
+
+
+@needs_kernels
+@pytest.mark.parametrize("n, k", [(1, 1), (2, 1), (1, 2), (2, 2), (3, 2)])
+def test_kernel_mix_gate_in_float64_is_the_formula(n, k):
+    """float64: the kernel's erf is ATen's exact one, so the output equals the formula written
+    with torch.erf to 1e-12, and the gradients pass float64 finite differences."""
+    y, w, b, x_id = (t.requires_grad_() for t in _inputs(2, 3, n, k, 19, 1, torch.float64, seed=5 * n + k))
+    gelu = y * 0.5 * (1 + torch.erf(y / 2 ** 0.5))
+    expected = x_id
+    for i in range(n):
+        path = b[:, i].view(2, 1, 1, 1) + sum(w[:, i, c].view(2, 1, 1, 1) * gelu[:, :, i * k + c] for c in range(k))
+        expected = expected * path
+    assert torch.allclose(KernelMixGate.apply(y, w, b, x_id), expected, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(KernelMixGate.apply, (y, w, b, x_id))
+
+
+@needs_kernels
+def test_kernel_mix_gate_gives_the_same_bits_on_any_number_of_threads():
+    """Each channel's sums run on one thread in one order: 1 thread and 2 give equal bits."""
+    inputs, go = _inputs(6, 10, 2, 2, 30, 1, torch.float32), torch.randn(6, 10, 30, 1)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _run(KernelMixGate.apply, inputs, go)
+        torch.set_num_threads(2)
+        two = _run(KernelMixGate.apply, inputs, go)
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
+
+
+@needs_kernels
+def test_kernel_rejects_shapes_that_disagree():
+    y, w, b, x_id = _inputs(2, 3, 2, 2, 8, 1, torch.float32)
+    ops = cpu_kernels.ops()
+    with pytest.raises(RuntimeError, match="disagree"):
+        ops.mix_gate(y.view(2, 3, 4, 8), w[:, :, :1].contiguous(), b, x_id.view(2, 3, 8))
+    with pytest.raises(RuntimeError, match="x_id's shape"):
+        ops.mix_gate(y.view(2, 3, 4, 8), w, b, x_id.view(2, 3, 8)[:, :2].contiguous())
+
+
+@needs_kernels
+def test_training_blocks_use_the_kernel_on_the_cpu():
+    """A GDSSM block's training forward goes through KernelMixGate (its backward node in the
+    graph), float32 and float64 alike."""
+    y, w, b, x_id = (t.requires_grad_() for t in _inputs(2, 3, 2, 2, 8, 1, torch.float32))
+    assert type(mix_gate(y, w, b, x_id).grad_fn).__name__ == "KernelMixGateBackward"
+    assert type(mix_gate(y.double(), w.double(), b.double(), x_id.double()).grad_fn).__name__ == \
+        "KernelMixGateBackward"
+    from hummuss.zoo import build_model
+
+    model = build_model("hummuss", "smoke").train()
+    out = model(torch.randn(1, 9, 17, 3))
+    stack, seen, names = [out.grad_fn], set(), set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(n for n, _ in node.next_functions)
+    assert "KernelMixGateBackward" in names and "MixGateBackward" not in names
+
+
+def test_without_the_kernels_mix_gate_is_the_pytorch_one(monkeypatch):
+    """HUMMUSS_CPU_KERNELS=0: ops() gives None without building, and mix_gate runs MixGate;
+    a build that fails warns once and gives None too."""
+    build = cpu_kernels.ops.__wrapped__  # ops() without its cache
+    monkeypatch.setenv(cpu_kernels.ENV, "0")
+    assert build() is None
+    monkeypatch.setattr(cpu_kernels, "ops", lambda: None)
+    y, w, b, x_id = (t.requires_grad_() for t in _inputs(2, 3, 2, 2, 8, 1, torch.float32))
+    assert type(mix_gate(y, w, b, x_id).grad_fn).__name__ == "MixGateBackward"
+
+    monkeypatch.setenv(cpu_kernels.ENV, "1")
+
+    def broken(**kwargs):
+        raise RuntimeError("Ninja is required to load C++ extensions")
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", broken)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert build() is None
+    assert len(caught) == 1 and "Ninja is required" in str(caught[0].message)
+    assert "HUMMUSS_CPU_KERNELS=0" in str(caught[0].message)
