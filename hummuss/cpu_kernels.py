@@ -7,8 +7,10 @@ same function in PyTorch operations, and stays the reference and the path on GPU
 `ops()` compiles the sources with `torch.utils.cpp_extension` for this CPU's vector
 instructions (ATen's `Vectorized` at the width that `torch.backends.cpu.get_cpu_capability()`
 reports: AVX512, AVX2, or plain C++), about 15 s once per machine; the library is cached
-under torch's extensions directory (TORCH_EXTENSIONS_DIR), keyed by the sources and flags,
-and later processes load it in milliseconds. Where it cannot be built (no C++ compiler, no
+under torch's extensions directory (`build_directory`: TORCH_EXTENSIONS_DIR, one folder per
+torch version and capability), rebuilt where the sources or flags change, and later
+processes load it in milliseconds. Processes that start together build it once (torch's
+lock file); a lock left by a process killed while building is removed after 10 minutes. Where it cannot be built (no C++ compiler, no
 ninja) or HUMMUSS_CPU_KERNELS=0, `ops()` returns None after one warning and the callers run
 their PyTorch operations instead: the same numbers up to float rounding.
 """
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import functools
 import os
+import re
+import time
 import warnings
 from pathlib import Path
 
@@ -24,6 +28,7 @@ import torch
 
 SOURCES = [Path(__file__).with_name("csrc") / "mix_gate.cpp"]
 ENV = "HUMMUSS_CPU_KERNELS"  # "0": never build or use them
+STALE_LOCK_S = 600  # a build lock older than this was left by a process that died while building
 
 # per vector capability: the compiler's instruction set and ATen's `Vectorized` selection
 _CAPABILITY_FLAGS = {
@@ -44,6 +49,26 @@ def capability() -> str:
     return cap if cap in _CAPABILITY_FLAGS else "DEFAULT"
 
 
+def build_directory(cap: str) -> Path:
+    """Where the kernels for `cap` are built and cached: torch's extensions directory
+    (TORCH_EXTENSIONS_DIR, else ~/.cache/torch_extensions), one folder per torch version and
+    capability."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    return Path(root) / f"hummuss-torch{re.sub(r'[^0-9A-Za-z.]+', '_', torch.__version__)}-{cap.lower()}"
+
+
+def _clear_stale_lock(folder: Path) -> None:
+    """torch's build waits for as long as a `lock` file exists in the folder; one left by a
+    process killed during its build (15 s) would make every later process wait forever."""
+    lock = folder / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+            warnings.warn(f"hummuss: removing a stale build lock {lock}", stacklevel=3)
+            lock.unlink(missing_ok=True)
+    except FileNotFoundError:
+        pass
+
+
 @functools.cache
 def ops():
     """torch.ops.hummuss_cpu with the compiled kernels registered, or None (one warning) where
@@ -60,8 +85,12 @@ def ops():
             os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
         except ImportError:
             pass
+        folder = build_directory(cap)
+        folder.mkdir(parents=True, exist_ok=True)
+        _clear_stale_lock(folder)
         cpp_extension.load(
             name=f"hummuss_cpu_kernels_{cap.lower()}", sources=[str(s) for s in SOURCES],
+            build_directory=str(folder),
             extra_cflags=["-O3", "-fopenmp", *_CAPABILITY_FLAGS.get(cap, [])], extra_ldflags=["-fopenmp"],
             is_python_module=False, verbose=False)
     except Exception as err:  # noqa: BLE001 (a compiler's or loader's failure of any kind)

@@ -141,3 +141,25 @@ def test_without_the_kernels_mix_gate_is_the_pytorch_one(monkeypatch):
         assert build() is None
     assert len(caught) == 1 and "Ninja is required" in str(caught[0].message)
     assert "HUMMUSS_CPU_KERNELS=0" in str(caught[0].message)
+
+
+def test_a_build_lock_left_by_a_dead_process_is_removed(tmp_path, monkeypatch):
+    """torch waits while `lock` exists: one older than STALE_LOCK_S goes (with a warning), a
+    fresh one (a build under way in another process) stays."""
+    import os
+    import time
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    folder = cpu_kernels.build_directory("AVX2")
+    assert folder.parent == tmp_path and "avx2" in folder.name and torch.__version__.split("+")[0] in folder.name
+    folder.mkdir()
+    lock = folder / "lock"
+    lock.touch()
+    cpu_kernels._clear_stale_lock(folder)
+    assert lock.exists()
+    old = time.time() - cpu_kernels.STALE_LOCK_S - 5
+    os.utime(lock, (old, old))
+    with pytest.warns(UserWarning, match="stale build lock"):
+        cpu_kernels._clear_stale_lock(folder)
+    assert not lock.exists()
+    cpu_kernels._clear_stale_lock(folder)  # no lock: nothing to do
