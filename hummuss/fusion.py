@@ -8,6 +8,11 @@ Table 2), and in every layer to combine the two spatio-temporal streams (Table 3
     learned  sum_i alpha_i x_i,  alpha = softmax(W [x_1, .., x_n] + b) per token, with
              W = 0 and b = 1/2 at initialisation (DSTformer's `ts_attn`), so every path
              starts with weight 1/n.
+
+A GDSSM block's read-out mix followed by the gate, x_id prod_i (b_i + sum_c w_ic GELU(y_ic)),
+also comes fused: `MixGate` (PyTorch operations, a written-out backward; the reference and
+the GPU path), `KernelMixGate` and `mix_gate_into` (the compiled CPU kernel of
+hummuss/csrc/mix_gate.cpp, for training and evaluation), `mix_gate` choosing between them.
 """
 
 from __future__ import annotations
@@ -167,3 +172,25 @@ def mix_gate(y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, x_id: torch.Tens
         if ops() is not None:  # torch.ops.hummuss_cpu has the kernels
             return KernelMixGate.apply(y, w, b, x_id)
     return MixGate.apply(y, w, b, x_id)
+
+
+def mix_gate_into(y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pre_id: torch.Tensor, out: torch.Tensor) -> bool:
+    """Evaluation (no autograd): out = GELU(pre_id) prod_i (b_i + sum_c w_ic GELU(y_ic)) by the
+    compiled kernel, y (g, P, R, L, Q) possibly a view with spaced rows (the FFT convolution's
+    first L frames of each transform), pre_id (g, P, L, Q) before its GELU, out of its shape.
+    -> False, with nothing written, where the kernel does not apply (`mix_gate`'s conditions,
+    and out contiguous); the caller then runs its PyTorch operations."""
+    from hummuss.cpu_kernels import ops
+
+    g, P, R, L, Q = y.shape
+    if not (y.device.type == "cpu" and y.dtype in (torch.float32, torch.float64) and R <= 16
+            and out.is_contiguous() and pre_id.is_contiguous() and not torch.compiler.is_compiling()
+            and ops() is not None):
+        return False
+    rows = y.flatten(3)  # (g, P, R, L Q): a view where L and Q merge
+    M, step = L * Q, rows.stride(2)
+    if (M > 1 and rows.stride(3) != 1) or step < M or rows.stride(1) != R * step or rows.stride(0) != P * R * step:
+        rows = rows.contiguous()  # the kernel reads rows of M contiguous numbers, evenly spaced
+    torch.ops.hummuss_cpu.mix_gate_into(rows, w.contiguous(), b.contiguous(), pre_id.view(g, P, L * Q),
+                                        out.view(g, P, L * Q), True)
+    return True

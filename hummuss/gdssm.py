@@ -50,6 +50,8 @@ direction is the anti-causal convolution itself (no flips). Without autograd, lo
 are processed in chunks of about CHUNK_TOKENS tokens (along P or Q) to bound memory, and
 with the `gate` or `mean` aggregation each chunk goes channel group by channel group
 (`_grouped`: GELU, convolutions, mix and aggregation of a few MiB at a time, in cache).
+On the CPU the mix and the gate run as one compiled kernel (`hummuss.fusion.mix_gate` in
+training, `mix_gate_into` in `_grouped`; PyTorch operations where it cannot be built).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hummuss.fusion import Aggregate, mix_gate
+from hummuss.fusion import Aggregate, mix_gate, mix_gate_into
 from hummuss.packed_linear import pack_linear
 from hummuss.ssm import (
     DSSM,
@@ -292,7 +294,11 @@ class GDSSM(nn.Module):
         for h in range(0, H, group):
             s = slice(h, min(h + group, H))
             u = F.gelu(pre[H + s.start:H + s.stop]).view(-1, P, L, Q)
-            paths = self._mix(apply_conv(op.channels(s), u), (w[s], b[s]))  # (g, P, directions, L, Q)
+            y = apply_conv(op.channels(s), u)  # (g, P, R, L, Q)
+            if self.aggregate.kind == "gate" and mix_gate_into(y, w[s], b[s], pre[s].view(-1, P, L, Q),
+                                                               out[s].view(-1, P, L, Q)):
+                continue  # GELUs, mix and gate in one pass of the compiled kernel
+            paths = self._mix(y, (w[s], b[s]))  # (g, P, directions, L, Q)
             xs = [paths[:, :, i] for i in range(paths.shape[2])] + [F.gelu(pre[s]).view(-1, P, L, Q)]
             self.aggregate(*xs, dim=0, out=out[s].view(-1, P, L, Q))  # written in place
         return out

@@ -103,6 +103,8 @@ def count_operations(fn: Callable[[], object]) -> dict:
                 counts["gelu_backward"] += args[0].numel()
             elif name == "mix_gate":  # hummuss/csrc/mix_gate.cpp: a GELU of each element of y
                 counts["gelu"] += args[0].numel()
+            elif name == "mix_gate_into":  # evaluation: y's GELUs, and x_id's if it came before its GELU
+                counts["gelu"] += args[0].numel() + (args[3].numel() if args[5] else 0)
             elif name == "mix_gate_backward":  # GELU's backward of each element of y (args: go, y, ...)
                 counts["gelu_backward"] += args[1].numel()
             else:

@@ -163,3 +163,61 @@ def test_a_build_lock_left_by_a_dead_process_is_removed(tmp_path, monkeypatch):
         cpu_kernels._clear_stale_lock(folder)
     assert not lock.exists()
     cpu_kernels._clear_stale_lock(folder)  # no lock: nothing to do
+
+
+@needs_kernels
+@pytest.mark.parametrize("Q, spaced", [(1, True), (3, True), (1, False)])
+def test_evaluation_kernel_reads_spaced_rows_and_takes_x_before_its_gelu(Q, spaced):
+    """mix_gate_into (evaluation): y may be the first L frames of longer transforms (a view,
+    rows 2L apart); x_id comes before its GELU. Against MixGate in float64."""
+    from hummuss.fusion import mix_gate_into
+
+    g_, P, n, k, L = 3, 4, 2, 2, 37
+    gen = torch.Generator().manual_seed(Q)
+    full = 2 * torch.randn(g_, P, n * k, 2 * L if spaced else L, Q, generator=gen)
+    y = full[:, :, :, :L]
+    assert y.is_contiguous() != spaced
+    w, b = torch.randn(g_, n, k, generator=gen), torch.randn(g_, n, generator=gen)
+    pre = torch.randn(g_, P, L, Q, generator=gen)
+    out = torch.full((g_, P, L, Q), float("nan"))
+    assert mix_gate_into(y, w, b, pre, out)
+    want = MixGate.apply(y.double(), w.double(), b.double(), torch.nn.functional.gelu(pre.double()))
+    assert ((out.double() - want).abs().max() / want.abs().max()) < 2e-6
+
+
+def test_evaluation_kernel_declines_what_it_does_not_handle(monkeypatch):
+    """bfloat16, or no kernels: False and `out` untouched (the caller runs its own route)."""
+    from hummuss.fusion import mix_gate_into
+
+    y, w, b, x = _inputs(2, 3, 2, 1, 5, 1, torch.float32)
+    out = torch.zeros(2, 3, 5, 1)
+    assert not mix_gate_into(y.bfloat16(), w.bfloat16(), b.bfloat16(), x.bfloat16(), out.bfloat16())
+    monkeypatch.setattr(cpu_kernels, "ops", lambda: None)
+    assert not mix_gate_into(y, w, b, x, out)
+    assert torch.equal(out, torch.zeros(2, 3, 5, 1))
+
+
+@needs_kernels
+@pytest.mark.parametrize("preset", ["smoke", "cpu"])
+def test_an_evaluation_pass_with_the_kernel_equals_the_pytorch_route(preset, monkeypatch):
+    """A whole model's offline pass (GDSSM._grouped, every block through mix_gate_into)
+    against the same pass with the kernel declined: float32 rounding apart."""
+    import hummuss.gdssm as gdssm
+    from hummuss.zoo import build_model
+
+    model = build_model("hummuss", preset).eval()
+    x = torch.randn(2, 30, 17, 3, generator=torch.Generator().manual_seed(3))
+    calls = []
+    real = gdssm.mix_gate_into
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    with torch.inference_mode():
+        monkeypatch.setattr(gdssm, "mix_gate_into", counted)
+        got = model(x)
+        monkeypatch.setattr(gdssm, "mix_gate_into", lambda *args: False)
+        want = model(x)
+    assert calls  # the blocks went through the kernel
+    assert torch.allclose(got, want, rtol=0, atol=1e-5 * want.abs().max().item())

@@ -85,20 +85,27 @@ inline void gelu_and_grad(const Vectorized<T>& x, Vectorized<T>& g, Vectorized<T
 
 struct Shape {
   int64_t H, P, n, k, M;
+  int64_t row;  // elements from one row of y (h, p, r) to the next: M, or more for a view (evaluation)
 };
 
 Shape check(const at::Tensor& y, const at::Tensor& w, const at::Tensor& b, const at::Tensor& x_id) {
   TORCH_CHECK(y.dim() == 4 && w.dim() == 3 && b.dim() == 2 && x_id.dim() == 3,
               "mix_gate: y (H, P, n k, M), w (H, n, k), b (H, n), x_id (H, P, M)");
-  Shape s{y.size(0), y.size(1), w.size(1), w.size(2), y.size(3)};
+  // the rows' spacing, from the first dimension of y above M that has more than one entry
+  const int64_t row = y.size(2) > 1 ? y.stride(2) : y.size(1) > 1 ? y.stride(1) : y.size(0) > 1 ? y.stride(0) : y.size(3);
+  Shape s{y.size(0), y.size(1), w.size(1), w.size(2), y.size(3), row};
   TORCH_CHECK(y.size(2) == s.n * s.k && w.size(0) == s.H && b.size(0) == s.H && b.size(1) == s.n,
               "mix_gate: y's read-outs, w and b disagree");
   TORCH_CHECK(x_id.size(0) == s.H && x_id.size(1) == s.P && x_id.size(2) == s.M, "mix_gate: x_id's shape");
   TORCH_CHECK(s.n * s.k <= kMaxPaths, "mix_gate: at most ", kMaxPaths, " read-outs");
   for (const auto* t : {&y, &w, &b, &x_id}) {
-    TORCH_CHECK(t->device().is_cpu() && t->is_contiguous() && t->scalar_type() == y.scalar_type(),
-                "mix_gate: contiguous CPU tensors of one floating dtype");
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == y.scalar_type(), "mix_gate: CPU tensors of one floating dtype");
+    TORCH_CHECK(t == &y || t->is_contiguous(), "mix_gate: w, b and x_id contiguous");
   }
+  // y: rows of M contiguous elements, evenly spaced (a view of the first M of longer rows)
+  TORCH_CHECK((s.M == 1 || y.stride(3) == 1) && s.row >= s.M && (s.P == 1 || y.stride(1) == y.size(2) * s.row) &&
+                  (s.H == 1 || y.stride(0) == s.P * y.size(2) * s.row),
+              "mix_gate: y's rows must be contiguous and evenly spaced");
   return s;
 }
 
@@ -128,7 +135,7 @@ inline void map_range(const T* in, int64_t len, T* out, const F& f) {  // out[:l
 // (1, 2), (1, 1)), so that the loops over them unroll and their vectors stay in registers;
 // 0: read from the shape.
 template <typename T, int N, int K>
-void forward_kernel(const Shape& s, const T* y, const T* w, const T* b, const T* x, T* out) {
+void forward_kernel(const Shape& s, const T* y, const T* w, const T* b, const T* x, T* out, bool gelu_x) {
   using V = Vectorized<T>;
   const int64_t n = N ? N : s.n, k = K ? K : s.k;
   const int64_t R = n * k, M = s.M, G = Blocks<T>(s).per_block;
@@ -137,13 +144,21 @@ void forward_kernel(const Shape& s, const T* y, const T* w, const T* b, const T*
     for (int64_t h = h0; h < h1; ++h) {
       for (int64_t p0 = 0; p0 < s.P; p0 += G) {
         const int64_t rows = std::min(G, s.P - p0), row0 = h * s.P + p0;
-        map_range(y + row0 * R * M, rows * R * M, gbuf.data(), [](const V& v, T* o) { gelu(v).store(o); });
+        const auto to_gelu = [](const V& v, T* o) { gelu(v).store(o); };
+        if (s.row == M) {
+          map_range(y + row0 * R * M, rows * R * M, gbuf.data(), to_gelu);
+        } else {  // a view: row by row into the packed buffer
+          for (int64_t j = 0; j < rows * R; ++j) {
+            map_range(y + (row0 * R + j) * s.row, M, gbuf.data() + j * M, to_gelu);
+          }
+        }
         for (int64_t rr = 0; rr < rows; ++rr) {
           const T* g = gbuf.data() + rr * R * M;
           const int64_t row = row0 + rr;
           for (int64_t m = 0; m < M; m += V::size()) {
             const int64_t count = std::min<int64_t>(V::size(), M - m);
             V prod = V::loadu(x + row * M + m, count);
+            if (gelu_x) prod = gelu(prod);
             for (int64_t i = 0; i < n; ++i) {
               V path(b[h * n + i]);
               for (int64_t c = 0; c < k; ++c) {
@@ -245,21 +260,30 @@ void with_paths(const Shape& s, const F& f) {  // f(std::integral_constant N, K)
   f(integral_constant<int, 0>(), integral_constant<int, 0>());
 }
 
-at::Tensor mix_gate(const at::Tensor& y, const at::Tensor& w, const at::Tensor& b, const at::Tensor& x_id) {
+// out = x prod_i path_i, x = GELU(x_id) if gelu_x else x_id; out contiguous, of x_id's shape
+void mix_gate_into(const at::Tensor& y, const at::Tensor& w, const at::Tensor& b, const at::Tensor& x_id,
+                   const at::Tensor& out, bool gelu_x) {
   const Shape s = check(y, w, b, x_id);
-  auto out = at::empty_like(x_id);
+  TORCH_CHECK(out.sizes() == x_id.sizes() && out.is_contiguous() && out.scalar_type() == y.scalar_type(),
+              "mix_gate: out contiguous, of x_id's shape and dtype");
   AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "mix_gate", [&] {
     with_paths(s, [&](auto N, auto K) {
       forward_kernel<scalar_t, N, K>(s, y.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
-                                     x_id.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
+                                     x_id.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), gelu_x);
     });
   });
+}
+
+at::Tensor mix_gate(const at::Tensor& y, const at::Tensor& w, const at::Tensor& b, const at::Tensor& x_id) {
+  auto out = at::empty_like(x_id, at::MemoryFormat::Contiguous);
+  mix_gate_into(y, w, b, x_id, out, false);
   return out;
 }
 
 std::vector<at::Tensor> mix_gate_backward(const at::Tensor& go, const at::Tensor& y, const at::Tensor& w,
                                           const at::Tensor& b, const at::Tensor& x_id, bool grad_x) {
   const Shape s = check(y, w, b, x_id);
+  TORCH_CHECK(y.is_contiguous(), "mix_gate_backward: y contiguous");
   TORCH_CHECK(go.sizes() == x_id.sizes() && go.is_contiguous() && go.scalar_type() == y.scalar_type(),
               "mix_gate_backward: the output's gradient, contiguous, of x_id's shape");
   auto gy = at::empty_like(y), gw = at::empty_like(w), gb = at::empty_like(b);
@@ -279,10 +303,12 @@ std::vector<at::Tensor> mix_gate_backward(const at::Tensor& go, const at::Tensor
 
 TORCH_LIBRARY(hummuss_cpu, m) {
   m.def("mix_gate(Tensor y, Tensor w, Tensor b, Tensor x_id) -> Tensor");
+  m.def("mix_gate_into(Tensor y, Tensor w, Tensor b, Tensor x_id, Tensor(a!) out, bool gelu_x) -> ()");
   m.def("mix_gate_backward(Tensor go, Tensor y, Tensor w, Tensor b, Tensor x_id, bool grad_x) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(hummuss_cpu, CPU, m) {
   m.impl("mix_gate", &mix_gate);
+  m.impl("mix_gate_into", &mix_gate_into);
   m.impl("mix_gate_backward", &mix_gate_backward);
 }
