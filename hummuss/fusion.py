@@ -161,17 +161,20 @@ class KernelMixGate(torch.autograd.Function):
         return grads[0].view(y.shape), grads[1], grads[2], gx
 
 
+def _kernel_applies(y: torch.Tensor) -> bool:
+    """Whether the compiled kernel takes y (H, P, R, L, Q): on the CPU, float32 or float64, at
+    most 16 read-outs, not under torch.compile, and the kernels built (torch.ops.hummuss_cpu)."""
+    from hummuss.cpu_kernels import ops
+
+    return (y.device.type == "cpu" and y.dtype in (torch.float32, torch.float64) and y.shape[2] <= 16
+            and not torch.compiler.is_compiling() and ops() is not None)
+
+
 def mix_gate(y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, x_id: torch.Tensor) -> torch.Tensor:
     """x_id prod_i (b_i + sum_c w_ic GELU(y_ic)) with its backward: the compiled CPU kernel
     where it applies (CPU, float32 or float64, at most 16 read-outs, not under torch.compile,
     the kernels built: `hummuss.cpu_kernels.ops`), otherwise `MixGate`."""
-    from hummuss.cpu_kernels import ops
-
-    if (y.device.type == "cpu" and y.dtype in (torch.float32, torch.float64)
-            and y.shape[2] <= 16 and not torch.compiler.is_compiling()):
-        if ops() is not None:  # torch.ops.hummuss_cpu has the kernels
-            return KernelMixGate.apply(y, w, b, x_id)
-    return MixGate.apply(y, w, b, x_id)
+    return (KernelMixGate if _kernel_applies(y) else MixGate).apply(y, w, b, x_id)
 
 
 def mix_gate_into(y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pre_id: torch.Tensor, out: torch.Tensor) -> bool:
@@ -180,12 +183,8 @@ def mix_gate_into(y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pre_id: tor
     first L frames of each transform), pre_id (g, P, L, Q) before its GELU, out of its shape.
     -> False, with nothing written, where the kernel does not apply (`mix_gate`'s conditions,
     and out contiguous); the caller then runs its PyTorch operations."""
-    from hummuss.cpu_kernels import ops
-
     g, P, R, L, Q = y.shape
-    if not (y.device.type == "cpu" and y.dtype in (torch.float32, torch.float64) and R <= 16
-            and out.is_contiguous() and pre_id.is_contiguous() and not torch.compiler.is_compiling()
-            and ops() is not None):
+    if not (out.is_contiguous() and pre_id.is_contiguous() and _kernel_applies(y)):
         return False
     rows = y.flatten(3)  # (g, P, R, L Q): a view where L and Q merge
     M, step = L * Q, rows.stride(2)

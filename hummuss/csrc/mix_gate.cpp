@@ -117,11 +117,9 @@ Shape check(const at::Tensor& y, const at::Tensor& w, const at::Tensor& b, const
 // saves none; and the spatial blocks' short rows (M = 17) cost one tail per block, not per row.
 constexpr int64_t kBlock = 2048;
 
-template <typename T>
-struct Blocks {  // [row0, row1) of the rows of channel h, a block at a time
-  int64_t rows, per_block;
-  Blocks(const Shape& s) : rows(s.P), per_block(std::max<int64_t>(1, kBlock / (s.n * s.k * s.M))) {}
-};
+inline int64_t rows_per_block(const Shape& s) {  // rows (h, p) of a block: kBlock numbers of y, at least one row
+  return std::max<int64_t>(1, kBlock / (s.n * s.k * s.M));
+}
 
 template <typename T, typename F>
 inline void map_range(const T* in, int64_t len, T* out, const F& f) {  // out[:len] = f(in[:len]), padded
@@ -138,7 +136,7 @@ template <typename T, int N, int K>
 void forward_kernel(const Shape& s, const T* y, const T* w, const T* b, const T* x, T* out, bool gelu_x) {
   using V = Vectorized<T>;
   const int64_t n = N ? N : s.n, k = K ? K : s.k;
-  const int64_t R = n * k, M = s.M, G = Blocks<T>(s).per_block;
+  const int64_t R = n * k, M = s.M, G = rows_per_block(s);
   at::parallel_for(0, s.H, 1, [&](int64_t h0, int64_t h1) {
     std::vector<T> gbuf(G * R * M + V::size());
     for (int64_t h = h0; h < h1; ++h) {
@@ -180,7 +178,7 @@ void backward_kernel(const Shape& s, const T* go, const T* y, const T* w, const 
                      T* gy, T* gw, T* gb, T* gx) {
   using V = Vectorized<T>;
   const int64_t n = N ? N : s.n, k = K ? K : s.k;
-  const int64_t R = n * k, M = s.M, G = Blocks<T>(s).per_block;
+  const int64_t R = n * k, M = s.M, G = rows_per_block(s);
   at::parallel_for(0, s.H, 1, [&](int64_t h0, int64_t h1) {
     std::vector<T> gbuf(G * R * M + V::size()), dbuf(G * R * M + V::size());
     for (int64_t h = h0; h < h1; ++h) {
