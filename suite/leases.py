@@ -11,7 +11,8 @@ server) may expand the same study. Just before a run starts, its process claims 
 - a FAILED, KILLED, stale or dead-held RUNNING one: taken over (resumed into the same
   MLflow run from its checkpoint). Each claimant writes a tag of its own, `claim.<token>`
   = the time of its first read, and reads the run back after a pause: the earliest claim
-  wins, every other claimant withdraws its tag and backs off;
+  wins, unless the run changed hands since the first read (`changed_hands`); every other
+  claimant withdraws its tag and backs off;
 - none: a new run is created, then every run with that hash is read back and the
   earliest live one wins; a process that lost deletes its own run.
 
@@ -109,6 +110,17 @@ def is_live(run, ttl: float, now: float) -> bool:
     return run.info.status == "RUNNING" and now - heartbeat_of(run) < ttl and held and not holder_gone(run)
 
 
+def changed_hands(before, after, first_read: float) -> bool:
+    """Whether the run was taken between a claimant's first read (`before`, at `first_read`)
+    and its read-back (`after`): another holder, a heartbeat written since, or RUNNING again.
+    A winner's claim tag goes once it holds the run, and its heartbeat may be older than
+    `claim_ttl_s` by the time a slow claimant reads back (its keeper not beating yet, a
+    loaded machine): that claimant must still see that it lost."""
+    return (after.data.tags.get(HOLDER_TAG) != before.data.tags.get(HOLDER_TAG)
+            or heartbeat_of(after) > first_read
+            or (after.info.status == "RUNNING") != (before.info.status == "RUNNING"))
+
+
 def take_lease(tracker: Tracker, experiment_id: str, spec: RunSpec, parent_id: str | None,
                token: str | None = None) -> Lease:
     token = token or uuid.uuid4().hex
@@ -138,7 +150,7 @@ def take_lease(tracker: Tracker, experiment_id: str, spec: RunSpec, parent_id: s
             time.sleep(SETTLE_S)
             current = tracker.get_run(run_id)
             pending = {t: at for t, at in claims(current).items() if at > first_read - ttl}  # older: abandoned
-            if (token in pending and not is_live(current, ttl, time.time())
+            if (token in pending and not is_live(current, ttl, time.time()) and not changed_hands(target, current, first_read)
                     and min(pending, key=lambda t: (pending[t], t)) == token):
                 # the holder first, then RUNNING, then the claim goes: a claimant reading
                 # back meanwhile sees either this claim (earlier than its own) or a live run

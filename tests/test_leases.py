@@ -105,6 +105,24 @@ def test_of_three_simultaneous_claimants_exactly_one_wins(tracker, spec, request
     assert {c.action for c in results if not c.run_id} <= {"lost", "running-elsewhere"}
 
 
+def test_a_claimant_reading_back_after_the_winners_heartbeat_went_stale_still_loses(tracker, spec, request):
+    """B read the run while it was KILLED; A took it over; B reads back more than the TTL
+    after A's heartbeat (A's keeper not beating yet, a loaded machine). A's claim tag is
+    gone and its heartbeat is stale, but the run changed hands since B's read: B loses."""
+    exp = _experiment(tracker, request)
+    run_id = take_lease(tracker, exp, spec, None).run_id
+    tracker.set_status(run_id, "KILLED")
+    before = _active(tracker, exp, spec)  # what B's first read returns
+    a = take_lease(tracker, exp, spec, None)
+    assert (a.run_id, a.action) == (run_id, "resume")
+    time.sleep(TTL + 0.5)
+    b_client = Tracker(tracker.settings, check=False)
+    b_client.runs_with_hash = lambda *args: before
+    b = take_lease(b_client, exp, spec, None)
+    assert (b.run_id, b.action, b.holder) == (None, "lost", run_id)
+    assert not [k for k in tracker.get_run(run_id).data.tags if k.startswith("claim.")]
+
+
 # -- two processes, one PostgreSQL store ------------------------------------------------------
 @pytest.fixture
 def postgres_store(tmp_path, monkeypatch):
