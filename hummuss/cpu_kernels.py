@@ -1,8 +1,10 @@
 """The suite's hand-written CPU kernels (`hummuss/csrc/*.cpp`), compiled on first use.
 
-One kernel so far: `mix_gate`, a GDSSM block's read-out mix and gate aggregation, forward
-and backward, in one pass over the convolutions' outputs (`hummuss.fusion.MixGate` is the
-same function in PyTorch operations, and stays the reference and the path on GPUs).
+Two kernels: `mix_gate` (mix_gate.cpp), a GDSSM block's read-out mix and gate aggregation,
+forward and backward, in one pass over the convolutions' outputs (`hummuss.fusion.MixGate`
+is the same function in PyTorch operations, and stays the reference and the path on GPUs);
+and `state_step_` (state_step.cpp), the streaming step's state update in place
+(`hummuss.ssm.state_kernel`; `hummuss.ssm.recurrence.advance_state_planar` is the reference).
 
 `ops()` compiles the sources with `torch.utils.cpp_extension` for this CPU's vector
 instructions (ATen's `Vectorized` at the width that `torch.backends.cpu.get_cpu_capability()`
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-SOURCES = [Path(__file__).with_name("csrc") / "mix_gate.cpp"]
+SOURCES = [Path(__file__).with_name("csrc") / name for name in ("mix_gate.cpp", "state_step.cpp")]
 ENV = "HUMMUSS_CPU_KERNELS"  # "0": never build or use them
 STALE_LOCK_S = 600  # a build lock older than this was left by a process that died while building
 
@@ -98,4 +100,12 @@ def ops():
                       f"{str(err).strip().splitlines()[-1] if str(err).strip() else ''}); "
                       f"using PyTorch operations instead (set {ENV}=0 to skip the attempt)", stacklevel=2)
         return None
+    _register_fakes()
     return torch.ops.hummuss_cpu
+
+
+def _register_fakes() -> None:
+    """Shapes of the ops' outputs without running them, for torch.compile's tracing."""
+    @torch.library.register_fake("hummuss_cpu::state_step_")
+    def _(s, a, b, u, Rr, Ri, D):
+        return s.new_empty(s.shape[2], s.shape[1], Rr.shape[1])

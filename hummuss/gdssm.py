@@ -72,6 +72,7 @@ from hummuss.ssm import (
     conv_operator,
     operator_bytes,
     planar_state,
+    state_kernel,
 )
 
 CHUNK_TOKENS = 2048  # evaluation works on chunks of about this many tokens (cache-sized)
@@ -316,7 +317,8 @@ class GDSSM(nn.Module):
         Every block: `proj` and `out`, its input projections [W_id; W_in] and output
         projection packed for `rows` tokens per step (default `joints`; `packed_linear`),
         and the mix weights. Spatial blocks: the convolution operator over `joints`;
-        temporal (forward-only) blocks: the read-out weights.
+        temporal (forward-only) blocks: the read-out weights, and `kernel`, whether a planar
+        state advances in place in the CPU kernel (`hummuss.ssm.state_kernel`).
         """
         with torch.no_grad():
             w, b = self._input_weights()
@@ -327,7 +329,8 @@ class GDSSM(nn.Module):
             if not self.temporal:
                 return dict(op=self._operator(joints, "cols", 1.0, "toeplitz"), **packed)
             self._check_streamable()
-            return dict(R=self.ssm_f.readout_weight(), planes=self.ssm_f.readout_planes(), **packed)
+            kernel = self.ssm_f.discretization == "zoh" and state_kernel.usable(w.device, w.dtype)
+            return dict(R=self.ssm_f.readout_weight(), planes=self.ssm_f.readout_planes(), kernel=kernel, **packed)
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor, dt: float | torch.Tensor = 1.0,
              discretised=None, consts: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -339,7 +342,8 @@ class GDSSM(nn.Module):
         functional (differentiable) on a complex state (B, H, M) ((B, H, M + 1) for foh). With `consts` from `stream_constants` (computed once per stream: it
         packs the weights) it is the streaming step, without autograd: a complex state is
         updated in place and returned; a planar real one (2, H, B, M) = (Re, Im),
-        channel-major, with `discretised` in the same form (`planar_state`), is replaced by a
+        channel-major, with `discretised` in the same form (`planar_state`), is updated in
+        place by the CPU kernel where `consts["kernel"]` (`state_kernel`), else replaced by a
         new one (`advance_state_planar`, one pass over the state under torch.compile).
         """
         z = self.norm(x_t)
@@ -358,6 +362,8 @@ class GDSSM(nn.Module):
         dA, dB, *prev = discretised  # foh: prev = [dB_prev]
         if state.is_complex():
             y = advance_state_(state, dA, dB, u, consts["R"], ssm.D, *prev)  # (B, H, k)
+        elif consts["kernel"]:  # planar, in place in the CPU kernel
+            y = state_kernel.advance_state_kernel(state, dA, dB, u, *consts["planes"], ssm.D)
         else:
             state, y = advance_state_planar(state, dA, dB, u, *consts["planes"], ssm.D, *prev)
         w, b = consts["mix"]  # (H, 1, k), (H, 1)

@@ -17,10 +17,12 @@ oneDNN on the CPU, `packed_linear`; a copy, 45 MB for paper-causal) and the disc
 of each step size are computed once (at `reset`) and reused. At batch 1 the step is bound
 by memory traffic: the paper-causal state is 10 blocks x 17 joints x 768 channels x 64
 complex modes (67 MB), read and rewritten every frame, and the projections' weights are
-read once. Eagerly the complex states are updated in place; compiled, each frame runs
-through `torch.compile`, with the states as planar real tensors (2, H, B J, M) = (Re, Im),
-channel-major, so that each block's update and read-out are one pass over its state
-(`advance_state_planar`, which returns a new state).
+read once. On the CPU (float32, zero-order hold) the states are planar real tensors
+(2, H, B J, M) = (Re, Im), channel-major, and each block's update and read-out are one pass
+in place over its state in a compiled kernel (`hummuss.ssm.state_kernel`), eager or inside
+the compiled step; a copy-free pass matters, as the state is most of the step's memory
+traffic. Elsewhere the states are complex and updated in place eagerly, and planar under
+`torch.compile` (`advance_state_planar`, which returns a new state).
 
 `compile`: None (the default) streams eagerly for the first AUTO_COMPILE_AFTER frames, then
 switches to the compiled step where a compiler exists (`compiler_available`: a C++
@@ -91,17 +93,24 @@ class HumMUSSStream:
         model = self.model
         device = next(model.parameters()).device
         n = self.batch_size * model.config.num_joints
-        self.states = [
-            [layer.temporal_st.initial_state(n, device), layer.temporal_ts.initial_state(n, device)]
-            for layer in model.layers
-        ]
-        if self.compile:  # planar (Re, Im) real states for the compiled update
-            self.states = [[planar_state(s) for s in pair] for pair in self.states]
         J = model.config.num_joints
         rows = self.batch_size * J  # tokens per step: what the packed projections are tuned for
         self._consts = [[block.stream_constants(J, rows) for block in self._blocks(layer)]
                         for layer in model.layers]
+        # every temporal block's state advances in place in the CPU kernel (eager or compiled)
+        self._kernel = all(c[1]["kernel"] and c[2]["kernel"] for c in self._consts)
+        self.states = [
+            [layer.temporal_st.initial_state(n, device), layer.temporal_ts.initial_state(n, device)]
+            for layer in model.layers
+        ]
+        if self.planar:  # planar (Re, Im) real states for the kernel or the compiled update
+            self.states = [[planar_state(s) for s in pair] for pair in self.states]
         self.frames_seen = 0
+
+    @property
+    def planar(self) -> bool:
+        """Whether the states are planar real (2, H, B J, M) rather than complex (B J, H, M)."""
+        return self.compile or self._kernel
 
     @staticmethod
     def _blocks(layer: nn.Module):
@@ -112,7 +121,7 @@ class HumMUSSStream:
         def disc(step):
             out = [[b.ssm_f.discretise_step(step) for b in (layer.temporal_st, layer.temporal_ts)]
                    for layer in self.model.layers]
-            if self.compile:
+            if self.planar:
                 out = [[tuple(planar_state(t) for t in pair) for pair in per] for per in out]
             return out
 
@@ -153,8 +162,9 @@ class HumMUSSStream:
         global _warned_no_compiler
         self.auto = False
         if compiler_available(next(self.model.parameters()).device):
+            if not self.planar:
+                self.states = [[planar_state(s) for s in pair] for pair in self.states]
             self.compile, self._cache = True, {}
-            self.states = [[planar_state(s) for s in pair] for pair in self.states]
         elif not _warned_no_compiler:
             _warned_no_compiler = True
             warnings.warn("no compiler for torch.compile (a C++ compiler on the CPU, Triton on CUDA); "
@@ -172,7 +182,8 @@ class HumMUSSStream:
             warnings.warn(f"torch.compile of the streaming step failed ({type(err).__name__}: {err}); "
                           "running it eagerly", RuntimeWarning, stacklevel=3)
             self.compile, self.auto, self._cache = False, False, {}
-            self.states = [[complex_state(s) for s in pair] for pair in self.states]
+            if not self.planar:
+                self.states = [[complex_state(s) for s in pair] for pair in self.states]
             with torch.inference_mode():
                 y, self.states = _frame(self.model, x_t, self.states, self._discretised(dt), self._consts)
             return y

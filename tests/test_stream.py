@@ -12,6 +12,19 @@ def model():
     return HumMUSS(HumMUSSConfig.preset("smoke", causal=True)).eval()
 
 
+@pytest.fixture(params=[False, True], ids=["pytorch-update", "cpu-kernel"])
+def kernel(request, monkeypatch):
+    """Streams built in the test run their temporal updates in PyTorch operations (complex
+    states eagerly) or, where it can be built, in the CPU kernel (planar states throughout)."""
+    from hummuss.ssm import state_kernel
+
+    if request.param and not state_kernel.usable("cpu", torch.float32):
+        pytest.skip("the CPU kernels cannot be built here")
+    if not request.param:
+        monkeypatch.setattr(state_kernel, "usable", lambda device, dtype: False)
+    return request.param
+
+
 def test_stream_equals_offline_with_per_frame_steps(model):
     x = torch.randn(2, 60, 17, 3)
     dt = 1.0 + torch.randint(0, 3, (2, 60)).float()  # irregular timestamps
@@ -86,10 +99,11 @@ def test_compile_falls_back_to_eager_when_it_fails(model, monkeypatch):
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip([first] + rest, expected))
 
 
-def test_planar_states_give_the_complex_path_and_convert_back_on_fallback(model, monkeypatch):
+def test_planar_states_give_the_complex_path_and_convert_back_on_fallback(model, monkeypatch, kernel):
     """The compiled path's channel-major planar states, run uncompiled (torch.compile replaced
-    by the identity), equal the complex path with float and per-stream steps; when the
-    compiled step fails mid-stream the states convert back and the stream goes on unchanged."""
+    by the identity), equal the eager path with float and per-stream steps; when the
+    compiled step fails mid-stream the stream goes on unchanged, its states converted back
+    to complex ones unless the kernel updates them."""
     import hummuss.stream
 
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
@@ -108,7 +122,7 @@ def test_planar_states_give_the_complex_path_and_convert_back_on_fallback(model,
     with pytest.warns(RuntimeWarning, match="compiled step lost"):
         got.append(planar.step(x[:, 5], dt=dts[5]))
     got += [planar.step(x[:, t], dt=dts[t]) for t in range(6, 8)]
-    assert not planar.compile and planar.states[0][0].is_complex()
+    assert not planar.compile and planar.states[0][0].is_complex() == (not kernel) == (not planar.planar)
     assert max((a - b).abs().max().item() for a, b in zip(got, expected)) < 1e-5
 
 
@@ -144,7 +158,7 @@ def test_stream_centres_each_frame_like_the_offline_model():
     assert (online - offline).abs().max() < 1e-5
 
 
-def test_default_stream_switches_to_the_compiled_step_and_stays_exact(model, monkeypatch):
+def test_default_stream_switches_to_the_compiled_step_and_stays_exact(model, monkeypatch, kernel):
     """compile=None: eager for AUTO_COMPILE_AFTER frames, then the compiled step (here
     torch.compile replaced by the identity) on planar states, with the same outputs."""
     import hummuss.stream
@@ -158,14 +172,14 @@ def test_default_stream_switches_to_the_compiled_step_and_stays_exact(model, mon
     eager, auto = model.stream(batch_size=2, compile=False), model.stream(batch_size=2)
     expected = [eager.step(x[:, t], dt=dts[t]) for t in range(8)]
     got = [auto.step(x[:, t], dt=dts[t]) for t in range(3)]
-    assert not auto.compile and auto.states[0][0].is_complex()
+    assert not auto.compile and auto.states[0][0].is_complex() == (not kernel)
     got += [auto.step(x[:, t], dt=dts[t]) for t in range(3, 8)]
     assert auto.compile and auto.states[0][0].shape == (2, 32, 34, 4)  # planar (Re/Im, H, B J, M)
     assert not eager.compile
     assert max((a - b).abs().max().item() for a, b in zip(got, expected)) < 1e-5
 
 
-def test_default_stream_without_a_compiler_warns_once_and_stays_eager(model, monkeypatch):
+def test_default_stream_without_a_compiler_warns_once_and_stays_eager(model, monkeypatch, kernel):
     import warnings
 
     import hummuss.stream
@@ -178,7 +192,7 @@ def test_default_stream_without_a_compiler_warns_once_and_stays_eager(model, mon
         warnings.simplefilter("always")
         for s in (model.stream(), model.stream()):
             ys = [s.step(x[:, t]) for t in range(5)]
-            assert not s.compile and s.states[0][0].is_complex()
+            assert not s.compile and s.states[0][0].is_complex() == (not kernel)
     assert [str(w.message)[:36] for w in caught] == ["no compiler for torch.compile (a C++"]
     with torch.no_grad():
         assert (torch.stack(ys, 1) - model(x)).abs().max() < 1e-5

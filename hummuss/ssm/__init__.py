@@ -7,6 +7,8 @@
                    operators and their sizing (`fft_size`, `conv_method`)
     recurrence.py  read-out, blocked scans, streaming state updates (complex in place, or
                    planar real states for torch.compile)
+    state_kernel.py  the planar streaming update in place, in the compiled CPU kernel
+                   (hummuss/csrc/state_step.cpp)
     cache.py       `ParamCache` (values derived from parameters, kept without autograd until
                    a parameter changes) and `cexp` (complex exp through real ops)
 
@@ -14,6 +16,7 @@ The names below are the package's public surface; module constants (TOEPLITZ_MAX
 CACHE_MAX_BYTES, ...) are read from their own files, so patch them there.
 """
 
+from hummuss.ssm import state_kernel
 from hummuss.ssm.cache import ParamCache, cexp
 from hummuss.ssm.conv import (
     ConvOperator,
@@ -39,5 +42,5 @@ from hummuss.ssm.recurrence import advance_state_, advance_state_planar, complex
 __all__ = [
     "DISCRETIZATIONS", "DSSM", "INIT_SCHEMES", "ConvOperator", "ParamCache", "advance_state_", "advance_state_planar",
     "apply_conv", "cexp", "complex_state", "conv_method", "conv_operator", "fft_size", "foh", "init_eigenvalues",
-    "legs_frequencies", "operator_bytes", "phi12", "planar_state", "toeplitz", "zoh",
+    "legs_frequencies", "operator_bytes", "phi12", "planar_state", "state_kernel", "toeplitz", "zoh",
 ]

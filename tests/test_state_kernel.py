@@ -1,0 +1,129 @@
+"""The streaming state update in the compiled CPU kernel (hummuss/csrc/state_step.cpp): the
+formula in complex float64, in place, its refusals, and that streams use it (eagerly and
+inside the compiled step) with the outputs of the PyTorch path."""
+
+import shutil
+
+import pytest
+import torch
+
+from hummuss import cpu_kernels
+from hummuss.model import HumMUSS, HumMUSSConfig
+from hummuss.ssm import state_kernel
+
+HAS_COMPILER = shutil.which("c++") is not None or shutil.which("g++") is not None
+needs_kernels = pytest.mark.skipif(not HAS_COMPILER or not cpu_kernels.enabled(),
+                                   reason="no C++ compiler here, or HUMMUSS_CPU_KERNELS=0")
+
+
+@pytest.fixture
+def built():
+    """The kernels built and loaded (`usable` does it; the op exists only after)."""
+    assert state_kernel.usable("cpu", torch.float32), "the CPU kernels failed to build (see the warning)"
+
+
+def _inputs(H, N, M, k, per_stream, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(2, H, N, M, generator=g)
+    ab_shape = (2, H, N, M) if per_stream else (2, H, M)
+    a, b = 0.9 * torch.randn(ab_shape, generator=g), torch.randn(ab_shape, generator=g)
+    u = torch.randn(N, 2 * H, generator=g)[:, H:]  # a view with a row stride of 2H, as the step's
+    return s, a, b, u, torch.randn(H, k, M, generator=g), torch.randn(H, k, M, generator=g), torch.randn(k, H, generator=g)
+
+
+def _formula(s, a, b, u, Rr, Ri, D):
+    """s <- a s + b u on complex numbers, y = sum_m (Rr Re s + Ri Im s) + D u, in float64."""
+    s, a, b, u, Rr, Ri, D = (t.double() for t in (s, a, b, u, Rr, Ri, D))
+    z = torch.complex(s[0], s[1])                                    # (H, N, M)
+    za, zb = torch.complex(a[0], a[1]), torch.complex(b[0], b[1])    # (H, M) or (H, N, M)
+    if za.dim() == 2:
+        za, zb = za[:, None], zb[:, None]
+    z = za * z + zb * u.t()[..., None]
+    y = torch.einsum("hnm,hcm->nhc", z.real, Rr) + torch.einsum("hnm,hcm->nhc", z.imag, Ri) + (u[..., None] * D.t())
+    return torch.stack([z.real, z.imag]), y
+
+
+@needs_kernels
+@pytest.mark.parametrize("H, N, M, k, per_stream", [
+    (48, 17, 64, 2, False),   # a temporal block of paper-causal, fewer channels: 4 vectors of modes, 2 read-outs
+    (5, 3, 19, 1, False),     # modes that fill one vector and a tail, one read-out
+    (7, 4, 33, 3, True),      # a step per stream, a read-out count without its own specialisation
+    (4, 2, 8, 8, False),      # the most read-outs, fewer modes than a vector
+])
+def test_the_kernel_is_the_formula_and_updates_the_state_in_place(built, H, N, M, k, per_stream):
+    s, a, b, u, Rr, Ri, D = _inputs(H, N, M, k, per_stream, seed=H + M)
+    want_s, want_y = _formula(s, a, b, u, Rr, Ri, D)
+    ptr = s.data_ptr()
+    y = state_kernel.advance_state_kernel(s, a, b, u, Rr, Ri, D)
+    assert s.data_ptr() == ptr and y.shape == (N, H, k) and y.dtype == torch.float32
+    assert (s.double() - want_s).abs().max() < 1e-5 * want_s.abs().max()
+    assert (y.double() - want_y).abs().max() < 1e-5 * want_y.abs().max()
+
+
+@needs_kernels
+def test_the_kernel_refuses_what_it_does_not_handle(built):
+    s, a, b, u, Rr, Ri, D = _inputs(4, 2, 8, 2, False)
+    step = state_kernel.advance_state_kernel
+    with pytest.raises(RuntimeError, match="float32"):
+        step(s.double(), a.double(), b.double(), u.double(), Rr.double(), Ri.double(), D.double())
+    with pytest.raises(RuntimeError, match=r"a, b \(2, H, M\)"):
+        step(s, a[:, :3].contiguous(), b[:, :3].contiguous(), u, Rr, Ri, D)
+    with pytest.raises(RuntimeError, match="contiguous"):
+        step(s.transpose(2, 3).contiguous().transpose(2, 3), a, b, u, Rr, Ri, D)
+    s9, a9, b9, u9, Rr9, Ri9, D9 = _inputs(4, 2, 8, 9, False)
+    with pytest.raises(RuntimeError, match="1 to 8 read-outs"):
+        step(s9, a9, b9, u9, Rr9, Ri9, D9)
+    assert not state_kernel.usable("cpu", torch.float64) and not state_kernel.usable("meta", torch.float32)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return HumMUSS(HumMUSSConfig.preset("smoke", causal=True)).eval()
+
+
+def _stream_without_kernel(model, monkeypatch, **kwargs):
+    with monkeypatch.context() as m:
+        m.setattr(state_kernel, "usable", lambda device, dtype: False)
+        return model.stream(**kwargs)
+
+
+@needs_kernels
+def test_an_eager_stream_advances_planar_states_in_place_like_the_complex_path(model, monkeypatch):
+    x = torch.randn(2, 12, 17, 3)
+    dts = [1.0, 2.0, torch.tensor([1.0, 3.0])] * 4
+    kernel, reference = model.stream(batch_size=2, compile=False), _stream_without_kernel(model, monkeypatch, batch_size=2, compile=False)
+    assert kernel.planar and not reference.planar and reference.states[0][0].is_complex()
+    ptrs = [s.data_ptr() for pair in kernel.states for s in pair]
+    got = torch.stack([kernel.step(x[:, t], dt=dts[t]) for t in range(12)])
+    want = torch.stack([reference.step(x[:, t], dt=dts[t]) for t in range(12)])
+    assert [s.data_ptr() for pair in kernel.states for s in pair] == ptrs  # no new state a frame
+    assert (got - want).abs().max() < 1e-5
+
+
+def test_first_order_hold_blocks_keep_the_pytorch_update(monkeypatch):
+    torch.manual_seed(0)
+    foh = HumMUSS(HumMUSSConfig.preset("smoke", causal=True, discretization="foh")).eval()
+    s = foh.stream(compile=False)
+    assert not s.planar and not any(c[1]["kernel"] or c[2]["kernel"] for c in s._consts)
+    x = torch.randn(1, 6, 17, 3)
+    with torch.no_grad():
+        assert (torch.stack([s.step(x[:, t]) for t in range(6)], 1) - foh(x)).abs().max() < 1e-5
+
+
+@needs_kernels
+def test_the_compiled_step_calls_the_kernel_in_place(model, monkeypatch):
+    """torch.compile for real (Inductor): the states keep their memory, the outputs equal the
+    eager complex path's."""
+    import hummuss.stream
+
+    monkeypatch.setattr(hummuss.stream, "_compiled_frame", None)
+    x = torch.randn(1, 6, 17, 3)
+    compiled, reference = model.stream(compile=True), _stream_without_kernel(model, monkeypatch, compile=False)
+    got = [compiled.step(x[:, t]) for t in range(2)]
+    assert compiled.compile, "torch.compile fell back to eager execution"
+    ptrs = [s.data_ptr() for pair in compiled.states for s in pair]
+    got += [compiled.step(x[:, t]) for t in range(2, 6)]
+    assert [s.data_ptr() for pair in compiled.states for s in pair] == ptrs
+    want = [reference.step(x[:, t]) for t in range(6)]
+    assert max((a - b).abs().max().item() for a, b in zip(got, want)) < 1e-5
