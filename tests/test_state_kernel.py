@@ -49,9 +49,12 @@ def _formula(s, a, b, u, Rr, Ri, D):
     (5, 3, 19, 1, False),     # modes that fill one vector and a tail, one read-out
     (7, 4, 33, 3, True),      # a step per stream, a read-out count without its own specialisation
     (4, 2, 8, 8, False),      # the most read-outs, fewer modes than a vector
+    (6, 5, 32, 2, None),      # a state whose Re and Im rows alternate in memory (strides, not contiguous)
 ])
 def test_the_kernel_is_the_formula_and_updates_the_state_in_place(built, H, N, M, k, per_stream):
-    s, a, b, u, Rr, Ri, D = _inputs(H, N, M, k, per_stream, seed=H + M)
+    s, a, b, u, Rr, Ri, D = _inputs(H, N, M, k, bool(per_stream), seed=H + M)
+    if per_stream is None:
+        s = s.permute(1, 2, 0, 3).contiguous().permute(2, 0, 1, 3)  # (2, H, N, M) over (H, N, 2, M)
     want_s, want_y = _formula(s, a, b, u, Rr, Ri, D)
     ptr = s.data_ptr()
     y = state_kernel.advance_state_kernel(s, a, b, u, Rr, Ri, D)
