@@ -153,7 +153,7 @@ def targets(df: pd.DataFrame) -> pd.DataFrame:
         add(f"HumMUSS ({label}) stream step: fraction of the measured matmul rate", ">= 0.40",
             None if h100 is None else float(h100["matmul_fraction"]), lambda v: v >= 0.40)
     # what the hardware allows: the step's projections alone (as it runs them) plus rewriting
-    # its whole state once (a copy of the state's bytes); no step can be faster than both
+    # its whole state once (one pass over it in place); no step can be faster than both
     proj = _pick(df, model="packed", mode="matmul, streaming step's projections")
     copy = _pick(df, mode="bandwidth")
     h100 = streams.get("compiled")
