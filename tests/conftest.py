@@ -31,6 +31,18 @@ def pytest_ignore_collect(collection_path, config):
 import pytest  # noqa: E402
 
 
+def _kernels_buildable() -> bool:
+    import shutil
+
+    from hummuss import cpu_kernels
+
+    return (shutil.which("c++") is not None or shutil.which("g++") is not None) and cpu_kernels.enabled()
+
+
+# tests of the compiled CPU kernels (hummuss/csrc): skipped where none can be built
+needs_kernels = pytest.mark.skipif(not _kernels_buildable(), reason="no C++ compiler here, or HUMMUSS_CPU_KERNELS=0")
+
+
 def use_store(folder: Path, monkeypatch, claim_ttl_s: int = 60) -> Path:
     """Point the suite at a private tracking store: mlflow.yaml in `folder` (sqlite,
     artifacts, checkpoints), named by HUMMUSS_MLFLOW_CONFIG; returns the yaml's path."""

@@ -1,19 +1,15 @@
 """The compiled CPU kernel (hummuss/csrc/mix_gate.cpp) against the PyTorch MixGate and the
 formula, its fallback, and that training uses it."""
 
-import shutil
 import warnings
 
 import pytest
 import torch
 import torch.utils.cpp_extension
+from conftest import needs_kernels
 
 from hummuss import cpu_kernels
 from hummuss.fusion import KernelMixGate, MixGate, mix_gate
-
-HAS_COMPILER = shutil.which("c++") is not None or shutil.which("g++") is not None
-needs_kernels = pytest.mark.skipif(not HAS_COMPILER or not cpu_kernels.enabled(),
-                                   reason="no C++ compiler here, or HUMMUSS_CPU_KERNELS=0")
 
 
 def _inputs(H, P, n, k, L, Q, dtype, seed=0):

@@ -2,18 +2,13 @@
 formula in complex float64, in place, its refusals, and that streams use it (eagerly and
 inside the compiled step) with the outputs of the PyTorch path."""
 
-import shutil
 
 import pytest
 import torch
+from conftest import needs_kernels
 
-from hummuss import cpu_kernels
 from hummuss.model import HumMUSS, HumMUSSConfig
 from hummuss.ssm import state_kernel
-
-HAS_COMPILER = shutil.which("c++") is not None or shutil.which("g++") is not None
-needs_kernels = pytest.mark.skipif(not HAS_COMPILER or not cpu_kernels.enabled(),
-                                   reason="no C++ compiler here, or HUMMUSS_CPU_KERNELS=0")
 
 
 @pytest.fixture
@@ -104,7 +99,7 @@ def test_an_eager_stream_advances_planar_states_in_place_like_the_complex_path(m
     assert (got - want).abs().max() < 1e-5
 
 
-def test_first_order_hold_blocks_keep_the_pytorch_update(monkeypatch):
+def test_first_order_hold_blocks_keep_the_pytorch_update():
     torch.manual_seed(0)
     foh = HumMUSS(HumMUSSConfig.preset("smoke", causal=True, discretization="foh")).eval()
     s = foh.stream(compile=False)
