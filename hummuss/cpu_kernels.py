@@ -1,10 +1,12 @@
 """The suite's hand-written CPU kernels (`hummuss/csrc/*.cpp`), compiled on first use.
 
-Two kernels: `mix_gate` (mix_gate.cpp), a GDSSM block's read-out mix and gate aggregation,
+Three kernels: `mix_gate` (mix_gate.cpp), a GDSSM block's read-out mix and gate aggregation,
 forward and backward, in one pass over the convolutions' outputs (`hummuss.fusion.MixGate`
 is the same function in PyTorch operations, and stays the reference and the path on GPUs);
-and `state_step_` (state_step.cpp), the streaming step's state update in place
-(`hummuss.ssm.state_kernel`; `hummuss.ssm.recurrence.advance_state_planar` is the reference).
+`state_step_` (state_step.cpp), the streaming step's state update in place
+(`hummuss.ssm.state_kernel`; `hummuss.ssm.recurrence.advance_state_planar` is the reference);
+and `spectral_backward` (spectral.cpp), the FFT convolution's backward products in one pass
+(`hummuss.ssm.fft_conv.FFTConv`, whose PyTorch operations stay beside it as the reference).
 
 `ops()` compiles the sources with `torch.utils.cpp_extension` for this CPU's vector
 instructions (ATen's `Vectorized` at the width that `torch.backends.cpu.get_cpu_capability()`
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-SOURCES = [Path(__file__).with_name("csrc") / name for name in ("mix_gate.cpp", "state_step.cpp")]
+SOURCES = [Path(__file__).with_name("csrc") / name for name in ("mix_gate.cpp", "state_step.cpp", "spectral.cpp")]
 ENV = "HUMMUSS_CPU_KERNELS"  # "0": never build or use them
 STALE_LOCK_S = 600  # a build lock older than this was left by a process that died while building
 
@@ -109,3 +111,8 @@ def _register_fakes() -> None:
     @torch.library.register_fake("hummuss_cpu::state_step_")
     def _(s, a, b, u, Rr, Ri, D):
         return s.new_empty(s.shape[2], s.shape[1], Rr.shape[1])
+
+    @torch.library.register_fake("hummuss_cpu::spectral_backward")
+    def _(Gf, W, U, input_grad, kernel_grad):
+        G, P, R, F = Gf.shape
+        return Gf.new_empty(G if input_grad else 0, P, F), Gf.new_empty(G if kernel_grad else 0, R, F)

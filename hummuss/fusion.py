@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from hummuss import cpu_kernels
+
 AGGREGATIONS = ("gate", "mean", "learned")
 
 
@@ -148,14 +150,14 @@ class KernelMixGate(torch.autograd.Function):
         H, P, R, L, Q = y.shape
         y, w, b, x_id = y.contiguous(), w.contiguous(), b.contiguous(), x_id.contiguous()
         ctx.save_for_backward(y, w, b, x_id)
-        out = torch.ops.hummuss_cpu.mix_gate(y.view(H, P, R, L * Q), w, b, x_id.view(H, P, L * Q))
+        out = cpu_kernels.ops().mix_gate(y.view(H, P, R, L * Q), w, b, x_id.view(H, P, L * Q))
         return out.view(H, P, L, Q)
 
     @staticmethod
     def backward(ctx, go):
         y, w, b, x_id = ctx.saved_tensors
         H, P, R, L, Q = y.shape
-        grads = torch.ops.hummuss_cpu.mix_gate_backward(go.contiguous().view(H, P, L * Q), y.view(H, P, R, L * Q), w, b,
+        grads = cpu_kernels.ops().mix_gate_backward(go.contiguous().view(H, P, L * Q), y.view(H, P, R, L * Q), w, b,
                                           x_id.view(H, P, L * Q), ctx.needs_input_grad[3])
         gx = grads[3].view(H, P, L, Q) if ctx.needs_input_grad[3] else None
         return grads[0].view(y.shape), grads[1], grads[2], gx
@@ -164,10 +166,9 @@ class KernelMixGate(torch.autograd.Function):
 def _kernel_applies(y: torch.Tensor) -> bool:
     """Whether the compiled kernel takes y (H, P, R, L, Q): on the CPU, float32 or float64, at
     most 16 read-outs, not under torch.compile, and the kernels built (torch.ops.hummuss_cpu)."""
-    from hummuss.cpu_kernels import ops
 
     return (y.device.type == "cpu" and y.dtype in (torch.float32, torch.float64) and y.shape[2] <= 16
-            and not torch.compiler.is_compiling() and ops() is not None)
+            and not torch.compiler.is_compiling() and cpu_kernels.ops() is not None)
 
 
 def mix_gate(y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, x_id: torch.Tensor) -> torch.Tensor:
@@ -190,6 +191,6 @@ def mix_gate_into(y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pre_id: tor
     M, step = L * Q, rows.stride(2)
     if (M > 1 and rows.stride(3) != 1) or step < M or rows.stride(1) != R * step or rows.stride(0) != P * R * step:
         rows = rows.contiguous()  # the kernel reads rows of M contiguous numbers, evenly spaced
-    torch.ops.hummuss_cpu.mix_gate_into(rows, w.contiguous(), b.contiguous(), pre_id.view(g, P, L * Q),
+    cpu_kernels.ops().mix_gate_into(rows, w.contiguous(), b.contiguous(), pre_id.view(g, P, L * Q),
                                         out.view(g, P, L * Q), True)
     return True

@@ -60,6 +60,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hummuss.channel_linear import channel_major, token_major
+from hummuss.conv_mix_gate import conv_mix_gate, conv_mix_gate_applies
 from hummuss.fusion import Aggregate, mix_gate, mix_gate_into
 from hummuss.packed_linear import pack_linear
 from hummuss.ssm import (
@@ -172,15 +174,15 @@ class GDSSM(nn.Module):
         return out
 
     def _input_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """[W_id; W_in] (2H, D) and [b_id; b_in] (2H, 1), cached without autograd."""
+        """[W_id; W_in] (2H, D) and [b_id; b_in] (2H,), cached without autograd."""
         params = [self.proj_id.weight, self.proj_id.bias, self.proj_in.weight, self.proj_in.bias]
         return self.cache.get("proj", params, lambda: (
             torch.cat([self.proj_id.weight, self.proj_in.weight], 0),
-            torch.cat([self.proj_id.bias, self.proj_in.bias], 0).unsqueeze(-1)))
+            torch.cat([self.proj_id.bias, self.proj_in.bias], 0)))
 
     def _project(self, z: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
         """GELU(W z^T + b): tokens z (N, D) -> channel-major (H, N)."""
-        return F.gelu(torch.addmm(lin.bias.unsqueeze(-1), lin.weight, z.t()))
+        return F.gelu(channel_major(z, lin.weight, lin.bias))
 
     def _scan(self, u: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
         """Per-frame steps: u (H, P, L, Q), steps (P, L, Q) -> y (H, P, R, L, Q)."""
@@ -258,12 +260,15 @@ class GDSSM(nn.Module):
             u = self._project(z, self.proj_in).view(H, P, L, Q)
         else:  # one matmul for both paths
             w, b = self._input_weights()
-            pre = torch.addmm(b, w, z.t())  # (2H, N), before GELU
+            pre = channel_major(z, w, b)  # (2H, N), before GELU
             if dt is None and self.aggregate.kind in GROUPED_AGGREGATIONS:
                 y = self._grouped(pre, (P, L, Q), op)  # (H, N): GELUs, convolutions, mix, aggregation
             else:
                 both = F.gelu(pre)
                 x_id, u = both[:H].view(H, P, L, Q), both[H:].view(H, P, L, Q)
+        if y is None and dt is None and self.aggregate.kind == "gate" and conv_mix_gate_applies(op, u, x_id):
+            w, b = self._mix_weights() if mix is None else mix  # training: convolution, mix and gate by channel group
+            y = conv_mix_gate(op, u, w, b, x_id).reshape(H, -1)
         if y is None:
             y = apply_conv(op, u) if dt is None else self._scan(u, dt * dt_scale)
             if self.aggregate.kind == "gate" and torch.is_grad_enabled() and y.dtype == x_id.dtype:
@@ -275,7 +280,7 @@ class GDSSM(nn.Module):
                 y = self.aggregate(*xs, dim=0).reshape(H, -1)  # (H, N)
         if out is not None:
             return (out(y.t()) + flat).view(P, L, Q, D)
-        res = torch.addmm(self.proj_out.bias, y.t(), self.proj_out.weight.t())  # (N, D)
+        res = token_major(y, self.proj_out.weight, self.proj_out.bias)  # (N, D)
         return res.add_(flat).view(P, L, Q, D)
 
     def _grouped(self, pre: torch.Tensor, shape: tuple[int, int, int], op) -> torch.Tensor:
@@ -323,7 +328,7 @@ class GDSSM(nn.Module):
         with torch.no_grad():
             w, b = self._input_weights()
             rows = joints if rows is None else rows
-            packed = dict(proj=pack_linear(w, b.squeeze(-1), rows),
+            packed = dict(proj=pack_linear(w, b, rows),
                           out=pack_linear(self.proj_out.weight, self.proj_out.bias, rows),
                           mix=self._mix_weights())
             if not self.temporal:

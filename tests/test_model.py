@@ -310,7 +310,7 @@ def test_evaluation_in_channel_groups_equals_the_training_route(monkeypatch, agg
     """Evaluation with an elementwise aggregation runs channel group by channel group
     (`GDSSM._grouped`); with groups of 3 of 10 channels (an uneven last one) it gives what
     the training route (autograd on, whole tensors) gives."""
-    import hummuss.ssm.conv as conv
+    import hummuss.ssm.fft_conv as conv
 
     torch.manual_seed(0)
     block = GDSSM(4, expand=2.5, state_size=8, ssm_channels=2, bidirectional=bidirectional,

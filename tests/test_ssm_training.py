@@ -110,8 +110,9 @@ def test_fft_convolution_training_path_matches_toeplitz_and_gradcheck(anticausal
     """FFTConv (the training FFT convolution, hand-written backward) = the Toeplitz matrix
     product built entry by entry (`toeplitz`), and its gradients = finite differences; also
     when it works through the 3 channels in groups of 2 (an uneven last group)."""
-    from hummuss.ssm import conv
-    from hummuss.ssm.conv import FFTConv, fft_size, toeplitz
+    from hummuss.ssm import fft_conv as conv
+    from hummuss.ssm.conv import toeplitz
+    from hummuss.ssm.fft_conv import FFTConv, fft_size
 
     if grouped:  # spectra of one channel: P R (n/2 + 1) Q complex128 numbers of 16 bytes
         monkeypatch.setattr(conv, "FFT_CHUNK_BYTES", 2 * P * len(anticausal) * 9 * Q * 16)

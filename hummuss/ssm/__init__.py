@@ -4,7 +4,9 @@
                    kernel as a Vandermonde product, forward (convolution), step (recurrence),
                    scan (one step size per frame); the math is in its docstring
     conv.py        convolution: the kernel's factored Vandermonde product, Toeplitz and FFT
-                   operators and their sizing (`fft_size`, `conv_method`)
+                   operators and the choice between them (`conv_method`)
+    fft_conv.py    the FFT convolution: sizes (`fft_size`), spectra, channel groups, and
+                   `FFTConv` for training (its backward products in hummuss/csrc/spectral.cpp)
     recurrence.py  read-out, blocked scans, streaming state updates (complex in place, or
                    planar real states for torch.compile)
     state_kernel.py  the planar streaming update in place, in the compiled CPU kernel
@@ -23,7 +25,6 @@ from hummuss.ssm.conv import (
     apply_conv,
     conv_method,
     conv_operator,
-    fft_size,
     operator_bytes,
     toeplitz,
 )
@@ -37,6 +38,7 @@ from hummuss.ssm.dssm import (
     phi12,
     zoh,
 )
+from hummuss.ssm.fft_conv import fft_size
 from hummuss.ssm.recurrence import advance_state_, advance_state_planar, complex_state, planar_state
 
 __all__ = [

@@ -1,0 +1,103 @@
+"""A temporal GDSSM block's FFT convolution, read-out mix and gate, channel group by channel
+group, for training on the CPU.
+
+In training a bidirectional temporal block computes, per channel h (hummuss/gdssm.py):
+
+    y   = irfft(rfft(u) W)[:L]                   (H, P, R, L)   both directions' R read-outs
+    out = x_id prod_i (b_i + sum_c w_ic GELU(y_ic))   (H, P, L)
+
+as `FFTConv` (hummuss/ssm/fft_conv.py) followed by `KernelMixGate` (hummuss/fusion.py).
+Each goes through memory on its own: y, R times as large as u, is written by the
+convolution and read back by the mix; its gradient gy is written by the mix's backward and
+read back (and zero-padded) by the convolution's. Every operation involved works on one
+channel at a time, so `ConvMixGate` runs both, forward and backward, one channel group of
+about FFT_CHUNK_BYTES of spectra at a time: y is still written once (the backward needs
+it) but read while in cache, and gy never reaches memory. The numbers are those of the two
+operations one after the other; measured apart on a 2-core AVX-512 CPU for paper size's
+temporal block (H 640, P 34 sequences, R 4, L 243, forward and backward): 186-218 ms for the
+two operations, 154-208 ms in groups.
+
+`conv_mix_gate_applies` says where it runs: an FFT operator built with autograd, Q = 1
+(sequences along a contiguous axis, the training layout of the temporal blocks), float32
+on the CPU, not under torch.compile, and the compiled kernels built (`hummuss.cpu_kernels`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hummuss import cpu_kernels
+from hummuss.ssm.conv import ConvOperator
+from hummuss.ssm.fft_conv import channel_group, kernel_grads
+
+
+def conv_mix_gate_applies(op: ConvOperator, u: torch.Tensor, x_id: torch.Tensor) -> bool:
+    if not (op.kind == "fft" and op.kernel is not None and torch.is_grad_enabled() and u.shape[3] == 1
+            and u.device.type == "cpu" and u.dtype == torch.float32 and x_id.dtype == torch.float32
+            and op.weight.dtype == torch.complex64 and op.weight.shape[2] <= 16
+            and not torch.compiler.is_compiling()):
+        return False
+    return cpu_kernels.ops() is not None
+
+
+def conv_mix_gate(op: ConvOperator, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
+                  x_id: torch.Tensor) -> torch.Tensor:
+    """u (H, P, L, 1), op's R kernels, mix weights w (H, n, k) and biases b (H, n), x_id
+    (H, P, L, 1) -> the gated paths (H, P, L, 1), = mix_gate(apply_conv(op, u), w, b, x_id),
+    where `conv_mix_gate_applies`."""
+    K, D, anticausal = op.kernel
+    return ConvMixGate.apply(u, K, D, w, b, x_id, anticausal, op.n_fft, op.weight)
+
+
+class ConvMixGate(torch.autograd.Function):
+    """`FFTConv` then `KernelMixGate`, channel group by group (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, u, K, D, w, b, x_id, anticausal, n, W):
+        k = cpu_kernels.ops()  # loaded (cached) in this process
+        H, P, L, _ = u.shape
+        R, f = W.shape[2], W.shape[3]
+        Wk = W.reshape(H, R, f).contiguous()  # (H, 1, R, f, 1) -> (H, R, f)
+        u3, x3 = u.reshape(H, P, L), x_id.reshape(H, P, L).contiguous()
+        w, b = w.contiguous(), b.contiguous()
+        Uf = Wk.new_empty(H, P, f)  # rfft(u), kept for the backward
+        y = u.new_empty(H, P, R, L)  # kept for the backward
+        out = u.new_empty(H, P, L)
+        group = channel_group(P * R * f, W.element_size(), torch.get_num_threads())
+        for h in range(0, H, group):
+            s = slice(h, h + group)
+            torch.fft.rfft(u3[s], n=n, dim=2, out=Uf[s])
+            y[s] = torch.fft.irfft(Uf[s].unsqueeze(2) * Wk[s].unsqueeze(1), n=n, dim=3)[..., :L]
+            k.mix_gate_into(y[s], w[s], b[s], x3[s], out[s], False)  # y[s] read from cache
+        ctx.save_for_backward(Uf, Wk, y, w, b, x3)
+        ctx.anticausal, ctx.n, ctx.group = anticausal, n, group
+        return out.view(H, P, L, 1)
+
+    @staticmethod
+    def backward(ctx, go):
+        k = cpu_kernels.ops()  # loaded (cached) in this process
+        Uf, Wk, y, w, b, x3 = ctx.saved_tensors
+        n, group = ctx.n, ctx.group
+        H, P, R, L = y.shape
+        need_u, need_x = ctx.needs_input_grad[0], ctx.needs_input_grad[5]
+        need_kernel = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        go3 = go.reshape(H, P, L).contiguous()
+        gu = y.new_empty(H, P, L) if need_u else None
+        gx = y.new_empty(H, P, L) if need_x else None
+        S = Wk.new_empty(H, R, Wk.shape[2]) if need_kernel else None
+        gw, gb = torch.empty_like(w), torch.empty_like(b)
+        for h in range(0, H, group):
+            s = slice(h, h + group)
+            gy, gw[s], gb[s], *gxs = k.mix_gate_backward(go3[s], y[s], w[s], b[s], x3[s], need_x)  # gy in cache
+            if need_x:
+                gx[s] = gxs[0]
+            if need_u or need_kernel:
+                Gf = torch.fft.rfft(gy, n=n, dim=3)  # (g, P, R, f)
+                GU, Sg = k.spectral_backward(Gf, Wk[s], Uf[s], need_u, need_kernel)
+                if need_u:
+                    gu[s] = torch.fft.irfft(GU, n=n, dim=2)[..., :L]
+                if need_kernel:
+                    S[s] = Sg
+        gK, gD = kernel_grads(S, ctx.anticausal, n, L) if need_kernel else (None, None)
+        return (None if gu is None else gu.view(H, P, L, 1), gK, gD, gw, gb,
+                None if gx is None else gx.view(H, P, L, 1), None, None, None)

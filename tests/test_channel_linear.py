@@ -1,0 +1,95 @@
+"""The GDSSM block's projections in column blocks (hummuss/channel_linear.py): values and
+gradients against the plain formulas in float64, where the blocks apply, and a block's
+training step with and without them."""
+
+import pytest
+import torch
+
+import hummuss.channel_linear as cl
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of 48 tokens from 64 tokens on, so small inputs take the blocked route (with an
+    uneven last block)."""
+    monkeypatch.setattr(cl, "BLOCK_COLUMNS", 48)
+    monkeypatch.setattr(cl, "BLOCK_MIN_TOKENS", 64)
+    monkeypatch.setattr(cl, "BLOCK_MIN_INNER", 8)
+
+
+def _leaves(*shapes):
+    return [torch.randn(*s, requires_grad=True) for s in shapes]
+
+
+def _float64(*ts):
+    return [t.detach().double().requires_grad_() for t in ts]
+
+
+@pytest.mark.parametrize("N", [150, 96])
+def test_channel_major_in_blocks_is_w_z_plus_b_with_its_gradients(small_blocks, N):
+    torch.manual_seed(N)
+    z, w, b = _leaves((N, 16), (24, 16), (24,))
+    g = torch.randn(24, N)
+    out = cl.channel_major(z, w, b)
+    assert type(out.grad_fn).__name__ == "ChannelMajorLinearBackward"
+    out.backward(g)
+    z64, w64, b64 = _float64(z, w, b)
+    want = w64 @ z64.t() + b64[:, None]  # (H, N)
+    want.backward(g.double())
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
+    for got, ref in ((z.grad, z64.grad), (w.grad, w64.grad), (b.grad, b64.grad)):
+        torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-4)
+    with torch.no_grad():  # evaluation: the blocks without autograd
+        torch.testing.assert_close(cl.channel_major(z, w, b).double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_token_major_in_blocks_is_y_w_plus_b_with_its_gradients(small_blocks):
+    torch.manual_seed(1)
+    N = 150
+    y, w, b = _leaves((24, N), (16, 24), (16,))
+    g = torch.randn(N, 16)
+    out = cl.token_major(y, w, b)
+    assert type(out.grad_fn).__name__ == "TokenMajorLinearBackward"
+    out.backward(g)
+    y64, w64, b64 = _float64(y, w, b)
+    want = y64.t() @ w64.t() + b64  # (N, D)
+    want.backward(g.double())
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
+    for got, ref in ((y.grad, y64.grad), (w.grad, w64.grad), (b.grad, b64.grad)):
+        torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-4)
+
+
+def test_blocks_apply_only_to_wide_float32_cpu_products_of_a_wide_enough_model():
+    x = torch.zeros(1)
+    wide, width = cl.BLOCK_MIN_TOKENS, cl.BLOCK_MIN_INNER
+    assert cl._blocked(x, wide, width)
+    assert not cl._blocked(x, wide - 1, width)  # evaluation's chunks of 2048 tokens
+    assert not cl._blocked(x, wide, width // 2)  # the cpu preset's D = 64
+    assert not cl._blocked(x.double(), wide, width)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not cl._blocked(x, wide, width)
+    z, w, b = _leaves((100, 8), (12, 8), (12,))  # narrow: the plain addmm
+    assert type(cl.channel_major(z, w, b).grad_fn).__name__ == "AddmmBackward0"
+    assert type(cl.token_major(w.t(), z[:12], b).grad_fn).__name__ == "AddmmBackward0"
+
+
+def test_a_block_trains_to_the_same_gradients_with_and_without_blocks(small_blocks, monkeypatch):
+    """A bidirectional temporal GDSSM block (FFT route, 100 frames): loss and every parameter's
+    gradient with the blocked projections = with plain addmm."""
+    from hummuss.gdssm import GDSSM
+
+    torch.manual_seed(0)
+    block = GDSSM(16, expand=2.0, state_size=8, ssm_channels=2, temporal=True)
+    x = torch.randn(2, 100, 16)
+
+    def grads():
+        block.zero_grad()
+        loss = block(x).square().mean()
+        loss.backward()
+        return [loss.detach()] + [p.grad.clone() for p in block.parameters()]
+
+    blocked = grads()
+    monkeypatch.setattr(cl, "_blocked", lambda *a: False)
+    plain = grads()
+    for a, b in zip(blocked, plain):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -1,0 +1,67 @@
+"""The temporal block's convolution, mix and gate by channel group (hummuss/conv_mix_gate.py):
+output and every gradient against the Toeplitz product and `MixGate` in float64, and where a
+block's training pass takes it."""
+
+import pytest
+import torch
+from conftest import needs_kernels
+
+pytestmark = needs_kernels
+
+
+@pytest.mark.parametrize("directions, k", [(2, 2), (1, 2), (2, 1)])
+def test_conv_mix_gate_equals_the_toeplitz_product_then_mix_gate(directions, k, monkeypatch):
+    """float32, 5 channels in groups of 2 (an uneven last group): the gated paths and the
+    gradients of u, K, D, w, b and x_id = autograd through the Toeplitz matrix product
+    (`toeplitz`, built entry by entry) and `MixGate` (PyTorch operations) in float64."""
+    from hummuss.conv_mix_gate import conv_mix_gate, conv_mix_gate_applies
+    from hummuss.fusion import MixGate
+    from hummuss.ssm import fft_conv
+    from hummuss.ssm.conv import conv_operator, toeplitz
+
+    H, P, L = 5, 3, 30
+    anticausal = tuple(d == 1 for d in range(directions) for _ in range(k))
+    R = len(anticausal)
+    monkeypatch.setattr(fft_conv, "FFT_CHUNK_BYTES", 2 * P * R * (fft_conv.fft_size(2 * L - 1) // 2 + 1) * 8)
+    torch.manual_seed(directions + 10 * k)
+    u, x_id = torch.randn(H, P, L, 1, requires_grad=True), torch.randn(H, P, L, 1, requires_grad=True)
+    K, D = (0.3 * torch.randn(R, H, L)).requires_grad_(), torch.randn(R, H, requires_grad=True)
+    w, b = torch.randn(H, directions, k, requires_grad=True), torch.randn(H, directions, requires_grad=True)
+    go = torch.randn(H, P, L, 1)
+    op = conv_operator(K, D, anticausal, "cols", "fft")
+    assert conv_mix_gate_applies(op, u, x_id)
+    out = conv_mix_gate(op, u, w, b, x_id)
+    out.backward(go)
+    leaves = [t.detach().double().requires_grad_() for t in (u, K, D, w, b, x_id)]
+    u64, K64, D64, w64, b64, x64 = leaves
+    y64 = torch.einsum("hrij,hpjq->hpriq", toeplitz(K64, D64, anticausal), u64)
+    want = MixGate.apply(y64, w64, b64, x64)
+    want.backward(go.double())
+    torch.testing.assert_close(out.double(), want, rtol=1e-4, atol=1e-4)
+    for name, got, ref in zip("u K D w b x_id".split(), (u, K, D, w, b, x_id), leaves):
+        torch.testing.assert_close(got.grad.double(), ref.grad, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_training_passes_of_temporal_blocks_take_it_and_others_do_not():
+    """A bidirectional temporal block's training pass (FFT route) runs through ConvMixGate; its
+    evaluation pass, and a spatial block (Toeplitz route), do not."""
+    from hummuss.gdssm import GDSSM
+
+    torch.manual_seed(0)
+    temporal = GDSSM(16, expand=2.0, state_size=8, ssm_channels=2, temporal=True)
+    spatial = GDSSM(16, expand=2.0, state_size=8)
+    x = torch.randn(2, 100, 16)
+    names = []
+    for block, inp in ((temporal, x), (spatial, x[:, :17])):
+        stack, visited = [block(inp).grad_fn], set()
+        while stack:
+            node = stack.pop()
+            if node is None or node in visited:
+                continue
+            visited.add(node)
+            names.append((block.temporal, type(node).__name__))
+            stack.extend(n for n, _ in node.next_functions)
+    assert (True, "ConvMixGateBackward") in names
+    assert (False, "ConvMixGateBackward") not in names
+    with torch.no_grad():
+        assert temporal(x).grad_fn is None  # evaluation: `_grouped`, no autograd
