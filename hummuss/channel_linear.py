@@ -14,7 +14,7 @@ step at F = 243, batch 2):
     W_o^T g^T           (backward, output)   26.7 ms     19.7 ms
     g^T W   (N, D)      (backward, input)    23.0 ms     18.6 ms
 
-(1024^3 fp32 matmul on that machine: 87 GMAC/s; the blocked products run at 70-73.) Blocks
+(1024^3 fp32 matmul on that machine: 87 GMAC/s; the blocked products ran at 69-82.) Blocks
 pay only for wide results and an inner dimension that is not short: for N = 2048 (H 640 or
 768; evaluation's chunks of tokens) the whole product was 5-15% faster, and a paper-size
 offline pass at F = 243 took 1,070 ms with blocks against 992 ms without; for the `cpu`

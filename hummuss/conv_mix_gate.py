@@ -14,8 +14,9 @@ channel at a time, so `ConvMixGate` runs both, forward and backward, one channel
 about FFT_CHUNK_BYTES of spectra at a time: y is still written once (the backward needs
 it) but read while in cache, and gy never reaches memory. The numbers are those of the two
 operations one after the other; measured apart on a 2-core AVX-512 CPU for paper size's
-temporal block (H 640, P 34 sequences, R 4, L 243, forward and backward): 186-218 ms for the
-two operations, 154-208 ms in groups.
+temporal block (H 640, P 34 sequences, R 4, L 243, forward and backward, medians of 12
+alternated rounds): 219 ms for the two operations, 193 ms in groups; at the `cpu` preset's
+block (H 128, P 136) level (0.99 of the two, 30 rounds).
 
 `conv_mix_gate_applies` says where it runs: an FFT operator built with autograd, Q = 1
 (sequences along a contiguous axis, the training layout of the temporal blocks), float32
@@ -28,7 +29,7 @@ import torch
 
 from hummuss import cpu_kernels
 from hummuss.ssm.conv import ConvOperator
-from hummuss.ssm.fft_conv import channel_group, kernel_grads
+from hummuss.ssm.fft_conv import channel_group, conv_group, kernel_grads, spectral_grads
 
 
 def conv_mix_gate_applies(op: ConvOperator, u: torch.Tensor, x_id: torch.Tensor) -> bool:
@@ -57,19 +58,17 @@ class ConvMixGate(torch.autograd.Function):
         k = cpu_kernels.ops()  # loaded (cached) in this process
         H, P, L, _ = u.shape
         R, f = W.shape[2], W.shape[3]
-        Wk = W.reshape(H, R, f).contiguous()  # (H, 1, R, f, 1) -> (H, R, f)
-        u3, x3 = u.reshape(H, P, L), x_id.reshape(H, P, L).contiguous()
+        x3 = x_id.reshape(H, P, L).contiguous()
         w, b = w.contiguous(), b.contiguous()
-        Uf = Wk.new_empty(H, P, f)  # rfft(u), kept for the backward
+        Uf = W.new_empty(H, P, f, 1)  # rfft(u), kept for the backward
         y = u.new_empty(H, P, R, L)  # kept for the backward
         out = u.new_empty(H, P, L)
         group = channel_group(P * R * f, W.element_size(), torch.get_num_threads())
         for h in range(0, H, group):
             s = slice(h, h + group)
-            torch.fft.rfft(u3[s], n=n, dim=2, out=Uf[s])
-            y[s] = torch.fft.irfft(Uf[s].unsqueeze(2) * Wk[s].unsqueeze(1), n=n, dim=3)[..., :L]
+            y[s] = conv_group(u[s], W[s], n, Uf[s]).squeeze(-1)
             k.mix_gate_into(y[s], w[s], b[s], x3[s], out[s], False)  # y[s] read from cache
-        ctx.save_for_backward(Uf, Wk, y, w, b, x3)
+        ctx.save_for_backward(Uf.view(H, P, f), W.reshape(H, R, f).contiguous(), y, w, b, x3)
         ctx.anticausal, ctx.n, ctx.group = anticausal, n, group
         return out.view(H, P, L, 1)
 
@@ -92,12 +91,11 @@ class ConvMixGate(torch.autograd.Function):
             if need_x:
                 gx[s] = gxs[0]
             if need_u or need_kernel:
-                Gf = torch.fft.rfft(gy, n=n, dim=3)  # (g, P, R, f)
-                GU, Sg = k.spectral_backward(Gf, Wk[s], Uf[s], need_u, need_kernel)
+                gu_s, S_s = spectral_grads(k, torch.fft.rfft(gy, n=n, dim=3), Wk[s], Uf[s], n, L, need_u, need_kernel)
                 if need_u:
-                    gu[s] = torch.fft.irfft(GU, n=n, dim=2)[..., :L]
+                    gu[s] = gu_s
                 if need_kernel:
-                    S[s] = Sg
+                    S[s] = S_s
         gK, gD = kernel_grads(S, ctx.anticausal, n, L) if need_kernel else (None, None)
         return (None if gu is None else gu.view(H, P, L, 1), gK, gD, gw, gb,
                 None if gx is None else gx.view(H, P, L, 1), None, None, None)

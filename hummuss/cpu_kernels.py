@@ -111,8 +111,3 @@ def _register_fakes() -> None:
     @torch.library.register_fake("hummuss_cpu::state_step_")
     def _(s, a, b, u, Rr, Ri, D):
         return s.new_empty(s.shape[2], s.shape[1], Rr.shape[1])
-
-    @torch.library.register_fake("hummuss_cpu::spectral_backward")
-    def _(Gf, W, U, input_grad, kernel_grad):
-        G, P, R, F = Gf.shape
-        return Gf.new_empty(G if input_grad else 0, P, F), Gf.new_empty(G if kernel_grad else 0, R, F)

@@ -131,7 +131,6 @@ class VandermondeKernel(torch.autograd.Function):
         return gW, gdt, None
 
 
-
 def conv_method(length: int, columns: int) -> str:
     """"toeplitz" or "fft" for sequences of `length` frames, `columns` sequences per channel.
 
@@ -309,7 +308,6 @@ def conv_operator(K: torch.Tensor, D: torch.Tensor, anticausal: Sequence[bool], 
     with torch.no_grad():
         weight = fft_weight(K, D, anticausal, n)
     return ConvOperator("fft", layout, L, weight, n, kernel=(K, D, anticausal) if training else None)
-
 
 
 def apply_conv(op: ConvOperator, u: torch.Tensor) -> torch.Tensor:

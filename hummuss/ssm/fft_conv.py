@@ -91,12 +91,12 @@ class FFTConv(torch.autograd.Function):
             Gf = torch.fft.rfft(gy[s], n=n, dim=3)  # (g, P, R, f, Q)
             if kernels:  # both products in one pass over Gf (hummuss/csrc/spectral.cpp)
                 g = Gf.shape[0]
-                GU, Sg = kernels.spectral_backward(Gf.reshape(g, P, R, f), Wk[s], Uf[s].reshape(g, P, f),
-                                                   gu is not None, need_kernel)
+                gu_s, S_s = spectral_grads(kernels, Gf.reshape(g, P, R, f), Wk[s], Uf[s].reshape(g, P, f), n, L,
+                                           gu is not None, need_kernel)
                 if gu is not None:
-                    gu[s] = torch.fft.irfft(GU, n=n, dim=2)[:, :, :L].unsqueeze(-1)
+                    gu[s] = gu_s.unsqueeze(-1)
                 if need_kernel:
-                    S[s] = Sg
+                    S[s] = S_s
                 continue
             if gu is not None:
                 gu[s] = torch.fft.irfft((Gf * Wc[s]).sum(2), n=n, dim=2)[:, :, :L]
@@ -114,6 +114,17 @@ def kernel_grads(S: torch.Tensor, anticausal: tuple[bool, ...], n: int, L: int) 
     lags = torch.arange(L, device=c.device)
     gK = torch.stack([c[r, :, (n - lags) % n] if a else c[r, :, :L] for r, a in enumerate(anticausal)])
     return gK, gK[..., 0].clone()
+
+
+def spectral_grads(kernels, Gf: torch.Tensor, W: torch.Tensor, Uf: torch.Tensor, n: int, L: int,
+                   input_grad: bool, kernel_grad: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """One channel group's backward by the compiled kernel (`kernels`: torch.ops.hummuss_cpu):
+    the spectra Gf (g, P, R, f) of the output's gradient, the kernels' W (g, R, f) and the
+    input's Uf (g, P, f) -> (the input's gradient irfft(sum_r Gf_r conj(W_r))[:L], (g, P, L),
+    and S = sum_p Gf_p conj(Uf_p), (g, R, f) for `kernel_grads`), each None where not asked for."""
+    GU, S = kernels.spectral_backward(Gf, W, Uf, input_grad, kernel_grad)
+    gu = torch.fft.irfft(GU, n=n, dim=2)[..., :L] if input_grad else None
+    return gu, (S if kernel_grad else None)
 
 
 def spectral_kernel(gy: torch.Tensor, W: torch.Tensor):
@@ -138,15 +149,15 @@ def fft_conv(u: torch.Tensor, W: torch.Tensor, n: int, spectra: torch.Tensor | N
     R, f = W.shape[2], W.shape[3]
     group = channel_group(P * R * f * Q, W.element_size(), torch.get_num_threads()) if u.device.type == "cpu" else H
     if group >= H and spectra is None:
-        return _conv_group(u, W, n), H
+        return conv_group(u, W, n), H
     y = u.new_empty(H, P, R, L, Q)
     for h in range(0, H, group):
         s = slice(h, h + group)
-        y[s] = _conv_group(u[s], W[s], n, None if spectra is None else spectra[s])
+        y[s] = conv_group(u[s], W[s], n, None if spectra is None else spectra[s])
     return y, group
 
 
-def _conv_group(u: torch.Tensor, W: torch.Tensor, n: int, spectra: torch.Tensor | None = None) -> torch.Tensor:
+def conv_group(u: torch.Tensor, W: torch.Tensor, n: int, spectra: torch.Tensor | None = None) -> torch.Tensor:
     """`fft_conv` of channels u (g, P, L, Q) -> the view irfft(rfft(u) W)[..., :L] (g, P, R, L, Q)."""
     Uf = torch.fft.rfft(u, n=n, dim=2, out=spectra)  # (g, P, f, Q)
     return torch.fft.irfft(Uf.unsqueeze(2) * W, n=n, dim=3)[:, :, :, :u.shape[2]]
