@@ -1,8 +1,10 @@
 """The suite's hand-written CPU kernels (`hummuss/csrc/*.cpp`), compiled on first use.
 
-Three kernels: `mix_gate` (mix_gate.cpp), a GDSSM block's read-out mix and gate aggregation,
+Three sources: `mix_gate` (mix_gate.cpp), a GDSSM block's read-out mix and gate aggregation,
 forward and backward, in one pass over the convolutions' outputs (`hummuss.fusion.MixGate`
-is the same function in PyTorch operations, and stays the reference and the path on GPUs);
+is the same function in PyTorch operations, and stays the reference and the path on GPUs),
+and beside it `joint_conv_mix_gate`, a streaming spatial block's convolution over the joints
+from its taps, mix and gate in one pass (`hummuss.ssm.apply_taps` and `MixGate` the reference);
 `state_step_` (state_step.cpp), the streaming step's state update in place
 (`hummuss.ssm.state_kernel`; `hummuss.ssm.recurrence.advance_state_planar` is the reference);
 and `spectral_backward` (spectral.cpp), the FFT convolution's backward products in one pass
@@ -108,6 +110,10 @@ def ops():
 
 def _register_fakes() -> None:
     """Shapes of the ops' outputs without running them, for torch.compile's tracing."""
+    @torch.library.register_fake("hummuss_cpu::joint_conv_mix_gate")
+    def _(both, Kz, idx, w, b):
+        return both.new_empty(both.shape[0], both.shape[1] // 2)
+
     @torch.library.register_fake("hummuss_cpu::state_step_")
     def _(s, a, b, u, Rr, Ri, D):
-        return s.new_empty(s.shape[2], s.shape[1], Rr.shape[1])
+        return s.new_empty(Rr.shape[1], s.shape[2], s.shape[1]).permute(1, 2, 0)  # k planes (N, H)

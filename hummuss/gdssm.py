@@ -62,7 +62,7 @@ import torch.nn.functional as F
 
 from hummuss.channel_linear import channel_major, token_major
 from hummuss.conv_mix_gate import conv_mix_gate, conv_mix_gate_applies
-from hummuss.fusion import Aggregate, mix_gate, mix_gate_into
+from hummuss.fusion import Aggregate, joint_kernel_applies, mix_gate, mix_gate_into
 from hummuss.packed_linear import pack_linear
 from hummuss.ssm import (
     DSSM,
@@ -70,8 +70,10 @@ from hummuss.ssm import (
     advance_state_,
     advance_state_planar,
     apply_conv,
+    apply_taps,
     conv_method,
     conv_operator,
+    conv_taps,
     operator_bytes,
     planar_state,
     state_kernel,
@@ -137,15 +139,20 @@ class GDSSM(nn.Module):
             return [(self.ssm_f, self.mix_f), (self.ssm_b, self.mix_b)]
         return [(self.ssm_f, self.mix_f)]
 
+    def _kernels(self, length: int, dt_scale: float):
+        """Both directions' kernels K (R, H, L) with R = directions x k, skips D (R, H), and
+        which of the R are anti-causal."""
+        dirs = self._directions()
+        K = torch.cat([s._kernel(length, dt_scale) for s, _ in dirs], 0)
+        D = torch.cat([s.D for s, _ in dirs], 0)
+        return K, D, [i == 1 for i, (s, _) in enumerate(dirs) for _ in range(s.out_channels)]
+
     def _operator(self, length: int, layout: str, dt_scale: float, method: str = "auto"):
         """Both directions' convolutions as one operator with R = directions x k kernels."""
         dirs = self._directions()
 
         def compute():
-            K = torch.cat([s._kernel(length, dt_scale) for s, _ in dirs], 0)  # (R, H, L)
-            D = torch.cat([s.D for s, _ in dirs], 0)  # (R, H)
-            anti = [i == 1 for i, (s, _) in enumerate(dirs) for _ in range(s.out_channels)]
-            return conv_operator(K, D, anti, layout, method)
+            return conv_operator(*self._kernels(length, dt_scale), layout, method)
 
         params = [p for s, _ in dirs for p in s.parameters()]
         R = sum(s.out_channels for s, _ in dirs)
@@ -240,15 +247,22 @@ class GDSSM(nn.Module):
              consts: dict | None = None) -> torch.Tensor:
         """`forward` on one chunk of tokens (P, L, Q, D). `op`: a precomputed `_operator`.
         `consts` (`stream_constants`): `op` and `mix` (precomputed `_operator`,
-        `_mix_weights`), `proj` and `out` (the packed input and output projections); no
-        cache lookups, as the streaming step may be compiled."""
-        mix = proj = out = None
+        `_mix_weights`), `proj` and `out` (the packed input and output projections), `taps`
+        (spatial blocks); no cache lookups, as the streaming step may be compiled."""
+        mix = proj = out = taps = None
         if consts is not None:
-            op, mix, proj, out = consts.get("op"), consts["mix"], consts["proj"], consts["out"]
+            op, mix, proj, out, taps = consts.get("op"), consts["mix"], consts["proj"], consts["out"], consts.get("taps")
         P, L, Q, D = x.shape
         H = self.width
         flat = x.reshape(-1, D)  # (N, D) tokens in (P, L, Q) order
         z = self.norm(flat)
+        if taps is not None and Q == 1 and consts["joint_kernel"]:
+            # streaming, spatial: convolution, mix and gate token-major in one kernel call (eager or compiled)
+            w, b = mix  # (H, n, k), (H, n), channels fastest: (R, H) and (n, H) are views
+            y = torch.ops.hummuss_cpu.joint_conv_mix_gate(proj(z, gelu=True), *taps, w.flatten(1).t(), b.t())
+            return (out(y) + flat).view(P, L, Q, D)
+        if not torch.compiler.is_compiling():
+            taps = None  # eagerly the prepared operator is faster than `apply_taps`
         if dt is None and op is None:
             op = self._operator(L, "cols" if Q == 1 else "rows", dt_scale, conv_method(L, P if Q == 1 else Q))
         y = None
@@ -270,7 +284,10 @@ class GDSSM(nn.Module):
             w, b = self._mix_weights() if mix is None else mix  # training: convolution, mix and gate by channel group
             y = conv_mix_gate(op, u, w, b, x_id).reshape(H, -1)
         if y is None:
-            y = apply_conv(op, u) if dt is None else self._scan(u, dt * dt_scale)
+            if dt is not None:
+                y = self._scan(u, dt * dt_scale)
+            else:  # compiled streaming: the joints' convolution from its taps, not the operator
+                y = apply_conv(op, u) if taps is None else apply_taps(taps, u)
             if self.aggregate.kind == "gate" and torch.is_grad_enabled() and y.dtype == x_id.dtype:
                 w, b = self._mix_weights() if mix is None else mix  # training: mix and gate in one step
                 y = mix_gate(y, w, b, x_id).reshape(H, -1)
@@ -278,8 +295,8 @@ class GDSSM(nn.Module):
                 paths = self._mix(y, mix)  # (H, P, directions, L, Q)
                 xs = [paths[:, :, i] for i in range(paths.shape[2])] + [x_id]
                 y = self.aggregate(*xs, dim=0).reshape(H, -1)  # (H, N)
-        if out is not None:
-            return (out(y.t()) + flat).view(P, L, Q, D)
+        if out is not None:  # token-major for the packed projection (compiled: written so by the fused loop)
+            return (out(y.t().contiguous()) + flat).view(P, L, Q, D)
         res = token_major(y, self.proj_out.weight, self.proj_out.bias)  # (N, D)
         return res.add_(flat).view(P, L, Q, D)
 
@@ -321,7 +338,11 @@ class GDSSM(nn.Module):
 
         Every block: `proj` and `out`, its input projections [W_id; W_in] and output
         projection packed for `rows` tokens per step (default `joints`; `packed_linear`),
-        and the mix weights. Spatial blocks: the convolution operator over `joints`;
+        and the mix weights. Spatial blocks: the convolution operator over `joints`, its
+        `conv_taps`, and `joint_kernel`, whether the CPU kernel `joint_conv_mix_gate` runs
+        convolution, mix and gate from the taps in one call (eager and compiled; without it, a
+        compiled step convolves from the taps in Inductor's loops and an eager one by the
+        operator). The taps are 104 KB a block for paper-causal, the operator 1.8 MB;
         temporal (forward-only) blocks: the read-out weights, and `kernel`, whether a planar
         state advances in place in the CPU kernel (`hummuss.ssm.state_kernel`).
         """
@@ -330,9 +351,12 @@ class GDSSM(nn.Module):
             rows = joints if rows is None else rows
             packed = dict(proj=pack_linear(w, b, rows),
                           out=pack_linear(self.proj_out.weight, self.proj_out.bias, rows),
-                          mix=self._mix_weights())
+                          mix=tuple(t.movedim(0, -1).contiguous().movedim(-1, 0) for t in self._mix_weights()))
+            # (the mix weights laid out channel-fastest, as the step reads them: vectorised loads)
             if not self.temporal:
-                return dict(op=self._operator(joints, "cols", 1.0, "toeplitz"), **packed)
+                joint_kernel = self.aggregate.kind == "gate" and joint_kernel_applies(w)  # (the op then exists)
+                return dict(op=self._operator(joints, "cols", 1.0, "toeplitz"),
+                            taps=conv_taps(*self._kernels(joints, 1.0)), joint_kernel=joint_kernel, **packed)
             self._check_streamable()
             kernel = self.ssm_f.discretization == "zoh" and state_kernel.usable(w.device, w.dtype)
             return dict(R=self.ssm_f.readout_weight(), planes=self.ssm_f.readout_planes(), kernel=kernel, **packed)
@@ -372,7 +396,10 @@ class GDSSM(nn.Module):
         else:
             state, y = advance_state_planar(state, dA, dB, u, *consts["planes"], ssm.D, *prev)
         w, b = consts["mix"]  # (H, 1, k), (H, 1)
-        x_f = (F.gelu(y) * w[:, 0]).sum(-1) + b[:, 0]  # (B, H)
+        g = F.gelu(y)  # (B, H, k): from the kernel k planes (B, H), summed by contiguous rows
+        x_f = torch.addcmul(b[:, 0], g[..., 0], w[:, 0, 0])  # (B, H)
+        for c in range(1, g.shape[-1]):
+            x_f = x_f.addcmul_(g[..., c], w[:, 0, c])
         return consts["out"](self.aggregate(x_f, x_id)) + x_t, state
 
     def _check_streamable(self):

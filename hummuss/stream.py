@@ -22,7 +22,10 @@ read once. On the CPU (float32, zero-order hold) the states are planar real tens
 in place over its state in a compiled kernel (`hummuss.ssm.state_kernel`), eager or inside
 the compiled step; a copy-free pass matters, as the state is most of the step's memory
 traffic. Elsewhere the states are complex and updated in place eagerly, and planar under
-`torch.compile` (`advance_state_planar`, which returns a new state).
+`torch.compile` (`advance_state_planar`, which returns a new state). A spatial block's
+convolution over the joints, its mix and its gate run token-major in one kernel call from
+the convolution's taps (`joint_conv_mix_gate`, 104 KB a block where its Toeplitz operator is
+1.8 MB), between the two packed projections, with no transposes.
 
 `compile`: None (the default) streams eagerly for the first AUTO_COMPILE_AFTER frames, then
 switches to the compiled step where a compiler exists (`compiler_available`: a C++

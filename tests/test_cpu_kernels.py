@@ -217,3 +217,44 @@ def test_an_evaluation_pass_with_the_kernel_equals_the_pytorch_route(preset, mon
         want = model(x)
     assert calls  # the blocks went through the kernel
     assert torch.allclose(got, want, rtol=0, atol=1e-5 * want.abs().max().item())
+
+
+@needs_kernels
+@pytest.mark.parametrize("n, k, H, P", [
+    (2, 1, 40, 2),   # the spatial blocks (both directions, one read-out), channels: 2 vectors and a tail
+    (1, 2, 16, 1),   # one causal direction, two read-outs
+    (3, 1, 5, 3),    # fewer channels than a vector
+])
+def test_joint_kernel_is_the_convolution_mix_and_gate_written_out(n, k, H, P):
+    """`joint_conv_mix_gate` (the streaming spatial block, token-major) against the formula in
+    float64: a direct sum over the joints for each read-out's causal or anti-causal kernel,
+    GELU with torch.erf, the mix and the gate."""
+    from hummuss.ssm import conv_taps
+
+    g = torch.Generator().manual_seed(n + 3 * k + H)
+    L, R = 17, n * k
+    K, D = torch.randn(R, H, L, generator=g), torch.randn(R, H, generator=g)
+    anti = [bool(r % 2) for r in range(R)]
+    both = torch.randn(P * L, 2 * H, generator=g)
+    w, b = torch.randn(R, H, generator=g), torch.randn(n, H, generator=g)
+    Kz, idx = conv_taps(K, D, anti)
+    got = cpu_kernels.ops().joint_conv_mix_gate(both, Kz, idx, w, b)
+    x_id, u = both.double().view(P, L, 2 * H).split(H, -1)  # (P, L, H) each
+    Kd, Dd = K.double(), D.double()
+    expected = x_id.clone()
+    for i in range(n):
+        path = b[i].double().expand(P, L, H).clone()
+        for c in range(k):
+            r = i * k + c
+            y = Dd[r] * u
+            for lag in range(1, L):  # y[l] += K[lag] u[l + lag] (anti-causal) or u[l - lag]
+                if anti[r]:
+                    y[:, :L - lag] += Kd[r, :, lag] * u[:, lag:]
+                else:
+                    y[:, lag:] += Kd[r, :, lag] * u[:, :L - lag]
+            y = y + Kd[r, :, 0] * u
+            path += w[r].double() * y * 0.5 * (1 + torch.erf(y / 2 ** 0.5))
+        expected = expected * path
+    assert got.shape == (P * L, H) and got.dtype == torch.float32
+    err = (got.double() - expected.reshape(P * L, H)).abs().max() / expected.abs().max()
+    assert err < 2e-6, f"relative error {err:.2e}"

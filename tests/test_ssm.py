@@ -256,6 +256,31 @@ def test_toeplitz_and_fft_convolutions_agree_with_a_direct_sum(anticausal):
     assert (y[..., 0] - ref[:, 0].permute(0, 3, 1, 2)).abs().max() < 1e-4
 
 
+def test_taps_convolve_as_the_operator_they_replace():
+    """`conv_taps` + `apply_taps` (the compiled streaming step's joint convolution) against a
+    direct sum, with one causal and one anti-causal kernel per channel."""
+    from hummuss.ssm import apply_conv, apply_taps, conv_operator, conv_taps
+
+    g = torch.Generator().manual_seed(7)
+    H, L, P = 5, 17, 3
+    K, D = torch.randn(2, H, L, generator=g), torch.randn(2, H, generator=g)
+    u = torch.randn(H, P, L, 1, generator=g)
+    ref = torch.zeros(H, P, 2, L, 1)
+    for r, anti in enumerate((False, True)):
+        for i in range(L):
+            for j in range(L):
+                lag = j - i if anti else i - j
+                if lag >= 0:
+                    ref[:, :, r, i, 0] += K[r, :, lag, None] * u[:, :, j, 0]
+        ref[:, :, r] += D[r, :, None, None, None] * u
+    Kz, idx = conv_taps(K, D, [False, True])
+    assert Kz.shape == (2 * (L + 1), H) and idx.shape == (L, 2 * L)
+    y = apply_taps((Kz, idx), u)
+    assert y.shape == (H, P, 2, L, 1) and (y - ref).abs().max() < 1e-4
+    op = apply_conv(conv_operator(K, D, [False, True], "cols", "toeplitz"), u)
+    assert (y - op).abs().max() < 1e-5
+
+
 def test_real_arithmetic_state_update_matches_the_complex_one():
     from hummuss.ssm import advance_state_, advance_state_planar, complex_state, planar_state
 

@@ -54,6 +54,7 @@ def test_the_kernel_is_the_formula_and_updates_the_state_in_place(built, H, N, M
     ptr = s.data_ptr()
     y = state_kernel.advance_state_kernel(s, a, b, u, Rr, Ri, D)
     assert s.data_ptr() == ptr and y.shape == (N, H, k) and y.dtype == torch.float32
+    assert y.stride() == (H, 1, N * H)  # k planes (N, H): the mix after it reads contiguous channels
     assert (s.double() - want_s).abs().max() < 1e-5 * want_s.abs().max()
     assert (y.double() - want_y).abs().max() < 1e-5 * want_y.abs().max()
 

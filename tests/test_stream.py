@@ -225,3 +225,32 @@ def test_a_stream_keeps_freed_memory_in_the_heap(model, monkeypatch):
     monkeypatch.setattr(hummuss.stream, "keep_freed_memory", lambda: calls.append(1) or True)
     model.stream(batch_size=1, compile=False)
     assert calls == [1]
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+def test_a_spatial_block_compiled_with_its_joint_taps_is_the_eager_block(monkeypatch, kernel):
+    """torch.compile for real: a spatial block stepping with its stream constants convolves the
+    joints from their taps (`conv_taps`, not the prepared operator), in the CPU kernel
+    (`joint_conv_mix_gate`) or in Inductor's loops (`apply_taps`), and gives the increments
+    of the block run eagerly without constants. (A whole model's outputs hardly move when
+    this convolution is wrong: they are checked above with other aims.)"""
+    import hummuss.gdssm
+    from hummuss.gdssm import GDSSM
+    from hummuss.stream import compiler_available
+
+    if not compiler_available("cpu"):
+        pytest.skip("no C++ compiler for torch.compile")
+    if kernel and not hummuss.gdssm.joint_kernel_applies(torch.zeros(1)):
+        pytest.skip("the CPU kernels are not built here")
+    if not kernel:
+        monkeypatch.setattr(hummuss.gdssm, "joint_kernel_applies", lambda z: False)
+    torch.manual_seed(3)
+    block = GDSSM(16, expand=2.5, state_size=8, bidirectional=True).eval()
+    x = torch.randn(2, 17, 1, 16)  # two frames' joints
+    with torch.no_grad():
+        consts = block.stream_constants(17, 2 * 17)
+        assert set(consts) >= {"op", "taps"}
+        want = block(x) - x
+        torch._dynamo.reset()  # a graph of its own for each route
+        got = torch.compile(lambda t: block(t, consts=consts), dynamic=False)(x) - x
+    assert (got - want).abs().max() < 1e-4 * want.abs().max()

@@ -34,6 +34,7 @@ namespace {
 using at::vec::Vectorized;
 
 constexpr int64_t kMaxPaths = 16;  // n k read-outs held in registers at once
+constexpr int64_t kJointChunk = 128;  // channels of a chunk in `joint_conv_mix_gate`
 
 // float: erf by Abramowitz and Stegun 7.1.26 (|error| < 1.5e-7), the approximation of
 // ATen's own vectorised float erf, with ATen's inline exp (exp_u20) in place of its call into
@@ -297,16 +298,102 @@ std::vector<at::Tensor> mix_gate_backward(const at::Tensor& go, const at::Tensor
   return grad_x ? std::vector<at::Tensor>{gy, gw, gb, gx} : std::vector<at::Tensor>{gy, gw, gb};
 }
 
+// The streaming step's spatial block between its projections, token-major (float32):
+//
+//     y_r[p, l, h] = sum_j Kz[idx[j, r L + l], h] u[p L + j, h]      (the joints' convolution)
+//     out[p L + l, h] = x_id[p L + l, h] prod_i (b[i, h] + sum_c w[i k + c, h] GELU(y_{i k + c}[p, l, h]))
+//
+// both (P L, 2 H) = [x_id, u], the input projections after their GELU, as the packed
+// projection writes them; Kz (R (L + 1), H) and idx (L, R L), the taps of the Toeplitz
+// operator (hummuss.ssm.conv_taps: one padded kernel of L + 1 lags per read-out r, lag L a
+// zero); w (R, H), b (n, H) with R = n k. Returns out (P L, H), what the output projection
+// reads. Vectorised along the channels, which run in parallel in chunks: for paper-causal's joints a
+// block reads 104 KB of taps where the prepared operator (H, L, R L) is 1.8 MB, and the
+// transposes to channel-major and back, the convolution, the GELUs, the mix and the gate
+// are one pass.
+at::Tensor joint_conv_mix_gate(const at::Tensor& both, const at::Tensor& Kz, const at::Tensor& idx,
+                               const at::Tensor& w, const at::Tensor& b) {
+  TORCH_CHECK(both.dim() == 2 && Kz.dim() == 2 && idx.dim() == 2 && w.dim() == 2 && b.dim() == 2,
+              "joint_conv_mix_gate: both (P L, 2 H), Kz (R (L + 1), H), idx (L, R L), w (R, H), b (n, H)");
+  for (const auto* t : {&both, &Kz, &w, &b})
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->is_contiguous(),
+                "joint_conv_mix_gate: contiguous float32 CPU tensors");
+  TORCH_CHECK(idx.device().is_cpu() && idx.scalar_type() == at::kLong && idx.is_contiguous(),
+              "joint_conv_mix_gate: idx contiguous int64");
+  const int64_t N = both.size(0), H = both.size(1) / 2, L = idx.size(0), R = L > 0 ? idx.size(1) / L : 0;
+  const int64_t n = b.size(0), k = n > 0 ? R / n : 0;
+  TORCH_CHECK(L > 0 && both.size(1) == 2 * H && N % L == 0 && idx.size(1) == R * L && R == n * k && R <= kMaxPaths &&
+                  Kz.size(0) == R * (L + 1) && Kz.size(1) == H && w.size(0) == R && w.size(1) == H && b.size(1) == H,
+              "joint_conv_mix_gate: shapes disagree");
+  // each output (r, l): its taps that lie on the kernel's band, as (tap row, input joint)
+  std::vector<int64_t> start(R * L + 1, 0), tap, joint;
+  const int64_t* ix = idx.data_ptr<int64_t>();
+  for (int64_t o = 0; o < R * L; ++o) {
+    for (int64_t j = 0; j < L; ++j) {
+      const int64_t t = ix[j * R * L + o];
+      TORCH_CHECK(t >= 0 && t < R * (L + 1), "joint_conv_mix_gate: idx out of range");
+      if (t % (L + 1) != L) {  // lag L is the zero
+        tap.push_back(t);
+        joint.push_back(j);
+      }
+    }
+    start[o + 1] = static_cast<int64_t>(tap.size());
+  }
+  at::Tensor out = at::empty({N, H}, both.options());
+  const float *x = both.data_ptr<float>(), *K = Kz.data_ptr<float>(), *wp = w.data_ptr<float>(), *bp = b.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  using V = Vectorized<float>;
+  // channels in chunks of kJointChunk: each tap and input row is read as one contiguous run
+  // of the chunk (a channel vector at a time, the rows 3 KB apart, left the prefetchers idle)
+  at::parallel_for(0, (H + kJointChunk - 1) / kJointChunk, 1, [&](int64_t c0, int64_t c1) {
+    float acc[kJointChunk], path[kJointChunk];
+    for (int64_t h0 = c0 * kJointChunk; h0 < std::min(H, c1 * kJointChunk); h0 += kJointChunk) {
+      const int64_t width = std::min<int64_t>(kJointChunk, H - h0);
+      auto each = [&](auto f) {  // f(offset, lanes) over the chunk's vectors
+        for (int64_t v = 0; v < width; v += V::size()) f(v, std::min<int64_t>(V::size(), width - v));
+      };
+      for (int64_t t = 0; t < N; ++t) {  // token p L + l
+        const int64_t p = t / L, l = t % L;
+        const float* u = x + p * L * 2 * H + H + h0;  // u[p L + j, h0 + .] at u + j 2 H
+        float* o = op + t * H + h0;
+        each([&](int64_t v, int64_t lanes) { V::loadu(x + t * 2 * H + h0 + v, lanes).store(o + v, lanes); });  // x_id
+        for (int64_t i = 0; i < n; ++i) {
+          each([&](int64_t v, int64_t lanes) { V::loadu(bp + i * H + h0 + v, lanes).store(path + v, lanes); });
+          for (int64_t c = 0; c < k; ++c) {
+            const int64_t r = i * k + c, q = r * L + l;
+            each([&](int64_t v, int64_t lanes) { V(0.f).store(acc + v, lanes); });
+            for (int64_t e = start[q]; e < start[q + 1]; ++e) {
+              const float* kt = K + tap[e] * H + h0;
+              const float* uj = u + joint[e] * 2 * H;
+              each([&](int64_t v, int64_t lanes) {
+                at::vec::fmadd(V::loadu(kt + v, lanes), V::loadu(uj + v, lanes), V::loadu(acc + v, lanes)).store(acc + v, lanes);
+              });
+            }
+            each([&](int64_t v, int64_t lanes) {
+              at::vec::fmadd(V::loadu(wp + r * H + h0 + v, lanes), gelu(V::loadu(acc + v, lanes)), V::loadu(path + v, lanes))
+                  .store(path + v, lanes);
+            });
+          }
+          each([&](int64_t v, int64_t lanes) { (V::loadu(o + v, lanes) * V::loadu(path + v, lanes)).store(o + v, lanes); });
+        }
+      }
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(hummuss_cpu, m) {
   m.def("mix_gate(Tensor y, Tensor w, Tensor b, Tensor x_id) -> Tensor");
   m.def("mix_gate_into(Tensor y, Tensor w, Tensor b, Tensor x_id, Tensor(a!) out, bool gelu_x) -> ()");
   m.def("mix_gate_backward(Tensor go, Tensor y, Tensor w, Tensor b, Tensor x_id, bool grad_x) -> Tensor[]");
+  m.def("joint_conv_mix_gate(Tensor both, Tensor Kz, Tensor idx, Tensor w, Tensor b) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(hummuss_cpu, CPU, m) {
   m.impl("mix_gate", &mix_gate);
   m.impl("mix_gate_into", &mix_gate_into);
   m.impl("mix_gate_backward", &mix_gate_backward);
+  m.impl("joint_conv_mix_gate", &joint_conv_mix_gate);
 }

@@ -23,8 +23,10 @@ from hummuss.ssm.cache import ParamCache, cexp
 from hummuss.ssm.conv import (
     ConvOperator,
     apply_conv,
+    apply_taps,
     conv_method,
     conv_operator,
+    conv_taps,
     operator_bytes,
     toeplitz,
 )
@@ -43,6 +45,6 @@ from hummuss.ssm.recurrence import advance_state_, advance_state_planar, complex
 
 __all__ = [
     "DISCRETIZATIONS", "DSSM", "INIT_SCHEMES", "ConvOperator", "ParamCache", "advance_state_", "advance_state_planar",
-    "apply_conv", "cexp", "complex_state", "conv_method", "conv_operator", "fft_size", "foh", "init_eigenvalues",
+    "apply_conv", "apply_taps", "cexp", "complex_state", "conv_method", "conv_operator", "conv_taps", "fft_size", "foh", "init_eigenvalues",
     "legs_frequencies", "operator_bytes", "phi12", "planar_state", "state_kernel", "toeplitz", "zoh",
 ]

@@ -29,5 +29,5 @@ def advance_state_kernel(s: torch.Tensor, a: torch.Tensor, b: torch.Tensor, u: t
                          Rr: torch.Tensor, Ri: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
     """s (2, H, N, M) advanced in place: s = a s + b u (complex, planar); a, b (2, H, M) or
     (2, H, N, M); u (N, H); Rr, Ri (H, k, M) from `readout_planes`; D (k, H). Returns
-    y = 2 Re(C s) + D u, (N, H, k). The op exists once `usable` has returned True."""
+    y = 2 Re(C s) + D u, (N, H, k) with strides (H, 1, N H) (k planes). The op exists once `usable` has returned True."""
     return torch.ops.hummuss_cpu.state_step_(s, a, b, u, Rr, Ri, D)
