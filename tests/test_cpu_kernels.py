@@ -222,6 +222,7 @@ def test_an_evaluation_pass_with_the_kernel_equals_the_pytorch_route(preset, mon
 @needs_kernels
 @pytest.mark.parametrize("n, k, H, P", [
     (2, 1, 40, 2),   # the spatial blocks (both directions, one read-out), channels: 2 vectors and a tail
+    (2, 1, 136, 1),  # a full chunk of 128 channels (in registers) and a part chunk
     (1, 2, 16, 1),   # one causal direction, two read-outs
     (3, 1, 5, 3),    # fewer channels than a vector
 ])
