@@ -338,11 +338,11 @@ class GDSSM(nn.Module):
 
         Every block: `proj` and `out`, its input projections [W_id; W_in] and output
         projection packed for `rows` tokens per step (default `joints`; `packed_linear`),
-        and the mix weights. Spatial blocks: the convolution operator over `joints`, its
-        `conv_taps`, and `joint_kernel`, whether the CPU kernel `joint_conv_mix_gate` runs
-        convolution, mix and gate from the taps in one call (eager and compiled; without it, a
-        compiled step convolves from the taps in Inductor's loops and an eager one by the
-        operator). The taps are 104 KB a block for paper-causal, the operator 1.8 MB;
+        and the mix weights. Spatial blocks: the convolution's `conv_taps`, `joint_kernel`,
+        whether the CPU kernel `joint_conv_mix_gate` runs convolution, mix and gate from the
+        taps in one call (eager and compiled), and without it `op`, the convolution operator
+        over `joints` (an eager step multiplies by it, a compiled one convolves from the taps
+        in Inductor's loops). The taps are 111 KB a block for paper-causal, the operator 1.8 MB;
         temporal (forward-only) blocks: the read-out weights, and `kernel`, whether a planar
         state advances in place in the CPU kernel (`hummuss.ssm.state_kernel`).
         """
@@ -355,8 +355,8 @@ class GDSSM(nn.Module):
             # (the mix weights laid out channel-fastest, as the step reads them: vectorised loads)
             if not self.temporal:
                 joint_kernel = self.aggregate.kind == "gate" and joint_kernel_applies(w)  # (the op then exists)
-                return dict(op=self._operator(joints, "cols", 1.0, "toeplitz"),
-                            taps=conv_taps(*self._kernels(joints, 1.0)), joint_kernel=joint_kernel, **packed)
+                op = None if joint_kernel else self._operator(joints, "cols", 1.0, "toeplitz")  # the kernel needs none
+                return dict(op=op, taps=conv_taps(*self._kernels(joints, 1.0)), joint_kernel=joint_kernel, **packed)
             self._check_streamable()
             kernel = self.ssm_f.discretization == "zoh" and state_kernel.usable(w.device, w.dtype)
             return dict(R=self.ssm_f.readout_weight(), planes=self.ssm_f.readout_planes(), kernel=kernel, **packed)

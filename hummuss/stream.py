@@ -24,7 +24,7 @@ the compiled step; a copy-free pass matters, as the state is most of the step's 
 traffic. Elsewhere the states are complex and updated in place eagerly, and planar under
 `torch.compile` (`advance_state_planar`, which returns a new state). A spatial block's
 convolution over the joints, its mix and its gate run token-major in one kernel call from
-the convolution's taps (`joint_conv_mix_gate`, 104 KB a block where its Toeplitz operator is
+the convolution's taps (`joint_conv_mix_gate`, 111 KB a block where its Toeplitz operator is
 1.8 MB), between the two packed projections, with no transposes.
 
 `compile`: None (the default) streams eagerly for the first AUTO_COMPILE_AFTER frames, then

@@ -259,3 +259,5 @@ def test_joint_kernel_is_the_convolution_mix_and_gate_written_out(n, k, H, P):
     assert got.shape == (P * L, H) and got.dtype == torch.float32
     err = (got.double() - expected.reshape(P * L, H)).abs().max() / expected.abs().max()
     assert err < 2e-6, f"relative error {err:.2e}"
+    with pytest.raises(RuntimeError, match="own kernel"):  # outputs reading the other read-outs' taps
+        cpu_kernels.ops().joint_conv_mix_gate(both, Kz, idx.flip(1).contiguous(), w, b)

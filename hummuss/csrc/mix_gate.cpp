@@ -308,7 +308,7 @@ std::vector<at::Tensor> mix_gate_backward(const at::Tensor& go, const at::Tensor
 // operator (hummuss.ssm.conv_taps: one padded kernel of L + 1 lags per read-out r, lag L a
 // zero); w (R, H), b (n, H) with R = n k. Returns out (P L, H), what the output projection
 // reads. Vectorised along the channels, which run in parallel in chunks: for paper-causal's joints a
-// block reads 104 KB of taps where the prepared operator (H, L, R L) is 1.8 MB, and the
+// block reads 111 KB of taps where the prepared operator (H, L, R L) is 1.8 MB, and the
 // transposes to channel-major and back, the convolution, the GELUs, the mix and the gate
 // are one pass.
 at::Tensor joint_conv_mix_gate(const at::Tensor& both, const at::Tensor& Kz, const at::Tensor& idx,
@@ -325,14 +325,18 @@ at::Tensor joint_conv_mix_gate(const at::Tensor& both, const at::Tensor& Kz, con
   TORCH_CHECK(L > 0 && both.size(1) == 2 * H && N % L == 0 && idx.size(1) == R * L && R == n * k && R <= kMaxPaths &&
                   Kz.size(0) == R * (L + 1) && Kz.size(1) == H && w.size(0) == R && w.size(1) == H && b.size(1) == H,
               "joint_conv_mix_gate: shapes disagree");
-  // each output (r, l): its taps that lie on the kernel's band, as (tap row, input joint)
+  // each output (r, l): its taps that lie on the kernel's band, as (tap row, input joint);
+  // output r L + l reads kernel r's rows [r (L + 1), r (L + 1) + L], the last a zero
   std::vector<int64_t> start(R * L + 1, 0), tap, joint;
+  tap.reserve(R * L * L);
+  joint.reserve(R * L * L);
   const int64_t* ix = idx.data_ptr<int64_t>();
   for (int64_t o = 0; o < R * L; ++o) {
+    const int64_t first = (o / L) * (L + 1), zero = first + L;
     for (int64_t j = 0; j < L; ++j) {
       const int64_t t = ix[j * R * L + o];
-      TORCH_CHECK(t >= 0 && t < R * (L + 1), "joint_conv_mix_gate: idx out of range");
-      if (t % (L + 1) != L) {  // lag L is the zero
+      TORCH_CHECK(t >= first && t <= zero, "joint_conv_mix_gate: idx must read each output's own kernel");
+      if (t != zero) {
         tap.push_back(t);
         joint.push_back(j);
       }

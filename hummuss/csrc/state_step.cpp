@@ -141,12 +141,11 @@ void run(float* s, const float* a, const float* b, const at::Tensor& u, const fl
         for (; sab.n == 0 && n + NB <= N; n += NB) {
           float* rows[NB];
           float un_h[NB];
-          float accs[NB * (K > 0 ? K : 1)];
+          float accs[NB * K];
           for (int j = 0; j < NB; ++j) {
             rows[j] = s + h * ss.h + (n + j) * ss.n;
             un_h[j] = up[(n + j) * un + h * uh];
           }
-
           channel_streams<K, NB>(rows, ss.plane, a + h * sab.h, a + sab.plane + h * sab.h, b + h * sab.h,
                                  b + sab.plane + h * sab.h, un_h, R, I, M, accs);
           for (int j = 0; j < NB; ++j)
