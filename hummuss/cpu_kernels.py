@@ -1,6 +1,6 @@
 """The suite's hand-written CPU kernels (`hummuss/csrc/*.cpp`), compiled on first use.
 
-Three sources: `mix_gate` (mix_gate.cpp), a GDSSM block's read-out mix and gate aggregation,
+Four sources: `mix_gate` (mix_gate.cpp), a GDSSM block's read-out mix and gate aggregation,
 forward and backward, in one pass over the convolutions' outputs (`hummuss.fusion.MixGate`
 is the same function in PyTorch operations, and stays the reference and the path on GPUs),
 and beside it `joint_conv_mix_gate`, a streaming spatial block's convolution over the joints
@@ -8,7 +8,9 @@ from its taps, mix and gate in one pass (`hummuss.ssm.apply_taps` and `MixGate` 
 `state_step_` (state_step.cpp), the streaming step's state update in place
 (`hummuss.ssm.state_kernel`; `hummuss.ssm.recurrence.advance_state_planar` is the reference);
 and `spectral_backward` (spectral.cpp), the FFT convolution's backward products in one pass
-(`hummuss.ssm.fft_conv.FFTConv`, whose PyTorch operations stay beside it as the reference).
+(`hummuss.ssm.fft_conv.FFTConv`, whose PyTorch operations stay beside it as the reference);
+and `few_rows_linear` (few_rows_linear.cpp), a linear layer for the streaming step's few rows
+(17 a frame) from a weight packed once (`hummuss.packed_linear`; torch.addmm the reference).
 
 `ops()` compiles the sources with `torch.utils.cpp_extension` for this CPU's vector
 instructions (ATen's `Vectorized` at the width that `torch.backends.cpu.get_cpu_capability()`
@@ -32,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-SOURCES = [Path(__file__).with_name("csrc") / name for name in ("mix_gate.cpp", "state_step.cpp", "spectral.cpp")]
+SOURCES = [Path(__file__).with_name("csrc") / name for name in ("mix_gate.cpp", "state_step.cpp", "spectral.cpp",
+                                                                   "few_rows_linear.cpp")]
 ENV = "HUMMUSS_CPU_KERNELS"  # "0": never build or use them
 STALE_LOCK_S = 600  # a build lock older than this was left by a process that died while building
 
@@ -113,6 +116,10 @@ def _register_fakes() -> None:
     @torch.library.register_fake("hummuss_cpu::joint_conv_mix_gate")
     def _(both, Kz, idx, w, b):
         return both.new_empty(both.shape[0], both.shape[1] // 2)
+
+    @torch.library.register_fake("hummuss_cpu::few_rows_linear")
+    def _(x, Wp, bp, N, gelu):
+        return x.new_empty(x.shape[0], N)
 
     @torch.library.register_fake("hummuss_cpu::state_step_")
     def _(s, a, b, u, Rr, Ri, D):

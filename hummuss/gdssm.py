@@ -37,7 +37,7 @@ Spatial blocks ignore dt (the joint axis has no physical step). Temporal blocks 
 
 The block's surface: `forward` (whole sequences), and for forward-only (causal) blocks
 `initial_state` and `step` (one frame with its state). Streaming passes `stream_constants`
-(projections prepacked for oneDNN, the joints' convolution operator, read-out and mix
+(projections prepacked for `packed_linear`, the joints' convolution taps, read-out and mix
 weights, computed once per stream) to both: a spatial block runs `forward` over one frame's
 joints, a temporal block `step`s its state.
 

@@ -12,8 +12,9 @@ imports no model, it reads the modules of the one it is given.)
         y_t = s.step(x_t)         # (B, 17, 3)
         y_t = s.step(x_t, dt=2.0) # this frame came two training steps after the last
 
-Speed: the spatial convolutions, read-out and mix weights, the projections (packed for
-oneDNN on the CPU, `packed_linear`; a copy, 45 MB for paper-causal) and the discretisation
+Speed: the spatial convolutions, read-out and mix weights, the projections (packed once,
+`packed_linear`: for the suite's few-rows CPU kernel, else oneDNN; a copy, 45 MB for
+paper-causal) and the discretisation
 of each step size are computed once (at `reset`) and reused. At batch 1 the step is bound
 by memory traffic: the paper-causal state is 10 blocks x 17 joints x 768 channels x 64
 complex modes (67 MB), read and rewritten every frame, and the projections' weights are
@@ -31,9 +32,11 @@ the convolution's taps (`joint_conv_mix_gate`, 111 KB a block where its Toeplitz
 switches to the compiled step where a compiler exists (`compiler_available`: a C++
 compiler for Inductor on the CPU, Triton on CUDA), so short streams never pay for a
 compilation and long ones get the fast step; where none exists it warns once per process
-and stays eager. True compiles from the first frame, False never. Compilation costs
-(paper-causal on a 2-core CPU: 20 s, then 4 s from the on-disk cache) and, if it fails,
-the stream falls back to eager execution with a warning.
+and stays eager. True compiles from the first frame, False never. The compiled step has a
+C++ wrapper (Inductor's `cpp_wrapper`: the calls between its kernels leave Python; 0.3-0.9
+ms a frame less for paper-causal on a 2-core CPU). Compilation costs (paper-causal on a
+2-core AVX2 CPU: 31 s, then 4 s from the on-disk cache) and, if it fails, the stream falls
+back to eager execution with a warning.
 """
 
 from __future__ import annotations
@@ -176,7 +179,7 @@ class HumMUSSStream:
     def _step_compiled(self, x_t, dt):
         global _compiled_frame
         if _compiled_frame is None:  # one per process: streams of one model share its code
-            _compiled_frame = torch.compile(_frame, dynamic=False)
+            _compiled_frame = torch.compile(_frame, dynamic=False, options={"cpp_wrapper": True})
         try:
             with torch.no_grad():
                 y, self.states = _compiled_frame(self.model, x_t, self.states, self._discretised(dt), self._consts)

@@ -261,3 +261,34 @@ def test_joint_kernel_is_the_convolution_mix_and_gate_written_out(n, k, H, P):
     assert err < 2e-6, f"relative error {err:.2e}"
     with pytest.raises(RuntimeError, match="own kernel"):  # outputs reading the other read-outs' taps
         cpu_kernels.ops().joint_conv_mix_gate(both, Kz, idx.flip(1).contiguous(), w, b)
+
+
+@needs_kernels
+@pytest.mark.parametrize("M, K, N", [
+    (17, 64, 96),   # a frame's joints: tiles of near-equal rows, whole panels
+    (1, 5, 3),      # one row, fewer outputs than a vector
+    (40, 33, 70),   # more tiles, an odd depth, a part panel
+    (13, 16, 40),   # a prime number of rows
+])
+def test_few_rows_linear_is_the_product_written_out(M, K, N):
+    """`few_rows_linear` against x W^T + b summed in float64 term by term, and GELU with erf."""
+    g = torch.Generator().manual_seed(M + K + N)
+    x, W, b = torch.randn(M, K, generator=g), torch.randn(N, K, generator=g), torch.randn(N, generator=g)
+    Wp, bp = cpu_kernels.ops().few_rows_pack(W, b)
+    assert Wp.shape[0] * Wp.shape[2] >= N and Wp.shape[1] == K  # (P, K, NR) panels, zero-padded
+    expected = b.double().expand(M, N).clone()
+    for k in range(K):
+        expected += x[:, k:k + 1].double() * W[:, k].double()
+    gelu = expected * 0.5 * (1 + torch.erf(expected / 2 ** 0.5))
+    scale = (x.double().abs() @ W.double().abs().t()).max()
+    for act, want in ((False, expected), (True, gelu)):
+        got = cpu_kernels.ops().few_rows_linear(x, Wp, bp, N, act)
+        assert got.shape == (M, N) and got.dtype == torch.float32
+        err = (got.double() - want).abs().max() / scale
+        assert err < 1e-6, f"gelu={act}: relative error {err:.2e}"
+    strided = cpu_kernels.ops().few_rows_linear(x.t().contiguous().t(), Wp, bp, N, False)
+    assert torch.equal(strided, cpu_kernels.ops().few_rows_linear(x, Wp, bp, N, False))
+    with pytest.raises(RuntimeError, match="from few_rows_pack"):  # panels packed for other outputs
+        cpu_kernels.ops().few_rows_linear(x, Wp, bp, N + Wp.shape[2], False)
+    with pytest.raises(RuntimeError, match="from few_rows_pack"):  # x of another depth
+        cpu_kernels.ops().few_rows_linear(x[:, 1:], Wp, bp, N, False)

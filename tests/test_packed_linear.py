@@ -1,10 +1,11 @@
-"""hummuss.packed_linear: prepacked (oneDNN) linear layers equal nn.Linear, eagerly and compiled."""
+"""hummuss.packed_linear: prepacked linear layers (the suite's few-rows kernel, oneDNN, dense)
+equal nn.Linear, eagerly and compiled."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from hummuss.packed_linear import PackedLinear, onednn_available, pack_linear
+from hummuss.packed_linear import PackedLinear, kernel_available, onednn_available, pack_linear
 
 
 @pytest.fixture()
@@ -13,10 +14,17 @@ def layer():
     return torch.nn.Linear(64, 96)
 
 
+def _expected_kind(weight, kernel=True):
+    if kernel and kernel_available(weight):
+        return "kernel"
+    return "onednn" if onednn_available(weight) else "dense"
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "library"])
 @pytest.mark.parametrize("rows", [1, 17, 40])
-def test_packed_linear_equals_the_layer_with_and_without_gelu(layer, rows):
-    lin = pack_linear(layer.weight, layer.bias, rows=17)  # packed for 17 rows, used with others
-    assert lin.packed == onednn_available(layer.weight) and lin.out_features == 96
+def test_packed_linear_equals_the_layer_with_and_without_gelu(layer, rows, kernel):
+    lin = pack_linear(layer.weight, layer.bias, rows=17, kernel=kernel)  # packed for 17 rows, used with others
+    assert lin.kind == _expected_kind(layer.weight, kernel) and lin.out_features == 96
     x = torch.randn(rows, 64)
     with torch.no_grad():
         ref = layer(x)
@@ -27,17 +35,18 @@ def test_packed_linear_equals_the_layer_with_and_without_gelu(layer, rows):
 
 
 def test_packed_linear_is_a_copy_and_falls_back_to_dense(layer):
-    if not onednn_available(layer.weight):
-        pytest.skip("this PyTorch build has no oneDNN (mkldnn): only the dense path exists")
+    if not (kernel_available(layer.weight) or onednn_available(layer.weight)):
+        pytest.skip("neither the suite's CPU kernels nor oneDNN (mkldnn) here: only the dense path exists")
     lin = pack_linear(layer.weight, layer.bias, rows=17)
+    assert lin.packed
     x = torch.randn(5, 64)
     with torch.no_grad():
         before = lin(x)
         layer.weight.mul_(2.0)  # a packed weight does not follow the parameter: repack
         assert torch.equal(lin(x), before)
         assert (pack_linear(layer.weight, layer.bias, 17)(x) - layer(x)).abs().max() < 1e-5
-    dense = pack_linear(layer.weight.double(), layer.bias.double(), rows=17)  # float64: no oneDNN
-    assert not dense.packed
+    dense = pack_linear(layer.weight.double(), layer.bias.double(), rows=17)  # float64: neither packing
+    assert dense.kind == "dense" and not dense.packed
     assert (dense(x.double()) - layer(x).double()).abs().max() < 1e-5
 
 
@@ -48,9 +57,10 @@ def test_bad_shapes_raise(layer):
         pack_linear(layer.weight[0], layer.bias, rows=17)
 
 
-def test_packed_linear_inside_torch_compile(layer):
-    """The custom op stays one opaque call in a compiled graph and gives the eager result."""
-    lin = pack_linear(layer.weight, layer.bias, rows=17)
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "library"])
+def test_packed_linear_inside_torch_compile(layer, kernel):
+    """The packed call stays one opaque call in a compiled graph and gives the eager result."""
+    lin = pack_linear(layer.weight, layer.bias, rows=17, kernel=kernel)
 
     def f(x, lin: PackedLinear):
         return lin(x, gelu=True) * 2 + 1

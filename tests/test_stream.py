@@ -250,6 +250,8 @@ def test_a_spatial_block_compiled_with_its_joint_taps_is_the_eager_block(monkeyp
     with torch.no_grad():
         consts = block.stream_constants(17, 2 * 17)
         assert set(consts) >= {"op", "taps"} and (consts["op"] is None) == kernel  # the kernel needs no operator
+        if kernel:  # the kernels are built: the projections run in `few_rows_linear`
+            assert consts["proj"].kind == consts["out"].kind == "kernel"
         want = block(x) - x
         torch._dynamo.reset()  # a graph of its own for each route
         got = torch.compile(lambda t: block(t, consts=consts), dynamic=False)(x) - x

@@ -38,8 +38,9 @@ def test_matmul_rate(benchmark, shape):
 def test_streaming_linear_rate(benchmark, models, kind):
     """The streaming step's projections alone: the 60 weights of paper-causal applied to one
     frame's 17 tokens, each read from memory as in the real step. torch.mm: each weight
-    separately through torch.mm; packed: as the step runs them, the 40 prepacked (oneDNN)
-    products of `stream_constants` (each block's input projections fused in one)."""
+    separately through torch.mm; packed: as the step runs them, the 40 prepacked products of
+    `stream_constants` (each block's input projections fused in one; `packed_linear`: the
+    suite's few-rows kernel where it is built, else oneDNN)."""
     model = models("hummuss", "paper-causal")
     blocks = [block for layer in model.layers
               for block in (layer.spatial_st, layer.temporal_st, layer.temporal_ts, layer.spatial_ts)]
