@@ -18,16 +18,19 @@ reports: AVX512, AVX2, or plain C++), about 15 s once per machine; the library i
 under torch's extensions directory (`build_directory`: TORCH_EXTENSIONS_DIR, one folder per
 torch version and capability), rebuilt where the sources or flags change, and later
 processes load it in milliseconds. Processes that start together build it once (torch's
-lock file); a lock left by a process killed while building is removed after 10 minutes. Where it cannot be built (no C++ compiler, no
+lock file); a lock left by a process killed while building is removed once it is 10 minutes
+old, also by processes already waiting for it. Where it cannot be built (no C++ compiler, no
 ninja) or HUMMUSS_CPU_KERNELS=0, `ops()` returns None after one warning and the callers run
 their PyTorch operations instead: the same numbers up to float rounding.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -38,6 +41,7 @@ SOURCES = [Path(__file__).with_name("csrc") / name for name in ("mix_gate.cpp", 
                                                                    "few_rows_linear.cpp")]
 ENV = "HUMMUSS_CPU_KERNELS"  # "0": never build or use them
 STALE_LOCK_S = 600  # a build lock older than this was left by a process that died while building
+LOCK_CHECK_S = 30  # while building or waiting for another process's build: how often to look for one
 
 # per vector capability: the compiler's instruction set and ATen's `Vectorized` selection
 _CAPABILITY_FLAGS = {
@@ -64,6 +68,26 @@ def build_directory(cap: str) -> Path:
     capability."""
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
     return Path(root) / f"hummuss-torch{re.sub(r'[^0-9A-Za-z.]+', '_', torch.__version__)}-{cap.lower()}"
+
+
+@contextlib.contextmanager
+def _stale_lock_watch(folder: Path):
+    """Clear a stale lock now and, while the block runs (torch's build, or its wait for another
+    process's build), every LOCK_CHECK_S: a lock that goes stale while we wait (its builder
+    killed mid-build) would otherwise keep us waiting forever."""
+    _clear_stale_lock(folder)
+    done = threading.Event()
+
+    def watch():
+        while not done.wait(LOCK_CHECK_S):
+            _clear_stale_lock(folder)
+
+    watcher = threading.Thread(target=watch, name="hummuss-build-lock-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
 
 
 def _clear_stale_lock(folder: Path) -> None:
@@ -96,12 +120,12 @@ def ops():
             pass
         folder = build_directory(cap)
         folder.mkdir(parents=True, exist_ok=True)
-        _clear_stale_lock(folder)
-        cpp_extension.load(
-            name=f"hummuss_cpu_kernels_{cap.lower()}", sources=[str(s) for s in SOURCES],
-            build_directory=str(folder),
-            extra_cflags=["-O3", "-fopenmp", *_CAPABILITY_FLAGS.get(cap, [])], extra_ldflags=["-fopenmp"],
-            is_python_module=False, verbose=False)
+        with _stale_lock_watch(folder):
+            cpp_extension.load(
+                name=f"hummuss_cpu_kernels_{cap.lower()}", sources=[str(s) for s in SOURCES],
+                build_directory=str(folder),
+                extra_cflags=["-O3", "-fopenmp", *_CAPABILITY_FLAGS.get(cap, [])], extra_ldflags=["-fopenmp"],
+                is_python_module=False, verbose=False)
     except Exception as err:  # noqa: BLE001 (a compiler's or loader's failure of any kind)
         warnings.warn(f"hummuss: the CPU kernels could not be built ({type(err).__name__}: "
                       f"{str(err).strip().splitlines()[-1] if str(err).strip() else ''}); "

@@ -161,6 +161,24 @@ def test_a_build_lock_left_by_a_dead_process_is_removed(tmp_path, monkeypatch):
     cpu_kernels._clear_stale_lock(folder)  # no lock: nothing to do
 
 
+def test_a_lock_that_goes_stale_while_waiting_is_removed(tmp_path, monkeypatch):
+    """A process waiting for another's build (torch polls while `lock` exists) is not left
+    waiting forever when that builder dies: the lock is removed once it is stale."""
+    import time
+
+    monkeypatch.setattr(cpu_kernels, "STALE_LOCK_S", 0.5)
+    monkeypatch.setattr(cpu_kernels, "LOCK_CHECK_S", 0.05)
+    lock = tmp_path / "lock"
+    lock.touch()  # fresh: a build under way elsewhere
+    start = time.monotonic()
+    with warnings.catch_warnings(), cpu_kernels._stale_lock_watch(tmp_path):
+        warnings.simplefilter("ignore")
+        assert lock.exists()  # not stale yet
+        while lock.exists() and time.monotonic() - start < 20:  # what torch's wait does
+            time.sleep(0.01)
+    assert not lock.exists() and time.monotonic() - start >= 0.5
+
+
 @needs_kernels
 @pytest.mark.parametrize("Q, spaced", [(1, True), (3, True), (1, False)])
 def test_evaluation_kernel_reads_spaced_rows_and_takes_x_before_its_gelu(Q, spaced):
