@@ -14,12 +14,12 @@ and `few_rows_linear` (few_rows_linear.cpp), a linear layer for the streaming st
 
 `ops()` compiles the sources with `torch.utils.cpp_extension` for this CPU's vector
 instructions (ATen's `Vectorized` at the width that `torch.backends.cpu.get_cpu_capability()`
-reports: AVX512, AVX2, or plain C++), about 15 s once per machine; the library is cached
-under torch's extensions directory (`build_directory`: TORCH_EXTENSIONS_DIR, one folder per
-torch version and capability), rebuilt where the sources or flags change, and later
-processes load it in milliseconds. Processes that start together build it once (torch's
-lock file); a lock left by a process killed while building is removed once it is 10 minutes
-old, also by processes already waiting for it. Where it cannot be built (no C++ compiler, no
+reports: AVX512, AVX2, or plain C++), about 15 s once per machine and checkout; the library
+is cached under torch's extensions directory (`build_directory`: TORCH_EXTENSIONS_DIR, one
+folder per torch version, capability and checkout), rebuilt where the sources or flags
+change, and later processes load it in milliseconds. Processes that start together build it
+once (torch's lock file); a lock left by a process killed while building is removed once it
+is 10 minutes old, also by processes already waiting for it. Where it cannot be built (no C++ compiler, no
 ninja) or HUMMUSS_CPU_KERNELS=0, `ops()` returns None after one warning and the callers run
 their PyTorch operations instead: the same numbers up to float rounding.
 """
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import re
 import threading
@@ -64,10 +65,14 @@ def capability() -> str:
 
 def build_directory(cap: str) -> Path:
     """Where the kernels for `cap` are built and cached: torch's extensions directory
-    (TORCH_EXTENSIONS_DIR, else ~/.cache/torch_extensions), one folder per torch version and
-    capability."""
+    (TORCH_EXTENSIONS_DIR, else ~/.cache/torch_extensions), one folder per torch version,
+    capability and checkout. (torch's build file names the sources by their absolute paths:
+    two checkouts sharing a folder rebuilt it for each other whenever a process of the other
+    loaded the kernels, 15-60 s each time, while the other's processes waited on the lock.)"""
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
-    return Path(root) / f"hummuss-torch{re.sub(r'[^0-9A-Za-z.]+', '_', torch.__version__)}-{cap.lower()}"
+    version = re.sub(r"[^0-9A-Za-z.]+", "_", torch.__version__)
+    checkout = hashlib.sha1(str(SOURCES[0].parent.resolve()).encode()).hexdigest()[:8]
+    return Path(root) / f"hummuss-torch{version}-{cap.lower()}-{checkout}"
 
 
 @contextlib.contextmanager

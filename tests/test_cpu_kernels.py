@@ -161,6 +161,17 @@ def test_a_build_lock_left_by_a_dead_process_is_removed(tmp_path, monkeypatch):
     cpu_kernels._clear_stale_lock(folder)  # no lock: nothing to do
 
 
+def test_each_checkout_builds_in_a_folder_of_its_own(tmp_path, monkeypatch):
+    """torch's build file names the sources by absolute path: two checkouts in one folder
+    would rebuild it for each other on every switch."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    here = cpu_kernels.build_directory("AVX2")
+    assert cpu_kernels.build_directory("AVX2") == here
+    monkeypatch.setattr(cpu_kernels, "SOURCES", [tmp_path / "other" / "csrc" / s.name for s in cpu_kernels.SOURCES])
+    other = cpu_kernels.build_directory("AVX2")
+    assert other != here and other.parent == here.parent and "avx2" in other.name
+
+
 def test_a_lock_that_goes_stale_while_waiting_is_removed(tmp_path, monkeypatch):
     """A process waiting for another's build (torch polls while `lock` exists) is not left
     waiting forever when that builder dies: the lock is removed once it is stale."""
