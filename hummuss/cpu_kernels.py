@@ -56,6 +56,13 @@ def enabled() -> bool:
     return os.environ.get(ENV, "1") != "0"
 
 
+def runs_on(device: torch.device | str, dtype: torch.dtype) -> bool:
+    """Whether the kernels that take float32 CPU tensors (the streaming step's: the state
+    update, the spatial block, the few-rows projections) run on tensors of this device and
+    dtype: the CPU, float32, and the kernels built (building them on first call)."""
+    return torch.device(device).type == "cpu" and dtype == torch.float32 and ops() is not None
+
+
 def capability() -> str:
     """The vector capability the kernels are built for: ATen's own choice on this CPU, where
     we have flags for it; otherwise "DEFAULT" (portable C++)."""

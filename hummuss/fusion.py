@@ -171,14 +171,6 @@ def _kernel_applies(y: torch.Tensor) -> bool:
             and not torch.compiler.is_compiling() and cpu_kernels.ops() is not None)
 
 
-def joint_kernel_applies(t: torch.Tensor) -> bool:
-    """Whether the streaming step's spatial kernel (`joint_conv_mix_gate` in
-    hummuss/csrc/mix_gate.cpp) runs a block whose weights are like t: CPU float32 and the
-    kernels built (torch.ops.hummuss_cpu.joint_conv_mix_gate exists once this returned True).
-    It has a fake implementation, so torch.compile keeps it as one call."""
-    return t.device.type == "cpu" and t.dtype == torch.float32 and cpu_kernels.ops() is not None
-
-
 def mix_gate(y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, x_id: torch.Tensor) -> torch.Tensor:
     """x_id prod_i (b_i + sum_c w_ic GELU(y_ic)) with its backward: the compiled CPU kernel
     where it applies (CPU, float32 or float64, at most 16 read-outs, not under torch.compile,

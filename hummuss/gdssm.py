@@ -60,9 +60,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hummuss import cpu_kernels
 from hummuss.channel_linear import channel_major, token_major
 from hummuss.conv_mix_gate import conv_mix_gate, conv_mix_gate_applies
-from hummuss.fusion import Aggregate, joint_kernel_applies, mix_gate, mix_gate_into
+from hummuss.fusion import Aggregate, mix_gate, mix_gate_into
 from hummuss.packed_linear import pack_linear
 from hummuss.ssm import (
     DSSM,
@@ -354,7 +355,8 @@ class GDSSM(nn.Module):
                           mix=tuple(t.movedim(0, -1).contiguous().movedim(-1, 0) for t in self._mix_weights()))
             # (the mix weights laid out channel-fastest, as the step reads them: vectorised loads)
             if not self.temporal:
-                joint_kernel = self.aggregate.kind == "gate" and joint_kernel_applies(w)  # (the op then exists)
+                # the CPU kernel `joint_conv_mix_gate` (a fake beside it: one call when compiled)
+                joint_kernel = self.aggregate.kind == "gate" and cpu_kernels.runs_on(w.device, w.dtype)
                 op = None if joint_kernel else self._operator(joints, "cols", 1.0, "toeplitz")  # the kernel needs none
                 return dict(op=op, taps=conv_taps(*self._kernels(joints, 1.0)), joint_kernel=joint_kernel, **packed)
             self._check_streamable()

@@ -9,8 +9,8 @@ machine has, so callers need not care which:
 
 - "kernel": the suite's own CPU kernel (`few_rows_linear` in hummuss/csrc, built by
   `hummuss.cpu_kernels`): column panels, a tile of rows x outputs held in registers, 7 us a
-  call for that small product; on paper-causal's shapes 108 against 143 us (oneDNN) for
-  (17, 256) @ (256, 1536) and 55 against 89 us for (17, 768) @ (768, 256);
+  call for that small product; on paper-causal's shapes 108-111 against 139-147 us (oneDNN)
+  for (17, 256) @ (256, 1536) and 55-56 against 89 us for (17, 768) @ (768, 256);
 - "onednn": the weight reordered for oneDNN (float32 CPU tensors where the kernels are not
   built; 2.3x as fast as torch.addmm on these shapes, measured on a 2-core AVX-512 CPU);
 - "dense": the weight as it is, for `torch.addmm` (CUDA, other dtypes).
@@ -62,19 +62,9 @@ def _(x: Tensor, packed: Tensor, bias: Tensor, out_features: int, gelu: bool) ->
 onednn_linear = torch.ops.hummuss.onednn_linear
 
 
-def _cpu_float32(weight: Tensor) -> bool:
-    return weight.device.type == "cpu" and weight.dtype == torch.float32
-
-
-def kernel_available(weight: Tensor) -> bool:
-    """Whether `weight` can be packed for the suite's `few_rows_linear`: a float32 CPU tensor
-    and the CPU kernels built (`hummuss.cpu_kernels.ops`)."""
-    return _cpu_float32(weight) and cpu_kernels.ops() is not None
-
-
 def onednn_available(weight: Tensor) -> bool:
     """Whether `weight` can be packed for oneDNN: a float32 CPU tensor and a build with mkldnn."""
-    return (_cpu_float32(weight) and torch.backends.mkldnn.is_available()
+    return (weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkldnn.is_available()
             and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
 
 
@@ -87,10 +77,6 @@ class PackedLinear:
     bias: Tensor
     out_features: int
     kind: str
-
-    @property
-    def packed(self) -> bool:
-        return self.kind != "dense"
 
     def __call__(self, x: Tensor, gelu: bool = False) -> Tensor:
         """x (N, in) -> (N, out); GELU(x W^T + b) if `gelu` (fused into the matmul)."""
@@ -111,7 +97,7 @@ def pack_linear(weight: Tensor, bias: Tensor, rows: int, kernel: bool = True) ->
     with torch.no_grad():
         weight, bias = weight.detach(), bias.detach().contiguous()
         out = weight.shape[0]
-        if kernel and kernel_available(weight):
+        if kernel and cpu_kernels.runs_on(weight.device, weight.dtype):
             return PackedLinear(*torch.ops.hummuss_cpu.few_rows_pack(weight, bias), out, "kernel")
         if onednn_available(weight):
             packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), max(1, int(rows)))

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hummuss.packed_linear import PackedLinear, kernel_available, onednn_available, pack_linear
+from hummuss.cpu_kernels import runs_on
+from hummuss.packed_linear import PackedLinear, onednn_available, pack_linear
 
 
 @pytest.fixture()
@@ -15,7 +16,7 @@ def layer():
 
 
 def _expected_kind(weight, kernel=True):
-    if kernel and kernel_available(weight):
+    if kernel and runs_on(weight.device, weight.dtype):
         return "kernel"
     return "onednn" if onednn_available(weight) else "dense"
 
@@ -35,10 +36,10 @@ def test_packed_linear_equals_the_layer_with_and_without_gelu(layer, rows, kerne
 
 
 def test_packed_linear_is_a_copy_and_falls_back_to_dense(layer):
-    if not (kernel_available(layer.weight) or onednn_available(layer.weight)):
+    if not (runs_on(layer.weight.device, layer.weight.dtype) or onednn_available(layer.weight)):
         pytest.skip("neither the suite's CPU kernels nor oneDNN (mkldnn) here: only the dense path exists")
     lin = pack_linear(layer.weight, layer.bias, rows=17)
-    assert lin.packed
+    assert lin.kind != "dense"
     x = torch.randn(5, 64)
     with torch.no_grad():
         before = lin(x)
@@ -46,7 +47,7 @@ def test_packed_linear_is_a_copy_and_falls_back_to_dense(layer):
         assert torch.equal(lin(x), before)
         assert (pack_linear(layer.weight, layer.bias, 17)(x) - layer(x)).abs().max() < 1e-5
     dense = pack_linear(layer.weight.double(), layer.bias.double(), rows=17)  # float64: neither packing
-    assert dense.kind == "dense" and not dense.packed
+    assert dense.kind == "dense"
     assert (dense(x.double()) - layer(x).double()).abs().max() < 1e-5
 
 

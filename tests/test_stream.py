@@ -234,16 +234,16 @@ def test_a_spatial_block_compiled_with_its_joint_taps_is_the_eager_block(monkeyp
     (`joint_conv_mix_gate`) or in Inductor's loops (`apply_taps`), and gives the increments
     of the block run eagerly without constants. (A whole model's outputs hardly move when
     this convolution is wrong: they are checked above with other aims.)"""
-    import hummuss.gdssm
+    from hummuss import cpu_kernels
     from hummuss.gdssm import GDSSM
     from hummuss.stream import compiler_available
 
     if not compiler_available("cpu"):
         pytest.skip("no C++ compiler for torch.compile")
-    if kernel and not hummuss.gdssm.joint_kernel_applies(torch.zeros(1)):
+    if kernel and not cpu_kernels.runs_on("cpu", torch.float32):
         pytest.skip("the CPU kernels are not built here")
     if not kernel:
-        monkeypatch.setattr(hummuss.gdssm, "joint_kernel_applies", lambda z: False)
+        monkeypatch.setattr(cpu_kernels, "runs_on", lambda device, dtype: False)  # as where they are not built
     torch.manual_seed(3)
     block = GDSSM(16, expand=2.5, state_size=8, bidirectional=True).eval()
     x = torch.randn(2, 17, 1, 16)  # two frames' joints

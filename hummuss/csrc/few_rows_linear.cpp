@@ -10,12 +10,12 @@
 // P = ceil(N / NR), zero-padded past N. A panel's K rows are read in order, one stride apart.
 //
 // For so few rows a library matmul pays a fixed cost that matters: oneDNN's packed call took
-// 30 us on a (17, 16) @ (16, 96) product, where this kernel takes 7 us; on paper-causal's
-// shapes (2-core AVX2 EPYC, medians of 300) 108 against 143 us for (17, 256) @ (256, 1536) and
-// 55 against 89 us for (17, 768) @ (768, 256). Each tile keeps MR rows x NR outputs of
-// accumulators in registers (AVX2's 16: 6 x 16; AVX-512's 32: 12 x 32), broadcasts one x
-// value per row and step k, and reads a panel's values once per tile; the rows run in the
-// fewest tiles of near-equal size (17 = 6 + 6 + 5 on AVX2) and the panels in parallel.
+// 30-33 us on a (17, 16) @ (16, 96) product, where this kernel takes 7 us; on paper-causal's
+// shapes (2-core AVX2 EPYC, medians of 300, two rounds) 108-111 against 139-147 us for
+// (17, 256) @ (256, 1536) and 55-56 against 89 us for (17, 768) @ (768, 256). Each tile keeps
+// MR rows x NR outputs of accumulators in registers (AVX2's 16: 6 x 16; AVX-512's 32:
+// 12 x 32), broadcasts one x value per row and step k, and reads a panel's values once per
+// tile; the rows run in the fewest tiles of near-equal size (17 = 6 + 6 + 5 on AVX2) and the panels in parallel.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -36,7 +36,7 @@ constexpr int kMaxTileRows = kVector >= 16 ? 12 : 6;               // MR: accumu
 
 // One tile: rows [0, MR) of x against one panel, written to out's first `cols` columns.
 template <int MR>
-inline void tile(const float* x, int64_t ldx, const float* pw, const float* pb, int64_t K, float* out,
+inline void tile(const float* x, const float* pw, const float* pb, int64_t K, float* out,
                  int64_t ldo, int64_t cols, bool gelu) {
   V acc[MR][kPanelVectors];
   for (int j = 0; j < kPanelVectors; ++j) {
@@ -47,7 +47,7 @@ inline void tile(const float* x, int64_t ldx, const float* pw, const float* pb, 
     V w[kPanelVectors];
     for (int j = 0; j < kPanelVectors; ++j) w[j] = V::loadu(pw + k * kPanel + j * kVector);
     for (int r = 0; r < MR; ++r) {
-      const V a(x[r * ldx + k]);
+      const V a(x[r * K + k]);  // x's rows are K apart (contiguous)
       for (int j = 0; j < kPanelVectors; ++j) acc[r][j] = at::vec::fmadd(a, w[j], acc[r][j]);
     }
   }
@@ -71,7 +71,7 @@ inline void panel(const float* x, int64_t M, int64_t K, const float* pw, const f
     const float* xr = x + r0 * K;
     float* o = out + r0 * ldo;
     switch (mr) {  // (on AVX2 tiles have at most 6 rows)
-#define HUMMUSS_TILE(n) case n: tile<n>(xr, K, pw, pb, K, o, ldo, cols, gelu); break;
+#define HUMMUSS_TILE(n) case n: tile<n>(xr, pw, pb, K, o, ldo, cols, gelu); break;
       HUMMUSS_TILE(1) HUMMUSS_TILE(2) HUMMUSS_TILE(3) HUMMUSS_TILE(4) HUMMUSS_TILE(5) HUMMUSS_TILE(6)
       HUMMUSS_TILE(7) HUMMUSS_TILE(8) HUMMUSS_TILE(9) HUMMUSS_TILE(10) HUMMUSS_TILE(11) HUMMUSS_TILE(12)
 #undef HUMMUSS_TILE

@@ -22,7 +22,7 @@ from hummuss import cpu_kernels
 
 def usable(device: torch.device | str, dtype: torch.dtype) -> bool:
     """Whether the kernel can run a state of this device and dtype (building it on first call)."""
-    return torch.device(device).type == "cpu" and dtype == torch.float32 and cpu_kernels.ops() is not None
+    return cpu_kernels.runs_on(device, dtype)
 
 
 def advance_state_kernel(s: torch.Tensor, a: torch.Tensor, b: torch.Tensor, u: torch.Tensor,
