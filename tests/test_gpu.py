@@ -113,6 +113,73 @@ def test_gpu_check_dry_run_on_the_cpu_measures_every_part(tmp_path):
     assert "| hummuss-smoke | 2 | 2 |" in (tmp_path / "gpu-check.md").read_text()
 
 
+def test_gpu_check_runs_every_test_file_that_holds_gpu_tests():
+    """gpu-check hands pytest only GPU_TEST_FILES (a GPU image may lack MLflow and Optuna,
+    which the other test files import): a file with a gpu mark outside that list would never
+    run on a GPU."""
+    from pathlib import Path
+
+    from suite.gpucheck import GPU_TEST_FILES, ROOT
+
+    marked = {str(f.relative_to(ROOT)) for f in (ROOT / "tests").rglob("test_*.py")
+              if "mark.gpu" in f.read_text()}
+    assert marked == set(GPU_TEST_FILES)
+    assert all(Path(ROOT / f).is_file() for f in GPU_TEST_FILES)
+
+
+def test_gpu_check_runs_without_mlflow_and_optuna(tmp_path):
+    """`python -m suite.gpucheck` on a GPU image that has torch but not MLflow or Optuna: with
+    both made unimportable, the check and every module its parts import load, and without
+    CUDA it says so and exits 0."""
+    import os
+    import subprocess
+    import sys
+
+    from suite.gpucheck import ROOT
+
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('mlflow', 'optuna'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Block())\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    probe = ("import suite.gpucheck, suite.bench, hummuss.train, hummuss.zoo, hummuss.stream\n"
+             "try:\n    import optuna\nexcept ModuleNotFoundError:\n    print('blocked')\n")
+    imports = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert imports.returncode == 0, imports.stderr
+    assert imports.stdout.strip() == "blocked"  # the blocker works: the imports above needed neither
+    if not torch.cuda.is_available():
+        out = subprocess.run([sys.executable, "-m", "suite.gpucheck", "--out", str(tmp_path / "out")],
+                             env=env, capture_output=True, text=True, cwd=tmp_path)
+        assert out.returncode == 0 and "no CUDA GPU" in out.stdout, out.stderr
+
+
+def test_gpu_check_writes_each_figure_as_it_is_measured(tmp_path, monkeypatch):
+    """The report is on disk after every part: a part that hangs past the command's time limit
+    (torch.compile on an unknown GPU) loses only itself. Here the MotionBERT streaming part
+    raises after the epochs, the training steps and HumMUSS's stream were measured; the file
+    written at that moment already holds them."""
+    import json
+
+    import suite.gpucheck as gpucheck
+
+    seen = {}
+
+    def broken(plan):
+        seen.update(json.loads((tmp_path / "gpu-check.json").read_text()))
+        raise RuntimeError("no more")
+
+    monkeypatch.setattr(gpucheck, "_motionbert_stream", broken)
+    report = gpucheck.run(tmp_path, budget=900, plan=gpucheck.Plan.dry_run())
+    assert [e["model"] for e in seen["epochs"]] == ["hummuss-smoke", "motionbert-smoke"]
+    assert [r["model"] for r in seen["train_steps"]] == ["hummuss-smoke", "motionbert-smoke"]
+    assert [r["model"] for r in seen["stream"]] == ["hummuss-smoke"]
+    assert list(seen["ratios"]) == ["train step hummuss-smoke / motionbert-smoke"]
+    assert report["errors"] == ["motionbert stream: RuntimeError: no more"]
+
+
 @pytest.mark.parametrize("device", ["cpu", CUDA])
 def test_compiled_training_step_matches_eager(device):
     """`torch.compile` of a training forward and backward (what `make gpu-check` times as

@@ -35,9 +35,9 @@ def cmd_bench(args) -> int:
 def add_gpu_check_parser(sub) -> None:
     p = sub.add_parser("gpu-check", help="what only a GPU can tell (gpu tests, bf16 paper-scale epochs, "
                                          "training-step and streaming benchmarks); exits 0 without one")
-    p.add_argument("--out", default="results/gpu-check", help="folder for gpu-check.json and .md")
-    p.add_argument("--budget", type=float, default=420.0, help="seconds; parts past it are skipped (default: 420)")
-    p.add_argument("--steps", type=int, default=8, help="training steps in each epoch (default: 8)")
+    from suite.gpucheck import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=cmd_gpu_check)
 
 
