@@ -145,7 +145,7 @@ def test_gpu_check_runs_without_mlflow_and_optuna(tmp_path):
         "            raise ModuleNotFoundError(name)\n"
         "sys.meta_path.insert(0, Block())\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
-    probe = ("import suite.gpucheck, suite.bench, hummuss.train, hummuss.zoo, hummuss.stream\n"
+    probe = ("import suite.gpucheck, suite.cli.gpucheck, suite.bench, hummuss.train, hummuss.zoo, hummuss.stream\n"
              "try:\n    import optuna\nexcept ModuleNotFoundError:\n    print('blocked')\n")
     imports = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert imports.returncode == 0, imports.stderr

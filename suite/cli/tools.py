@@ -33,20 +33,11 @@ def cmd_bench(args) -> int:
 
 # -- gpu-check ----------------------------------------------------------------------------------
 def add_gpu_check_parser(sub) -> None:
-    p = sub.add_parser("gpu-check", help="what only a GPU can tell (gpu tests, bf16 paper-scale epochs, "
-                                         "training-step and streaming benchmarks); exits 0 without one")
-    from suite.gpucheck import add_arguments
+    from suite.cli.gpucheck import HELP, add_arguments, cmd_gpu_check
 
+    p = sub.add_parser("gpu-check", help=HELP)
     add_arguments(p)
     p.set_defaults(func=cmd_gpu_check)
-
-
-def cmd_gpu_check(args) -> int:
-    from pathlib import Path
-
-    from suite.gpucheck import check
-
-    return check(Path(args.out), args.budget, args.steps)
 
 
 # -- info ---------------------------------------------------------------------------------------

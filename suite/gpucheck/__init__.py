@@ -1,7 +1,7 @@
 """`make gpu-check`: what only a GPU can tell, in one script of under 8 minutes.
 
     hummuss-suite gpu-check [--out results/gpu-check] [--budget 450] [--steps 8]
-    python -m suite.gpucheck [same options]   # where MLflow and Optuna are not installed
+    python -m suite.gpucheck [same options]   # where MLflow and Optuna are not installed (__main__.py)
 
 The second form needs torch alone (and pytest for part 1): a GPU machine's own image can run
 the check from a checkout, with PYTHONPATH at its root, without installing the suite.
@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from string import Formatter
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -302,15 +302,6 @@ def _ratios(report: dict, plan: Plan) -> dict:
 BUDGET_S = 450.0  # the default budget: the 8 minutes of the check, less its start and writing
 
 
-def add_arguments(p) -> None:
-    """The check's options, for `hummuss-suite gpu-check` and `python -m suite.gpucheck`."""
-    p.add_argument("--out", default="results/gpu-check", help="folder for gpu-check.json and .md")
-    p.add_argument("--budget", type=float, default=BUDGET_S,
-                   help=f"seconds; parts past it are skipped (default: {BUDGET_S:.0f})")
-    p.add_argument("--steps", type=int, default=Plan.steps,
-                   help=f"training steps in each epoch (default: {Plan.steps})")
-
-
 def check(out: Path, budget: float = BUDGET_S, steps: int = Plan.steps) -> int:
     """`hummuss-suite gpu-check`: run every part where CUDA is present; without it, one line
     and exit 0. Exit 1 when a part failed or the gpu tests did not pass."""
@@ -322,11 +313,3 @@ def check(out: Path, budget: float = BUDGET_S, steps: int = Plan.steps) -> int:
     tests = report.get("tests") or {}
     return 0 if tests.get("ok", True) and not report["errors"] else 1
 
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m suite.gpucheck", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args()
-    sys.exit(check(Path(args.out), args.budget, args.steps))
