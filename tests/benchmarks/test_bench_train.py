@@ -14,9 +14,12 @@ The MotionBERT case of each size therefore also steps both models alternately
 (`suite.bench.alternate`; `paired_ratio`: the HumMUSS step's median over MotionBERT's,
 from the same rounds; `paired_ratios`: each round's ratio). The training targets use the
 median of the per-round ratios and its 95% distribution-free interval
-(`suite.report.stats.median_interval`: with 10 rounds the second smallest to the second
-largest, with 6 the smallest to the largest), and say "undecided" where it straddles the
-goal: one round's ratio moved between 0.67 and 0.87 within a run of 6 (cpu size).
+(`suite.report.stats.median_interval`: with 30 rounds the 10th to the 21st sorted ratio,
+with 12 the 3rd to the 10th), and say "undecided" where it straddles the goal: one round's
+ratio moved between 0.67 and 0.87 within a run of 6 (cpu size), and 10 rounds, whose
+interval is the second smallest to the second largest, gave 0.621-0.846 around a median of
+0.747 (c615e91's run). 30 rounds at cpu size take about 1.5-2.5 minutes, 12 at paper size
+3-4 (on the 2-core machine).
 
 Each HumMUSS case also counts the matmul MACs, GELUs and FFTs of one step
 (`suite.operations.count_operations`, `operations` in the JSON): at the rates the compute
@@ -43,7 +46,7 @@ CASES = [  # (model, preset, overrides, batch, rounds, group)
     ("hummuss", "paper-bidirectional", {}, 2, 2, "paper"),
     ("motionbert", "lite", {}, 2, 2, "paper"),
 ]
-PAIRED_ROUNDS = {"cpu": 10, "paper": 6}  # alternate steps of HumMUSS and MotionBERT, per size (>= 6: an interval)
+PAIRED_ROUNDS = {"cpu": 30, "paper": 12}  # alternate steps of HumMUSS and MotionBERT, per size (>= 6: an interval)
 if QUICK_MODE:
     CASES = [c[:4] + (2,) + c[5:] for c in CASES if c[5] == "cpu"]
     PAIRED_ROUNDS = {"cpu": 3, "paper": 2}
