@@ -233,19 +233,6 @@ def run(out_dir: Path, budget: float, plan: Plan | None = None) -> dict:
     report: dict = dict(device=device, torch=torch.__version__, budget_s=budget, plan=asdict(plan),
                         skipped=[], errors=[], epochs=[], train_steps=[], stream=[], ratios={})
 
-    def part(name: str, cost: float, fn: Callable[..., dict], *args):
-        """fn(plan, *args) if `cost` more seconds fit the budget; a failure is recorded, not raised."""
-        if time.perf_counter() - start + cost > budget:
-            report["skipped"].append(name)
-            return None
-        try:
-            return fn(plan, *args)
-        except Exception as err:  # one broken part must not hide the others' figures
-            report["errors"].append(f"{name}: {type(err).__name__}: {err}")
-            return None
-        finally:
-            print(f"gpu-check: {name} done at {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-
     def save() -> None:
         """Write what has been measured so far: a part that overruns the command's time limit
         loses only itself."""
@@ -255,27 +242,37 @@ def run(out_dir: Path, budget: float, plan: Plan | None = None) -> dict:
         (out_dir / "gpu-check.json").write_text(json.dumps(report, indent=2) + "\n")
         (out_dir / "gpu-check.md").write_text(markdown(report))
 
+    def part(key: str, name: str, cost: float, fn: Callable[..., dict], *args) -> None:
+        """fn(plan, *args) into report[key] (appended where it is a list) if `cost` more seconds
+        fit the budget, then the report written; a failure is recorded, not raised."""
+        if time.perf_counter() - start + cost > budget:
+            report["skipped"].append(name)
+            return
+        try:
+            result = fn(plan, *args)
+            if isinstance(report.get(key), list):
+                report[key].append(result)
+            else:
+                report[key] = result
+        except Exception as err:  # one broken part must not hide the others' figures
+            report["errors"].append(f"{name}: {type(err).__name__}: {err}")
+        finally:
+            print(f"gpu-check: {name} done at {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+            save()
+
     # the cheap parts first, torch.compile's (minutes of compiling each) last
     if plan.tests:
-        report["tests"] = part("gpu tests", 60, lambda _: _gpu_tests(timeout=min(240.0, budget / 2)))
-        save()
+        part("tests", "gpu tests", 60, lambda _: _gpu_tests(timeout=min(240.0, budget / 2)))
     for name, preset in plan.epochs:
-        if e := part(f"epoch {name}-{preset}", 20, _epoch, name, preset):
-            report["epochs"].append(e)
-        save()
+        part("epochs", f"epoch {name}-{preset}", 20, _epoch, name, preset)
     for compile in plan.compile:
         for name, preset in plan.compare:
-            label = f"train step {name}-{preset}{' compiled' if compile else ''}"
-            if r := part(label, 60 if compile else 15, _train_step, name, preset, compile):
-                report["train_steps"].append(r)
-            save()
-        if r := part(f"stream{' default (compiled)' if compile else ' eager'}", 60 if compile else 15,
-                     _stream, compile):
-            report["stream"].append(r)
-            save()
-        if not compile and (mb := part("motionbert stream", 15, _motionbert_stream)):
-            report["stream"].append(mb)
-            save()
+            part("train_steps", f"train step {name}-{preset}{' compiled' if compile else ''}",
+                 60 if compile else 15, _train_step, name, preset, compile)
+        part("stream", f"stream{' default (compiled)' if compile else ' eager'}", 60 if compile else 15,
+             _stream, compile)
+        if not compile:
+            part("stream", "motionbert stream", 15, _motionbert_stream)
     save()
     return report
 
@@ -290,7 +287,7 @@ def _ratios(report: dict, plan: Plan) -> dict:
         h, m = steps_ms.get((f"{hn}-{hp}", compile)), steps_ms.get((f"{mn}-{mp}", compile))
         if h and m:
             ratios[f"train step {hn}-{hp} / {mn}-{mp}{' (compiled)' if compile else ''}"] = h / m
-    mb = next((r for r in report["stream"] if r["model"].startswith("motionbert")), None)
+    mb = next((r for r in report["stream"] if r["model"] == f"{mn}-{mp}"), None)
     for r in report["stream"]:
         if mb and r is not mb:
             kind = "compiled" if r["compiled"] else "eager"
@@ -312,4 +309,3 @@ def check(out: Path, budget: float = BUDGET_S, steps: int = Plan.steps) -> int:
     print(markdown(report))
     tests = report.get("tests") or {}
     return 0 if tests.get("ok", True) and not report["errors"] else 1
-

@@ -18,8 +18,8 @@ median of the per-round ratios and its 95% distribution-free interval
 with 12 the 3rd to the 10th), and say "undecided" where it straddles the goal: one round's
 ratio moved between 0.67 and 0.87 within a run of 6 (cpu size), and 10 rounds, whose
 interval is the second smallest to the second largest, gave 0.621-0.846 around a median of
-0.747 (c615e91's run). 30 rounds at cpu size take about 1.5-2.5 minutes, 12 at paper size
-3-4 (on the 2-core machine).
+0.747 (c615e91's run). In 67c81fd's run a round's two steps took 3.1 s at cpu size and 14.2 s
+at paper size (medians of the alternated steps), so 30 and 12 rounds take about 94 and 170 s.
 
 Each HumMUSS case also counts the matmul MACs, GELUs and FFTs of one step
 (`suite.operations.count_operations`, `operations` in the JSON): at the rates the compute
