@@ -87,7 +87,9 @@ def holder_gone(run) -> str:
     if host != socket.gethostname() or not pid.isdigit():
         return ""
     try:
-        alive = abs(psutil.Process(int(pid)).create_time() - float(started or 0)) < 0.5
+        process = psutil.Process(int(pid))
+        alive = (abs(process.create_time() - float(started or 0)) < 0.5
+                 and process.status() != psutil.STATUS_ZOMBIE)  # killed, not yet reaped by its parent
     except (psutil.Error, ValueError):
         alive = False
     return "" if alive else f"its process {pid} on {host} is gone"
