@@ -41,6 +41,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from suite.processes import process_alive
 from suite.runspec import RunSpec
 from suite.tracking import Tracker
 
@@ -86,10 +87,8 @@ def holder_gone(run) -> str:
     pid, _, started = rest.partition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return ""
-    try:
-        process = psutil.Process(int(pid))
-        alive = (abs(process.create_time() - float(started or 0)) < 0.5
-                 and process.status() != psutil.STATUS_ZOMBIE)  # killed, not yet reaped by its parent
+    try:  # a zombie (killed, not yet reaped by its parent) is gone; a recycled pid started later
+        alive = process_alive(int(pid)) and abs(psutil.Process(int(pid)).create_time() - float(started or 0)) < 0.5
     except (psutil.Error, ValueError):
         alive = False
     return "" if alive else f"its process {pid} on {host} is gone"

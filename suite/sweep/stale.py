@@ -16,12 +16,12 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from suite.processes import proc_stat, process_alive
 from suite.sweep.config import SweepConfig
 from suite.sweep.storage import StorageSpec, open_storage, quiet_experimental
 from suite.tracking import Tracker, TrackingSettings
@@ -29,36 +29,11 @@ from suite.tracking import Tracker, TrackingSettings
 VOLATILE_ATTRS = ("worker", "mlflow_run_id")  # trial attributes a retry must not inherit
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time in clock ticks) of a Linux process, None where /proc is absent."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text.rsplit(")", 1)[1].split()
-    return fields[0], int(fields[19])
-
-
 def worker_identity(number: int) -> dict[str, Any]:
     """Who runs trial `number`: recorded as its `worker` user attribute."""
-    stat = _proc_stat(os.getpid())
+    stat = proc_stat(os.getpid())
     return {"host": socket.gethostname(), "pid": os.getpid(), "proc_start": stat[1] if stat else None,
             "trial": number, "since": time.time()}
-
-
-def process_alive(pid: int, proc_start: int | None = None) -> bool:
-    """Whether process `pid` of this host is alive (not a zombie, not a recycled pid)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    stat = _proc_stat(pid)
-    if stat is None:
-        return not Path("/proc").is_dir()  # exists on Linux: the process just ended
-    state, start = stat
-    return state not in ("Z", "X") and (proc_start is None or start == proc_start)
 
 
 def stale_reason(trial: FrozenTrial, stale_after_s: float, now: float | None = None) -> str | None:
