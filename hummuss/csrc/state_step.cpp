@@ -17,7 +17,9 @@
 // of the new buffer before writing it (a write-allocate), half as much traffic again. At batch
 // 1 the step is bound by that traffic (paper-causal: 10 blocks of 6.7 MB of state a frame).
 // Channels h run in parallel (ATen's pool); a channel's a, b, Rr and Ri stay in L1 while its
-// N streams' states go past.
+// N streams' states go past. Each row asks for the state's lines 2 KB ahead (the rows that
+// follow, into the next channel's): paper-causal's 10 blocks from memory on a 2-core AVX-512
+// Xeon took 1.92 ms without, 1.69 ms with (1.72 at 4 KB ahead, 1.77 at 8 KB; medians of 50).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -33,6 +35,16 @@ using at::vec::Vectorized;
 using V = Vectorized<float>;
 
 constexpr int64_t kMaxReadouts = 8;
+constexpr int64_t kPrefetchFloats = 512;  // how far ahead of a state row to ask for its lines (2 KB)
+
+// Asks for the cache line at p, to be written, before it is read (no-op without the builtin).
+inline void prefetch_for_write(const float* p) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(p, 1, 3);
+#else
+  (void)p;
+#endif
+}
 
 // One channel h, one stream n: the update of its M modes and its k read-outs. K > 0 is k
 // known at compile time (the accumulators stay in registers), 0 a run-time k.
@@ -46,6 +58,8 @@ inline void channel_stream(float* sr, float* si, const float* ar, const float* a
   const V vu(u);
   int64_t m = 0;
   for (; m + V::size() <= M; m += V::size()) {
+    prefetch_for_write(sr + m + kPrefetchFloats);
+    prefetch_for_write(si + m + kPrefetchFloats);
     const V xr = V::loadu(sr + m), xi = V::loadu(si + m);
     const V vr = V::loadu(ar + m), vi = V::loadu(ai + m);
     const V nr = at::vec::fmadd(V::loadu(br + m), vu, vr * xr - vi * xi);
@@ -96,6 +110,8 @@ inline void channel_streams(float* const* s, int64_t plane, const float* ar, con
     for (int j = 0; j < NB; ++j) {
       float* sr = s[j] + m;
       float* si = s[j] + plane + m;
+      prefetch_for_write(sr + kPrefetchFloats);  // the rows that follow (next streams, next channel)
+      prefetch_for_write(si + kPrefetchFloats);
       const V xr = V::loadu(sr), xi = V::loadu(si);
       const V nr = at::vec::fmadd(wr, vu[j], vr * xr - vi * xi);
       const V ni = at::vec::fmadd(wi, vu[j], vr * xi + vi * xr);
