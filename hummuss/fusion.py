@@ -42,9 +42,12 @@ class Aggregate(nn.Module):
             nn.init.zeros_(self.weights.weight)
             nn.init.constant_(self.weights.bias, 0.5)
 
-    def forward(self, *xs: torch.Tensor, dim: int = -1, out: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, *xs: torch.Tensor, dim: int = -1, out: torch.Tensor | None = None,
+                linear=None) -> torch.Tensor:
         """n tensors of one shape -> that shape; `dim` is the channel (width) dimension.
-        `out` (gate and mean, without autograd): a tensor of that shape to write the result into."""
+        `out` (gate and mean, without autograd): a tensor of that shape to write the result into.
+        `linear` (learned, channels last): a layer to use instead of `self.weights`, such as its
+        `hummuss.packed_linear` copy in a streaming step."""
         if len(xs) != self.n_inputs:
             raise ValueError(f"{self.kind} aggregation built for {self.n_inputs} inputs, got {len(xs)}")
         if out is not None and (self.kind == "learned" or torch.is_grad_enabled()):
@@ -74,7 +77,9 @@ class Aggregate(nn.Module):
             return out
         if dim not in (-1, xs[0].dim() - 1):
             raise ValueError(f"learned aggregation needs the channels on the first or last dim, got dim={dim}")
-        alpha = torch.softmax(self.weights(torch.cat(xs, dim=-1)), dim=-1)  # (..., n)
+        cat = torch.cat(xs, dim=-1)
+        logits = self.weights(cat) if linear is None else linear(cat.view(-1, cat.shape[-1])).view(*cat.shape[:-1], n)
+        alpha = torch.softmax(logits, dim=-1)  # (..., n)
         out = alpha[..., 0:1] * xs[0]
         for i in range(1, n):
             out = out.addcmul_(alpha[..., i:i + 1], xs[i])

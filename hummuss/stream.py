@@ -14,7 +14,8 @@ imports no model, it reads the modules of the one it is given.)
 
 Speed: the spatial convolutions, read-out and mix weights, the projections (packed once,
 `packed_linear`: for the suite's few-rows CPU kernel, else oneDNN; a copy, 45 MB for
-paper-causal) and the discretisation
+paper-causal; the blocks' and also the joint embedding, the learned fusions of the two
+streams and the head, `_top_constants`) and the discretisation
 of each step size are computed once (at `reset`) and reused. At batch 1 the step is bound
 by memory traffic: the paper-causal state is 10 blocks x 17 joints x 768 channels x 64
 complex modes (67 MB), read and rewritten every frame, and the projections' weights are
@@ -49,6 +50,7 @@ import torch
 import torch.nn as nn
 
 from hummuss.allocator import keep_freed_memory
+from hummuss.packed_linear import pack_linear
 from hummuss.ssm import complex_state, planar_state
 
 AUTO_COMPILE_AFTER = 64  # compile=None: frames streamed eagerly before compiling
@@ -103,6 +105,7 @@ class HumMUSSStream:
         rows = self.batch_size * J  # tokens per step: what the packed projections are tuned for
         self._consts = [[block.stream_constants(J, rows) for block in self._blocks(layer)]
                         for layer in model.layers]
+        self._top = _top_constants(model, rows)
         # every temporal block's state advances in place in the CPU kernel (eager or compiled)
         self._kernel = all(c[1]["kernel"] and c[2]["kernel"] for c in self._consts)
         self.states = [
@@ -158,7 +161,7 @@ class HumMUSSStream:
             y = self._step_compiled(x_t, dt)
         else:
             with torch.inference_mode():
-                y, self.states = _frame(self.model, x_t, self.states, self._discretised(dt), self._consts)
+                y, self.states = _frame(self.model, x_t, self.states, self._discretised(dt), self._consts, self._top)
         self.frames_seen += 1
         return y
 
@@ -182,7 +185,7 @@ class HumMUSSStream:
             _compiled_frame = torch.compile(_frame, dynamic=False, options={"cpp_wrapper": True})
         try:
             with torch.no_grad():
-                y, self.states = _compiled_frame(self.model, x_t, self.states, self._discretised(dt), self._consts)
+                y, self.states = _compiled_frame(self.model, x_t, self.states, self._discretised(dt), self._consts, self._top)
             return y
         except Exception as err:  # no compiler, unsupported backend: run eagerly from now on
             warnings.warn(f"torch.compile of the streaming step failed ({type(err).__name__}: {err}); "
@@ -191,14 +194,30 @@ class HumMUSSStream:
             if not self.planar:
                 self.states = [[complex_state(s) for s in pair] for pair in self.states]
             with torch.inference_mode():
-                y, self.states = _frame(self.model, x_t, self.states, self._discretised(dt), self._consts)
+                y, self.states = _frame(self.model, x_t, self.states, self._discretised(dt), self._consts, self._top)
             return y
 
 
 _compiled_frame = None
 
 
-def _frame(model: nn.Module, x_t, states, disc, consts):
+def _top_constants(model: nn.Module, rows: int) -> dict:
+    """The linear layers outside the blocks, packed for `rows` tokens (`packed_linear`): the
+    joint embedding, each layer's learned fusion of the two streams (None for the other
+    fusions), the read-out before the head (its Linear, then tanh) and the head. (Through
+    torch.addmm these 8 small products took about 0.15 ms of paper-causal's frame.)"""
+    first, act = model.pre_logits
+    if not isinstance(act, nn.Tanh):
+        raise ValueError(f"streaming expects pre_logits = Linear, Tanh; got {model.pre_logits}")
+    with torch.no_grad():
+        return dict(embed=pack_linear(model.joints_embed.weight, model.joints_embed.bias, rows),
+                    fuse=[pack_linear(layer.fuse.weights.weight, layer.fuse.weights.bias, rows)
+                          if layer.fuse.kind == "learned" else None for layer in model.layers],
+                    pre_logits=pack_linear(first.weight, first.bias, rows),
+                    head=pack_linear(model.head.weight, model.head.bias, rows))
+
+
+def _frame(model: nn.Module, x_t, states, disc, consts, top):
     """One frame through the network: x_t (B, J, 3) -> ((B, J, 3), new states).
 
     states: per layer [st, ts], complex (B J, H, M) (advanced in place) or planar real
@@ -208,9 +227,9 @@ def _frame(model: nn.Module, x_t, states, disc, consts):
     """
     B, J, _ = x_t.shape
     D = model.config.dim
-    h = model.embed(x_t)  # (B, J, D)
+    h = model.embed(x_t, linear=top["embed"])  # (B, J, D)
     new_states = []
-    for layer, st, dsc, cst in zip(model.layers, states, disc, consts):
+    for layer, st, dsc, cst, fw in zip(model.layers, states, disc, consts, top["fuse"]):
         c_sst, c_tst, c_tts, c_sts = cst
         # stream 1: spatial over the joints, then one temporal step per joint
         x_st = layer.spatial_st(h.reshape(B, J, 1, D), consts=c_sst)
@@ -218,6 +237,7 @@ def _frame(model: nn.Module, x_t, states, disc, consts):
         # stream 2: one temporal step per joint, then spatial over the joints
         y, s_ts = layer.temporal_ts.step(h.reshape(B * J, D), st[1], discretised=dsc[1], consts=c_tts)
         x_ts = layer.spatial_ts(y.view(B, J, 1, D), consts=c_sts)
-        h = layer.fuse(x_st.view(B, J, D), x_ts.view(B, J, D))
+        h = layer.fuse(x_st.view(B, J, D), x_ts.view(B, J, D), linear=fw)
         new_states.append([s_st, s_ts])
-    return model.head(model.pre_logits(model.norm(h))), new_states
+    rep = torch.tanh(top["pre_logits"](model.norm(h).view(B * J, D)))
+    return top["head"](rep).view(B, J, -1), new_states

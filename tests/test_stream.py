@@ -147,6 +147,33 @@ def test_reset_rereads_changed_parameters(model):
     assert (after - offline).abs().max() < tolerance
 
 
+def test_a_learned_stream_fusion_with_weights_of_its_own_streams_like_the_offline_model(model):
+    """At initialisation a learned fusion weighs both streams 1/2 whatever its input (W = 0), so
+    a stream that applied it wrongly would still agree: with weights of its own (as after
+    training) the stream's packed fusion, embedding and head must still give the offline model."""
+    import copy
+
+    base = copy.deepcopy(model)
+    with torch.no_grad():
+        base.head.weight.mul_(100.0)  # outputs of order 1 (about 0.01 at initialisation)
+    changed = copy.deepcopy(base)
+    assert {layer.fuse.kind for layer in changed.layers} == {"learned"}
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for layer in changed.layers:
+            w = layer.fuse.weights
+            w.weight.copy_(torch.randn(w.weight.shape, generator=g))
+            w.bias.copy_(torch.randn(w.bias.shape, generator=g))
+    x = torch.randn(1, 30, 17, 3, generator=g)
+    with torch.no_grad():
+        offline, at_init = changed(x), base(x)
+    s = changed.stream()
+    online = torch.stack([s.step(x[:, t]) for t in range(30)], 1)
+    tolerance = 1e-5 * max(1.0, offline.abs().max())
+    assert (offline - at_init).abs().max() > 100 * tolerance  # the fusion's weights matter here
+    assert (online - offline).abs().max() < tolerance
+
+
 def test_stream_centres_each_frame_like_the_offline_model():
     torch.manual_seed(1)
     model = HumMUSS(HumMUSSConfig.preset("smoke", causal=True, center_input=True)).eval()
