@@ -77,9 +77,7 @@ class Aggregate(nn.Module):
             return out
         if dim not in (-1, xs[0].dim() - 1):
             raise ValueError(f"learned aggregation needs the channels on the first or last dim, got dim={dim}")
-        cat = torch.cat(xs, dim=-1)
-        logits = self.weights(cat) if linear is None else linear(cat.view(-1, cat.shape[-1])).view(*cat.shape[:-1], n)
-        alpha = torch.softmax(logits, dim=-1)  # (..., n)
+        alpha = torch.softmax((self.weights if linear is None else linear)(torch.cat(xs, dim=-1)), dim=-1)  # (..., n)
         out = alpha[..., 0:1] * xs[0]
         for i in range(1, n):
             out = out.addcmul_(alpha[..., i:i + 1], xs[i])

@@ -201,12 +201,11 @@ class HumMUSS(nn.Module):
     # -- forward ----------------------------------------------------------------------
     def embed(self, x: torch.Tensor, linear=None) -> torch.Tensor:
         """Tokens (..., J, 3) -> (..., J, D): the joint embedding plus the per-joint one.
-        `linear`: a layer to use instead of `joints_embed` on the (tokens, 3) rows, such as its
+        `linear`: a layer to use instead of `joints_embed`, such as its
         `hummuss.packed_linear` copy in a streaming step."""
         if self.config.center_input:
             x = root_relative_2d(x)
-        y = self.joints_embed(x) if linear is None else linear(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], -1)
-        return y + self.pos_embed[0]
+        return (self.joints_embed if linear is None else linear)(x) + self.pos_embed[0]
     def _trunk(self, x, dt_scale=1.0, dt=None) -> torch.Tensor:
         """(B, T, J, 3) -> normalised features, frame-major (T, B, J, D)."""
         self.check_input(x, dt_scale, dt)

@@ -16,7 +16,7 @@ machine has, so callers need not care which:
 - "dense": the weight as it is, for `torch.addmm` (CUDA, other dtypes).
 
     lin = pack_linear(layer.weight, layer.bias, rows=17)
-    y = lin(x)                       # x (N, in) -> (N, out), = layer(x) within fp32 rounding
+    y = lin(x)                       # x (..., in) -> (..., out), = layer(x) within fp32 rounding
     h = lin(x, gelu=True)            # GELU(layer(x)), the activation fused into the matmul
 
 The packed weight is a copy: repack after the parameters change. Both packed calls are single
@@ -79,7 +79,10 @@ class PackedLinear:
     kind: str
 
     def __call__(self, x: Tensor, gelu: bool = False) -> Tensor:
-        """x (N, in) -> (N, out); GELU(x W^T + b) if `gelu` (fused into the matmul)."""
+        """x (N, in) -> (N, out); GELU(x W^T + b) if `gelu` (fused into the matmul). Any
+        leading dims: x (..., in) -> (..., out), as rows of one product."""
+        if x.dim() != 2:
+            return self(x.reshape(-1, x.shape[-1]), gelu).view(*x.shape[:-1], self.out_features)
         if self.kind == "kernel":
             return torch.ops.hummuss_cpu.few_rows_linear(x, self.weight, self.bias, self.out_features, gelu)
         if self.kind == "onednn":

@@ -204,11 +204,9 @@ _compiled_frame = None
 def _top_constants(model: nn.Module, rows: int) -> dict:
     """The linear layers outside the blocks, packed for `rows` tokens (`packed_linear`): the
     joint embedding, each layer's learned fusion of the two streams (None for the other
-    fusions), the read-out before the head (its Linear, then tanh) and the head. (Through
-    torch.addmm these 8 small products took about 0.15 ms of paper-causal's frame.)"""
-    first, act = model.pre_logits
-    if not isinstance(act, nn.Tanh):
-        raise ValueError(f"streaming expects pre_logits = Linear, Tanh; got {model.pre_logits}")
+    fusions), the read-out's Linear before the head (its activation stays the model's) and the
+    head. (Through torch.addmm these 8 small products took about 0.15 ms of paper-causal's frame.)"""
+    first = model.pre_logits[0]
     with torch.no_grad():
         return dict(embed=pack_linear(model.joints_embed.weight, model.joints_embed.bias, rows),
                     fuse=[pack_linear(layer.fuse.weights.weight, layer.fuse.weights.bias, rows)
@@ -239,5 +237,5 @@ def _frame(model: nn.Module, x_t, states, disc, consts, top):
         x_ts = layer.spatial_ts(y.view(B, J, 1, D), consts=c_sts)
         h = layer.fuse(x_st.view(B, J, D), x_ts.view(B, J, D), linear=fw)
         new_states.append([s_st, s_ts])
-    rep = torch.tanh(top["pre_logits"](model.norm(h).view(B * J, D)))
-    return top["head"](rep).view(B, J, -1), new_states
+    rep = model.pre_logits[1](top["pre_logits"](model.norm(h)))  # the Linear packed, then its activation
+    return top["head"](rep), new_states

@@ -35,6 +35,17 @@ def test_packed_linear_equals_the_layer_with_and_without_gelu(layer, rows, kerne
         assert (lin(x.t().contiguous().t()) - ref).abs().max() < 1e-5  # strided input
 
 
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "library"])
+def test_packed_linear_takes_leading_dims_like_the_layer(layer, kernel):
+    """x (..., in) -> (..., out): the leading dims are rows of one product, as for nn.Linear."""
+    lin = pack_linear(layer.weight, layer.bias, rows=17, kernel=kernel)
+    x = torch.randn(2, 17, 64)
+    with torch.no_grad():
+        y = lin(x, gelu=True)
+        assert y.shape == (2, 17, 96)
+        assert (y - F.gelu(layer(x))).abs().max() < 1e-5
+
+
 def test_packed_linear_is_a_copy_and_falls_back_to_dense(layer):
     if not (runs_on(layer.weight.device, layer.weight.dtype) or onednn_available(layer.weight)):
         pytest.skip("neither the suite's CPU kernels nor oneDNN (mkldnn) here: only the dense path exists")

@@ -43,15 +43,6 @@ constexpr int kMaxTileRows = kVector >= 16 ? 12 : 6;               // MR: accumu
 constexpr int64_t kLineFloats = 16;                                // a 64-byte cache line
 constexpr int64_t kPrefetchAhead = 4096 / (kPanel * 4);            // steps k ahead: 4 KB of the panel
 
-// Asks for the cache line at p before it is read (no-op where the compiler has no builtin).
-inline void prefetch(const float* p) {
-#if defined(__GNUC__) || defined(__clang__)
-  __builtin_prefetch(p, 0, 3);
-#else
-  (void)p;
-#endif
-}
-
 // One tile: rows [0, MR) of x against one panel, written to out's first `cols` columns.
 template <int MR>
 inline void tile(const float* x, const float* pw, const float* pb, int64_t K, float* out,
@@ -63,8 +54,9 @@ inline void tile(const float* x, const float* pw, const float* pb, int64_t K, fl
   }
   for (int64_t k = 0; k < K; ++k) {
     // the weights stream from memory once per frame: the hardware prefetcher stops at each
-    // 4 KB page, so ask for the panel (and the next panel, past its end) 4 KB ahead
-    for (int64_t l = 0; l < kPanel; l += kLineFloats) prefetch(pw + (k + kPrefetchAhead) * kPanel + l);
+    // 4 KB page, so ask for the panel (and the next panel, past its end) 4 KB ahead (GCC's and
+    // Clang's builtin: hummuss.cpu_kernels builds with their flags)
+    for (int64_t l = 0; l < kPanel; l += kLineFloats) __builtin_prefetch(pw + (k + kPrefetchAhead) * kPanel + l, 0, 3);
     V w[kPanelVectors];
     for (int j = 0; j < kPanelVectors; ++j) w[j] = V::loadu(pw + k * kPanel + j * kVector);
     for (int r = 0; r < MR; ++r) {

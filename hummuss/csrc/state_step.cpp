@@ -35,16 +35,8 @@ using at::vec::Vectorized;
 using V = Vectorized<float>;
 
 constexpr int64_t kMaxReadouts = 8;
-constexpr int64_t kPrefetchFloats = 512;  // how far ahead of a state row to ask for its lines (2 KB)
-
-// Asks for the cache line at p, to be written, before it is read (no-op without the builtin).
-inline void prefetch_for_write(const float* p) {
-#if defined(__GNUC__) || defined(__clang__)
-  __builtin_prefetch(p, 1, 3);
-#else
-  (void)p;
-#endif
-}
+constexpr int64_t kPrefetchFloats = 512;  // how far ahead of a state row to ask for its lines (2 KB),
+                                          // to be written (GCC's and Clang's __builtin_prefetch)
 
 // One channel h, one stream n: the update of its M modes and its k read-outs. K > 0 is k
 // known at compile time (the accumulators stay in registers), 0 a run-time k.
@@ -58,8 +50,8 @@ inline void channel_stream(float* sr, float* si, const float* ar, const float* a
   const V vu(u);
   int64_t m = 0;
   for (; m + V::size() <= M; m += V::size()) {
-    prefetch_for_write(sr + m + kPrefetchFloats);
-    prefetch_for_write(si + m + kPrefetchFloats);
+    __builtin_prefetch(sr + m + kPrefetchFloats, 1, 3);
+    __builtin_prefetch(si + m + kPrefetchFloats, 1, 3);
     const V xr = V::loadu(sr + m), xi = V::loadu(si + m);
     const V vr = V::loadu(ar + m), vi = V::loadu(ai + m);
     const V nr = at::vec::fmadd(V::loadu(br + m), vu, vr * xr - vi * xi);
@@ -110,8 +102,8 @@ inline void channel_streams(float* const* s, int64_t plane, const float* ar, con
     for (int j = 0; j < NB; ++j) {
       float* sr = s[j] + m;
       float* si = s[j] + plane + m;
-      prefetch_for_write(sr + kPrefetchFloats);  // the rows that follow (next streams, next channel)
-      prefetch_for_write(si + kPrefetchFloats);
+      __builtin_prefetch(sr + kPrefetchFloats, 1, 3);  // the rows that follow (next streams, next channel)
+      __builtin_prefetch(si + kPrefetchFloats, 1, 3);
       const V xr = V::loadu(sr), xi = V::loadu(si);
       const V nr = at::vec::fmadd(wr, vu[j], vr * xr - vi * xi);
       const V ni = at::vec::fmadd(wi, vu[j], vr * xi + vi * xr);
