@@ -1,6 +1,6 @@
 """The suite's hand-written CPU kernels (`hummuss/csrc/*.cpp`), compiled on first use.
 
-Four sources: `mix_gate` (mix_gate.cpp), a GDSSM block's read-out mix and gate aggregation,
+Five sources: `mix_gate` (mix_gate.cpp), a GDSSM block's read-out mix and gate aggregation,
 forward and backward, in one pass over the convolutions' outputs (`hummuss.fusion.MixGate`
 is the same function in PyTorch operations, and stays the reference and the path on GPUs),
 and beside it `joint_conv_mix_gate`, a streaming spatial block's convolution over the joints
@@ -11,6 +11,10 @@ and `spectral_backward` (spectral.cpp), the FFT convolution's backward products 
 (`hummuss.ssm.fft_conv.FFTConv`, whose PyTorch operations stay beside it as the reference);
 and `few_rows_linear` (few_rows_linear.cpp), a linear layer for the streaming step's few rows
 (17 a frame) from a weight packed once (`hummuss.packed_linear`; torch.addmm the reference).
+And `bias_gelu_` with `gelu_bias_backward` (bias_gelu.cpp), a training block's input
+projection's bias and GELU after its matmul and their backward, one pass each
+(`hummuss.channel_linear.ChannelMajorGelu`; `F.gelu` of `channel_major` the reference).
+mix_gate.cpp and bias_gelu.cpp share one GELU (gelu.h).
 
 `ops()` compiles the sources with `torch.utils.cpp_extension` for this CPU's vector
 instructions (ATen's `Vectorized` at the width that `torch.backends.cpu.get_cpu_capability()`
@@ -39,7 +43,8 @@ from pathlib import Path
 import torch
 
 SOURCES = [Path(__file__).with_name("csrc") / name for name in ("mix_gate.cpp", "state_step.cpp", "spectral.cpp",
-                                                                   "few_rows_linear.cpp")]
+                                                                   "few_rows_linear.cpp", "bias_gelu.cpp")]
+HEADERS = [Path(__file__).with_name("csrc") / "gelu.h"]  # included by sources: their text is in the build flags
 ENV = "HUMMUSS_CPU_KERNELS"  # "0": never build or use them
 STALE_LOCK_S = 600  # a build lock older than this was left by a process that died while building
 LOCK_CHECK_S = 30  # while building or waiting for another process's build: how often to look for one
@@ -136,7 +141,8 @@ def ops():
             cpp_extension.load(
                 name=f"hummuss_cpu_kernels_{cap.lower()}", sources=[str(s) for s in SOURCES],
                 build_directory=str(folder),
-                extra_cflags=["-O3", "-fopenmp", *_CAPABILITY_FLAGS.get(cap, [])], extra_ldflags=["-fopenmp"],
+                extra_cflags=["-O3", "-fopenmp", *_CAPABILITY_FLAGS.get(cap, []), f"-DHUMMUSS_HEADERS={_headers_hash()}"],
+                extra_ldflags=["-fopenmp"],
                 is_python_module=False, verbose=False)
     except Exception as err:  # noqa: BLE001 (a compiler's or loader's failure of any kind)
         warnings.warn(f"hummuss: the CPU kernels could not be built ({type(err).__name__}: "
@@ -145,6 +151,12 @@ def ops():
         return None
     _register_fakes()
     return torch.ops.hummuss_cpu
+
+
+def _headers_hash() -> str:
+    """A digest of the included headers: torch rebuilds the library where the sources or the
+    flags change, and does not read the headers, so their text changes a flag."""
+    return hashlib.sha1(b"".join(h.read_bytes() for h in HEADERS)).hexdigest()[:12]
 
 
 def _register_fakes() -> None:

@@ -61,7 +61,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hummuss import cpu_kernels
-from hummuss.channel_linear import channel_major, token_major
+from hummuss.channel_linear import channel_major, channel_major_gelu, token_major
 from hummuss.conv_mix_gate import conv_mix_gate, conv_mix_gate_applies
 from hummuss.fusion import Aggregate, mix_gate, mix_gate_into
 from hummuss.packed_linear import pack_linear
@@ -190,7 +190,7 @@ class GDSSM(nn.Module):
 
     def _project(self, z: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
         """GELU(W z^T + b): tokens z (N, D) -> channel-major (H, N)."""
-        return F.gelu(channel_major(z, lin.weight, lin.bias))
+        return channel_major_gelu(z, lin.weight, lin.bias)
 
     def _scan(self, u: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
         """Per-frame steps: u (H, P, L, Q), steps (P, L, Q) -> y (H, P, R, L, Q)."""

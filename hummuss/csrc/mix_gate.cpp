@@ -25,75 +25,43 @@
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include "gelu.h"
+
 #include <cmath>
+#include <cstring>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
 namespace {
 
 using at::vec::Vectorized;
+using hummuss_gelu::gelu;
+using hummuss_gelu::gelu_and_grad;
 
 constexpr int64_t kMaxPaths = 16;  // n k read-outs held in registers at once
 constexpr int64_t kJointChunk = 128;  // channels of a chunk in `joint_conv_mix_gate`
-
-// float: erf by Abramowitz and Stegun 7.1.26 (|error| < 1.5e-7), the approximation of
-// ATen's own vectorised float erf, with ATen's inline exp (exp_u20) in place of its call into
-// Sleef: no call in the loops, so nothing to spill around it. double: ATen's (Sleef's) erf.
-template <typename T>
-inline Vectorized<T> erf(const Vectorized<T>& x) {
-  using V = Vectorized<T>;
-  if constexpr (!std::is_same_v<T, float>) {
-    return x.erf();  // double: Sleef's, as ATen's
-  }
-  const V a = x.abs();
-  const V t = V(T(1)) / at::vec::fmadd(V(T(0.3275911)), a, V(T(1)));
-  V r = at::vec::fmadd(V(T(1.061405429)), t, V(T(-1.453152027)));
-  r = at::vec::fmadd(r, t, V(T(1.421413741)));
-  r = at::vec::fmadd(r, t, V(T(-0.284496736)));
-  r = at::vec::fmadd(r, t, V(T(0.254829592)));
-  const V e = V(T(1)) - r * t * (V(T(0)) - a * a).exp_u20();  // erf(|x|)
-  return V::blendv(e, V(T(0)) - e, x < V(T(0)));
-}
-
-template <typename T>
-inline Vectorized<T> gelu(const Vectorized<T>& x) {  // x Phi(x) = x (1 + erf(x / sqrt 2)) / 2
-  return x * Vectorized<T>(T(0.5)) * (Vectorized<T>(T(1)) + erf(x * Vectorized<T>(T(M_SQRT1_2))));
-}
-
-// GELU and its derivative together: Phi(x) = (1 + erf(x / sqrt 2)) / 2 and phi(x) =
-// exp(-x^2 / 2) / sqrt(2 pi); the float erf's exponential exp(-(x / sqrt 2)^2) is phi's, so
-// one exp serves both. GELU(x) = x Phi(x), GELU'(x) = Phi(x) + x phi(x).
-template <typename T>
-inline void gelu_and_grad(const Vectorized<T>& x, Vectorized<T>& g, Vectorized<T>& d) {
-  using V = Vectorized<T>;
-  const V e = (x * x * V(T(-0.5))).exp_u20();  // double: exp
-  V cdf;
-  if constexpr (std::is_same_v<T, float>) {
-    const V a = (x * V(T(M_SQRT1_2))).abs();
-    const V t = V(T(1)) / at::vec::fmadd(V(T(0.3275911)), a, V(T(1)));
-    V r = at::vec::fmadd(V(T(1.061405429)), t, V(T(-1.453152027)));
-    r = at::vec::fmadd(r, t, V(T(1.421413741)));
-    r = at::vec::fmadd(r, t, V(T(-0.284496736)));
-    r = at::vec::fmadd(r, t, V(T(0.254829592)));
-    const V erf_a = V(T(1)) - r * t * e;
-    cdf = V(T(0.5)) * (V(T(1)) + V::blendv(erf_a, V(T(0)) - erf_a, x < V(T(0))));
-  } else {
-    cdf = V(T(0.5)) * (V(T(1)) + (x * V(T(M_SQRT1_2))).erf());
-  }
-  g = x * cdf;
-  d = cdf + x * (V(T(M_2_SQRTPI * M_SQRT1_2 * 0.5)) * e);
-}
 
 struct Shape {
   int64_t H, P, n, k, M;
   int64_t row;  // elements from one row of y (h, p, r) to the next: M, or more for a view (evaluation)
 };
 
+// The spacing of a (H, P, n k, M) tensor's rows of M, from its first dimension above M that has
+// more than one entry; and whether its rows are contiguous and evenly spaced by it.
+int64_t row_spacing(const at::Tensor& y) {
+  return y.size(2) > 1 ? y.stride(2) : y.size(1) > 1 ? y.stride(1) : y.size(0) > 1 ? y.stride(0) : y.size(3);
+}
+
+bool evenly_spaced_rows(const at::Tensor& y, int64_t row) {
+  return (y.size(3) == 1 || y.stride(3) == 1) && row >= y.size(3) && (y.size(1) == 1 || y.stride(1) == y.size(2) * row) &&
+         (y.size(0) == 1 || y.stride(0) == y.size(1) * y.size(2) * row) && (y.size(2) == 1 || y.stride(2) == row);
+}
+
 Shape check(const at::Tensor& y, const at::Tensor& w, const at::Tensor& b, const at::Tensor& x_id) {
   TORCH_CHECK(y.dim() == 4 && w.dim() == 3 && b.dim() == 2 && x_id.dim() == 3,
               "mix_gate: y (H, P, n k, M), w (H, n, k), b (H, n), x_id (H, P, M)");
-  // the rows' spacing, from the first dimension of y above M that has more than one entry
-  const int64_t row = y.size(2) > 1 ? y.stride(2) : y.size(1) > 1 ? y.stride(1) : y.size(0) > 1 ? y.stride(0) : y.size(3);
+  const int64_t row = row_spacing(y);
   Shape s{y.size(0), y.size(1), w.size(1), w.size(2), y.size(3), row};
   TORCH_CHECK(y.size(2) == s.n * s.k && w.size(0) == s.H && b.size(0) == s.H && b.size(1) == s.n,
               "mix_gate: y's read-outs, w and b disagree");
@@ -104,9 +72,7 @@ Shape check(const at::Tensor& y, const at::Tensor& w, const at::Tensor& b, const
     TORCH_CHECK(t == &y || t->is_contiguous(), "mix_gate: w, b and x_id contiguous");
   }
   // y: rows of M contiguous elements, evenly spaced (a view of the first M of longer rows)
-  TORCH_CHECK((s.M == 1 || y.stride(3) == 1) && s.row >= s.M && (s.P == 1 || y.stride(1) == y.size(2) * s.row) &&
-                  (s.H == 1 || y.stride(0) == s.P * y.size(2) * s.row),
-              "mix_gate: y's rows must be contiguous and evenly spaced");
+  TORCH_CHECK(evenly_spaced_rows(y, s.row), "mix_gate: y's rows must be contiguous and evenly spaced");
   return s;
 }
 
@@ -134,7 +100,7 @@ inline void map_range(const T* in, int64_t len, T* out, const F& f) {  // out[:l
 // (1, 2), (1, 1)), so that the loops over them unroll and their vectors stay in registers;
 // 0: read from the shape.
 template <typename T, int N, int K>
-void forward_kernel(const Shape& s, const T* y, const T* w, const T* b, const T* x, T* out, bool gelu_x) {
+void forward_kernel(const Shape& s, const T* y, const T* w, const T* b, const T* x, T* out, bool gelu_x, T* y_copy) {
   using V = Vectorized<T>;
   const int64_t n = N ? N : s.n, k = K ? K : s.k;
   const int64_t R = n * k, M = s.M, G = rows_per_block(s);
@@ -146,9 +112,11 @@ void forward_kernel(const Shape& s, const T* y, const T* w, const T* b, const T*
         const auto to_gelu = [](const V& v, T* o) { gelu(v).store(o); };
         if (s.row == M) {
           map_range(y + row0 * R * M, rows * R * M, gbuf.data(), to_gelu);
-        } else {  // a view: row by row into the packed buffer
+          if (y_copy != nullptr) std::memcpy(y_copy + row0 * R * M, y + row0 * R * M, rows * R * M * sizeof(T));
+        } else {  // a view: row by row into the packed buffer (and the copy), each row read once from memory
           for (int64_t j = 0; j < rows * R; ++j) {
             map_range(y + (row0 * R + j) * s.row, M, gbuf.data() + j * M, to_gelu);
+            if (y_copy != nullptr) std::memcpy(y_copy + (row0 * R + j) * M, y + (row0 * R + j) * s.row, M * sizeof(T));
           }
         }
         for (int64_t rr = 0; rr < rows; ++rr) {
@@ -176,7 +144,7 @@ void forward_kernel(const Shape& s, const T* y, const T* w, const T* b, const T*
 
 template <typename T, int N, int K>
 void backward_kernel(const Shape& s, const T* go, const T* y, const T* w, const T* b, const T* x,
-                     T* gy, T* gw, T* gb, T* gx) {
+                     T* gy, int64_t gy_row, T* gw, T* gb, T* gx) {
   using V = Vectorized<T>;
   const int64_t n = N ? N : s.n, k = K ? K : s.k;
   const int64_t R = n * k, M = s.M, G = rows_per_block(s);
@@ -201,7 +169,7 @@ void backward_kernel(const Shape& s, const T* go, const T* y, const T* w, const 
           const int64_t row = row0 + rr;
           const T* g = gb_ + rr * R * M;
           const T* d = db_ + rr * R * M;
-          T* gyr = gy + row * R * M;
+          T* gyr = gy + row * R * gy_row;
           for (int64_t m = 0; m < M; m += V::size()) {
             const int64_t count = std::min<int64_t>(V::size(), M - m);  // the rest loads as zeros
             const V g_out = V::loadu(go + row * M + m, count);
@@ -228,7 +196,7 @@ void backward_kernel(const Shape& s, const T* go, const T* y, const T* w, const 
               for (int64_t c = 0; c < k; ++c) {
                 const int64_t r = i * k + c;
                 lane_w[r] = at::vec::fmadd(gp, V::loadu(g + r * M + m, count), lane_w[r]);
-                (gp * V(w[h * R + r]) * V::loadu(d + r * M + m, count)).store(gyr + r * M + m, count);
+                (gp * V(w[h * R + r]) * V::loadu(d + r * M + m, count)).store(gyr + r * gy_row + m, count);
               }
             }
           }
@@ -259,38 +227,53 @@ void with_paths(const Shape& s, const F& f) {  // f(std::integral_constant N, K)
   f(integral_constant<int, 0>(), integral_constant<int, 0>());
 }
 
-// out = x prod_i path_i, x = GELU(x_id) if gelu_x else x_id; out contiguous, of x_id's shape
+// out = x prod_i path_i, x = GELU(x_id) if gelu_x else x_id; out contiguous, of x_id's shape.
+// y_copy, if given: receives y, contiguous (y may be a view of longer rows: the first L of an
+// inverse FFT's n outputs, copied while they are read, not in a pass of their own).
 void mix_gate_into(const at::Tensor& y, const at::Tensor& w, const at::Tensor& b, const at::Tensor& x_id,
-                   const at::Tensor& out, bool gelu_x) {
+                   const at::Tensor& out, bool gelu_x, const std::optional<at::Tensor>& y_copy) {
   const Shape s = check(y, w, b, x_id);
   TORCH_CHECK(out.sizes() == x_id.sizes() && out.is_contiguous() && out.scalar_type() == y.scalar_type(),
               "mix_gate: out contiguous, of x_id's shape and dtype");
+  const bool copy = y_copy.has_value() && y_copy->defined();
+  TORCH_CHECK(!copy || (y_copy->sizes() == y.sizes() && y_copy->is_contiguous() && y_copy->scalar_type() == y.scalar_type()),
+              "mix_gate: y_copy contiguous, of y's shape and dtype");
   AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "mix_gate", [&] {
     with_paths(s, [&](auto N, auto K) {
       forward_kernel<scalar_t, N, K>(s, y.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
-                                     x_id.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), gelu_x);
+                                     x_id.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), gelu_x,
+                                     copy ? y_copy->data_ptr<scalar_t>() : nullptr);
     });
   });
 }
 
 at::Tensor mix_gate(const at::Tensor& y, const at::Tensor& w, const at::Tensor& b, const at::Tensor& x_id) {
   auto out = at::empty_like(x_id, at::MemoryFormat::Contiguous);
-  mix_gate_into(y, w, b, x_id, out, false);
+  mix_gate_into(y, w, b, x_id, out, false, std::nullopt);
   return out;
 }
 
+// gy_out, if given: y's gradient is written there, rows of M evenly spaced (a view of the first
+// M of longer rows: the zero-padded input of the FFT convolution's backward transform), and
+// returned as the first output.
 std::vector<at::Tensor> mix_gate_backward(const at::Tensor& go, const at::Tensor& y, const at::Tensor& w,
-                                          const at::Tensor& b, const at::Tensor& x_id, bool grad_x) {
+                                          const at::Tensor& b, const at::Tensor& x_id, bool grad_x,
+                                          const std::optional<at::Tensor>& gy_out) {
   const Shape s = check(y, w, b, x_id);
   TORCH_CHECK(y.is_contiguous(), "mix_gate_backward: y contiguous");
   TORCH_CHECK(go.sizes() == x_id.sizes() && go.is_contiguous() && go.scalar_type() == y.scalar_type(),
               "mix_gate_backward: the output's gradient, contiguous, of x_id's shape");
-  auto gy = at::empty_like(y), gw = at::empty_like(w), gb = at::empty_like(b);
+  const bool given = gy_out.has_value() && gy_out->defined();
+  auto gy = given ? *gy_out : at::empty_like(y);
+  const int64_t gy_row = given ? row_spacing(gy) : s.M;
+  TORCH_CHECK(!given || (gy.sizes() == y.sizes() && gy.scalar_type() == y.scalar_type() && evenly_spaced_rows(gy, gy_row)),
+              "mix_gate_backward: gy_out of y's shape and dtype, rows of M evenly spaced");
+  auto gw = at::empty_like(w), gb = at::empty_like(b);
   auto gx = grad_x ? at::empty_like(x_id) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "mix_gate_backward", [&] {
     with_paths(s, [&](auto N, auto K) {
       backward_kernel<scalar_t, N, K>(s, go.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
-                                      b.data_ptr<scalar_t>(), x_id.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(),
+                                      b.data_ptr<scalar_t>(), x_id.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(), gy_row,
                                       gw.data_ptr<scalar_t>(), gb.data_ptr<scalar_t>(),
                                       grad_x ? gx.data_ptr<scalar_t>() : nullptr);
     });
@@ -390,8 +373,8 @@ at::Tensor joint_conv_mix_gate(const at::Tensor& both, const at::Tensor& Kz, con
 
 TORCH_LIBRARY(hummuss_cpu, m) {
   m.def("mix_gate(Tensor y, Tensor w, Tensor b, Tensor x_id) -> Tensor");
-  m.def("mix_gate_into(Tensor y, Tensor w, Tensor b, Tensor x_id, Tensor(a!) out, bool gelu_x) -> ()");
-  m.def("mix_gate_backward(Tensor go, Tensor y, Tensor w, Tensor b, Tensor x_id, bool grad_x) -> Tensor[]");
+  m.def("mix_gate_into(Tensor y, Tensor w, Tensor b, Tensor x_id, Tensor(a!) out, bool gelu_x, Tensor(b!)? y_copy=None) -> ()");
+  m.def("mix_gate_backward(Tensor go, Tensor y, Tensor w, Tensor b, Tensor x_id, bool grad_x, Tensor(a!)? gy_out=None) -> Tensor[]");
   m.def("joint_conv_mix_gate(Tensor both, Tensor Kz, Tensor idx, Tensor w, Tensor b) -> Tensor");
 }
 
