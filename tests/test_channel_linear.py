@@ -28,20 +28,28 @@ def _float64(*ts):
     return [t.detach().double().requires_grad_() for t in ts]
 
 
-@pytest.mark.parametrize("N", [150, 96])
-def test_channel_major_in_blocks_is_w_z_plus_b_with_its_gradients(small_blocks, N):
-    torch.manual_seed(N)
+def _check_layer(fn, formula, N, grad_fn, seed):
+    """fn(z, w, b) for z (N, 16), w (24, 16), b (24,): its autograd node, and its output and
+    the three gradients against `formula` in float64."""
+    torch.manual_seed(seed)
     z, w, b = _leaves((N, 16), (24, 16), (24,))
     g = torch.randn(24, N)
-    out = cl.channel_major(z, w, b)
-    assert type(out.grad_fn).__name__ == "ChannelMajorLinearBackward"
+    out = fn(z, w, b)
+    assert type(out.grad_fn).__name__ == grad_fn
     out.backward(g)
     z64, w64, b64 = _float64(z, w, b)
-    want = w64 @ z64.t() + b64[:, None]  # (H, N)
+    want = formula(z64, w64, b64)  # (H, N)
     want.backward(g.double())
     torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
     for got, ref in ((z.grad, z64.grad), (w.grad, w64.grad), (b.grad, b64.grad)):
         torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-4)
+    return z, w, b, want
+
+
+@pytest.mark.parametrize("N", [150, 96])
+def test_channel_major_in_blocks_is_w_z_plus_b_with_its_gradients(small_blocks, N):
+    z, w, b, want = _check_layer(cl.channel_major, lambda z, w, b: w @ z.t() + b[:, None], N,
+                                 "ChannelMajorLinearBackward", seed=N)
     with torch.no_grad():  # evaluation: the blocks without autograd
         torch.testing.assert_close(cl.channel_major(z, w, b).double(), want, rtol=1e-5, atol=1e-5)
 
@@ -122,19 +130,8 @@ def test_channel_major_gelu_is_gelu_of_w_z_plus_b_with_its_gradients(small_block
     """The compiled bias and GELU (and their backward) against F.gelu of W z^T + b in float64,
     whole and in column blocks (150 tokens: blocks of 48 and a last of 6)."""
     monkeypatch.setattr(cl, "blocks_pay", lambda: blocked)
-    torch.manual_seed(3)
-    N = 150
-    z, w, b = _leaves((N, 16), (24, 16), (24,))
-    g = torch.randn(24, N)
-    out = cl.channel_major_gelu(z, w, b)
-    assert type(out.grad_fn).__name__ == "ChannelMajorGeluBackward"
-    out.backward(g)
-    z64, w64, b64 = _float64(z, w, b)
-    want = F.gelu(w64 @ z64.t() + b64[:, None])
-    want.backward(g.double())
-    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-6)
-    for got, ref in ((z.grad, z64.grad), (w.grad, w64.grad), (b.grad, b64.grad)):
-        torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-4)
+    _check_layer(cl.channel_major_gelu, lambda z, w, b: F.gelu(w @ z.t() + b[:, None]), 150,
+                 "ChannelMajorGeluBackward", seed=3)
 
 
 @needs_kernels

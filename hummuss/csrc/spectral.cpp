@@ -54,27 +54,25 @@ void generic_row(const C* grow, const C* urow, C* gurow, C* srow, const C* wg, i
 // ATen's complex product emulates a horizontal subtraction with shuffles (AVX-512 has none),
 // and a shuffle port, not the FMAs, set the kernel's pace; here the (p, p) and (q, -q) vectors
 // of W come from buffers prepared once per channel, those of U once per row, shared by its R.
+using Vf = at::vec::Vectorized<float>;
 #if defined(CPU_CAPABILITY_AVX512)
-using Vf = __m512;
-inline Vf vload(const float* p) { return _mm512_loadu_ps(p); }
-inline void vstore(float* p, Vf v) { _mm512_storeu_ps(p, v); }
-inline Vf vswap(Vf v) { return _mm512_permute_ps(v, 0xB1); }
-inline Vf vre(Vf v) { return _mm512_moveldup_ps(v); }
-inline Vf vim_neg(Vf v) { return _mm512_xor_ps(_mm512_movehdup_ps(v), _mm512_castsi512_ps(_mm512_set1_epi64(1LL << 63))); }
-inline Vf vfma(Vf a, Vf b, Vf c) { return _mm512_fmadd_ps(a, b, c); }
-inline Vf vzero() { return _mm512_setzero_ps(); }
-constexpr int64_t kFloats = 16;
+inline Vf vswap(const Vf& v) { return _mm512_permute_ps(v, 0xB1); }  // (a, b) -> (b, a)
+inline Vf vre(const Vf& v) { return _mm512_moveldup_ps(v); }         // (p, q) -> (p, p)
+inline Vf vim(const Vf& v) { return _mm512_movehdup_ps(v); }         // (p, q) -> (q, q)
 #else
-using Vf = __m256;
-inline Vf vload(const float* p) { return _mm256_loadu_ps(p); }
-inline void vstore(float* p, Vf v) { _mm256_storeu_ps(p, v); }
-inline Vf vswap(Vf v) { return _mm256_permute_ps(v, 0xB1); }
-inline Vf vre(Vf v) { return _mm256_moveldup_ps(v); }
-inline Vf vim_neg(Vf v) { return _mm256_xor_ps(_mm256_movehdup_ps(v), _mm256_castsi256_ps(_mm256_set1_epi64x(1LL << 63))); }
-inline Vf vfma(Vf a, Vf b, Vf c) { return _mm256_fmadd_ps(a, b, c); }
-inline Vf vzero() { return _mm256_setzero_ps(); }
-constexpr int64_t kFloats = 8;
+inline Vf vswap(const Vf& v) { return _mm256_permute_ps(v, 0xB1); }
+inline Vf vre(const Vf& v) { return _mm256_moveldup_ps(v); }
+inline Vf vim(const Vf& v) { return _mm256_movehdup_ps(v); }
 #endif
+inline Vf vim_neg(const Vf& v) {  // (p, q) -> (q, -q)
+  static const float sign[16] = {1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1};
+  return vim(v) * Vf::loadu(sign);
+}
+inline Vf vfma(const Vf& a, const Vf& b, const Vf& c) { return at::vec::fmadd(a, b, c); }
+inline Vf vload(const float* p) { return Vf::loadu(p); }
+inline void vstore(float* p, const Vf& v) { v.store(p); }
+inline Vf vzero() { return Vf(0.f); }
+constexpr int64_t kFloats = Vf::size();
 constexpr int64_t kComplexPerVector = kFloats / 2;
 
 struct Planes {
