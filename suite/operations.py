@@ -10,7 +10,8 @@ the operations that reach the dispatcher (a backward run inside the call include
   result's elements times the length of the contracted dimension) and of fused attention
   (`scaled_dot_product_attention`'s kernels, forward and backward);
 - gelu, gelu_backward: elements of GELU's forward and backward (those of the compiled
-  mix-and-gate kernel, `hummuss.fusion.KernelMixGate`, included: it evaluates them inside);
+  mix-and-gate kernel, `hummuss.fusion.KernelMixGate`, and of the input projections' bias and
+  GELU kernels, `hummuss.channel_linear.ChannelMajorGelu`, included: they evaluate them inside);
 - fft: real transforms by kind and size, "r2c:512" (rfft) and "c2r:512" (irfft) -> how many
   (complex transforms as "c2c:n"); multi-dimensional ones as "r2c:16x16".
 
@@ -106,6 +107,10 @@ def count_operations(fn: Callable[[], object]) -> dict:
             elif name == "mix_gate_into":  # evaluation: y's GELUs, and x_id's if it came before its GELU
                 counts["gelu"] += args[0].numel() + (args[3].numel() if args[5] else 0)
             elif name == "mix_gate_backward":  # GELU's backward of each element of y (args: go, y, ...)
+                counts["gelu_backward"] += args[1].numel()
+            elif name == "bias_gelu_":  # hummuss/csrc/bias_gelu.cpp: an input projection's GELU (args: pre, b, act)
+                counts["gelu"] += args[0].numel()
+            elif name == "gelu_bias_backward":  # and its backward (args: g, pre)
                 counts["gelu_backward"] += args[1].numel()
             else:
                 fft = _fft(name, args, kwargs)
