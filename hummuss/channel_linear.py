@@ -28,7 +28,7 @@ of BLOCK_COLUMNS columns, each of which stays in cache, restored it (H 640, N 82
 
 (1024^3 fp32 matmul on that machine: 87 GMAC/s; the blocked products ran at 69-82.) On the
 Intel Xeon the whole products were the faster: W z^T + b 6.8 ms whole against 7.7 in blocks,
-g^T W 6.5 against 7.4 (215 GMAC/s whole), and a paper-bidirectional training step took 3.80 s
+g^T W 6.5 against 7.4 (the bare W z^T 6.3 ms whole: 215 GMAC/s), and a paper-bidirectional training step took 3.80 s
 with whole products against 3.98 s with blocks (medians of 4 alternated steps). MKL runs
 its own, slower code on CPUs that are not Intel's; `blocks_pay` is therefore whether this
 CPU is not an Intel one. Blocks also pay only for wide results and an inner dimension that

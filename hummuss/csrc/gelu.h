@@ -16,6 +16,19 @@ using at::vec::Vectorized;
 // float: erf by Abramowitz and Stegun 7.1.26 (|error| < 1.5e-7), the approximation of
 // ATen's own vectorised float erf, with ATen's inline exp (exp_u20) in place of its call into
 // Sleef: no call in the loops, so nothing to spill around it. double: ATen's (Sleef's) erf.
+// `erf_abs` is its polynomial: erf(a) for a >= 0 from e = exp(-a^2), which the callers compute
+// (GELU's derivative needs that exponential too).
+template <typename T>
+inline Vectorized<T> erf_abs(const Vectorized<T>& a, const Vectorized<T>& e) {
+  using V = Vectorized<T>;
+  const V t = V(T(1)) / at::vec::fmadd(V(T(0.3275911)), a, V(T(1)));
+  V r = at::vec::fmadd(V(T(1.061405429)), t, V(T(-1.453152027)));
+  r = at::vec::fmadd(r, t, V(T(1.421413741)));
+  r = at::vec::fmadd(r, t, V(T(-0.284496736)));
+  r = at::vec::fmadd(r, t, V(T(0.254829592)));
+  return V(T(1)) - r * t * e;
+}
+
 template <typename T>
 inline Vectorized<T> erf(const Vectorized<T>& x) {
   using V = Vectorized<T>;
@@ -23,12 +36,7 @@ inline Vectorized<T> erf(const Vectorized<T>& x) {
     return x.erf();  // double: Sleef's, as ATen's
   }
   const V a = x.abs();
-  const V t = V(T(1)) / at::vec::fmadd(V(T(0.3275911)), a, V(T(1)));
-  V r = at::vec::fmadd(V(T(1.061405429)), t, V(T(-1.453152027)));
-  r = at::vec::fmadd(r, t, V(T(1.421413741)));
-  r = at::vec::fmadd(r, t, V(T(-0.284496736)));
-  r = at::vec::fmadd(r, t, V(T(0.254829592)));
-  const V e = V(T(1)) - r * t * (V(T(0)) - a * a).exp_u20();  // erf(|x|)
+  const V e = erf_abs(a, (V(T(0)) - a * a).exp_u20());  // erf(|x|)
   return V::blendv(e, V(T(0)) - e, x < V(T(0)));
 }
 
@@ -46,13 +54,7 @@ inline void gelu_and_grad(const Vectorized<T>& x, Vectorized<T>& g, Vectorized<T
   const V e = (x * x * V(T(-0.5))).exp_u20();  // double: exp
   V cdf;
   if constexpr (std::is_same_v<T, float>) {
-    const V a = (x * V(T(M_SQRT1_2))).abs();
-    const V t = V(T(1)) / at::vec::fmadd(V(T(0.3275911)), a, V(T(1)));
-    V r = at::vec::fmadd(V(T(1.061405429)), t, V(T(-1.453152027)));
-    r = at::vec::fmadd(r, t, V(T(1.421413741)));
-    r = at::vec::fmadd(r, t, V(T(-0.284496736)));
-    r = at::vec::fmadd(r, t, V(T(0.254829592)));
-    const V erf_a = V(T(1)) - r * t * e;
+    const V erf_a = erf_abs((x * V(T(M_SQRT1_2))).abs(), e);
     cdf = V(T(0.5)) * (V(T(1)) + V::blendv(erf_a, V(T(0)) - erf_a, x < V(T(0))));
   } else {
     cdf = V(T(0.5)) * (V(T(1)) + (x * V(T(M_SQRT1_2))).erf());
