@@ -12,7 +12,8 @@ computed (the same numbers either way, to float round-off):
 `apply_conv` applies it. With autograd (training rebuilds the kernel and operator every
 step) three pieces have hand-written backwards: `FFTConv` (fft_conv.py), `VandermondeKernel` (the kernel from its two
 small factors both ways, in real matmuls; factors below float32's normal range are zero,
-so no subnormals) and `ToeplitzWeight` (the operator as one gather; its backward sums
+so no subnormals; on the CPU in float32 the factors and the backward's sum over them come
+from the compiled kernels of hummuss/csrc/vandermonde.cpp) and `ToeplitzWeight` (the operator as one gather; its backward sums
 diagonals). The operators work on channel-major activations u (H, P, L, Q) (the sequence
 on dim 2), so a block that computes its projections as W z^T needs no transposes (see
 hummuss/gdssm.py).
@@ -26,6 +27,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from hummuss import cpu_kernels
 from hummuss.ssm.fft_conv import FFTConv, channel_group, fft_conv, fft_size, fft_weight
 
 # direct (Toeplitz) convolution up to TOEPLITZ_MAX_LENGTH frames, or up to
@@ -63,6 +65,10 @@ def power_factors(dtlam: torch.Tensor, length: int) -> tuple[torch.Tensor, torch
     H, M = dtlam.shape
     b = math.isqrt(length - 1) + 1 if length > 1 else 1
     nq = -(-length // b)
+    if _kernels_apply(dtlam):  # the same numbers in one pass (hummuss/csrc/vandermonde.cpp)
+        Q, R = cpu_kernels.ops().power_factors(dtlam.real.contiguous(), dtlam.imag.contiguous(), b, nq,
+                                               LOG_POWER_FLOOR)
+        return torch.view_as_complex(Q), R.view(H, 2 * M, b)
     steps = torch.arange(max(b, nq), device=dtlam.device, dtype=dtlam.real.dtype)
     lr, li = dtlam.real, dtlam.imag
     mask = float(lr.min()) * (length - 1) < LOG_POWER_FLOOR
@@ -81,6 +87,13 @@ def power_factors(dtlam: torch.Tensor, length: int) -> tuple[torch.Tensor, torch
     R = lr.new_empty(H, M, 2, b)
     power(lr.unsqueeze(-1), li.unsqueeze(-1), steps[:b], R[:, :, 0], R[:, :, 1])
     return torch.view_as_complex(Q), R.view(H, 2 * M, b)
+
+
+def _kernels_apply(z: torch.Tensor) -> bool:
+    """Whether the compiled kernels of hummuss/csrc/vandermonde.cpp take a complex64 CPU tensor
+    z (eager, the kernels built); PyTorch operations otherwise (float64, GPUs, tracing)."""
+    return (z.dtype == torch.complex64 and z.device.type == "cpu" and not torch.compiler.is_compiling()
+            and cpu_kernels.ops() is not None)
 
 
 def _factored_kernel(W: torch.Tensor, Q: torch.Tensor, R: torch.Tensor, length: int) -> torch.Tensor:
@@ -125,7 +138,10 @@ class VandermondeKernel(torch.autograd.Function):
         with torch.autocast(g.device.type, enabled=False):
             S = torch.bmm(g.view(H, 2 * k * nq, b), R.transpose(1, 2))  # (H, 2k nq, 2M)
         S = torch.view_as_complex(S.view(H, 2, k, nq, M, 2))  # sum_r g f(l) dA^r, f = 1 and l
-        s = torch.mul(S, Q.view(H, 1, 1, nq, M)).sum(3)  # (H, 2, k, M): sum_l g V, sum_l g l V
+        if _kernels_apply(Q):  # (H, 2, k, M): sum_l g V, sum_l g l V
+            s = cpu_kernels.ops().power_sums(S.view(H, 2 * k, nq, M), Q).view(H, 2, k, M)
+        else:
+            s = torch.mul(S, Q.view(H, 1, 1, nq, M)).sum(3)
         gW = s[:, 0].conj().transpose(0, 1)  # (k, H, M)
         gdt = (W.transpose(0, 1) * s[:, 1]).sum(1).conj()  # (H, M)
         return gW, gdt, None
