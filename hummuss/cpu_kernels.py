@@ -1,6 +1,6 @@
 """The suite's hand-written CPU kernels (`hummuss/csrc/*.cpp`), compiled on first use.
 
-Six sources: `mix_gate` (mix_gate.cpp), a GDSSM block's read-out mix and gate aggregation,
+Seven sources: `mix_gate` (mix_gate.cpp), a GDSSM block's read-out mix and gate aggregation,
 forward and backward, in one pass over the convolutions' outputs (`hummuss.fusion.MixGate`
 is the same function in PyTorch operations, and stays the reference and the path on GPUs),
 and beside it `joint_conv_mix_gate`, a streaming spatial block's convolution over the joints
@@ -16,7 +16,9 @@ projection's bias and GELU after its matmul and their backward, one pass each
 (`hummuss.channel_linear.ChannelMajorGelu`; `F.gelu` of `channel_major` the reference).
 And `power_factors` with `power_sums` (vandermonde.cpp), the DSSM kernel's Vandermonde
 factors and its backward's sum over them (`hummuss.ssm.conv.power_factors`,
-`VandermondeKernel`; their PyTorch operations the reference).
+`VandermondeKernel`; their PyTorch operations the reference); and `toeplitz_product` with
+its two backward products (toeplitz_product.cpp), a spatial block's convolution over the
+joints in training (`hummuss.ssm.conv.ToeplitzProduct`; torch.bmm the reference).
 mix_gate.cpp and bias_gelu.cpp share one GELU (gelu.h).
 
 `ops()` compiles the sources with `torch.utils.cpp_extension` for this CPU's vector
@@ -47,7 +49,7 @@ import torch
 
 SOURCES = [Path(__file__).with_name("csrc") / name for name in ("mix_gate.cpp", "state_step.cpp", "spectral.cpp",
                                                                    "few_rows_linear.cpp", "bias_gelu.cpp",
-                                                                   "vandermonde.cpp")]
+                                                                   "vandermonde.cpp", "toeplitz_product.cpp")]
 HEADERS = [Path(__file__).with_name("csrc") / "gelu.h"]  # included by sources: their text is in the build flags
 ENV = "HUMMUSS_CPU_KERNELS"  # "0": never build or use them
 STALE_LOCK_S = 600  # a build lock older than this was left by a process that died while building

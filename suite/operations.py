@@ -7,8 +7,9 @@
 `count_operations` runs the call under a `TorchDispatchMode` and counts, from the shapes of
 the operations that reach the dispatcher (a backward run inside the call included):
 - matmul_macs: multiply-accumulates of mm, addmm, bmm, baddbmm, linear and matmul (the
-  result's elements times the length of the contracted dimension) and of fused attention
-  (`scaled_dot_product_attention`'s kernels, forward and backward);
+  result's elements times the length of the contracted dimension), of fused attention
+  (`scaled_dot_product_attention`'s kernels, forward and backward) and of the spatial
+  convolution's compiled products (`hummuss.ssm.conv.ToeplitzProduct`);
 - gelu, gelu_backward: elements of GELU's forward and backward (those of the compiled
   mix-and-gate kernel, `hummuss.fusion.KernelMixGate`, and of the input projections' bias and
   GELU kernels, `hummuss.channel_linear.ChannelMajorGelu`, included: they evaluate them inside);
@@ -80,6 +81,18 @@ def _attention_macs(name: str, args: tuple) -> int | None:
     return rows * S * ((3 * E + 2 * Ev) if backward else (E + Ev))
 
 
+TOEPLITZ_PRODUCTS = ("toeplitz_product", "toeplitz_input_grad", "toeplitz_weight_grad")
+
+
+def _toeplitz_macs(name: str, args: tuple) -> int:
+    """MACs of the spatial convolution's compiled products: u (H, P, L) @ T (H, L, C), gy (H, P, C)
+    @ T^T, u^T @ gy: H P L C each."""
+    a, b = args[0], args[1]  # (u, T), (gy, T), (u, gy)
+    H, P = a.shape[0], a.shape[1]
+    L, C = (a.shape[2], b.shape[2]) if name != "toeplitz_input_grad" else (b.shape[1], a.shape[2])
+    return H * P * L * C
+
+
 def count_operations(fn: Callable[[], object]) -> dict:
     """Run fn() and count its matmul MACs, GELU evaluations (forward and backward) and FFT
     transforms (see the module docstring) -> a dict that JSON can hold."""
@@ -108,6 +121,8 @@ def count_operations(fn: Callable[[], object]) -> dict:
                 counts["gelu"] += args[0].numel() + (args[3].numel() if args[5] else 0)
             elif name == "mix_gate_backward":  # GELU's backward of each element of y (args: go, y, ...)
                 counts["gelu_backward"] += args[1].numel()
+            elif name in TOEPLITZ_PRODUCTS:  # hummuss/csrc/toeplitz_product.cpp: products of (H, ., .) factors
+                counts["matmul_macs"] += _toeplitz_macs(name, args)
             elif name == "bias_gelu_":  # hummuss/csrc/bias_gelu.cpp: an input projection's GELU (args: pre, b, act)
                 counts["gelu"] += args[0].numel()
             elif name == "gelu_bias_backward":  # and its backward (args: g, pre)

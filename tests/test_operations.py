@@ -139,3 +139,19 @@ def test_fused_attention_backward_counts_its_five_products():
     counts = count_operations(step)
     # 2 x 3 heads, L = S = 5, E = Ev = 4: forward 6 x 5 x 5 x 8 = 1,200; backward 6 x 25 x 20 = 3,000
     assert counts["matmul_macs"] == 1200 + 3000
+
+
+def test_the_spatial_convolutions_compiled_products_are_counted():
+    """hummuss.ssm.conv.ToeplitzProduct (hummuss/csrc/toeplitz_product.cpp) forward and backward:
+    three products of H P L C multiply-accumulates, as torch.bmm's would count."""
+    from hummuss import cpu_kernels
+    from hummuss.ssm.conv import toeplitz_product
+
+    if cpu_kernels.ops() is None:
+        pytest.skip("the compiled CPU kernels are not built here")
+    H, P, L, C = 3, 10, 17, 34
+    u, T = torch.randn(H, P, L, requires_grad=True), torch.randn(H, L, C, requires_grad=True)
+    counts = count_operations(lambda: toeplitz_product(u, T).sum().backward())
+    assert counts["matmul_macs"] == 3 * H * P * L * C
+    with torch.no_grad():  # without autograd: torch.bmm
+        assert count_operations(lambda: toeplitz_product(u, T))["matmul_macs"] == H * P * L * C

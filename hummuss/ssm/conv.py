@@ -4,7 +4,8 @@ The kernel K_l = 2 Re(sum_n W_n dA_n^l) (W = C dB) is a Vandermonde product; `va
 computes it from two small factors. How the convolution by K (plus the skip D) is then
 computed (the same numbers either way, to float round-off):
 - short sequences (L <= TOEPLITZ_MAX_LENGTH, e.g. the 17 joints of a frame) multiply by
-  the (L x L) Toeplitz matrix of the kernel, one small matmul per channel (`toeplitz`);
+  the (L x L) Toeplitz matrix of the kernel, one small matmul per channel (`toeplitz`; in
+  training on the CPU by the compiled kernels, `ToeplitzProduct`);
 - long ones use an FFT of a mostly-two size >= 2L - 1 (`fft_size`); the anti-causal
   (backward) direction multiplies by the conjugate spectrum instead of flipping. The FFT
   convolution itself lives in hummuss/ssm/fft_conv.py (with `FFTConv`, its training form).
@@ -307,6 +308,34 @@ class ToeplitzWeight(torch.autograd.Function):
         return gK, gK[..., 0].clone(), None, None
 
 
+class ToeplitzProduct(torch.autograd.Function):
+    """u (H, P, L) @ T (H, L, C) per channel, forward and backward by the compiled kernels
+    (hummuss/csrc/toeplitz_product.cpp): in training, where `toeplitz_product` runs them."""
+
+    @staticmethod
+    def forward(ctx, u, T):
+        ctx.save_for_backward(u, T)
+        return cpu_kernels.ops().toeplitz_product(u, T)
+
+    @staticmethod
+    def backward(ctx, gy):
+        u, T = ctx.saved_tensors
+        k, gy = cpu_kernels.ops(), gy.contiguous()
+        gu = k.toeplitz_input_grad(gy, T) if ctx.needs_input_grad[0] else None
+        gT = k.toeplitz_weight_grad(u, gy) if ctx.needs_input_grad[1] else None
+        return gu, gT
+
+
+def toeplitz_product(u: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    """u (H, P, L) @ T (H, L, C), a "cols" Toeplitz operator's product: in training on the CPU
+    (float32, eager, L and C up to 64, the kernels built) `ToeplitzProduct`, else torch.bmm."""
+    if (torch.is_grad_enabled() and (u.requires_grad or T.requires_grad) and u.device.type == "cpu"
+            and u.dtype == T.dtype == torch.float32 and max(u.shape[2], T.shape[2]) <= 64
+            and not torch.compiler.is_compiling() and cpu_kernels.ops() is not None):
+        return ToeplitzProduct.apply(u.contiguous(), T.contiguous())
+    return torch.bmm(u, T)
+
+
 def conv_taps(K: torch.Tensor, D: torch.Tensor, anticausal: Sequence[bool]) -> tuple[torch.Tensor, torch.Tensor]:
     """K (R, H, L), D (R, H) -> taps (Kz (R (L + 1), H), idx (L, R L)) for `apply_taps`.
 
@@ -373,7 +402,7 @@ def apply_conv(op: ConvOperator, u: torch.Tensor) -> torch.Tensor:
         else:  # (H, P, L) @ (H, L, R L)
             if Q != 1:
                 raise ValueError(f"layout 'cols' needs Q = 1, got u of shape {tuple(u.shape)}")
-            y = torch.bmm(u.reshape(H, P, L), op.weight)
+            y = toeplitz_product(u.reshape(H, P, L), op.weight)
         return y.view(H, P, RL // L, L, Q)
     n = op.n_fft
     if u.dtype in (torch.float16, torch.bfloat16):  # under autocast: cuFFT has no bfloat16
