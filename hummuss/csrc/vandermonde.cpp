@@ -76,16 +76,35 @@ std::tuple<at::Tensor, at::Tensor> power_factors(const at::Tensor& lr, const at:
           if (2 * count > n) hi.store(row + 2 * m + n, 2 * count - n);
         }
       }
-      // R: the steps r along the vector, one row of Re and one of Im per mode
-      for (int64_t m = 0; m < M; ++m) {
-        const V lrv(lrh[m]), liv(lih[m]);
-        float* row = r_out + (h * M + m) * 2 * b;
-        for (int64_t r = 0; r < b; r += n) {
-          const int64_t count = std::min<int64_t>(n, b - r);
-          V re, im;
-          power(lrv, liv, V::arange(static_cast<float>(r), 1.f), fl, re, im);
-          re.store(row + r, count);
-          im.store(row + b + r, count);
+      // R: one row of Re and one of Im per mode, b steps each
+      if (b >= n) {  // the steps r along the vector
+        for (int64_t m = 0; m < M; ++m) {
+          const V lrv(lrh[m]), liv(lih[m]);
+          float* row = r_out + (h * M + m) * 2 * b;
+          for (int64_t r = 0; r < b; r += n) {
+            const int64_t count = std::min<int64_t>(n, b - r);
+            V re, im;
+            power(lrv, liv, V::arange(static_cast<float>(r), 1.f), fl, re, im);
+            re.store(row + r, count);
+            im.store(row + b + r, count);
+          }
+        }
+      } else {  // few steps (b 5 for the 17 joints): the modes along the vector, stored step by step
+        float re_buf[n], im_buf[n];
+        for (int64_t r = 0; r < b; ++r) {
+          const V t(static_cast<float>(r));
+          for (int64_t m = 0; m < M; m += n) {
+            const int64_t count = std::min<int64_t>(n, M - m);
+            V re, im;
+            power(V::loadu(lrh + m, count), V::loadu(lih + m, count), t, fl, re, im);
+            re.store(re_buf);
+            im.store(im_buf);
+            for (int64_t i = 0; i < count; ++i) {
+              float* row = r_out + (h * M + m + i) * 2 * b;
+              row[r] = re_buf[i];
+              row[b + r] = im_buf[i];
+            }
+          }
         }
       }
     }
