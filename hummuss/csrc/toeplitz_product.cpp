@@ -124,42 +124,34 @@ void padded(const float* B, int64_t K, int64_t N, int64_t nv, bool transpose, st
     for (int64_t n = 0; n < N; ++n) out[k * nv * kW + n] = transpose ? B[n * K + k] : B[k * N + n];
 }
 
+// out[h] = a[h] (P, K) @ B[h] (K, N) for each channel h, with B (H, K, N), or B^T for B (H, N, K)
+at::Tensor channel_products(const at::Tensor& a, const at::Tensor& B, int64_t K, int64_t N, bool transpose) {
+  const int64_t H = a.size(0), P = a.size(1), nv = vectors(N);
+  at::Tensor out = at::empty({H, P, N}, a.options());
+  const float *pa = a.data_ptr<float>(), *pb = B.data_ptr<float>();
+  float* po = out.data_ptr<float>();
+  at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+    std::vector<float> buf;
+    for (int64_t h = h0; h < h1; ++h) {
+      padded(pb + h * K * N, K, N, nv, transpose, buf);
+      dispatch(nv, [&](auto NV) { rows_times<NV>(pa + h * P * K, K, buf.data(), P, K, N, po + h * P * N, N); });
+    }
+  });
+  return out;
+}
+
 at::Tensor toeplitz_product(const at::Tensor& u, const at::Tensor& T) {
   check(u, "u");
   check(T, "T");
-  const int64_t H = u.size(0), P = u.size(1), L = u.size(2), C = T.size(2);
-  TORCH_CHECK(T.size(0) == H && T.size(1) == L, "toeplitz_product: T (H, L, C) for u (H, P, L)");
-  const int64_t nv = vectors(C);
-  at::Tensor y = at::empty({H, P, C}, u.options());
-  const float *pu = u.data_ptr<float>(), *pt = T.data_ptr<float>();
-  float* py = y.data_ptr<float>();
-  at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
-    std::vector<float> B;
-    for (int64_t h = h0; h < h1; ++h) {
-      padded(pt + h * L * C, L, C, nv, false, B);
-      dispatch(nv, [&](auto NV) { rows_times<NV>(pu + h * P * L, L, B.data(), P, L, C, py + h * P * C, C); });
-    }
-  });
-  return y;
+  TORCH_CHECK(T.size(0) == u.size(0) && T.size(1) == u.size(2), "toeplitz_product: T (H, L, C) for u (H, P, L)");
+  return channel_products(u, T, T.size(1), T.size(2), false);  // u T
 }
 
 at::Tensor toeplitz_input_grad(const at::Tensor& gy, const at::Tensor& T) {
   check(gy, "gy");
   check(T, "T");
-  const int64_t H = gy.size(0), P = gy.size(1), C = gy.size(2), L = T.size(1);
-  TORCH_CHECK(T.size(0) == H && T.size(2) == C, "toeplitz_input_grad: T (H, L, C) for gy (H, P, C)");
-  const int64_t nv = vectors(L);
-  at::Tensor gu = at::empty({H, P, L}, gy.options());
-  const float *pg = gy.data_ptr<float>(), *pt = T.data_ptr<float>();
-  float* pu = gu.data_ptr<float>();
-  at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
-    std::vector<float> B;
-    for (int64_t h = h0; h < h1; ++h) {
-      padded(pt + h * L * C, C, L, nv, true, B);  // T^T (C, L)
-      dispatch(nv, [&](auto NV) { rows_times<NV>(pg + h * P * C, C, B.data(), P, C, L, pu + h * P * L, L); });
-    }
-  });
-  return gu;
+  TORCH_CHECK(T.size(0) == gy.size(0) && T.size(2) == gy.size(2), "toeplitz_input_grad: T (H, L, C) for gy (H, P, C)");
+  return channel_products(gy, T, T.size(2), T.size(1), true);  // gy T^T
 }
 
 at::Tensor toeplitz_weight_grad(const at::Tensor& u, const at::Tensor& gy) {
