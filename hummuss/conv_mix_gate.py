@@ -32,8 +32,8 @@ paper-bidirectional training step on a 2-core AVX-512 Xeon: 3.78 s against 4.00 
 The spatial blocks' convolution over the 17 joints is a Toeplitz product per channel
 (hummuss/ssm/conv.py); `ToeplitzMixGate` runs it with the mix and gate the same way, channel
 group by group through the compiled kernels (toeplitz_product.cpp, mix_gate.cpp), and
-recomputes y in the backward rather than keeping it (a group's product costs less than
-reading y back). A paper-bidirectional training step on a 2-core EPYC: 4.99 s against 5.17 s
+recomputes y in the backward rather than keeping it (nothing of y's size is kept; keeping
+it was not measured). A paper-bidirectional training step on a 2-core EPYC: 4.99 s against 5.17 s
 with the product and `KernelMixGate` each over the whole block (6 rounds alternated in one
 process); at the `cpu` preset level (0.961 against 0.949 s, 10 rounds, per-round ratios 0.93-1.10).
 
@@ -48,21 +48,21 @@ from __future__ import annotations
 import torch
 
 from hummuss import cpu_kernels
-from hummuss.ssm.conv import ConvOperator
+from hummuss.ssm.conv import TOEPLITZ_KERNEL_COLUMNS, ConvOperator
 from hummuss.ssm.fft_conv import channel_group, kernel_grads, spectral_grads
 
 
 def conv_mix_gate_applies(op: ConvOperator, u: torch.Tensor, x_id: torch.Tensor) -> bool:
-    if not (torch.is_grad_enabled() and u.shape[3] == 1 and u.device.type == "cpu" and u.dtype == torch.float32
-            and x_id.dtype == torch.float32 and not torch.compiler.is_compiling()):
+    if not (torch.is_grad_enabled() and u.shape[3] == 1 and x_id.dtype == u.dtype
+            and not torch.compiler.is_compiling()):
         return False
     if op.kind == "fft":
         if not (op.kernel is not None and op.weight.dtype == torch.complex64 and op.weight.shape[2] <= 16):
             return False
-    elif not (op.kind == "toeplitz" and op.layout == "cols" and op.weight.dtype == torch.float32
-              and op.weight.shape[2] <= 64 and op.weight.shape[2] // op.length <= 16):
+    elif not (op.kind == "toeplitz" and op.layout == "cols" and op.weight.dtype == u.dtype
+              and op.weight.shape[2] <= TOEPLITZ_KERNEL_COLUMNS and op.weight.shape[2] // op.length <= 16):
         return False
-    return cpu_kernels.ops() is not None
+    return cpu_kernels.runs_on(u.device, u.dtype)
 
 
 def conv_mix_gate(op: ConvOperator, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
@@ -92,7 +92,7 @@ class ToeplitzMixGate(torch.autograd.Function):
         T, w, b = T.contiguous(), w.contiguous(), b.contiguous()
         R = T.shape[2] // L
         out = u.new_empty(H, P, L)
-        group = _toeplitz_group(P * R * L)
+        group = channel_group(P * R * L, T.element_size(), torch.get_num_threads(), TOEPLITZ_GROUP_BYTES)
         for h in range(0, H, group):
             s = slice(h, h + group)
             y = k.toeplitz_product(u3[s], T[s]).view(-1, P, R, L)
@@ -112,7 +112,7 @@ class ToeplitzMixGate(torch.autograd.Function):
         gT = torch.empty_like(T) if need_T else None
         gx = u3.new_empty(H, P, L) if need_x else None
         gw, gb = torch.empty_like(w), torch.empty_like(b)
-        group = _toeplitz_group(P * R * L)
+        group = channel_group(P * R * L, T.element_size(), torch.get_num_threads(), TOEPLITZ_GROUP_BYTES)
         for h in range(0, H, group):
             s = slice(h, h + group)
             y = k.toeplitz_product(u3[s], T[s]).view(-1, P, R, L)
@@ -130,12 +130,6 @@ class ToeplitzMixGate(torch.autograd.Function):
 
 TOEPLITZ_GROUP_BYTES = 2 << 20  # `ToeplitzMixGate` works on channel groups whose y takes about this much
 # (paper size on a 2-core EPYC: 8 MiB level, 512 KiB 3% slower a step)
-
-
-def _toeplitz_group(numbers_per_channel: int) -> int:
-    threads = torch.get_num_threads()
-    group = max(1, TOEPLITZ_GROUP_BYTES // (4 * numbers_per_channel))
-    return -(-group // threads) * threads
 
 
 class ConvMixGate(torch.autograd.Function):

@@ -69,8 +69,9 @@ def enabled() -> bool:
 
 def runs_on(device: torch.device | str, dtype: torch.dtype) -> bool:
     """Whether the kernels that take float32 CPU tensors (the streaming step's: the state
-    update, the spatial block, the few-rows projections) run on tensors of this device and
-    dtype: the CPU, float32, and the kernels built (building them on first call)."""
+    update, the spatial block, the few-rows projections; training's Toeplitz products and
+    Vandermonde factors) run on tensors of this device and dtype: the CPU, float32, and the
+    kernels built (building them on first call)."""
     return torch.device(device).type == "cpu" and dtype == torch.float32 and ops() is not None
 
 

@@ -40,9 +40,10 @@ def test_power_factors_are_the_powers_of_exp_dtlam(H, M, b, nq):
 
 
 def test_power_factors_below_the_floor_are_zero_and_none_subnormal():
+    from hummuss.ssm.conv import LOG_POWER_FLOOR
+
     dtlam = torch.tensor([[complex(-10.0, 1.0), complex(-0.1, 2.0)]])  # |dA^r| = e^(-10 r) in the first mode
-    floor = math.log(torch.finfo(torch.float32).tiny) + 30.0  # as hummuss.ssm.conv's LOG_POWER_FLOOR
-    Q, R = _ops().power_factors(dtlam.real.contiguous(), dtlam.imag.contiguous(), 10, 10, floor)
+    Q, R = _ops().power_factors(dtlam.real.contiguous(), dtlam.imag.contiguous(), 10, 10, LOG_POWER_FLOOR)
     tiny = torch.finfo(torch.float32).tiny
     for f in (Q, R):
         assert not ((f != 0) & (f.abs() < tiny)).any()

@@ -35,6 +35,7 @@ from hummuss.ssm.fft_conv import FFTConv, channel_group, fft_conv, fft_size, fft
 # TOEPLITZ_WIDE_MAX_LENGTH when the matmul has at least TOEPLITZ_WIDE_COLUMNS columns
 # (sequences per channel); FFT beyond. Measured on a 2-core AVX-512 CPU, see `conv_method`.
 TOEPLITZ_MAX_LENGTH, TOEPLITZ_WIDE_MAX_LENGTH, TOEPLITZ_WIDE_COLUMNS = 40, 128, 64
+TOEPLITZ_KERNEL_COLUMNS = 64  # the compiled Toeplitz products take L and R L up to this (toeplitz_product.cpp)
 POWER_MASK_MARGIN = 30.0  # |cos| or |sin| of a float32 angle below e^-30 does not occur in practice
 # log of the smallest power kept: e^POWER_MASK_MARGIN times float32's smallest normal number
 LOG_POWER_FLOOR = math.log(torch.finfo(torch.float32).tiny) + POWER_MASK_MARGIN
@@ -66,7 +67,7 @@ def power_factors(dtlam: torch.Tensor, length: int) -> tuple[torch.Tensor, torch
     H, M = dtlam.shape
     b = math.isqrt(length - 1) + 1 if length > 1 else 1
     nq = -(-length // b)
-    if _kernels_apply(dtlam):  # the same numbers in one pass (hummuss/csrc/vandermonde.cpp)
+    if _kernels_apply(dtlam):  # one pass (hummuss/csrc/vandermonde.cpp); the same numbers to float32 rounding
         Q, R = cpu_kernels.ops().power_factors(dtlam.real.contiguous(), dtlam.imag.contiguous(), b, nq,
                                                LOG_POWER_FLOOR)
         return torch.view_as_complex(Q), R.view(H, 2 * M, b)
@@ -93,8 +94,8 @@ def power_factors(dtlam: torch.Tensor, length: int) -> tuple[torch.Tensor, torch
 def _kernels_apply(z: torch.Tensor) -> bool:
     """Whether the compiled kernels of hummuss/csrc/vandermonde.cpp take a complex64 CPU tensor
     z (eager, the kernels built); PyTorch operations otherwise (float64, GPUs, tracing)."""
-    return (z.dtype == torch.complex64 and z.device.type == "cpu" and not torch.compiler.is_compiling()
-            and cpu_kernels.ops() is not None)
+    return (z.dtype == torch.complex64 and not torch.compiler.is_compiling()
+            and cpu_kernels.runs_on(z.device, torch.float32))
 
 
 def _factored_kernel(W: torch.Tensor, Q: torch.Tensor, R: torch.Tensor, length: int) -> torch.Tensor:
@@ -329,9 +330,9 @@ class ToeplitzProduct(torch.autograd.Function):
 def toeplitz_product(u: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
     """u (H, P, L) @ T (H, L, C), a "cols" Toeplitz operator's product: in training on the CPU
     (float32, eager, L and C up to 64, the kernels built) `ToeplitzProduct`, else torch.bmm."""
-    if (torch.is_grad_enabled() and (u.requires_grad or T.requires_grad) and u.device.type == "cpu"
-            and u.dtype == T.dtype == torch.float32 and max(u.shape[2], T.shape[2]) <= 64
-            and not torch.compiler.is_compiling() and cpu_kernels.ops() is not None):
+    if (torch.is_grad_enabled() and (u.requires_grad or T.requires_grad) and u.dtype == T.dtype
+            and max(u.shape[2], T.shape[2]) <= TOEPLITZ_KERNEL_COLUMNS and not torch.compiler.is_compiling()
+            and cpu_kernels.runs_on(u.device, u.dtype)):
         return ToeplitzProduct.apply(u.contiguous(), T.contiguous())
     return torch.bmm(u, T)
 

@@ -163,10 +163,11 @@ def conv_group(u: torch.Tensor, W: torch.Tensor, n: int, spectra: torch.Tensor |
     return torch.fft.irfft(Uf.unsqueeze(2) * W, n=n, dim=3)[:, :, :, :u.shape[2]]
 
 
-def channel_group(numbers_per_channel: int, bytes_per_number: int, threads: int = 1) -> int:
-    """Channels per group of `FFTConv`: about FFT_CHUNK_BYTES of spectra, at least one, and a
-    multiple of `threads` (the compiled kernels share a group's channels among the threads:
-    at the `cpu` preset's batch 8, 3 channels a group kept one of 2 threads idle a third of
-    the time)."""
-    group = max(1, FFT_CHUNK_BYTES // (numbers_per_channel * bytes_per_number))
+def channel_group(numbers_per_channel: int, bytes_per_number: int, threads: int = 1, budget: int | None = None) -> int:
+    """Channels per group of `FFTConv`: about `budget` bytes (default FFT_CHUNK_BYTES) of
+    spectra, at least one, and a multiple of `threads` (the compiled kernels share a group's
+    channels among the threads: at the `cpu` preset's batch 8, 3 channels a group kept one of
+    2 threads idle a third of the time)."""
+    budget = FFT_CHUNK_BYTES if budget is None else budget
+    group = max(1, budget // (numbers_per_channel * bytes_per_number))
     return -(-group // threads) * threads
