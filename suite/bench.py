@@ -32,6 +32,7 @@ from suite.report.speed import (
     BENCHMARKS_FILE,
     LATENCY_FIGURE,
     benchmarks_table,
+    machine_text,
     plot_latency,
     targets,
     targets_markdown,
@@ -195,8 +196,9 @@ def record(benchmark, *, model: str, mode: str, frames: int, frames_per_call: in
 
 
 # -- the table ------------------------------------------------------------------------------
-def markdown(df: pd.DataFrame, goals: pd.DataFrame) -> str:
-    """The table and the target ratios as markdown."""
+def markdown(df: pd.DataFrame, goals: pd.DataFrame, machine: str = "") -> str:
+    """The table and the target ratios as markdown, after a line naming the machine
+    (`machine_text`) where given."""
     def fmt(v, spec):
         return "" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
@@ -208,7 +210,8 @@ def markdown(df: pd.DataFrame, goals: pd.DataFrame) -> str:
                      f"{fmt(r['batch'], '.0f')} | {fmt(r['latency_ms'], '.2f')} | {fmt(r['fps'], '.1f')} | "
                      f"{fmt(r['peak_mb'], '.1f')} | {fmt(macs, '.3f')} | {fmt(r['gmacs'], '.1f')} | "
                      f"{fmt(r['matmul_fraction'], '.1%')} |")
-    return "\n".join(lines + [""] + targets_markdown(goals)) + "\n"
+    head = [f"Measured on {machine}.", ""] if machine else []
+    return "\n".join(head + lines + [""] + targets_markdown(goals)) + "\n"
 
 
 # -- running --------------------------------------------------------------------------------
@@ -246,7 +249,7 @@ def run_benchmarks(out_dir: str | Path = "results", quick: bool = False, select:
     df = benchmarks_table(bench)
     goals = targets(df)
     df.to_csv(out / "benchmarks.csv", index=False)
-    (out / "benchmarks.md").write_text(markdown(df, goals))
+    (out / "benchmarks.md").write_text(markdown(df, goals, machine_text(bench)))
     try:
         plot_latency(bench, out / "figures" / LATENCY_FIGURE[0])
     except FigureSkipped:

@@ -7,7 +7,7 @@ import torch
 
 from suite.bench import benchmarks_table, markdown, peak_memory_mb, targets
 from suite.report.figures import FigureSkipped
-from suite.report.speed import latency_points, plot_latency
+from suite.report.speed import latency_points, machine_text, plot_latency
 
 
 def _bench(group, name, median, **info):
@@ -107,6 +107,34 @@ def test_markdown_lists_rows_and_targets(bench_json):
     assert "| >= 100 | 150 |  | yes |" in text
     assert "F = 2187 | >= 2 | 3 |  | yes |" in text and "| <= 1.10 |  |  |  |" in text  # compiled: no 10,000
     assert text.count("\n") == 2 + 17 + 1 + 2 + 21
+
+
+def test_machine_text_names_cpu_caches_torch_commit_and_time():
+    """Written out by hand from a JSON as pytest-benchmark and the benchmarks' conftest hook
+    write it (the caches from sysfs, not py-cpuinfo's l3_cache_size, which a VM got wrong)."""
+    bench = {"machine_info": {"cpu": {"brand_raw": "AMD EPYC", "vendor_id_raw": "AuthenticAMD", "family": 25,
+                                      "model": 17, "count": 2, "hz_advertised_friendly": "2.5961 GHz",
+                                      "l3_cache_size": 2**20},
+                              "caches": {"L1d": 48 * 2**10, "L2": 2**20, "L3": 32 * 2**20},
+                              "torch": {"version": "2.13.0", "cpu_capability": "AVX512", "threads": 2,
+                                        "cuda_device": None, "glibc_tunables": "glibc.malloc.hugetlb=1"}},
+             "commit_info": {"id": "230404a0123456789", "dirty": True},
+             "datetime": "2026-12-05T05:32:11.123456+00:00"}
+    assert machine_text(bench) == (
+        "AMD EPYC (AuthenticAMD, family 25 model 17), 2 cores at 2.5961 GHz, L2 1 MiB, L3 32 MiB; "
+        "torch 2.13.0 (AVX512, 2 threads); GLIBC_TUNABLES=glibc.malloc.hugetlb=1; "
+        "commit 230404a with changes in its working tree; 2026-12-05 05:32 UTC")
+    bench["machine_info"]["torch"]["cuda_device"] = "NVIDIA H200"
+    bench["commit_info"]["dirty"] = False
+    assert "; GPU NVIDIA H200; " in machine_text(bench) and machine_text(bench).endswith("commit 230404a; 2026-12-05 05:32 UTC")
+    assert machine_text({"machine_info": {"cpu": {"brand_raw": "Test CPU"}}}) == "Test CPU"
+    assert machine_text({}) == "an unnamed CPU"
+
+
+def test_markdown_opens_with_the_machine_where_given(bench_json):
+    df = benchmarks_table(bench_json)
+    assert markdown(df, targets(df), "Test CPU").startswith("Measured on Test CPU.\n\n| group |")
+    assert markdown(df, targets(df)).startswith("| group |")
 
 
 def test_operation_floors_put_each_count_at_its_measured_rate(bench_json):
@@ -224,7 +252,12 @@ def test_bench_command_runs_the_selected_benchmarks_and_writes_table_and_json(tm
     info = bench["benchmarks"][0]["extra_info"]
     assert info["hummuss_stream"] == 288_803_072 and 200 < info["stream_macs_ratio"] < 300
     assert (tmp_path / "benchmarks.csv").is_file()
-    assert "| target | goal | measured | 95% interval | met |" in (tmp_path / "benchmarks.md").read_text()
+    # the conftest hook's machine facts, named on the markdown's first line
+    assert bench["machine_info"]["torch"]["version"] == torch.__version__
+    assert bench["machine_info"]["torch"]["threads"] == torch.get_num_threads()
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert text.startswith(f"Measured on {bench['machine_info']['cpu']['brand_raw']}") and f"torch {torch.__version__}" in text
+    assert "| target | goal | measured | 95% interval | met |" in text
     assert not (tmp_path / "figures").exists()  # nothing streamed or offline: no figure
     assert "stream latency MotionBERT-Lite" in capsys.readouterr().out
 

@@ -340,7 +340,7 @@ def test_every_figure_is_written(store):
         assert f"(figures/{path.name})" in readme
     # the speed targets come with the benchmark file; this one names no model the targets
     # compare, so each is listed unmeasured rather than guessed
-    assert "## Speed" in readme and "From `benchmarks.json`" in readme
+    assert "## Speed" in readme and "From `benchmarks.json`" in readme and "one run on one machine: test CPU;" in readme
     assert "| offline fps HumMUSS / MotionBERT-Lite (one pass), F = 243 | >= 1.5 |  |  |" in readme
 
 

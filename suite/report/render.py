@@ -28,6 +28,7 @@ from suite.report.speed import (
     BENCHMARKS_FILE,
     benchmarks_table,
     load_benchmarks,
+    machine_text,
     targets,
     targets_markdown,
 )
@@ -62,6 +63,7 @@ class ReportResult:
     claims: list[ClaimCheck] = field(default_factory=list)
     speed: pd.DataFrame | None = None  # the speed targets from benchmarks.json (suite.report.speed.targets)
     speed_source: Path | None = None
+    speed_machine: str = ""  # where it was measured (suite.report.speed.machine_text)
     titles: dict[str, str] = field(default_factory=dict)  # figure name -> its title in README.md
 
     @property
@@ -153,6 +155,7 @@ def _render(tracker_or_settings: Tracker | TrackingSettings, studies: list[str] 
     if payload is not None:
         table = benchmarks_table(payload)
         result.speed, result.speed_source = (targets(table) if len(table) else None), bench
+        result.speed_machine = machine_text(payload)
     result.readme.write_text(readme(result, tracker))
     say(f"wrote {result.readme}")
     return result
@@ -196,7 +199,7 @@ def readme(result: ReportResult, tracker: Tracker) -> str:
         lines.append("")
     if result.speed is not None:
         lines += ["## Speed", "", f"From `{result.speed_source.name}` (`hummuss-suite bench`, one run on one "
-                  "machine; every figure is in `benchmarks.md`):", ""]
+                  f"machine: {result.speed_machine}; every figure is in `benchmarks.md`):", ""]
         lines += targets_markdown(result.speed) + [""]
     lines += ["## Missing runs", ""]
     if len(result.missing):

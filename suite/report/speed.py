@@ -202,6 +202,44 @@ def targets_markdown(goals: pd.DataFrame) -> list[str]:
     return lines
 
 
+def machine_text(bench: dict) -> str:
+    """One line naming where a pytest-benchmark JSON was measured: the CPU (its brand, vendor,
+    family and model, as a VM reports them), cores, caches (per core, from sysfs), torch with the vector
+    instructions and threads it used, the GPU, glibc's tunables, the commit and the time;
+    what the JSON does not hold is left out. Every figure and ratio of a run depends on these
+    (the same commit measured 0.743 on one 2-core CPU and 0.881 on another)."""
+    info = bench.get("machine_info") or {}
+    cpu, tch, commit = info.get("cpu") or {}, info.get("torch") or {}, bench.get("commit_info") or {}
+    ident = ", ".join(part for part in (
+        cpu.get("vendor_id_raw"),
+        f"family {cpu['family']} model {cpu['model']}" if "family" in cpu and "model" in cpu else None) if part)
+    parts = [" ".join(part for part in (cpu.get("brand_raw") or "an unnamed CPU", f"({ident})" if ident else "") if part)]
+    if cpu.get("count"):
+        parts[0] += f", {cpu['count']} cores" + (f" at {cpu['hz_advertised_friendly']}"
+                                                 if cpu.get("hz_advertised_friendly") else "")
+    caches = [f"{level} {_mib(size)}" for level, size in (info.get("caches") or {}).items()
+              if level in ("L2", "L3") and isinstance(size, int) and size > 0]  # from sysfs (conftest.py)
+    if caches:
+        parts[0] += ", " + ", ".join(caches)
+    if tch.get("version"):
+        used = ", ".join(f"{v}" if k == "cpu_capability" else f"{v} threads"
+                         for k, v in tch.items() if k in ("cpu_capability", "threads") and v)
+        parts.append(f"torch {tch['version']}" + (f" ({used})" if used else ""))
+    if tch.get("cuda_device"):
+        parts.append(f"GPU {tch['cuda_device']}")
+    if tch.get("glibc_tunables"):
+        parts.append(f"GLIBC_TUNABLES={tch['glibc_tunables']}")
+    if commit.get("id"):
+        parts.append(f"commit {commit['id'][:7]}" + (" with changes in its working tree" if commit.get("dirty") else ""))
+    if bench.get("datetime"):
+        parts.append(str(bench["datetime"])[:16].replace("T", " ") + " UTC")
+    return "; ".join(parts)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:g} MiB" if n >= 2**20 else f"{n / 2**10:g} KiB"
+
+
 # -- the latency figure -------------------------------------------------------------------------
 def latency_points(bench: dict) -> pd.DataFrame:
     """pytest-benchmark JSON -> model, mode, frames, latency_ms, fps (from `benchmarks_table`).

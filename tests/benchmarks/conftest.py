@@ -7,6 +7,9 @@ and the fraction of this machine's measured fp32 matmul rate). HUMMUSS_BENCH_QUI
 runs fewer sizes and rounds.
 """
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -15,6 +18,35 @@ from hummuss.zoo import build_model
 from suite.bench import gemm_rate
 
 keep_freed_memory()  # the trainer's allocator setting, for every benchmark (hummuss/allocator.py)
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """What the JSON's machine_info lacks for reading these figures: torch, the vector
+    instructions its CPU kernels use, its threads, the GPU, and glibc's tunables (huge pages
+    change the training step's time). `suite.report.speed.machine_text` prints them."""
+    machine_info["torch"] = {
+        "version": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+    }
+    machine_info["caches"] = _caches()
+
+
+def _caches() -> dict[str, int]:
+    """Per-core data and unified cache sizes in bytes from Linux's sysfs, {"L1d": ..., "L2":
+    ..., "L3": ...} ({} elsewhere). (py-cpuinfo's sizes were wrong on a VM: L3 1 MiB for a
+    32 MiB EPYC.)"""
+    out = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind, size = ((index / name).read_text().strip() for name in ("level", "type", "size"))
+            scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(size[-1], 1)
+            out[f"L{level}" + ("d" if kind == "Data" else "")] = int(size.rstrip("KMG")) * scale
+        except (OSError, ValueError):
+            continue
+    return {k: v for k, v in out.items() if k in ("L1d", "L2", "L3")}
 
 
 @pytest.fixture(scope="session")
