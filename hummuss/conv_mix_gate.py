@@ -48,21 +48,18 @@ from __future__ import annotations
 import torch
 
 from hummuss import cpu_kernels
-from hummuss.ssm.conv import TOEPLITZ_KERNEL_COLUMNS, ConvOperator
+from hummuss.ssm.conv import ConvOperator, toeplitz_kernels_take
 from hummuss.ssm.fft_conv import channel_group, kernel_grads, spectral_grads
 
 
 def conv_mix_gate_applies(op: ConvOperator, u: torch.Tensor, x_id: torch.Tensor) -> bool:
-    if not (torch.is_grad_enabled() and u.shape[3] == 1 and x_id.dtype == u.dtype
-            and not torch.compiler.is_compiling()):
+    if not (torch.is_grad_enabled() and u.shape[3] == 1 and x_id.dtype == u.dtype):
         return False
     if op.kind == "fft":
-        if not (op.kernel is not None and op.weight.dtype == torch.complex64 and op.weight.shape[2] <= 16):
-            return False
-    elif not (op.kind == "toeplitz" and op.layout == "cols" and op.weight.dtype == u.dtype
-              and op.weight.shape[2] <= TOEPLITZ_KERNEL_COLUMNS and op.weight.shape[2] // op.length <= 16):
-        return False
-    return cpu_kernels.runs_on(u.device, u.dtype)
+        return (op.kernel is not None and op.weight.dtype == torch.complex64 and op.weight.shape[2] <= 16
+                and not torch.compiler.is_compiling() and cpu_kernels.runs_on(u.device, u.dtype))
+    return (op.kind == "toeplitz" and op.layout == "cols" and op.weight.shape[2] // op.length <= 16
+            and toeplitz_kernels_take(u, op.weight))
 
 
 def conv_mix_gate(op: ConvOperator, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
@@ -75,6 +72,10 @@ def conv_mix_gate(op: ConvOperator, u: torch.Tensor, w: torch.Tensor, b: torch.T
         return ToeplitzMixGate.apply(u, op.weight, w, b, x_id)
     K, D, anticausal = op.kernel
     return ConvMixGate.apply(u, K, D, w, b, x_id, anticausal, op.n_fft, op.weight)
+
+
+TOEPLITZ_GROUP_BYTES = 2 << 20  # `ToeplitzMixGate` works on channel groups whose y takes about this much
+# (paper size on a 2-core EPYC: 8 MiB level, 512 KiB 3% slower a step)
 
 
 class ToeplitzMixGate(torch.autograd.Function):
@@ -98,6 +99,7 @@ class ToeplitzMixGate(torch.autograd.Function):
             y = k.toeplitz_product(u3[s], T[s]).view(-1, P, R, L)
             out[s] = k.mix_gate(y, w[s], b[s], x3[s])
         ctx.save_for_backward(u3, T, w, b, x3)
+        ctx.group = group
         return out.view(H, P, L, 1)
 
     @staticmethod
@@ -112,7 +114,7 @@ class ToeplitzMixGate(torch.autograd.Function):
         gT = torch.empty_like(T) if need_T else None
         gx = u3.new_empty(H, P, L) if need_x else None
         gw, gb = torch.empty_like(w), torch.empty_like(b)
-        group = channel_group(P * R * L, T.element_size(), torch.get_num_threads(), TOEPLITZ_GROUP_BYTES)
+        group = ctx.group
         for h in range(0, H, group):
             s = slice(h, h + group)
             y = k.toeplitz_product(u3[s], T[s]).view(-1, P, R, L)
@@ -126,10 +128,6 @@ class ToeplitzMixGate(torch.autograd.Function):
                 gT[s] = k.toeplitz_weight_grad(u3[s], gy)
         return (None if gu is None else gu.view(H, P, L, 1), gT, gw, gb,
                 None if gx is None else gx.view(H, P, L, 1))
-
-
-TOEPLITZ_GROUP_BYTES = 2 << 20  # `ToeplitzMixGate` works on channel groups whose y takes about this much
-# (paper size on a 2-core EPYC: 8 MiB level, 512 KiB 3% slower a step)
 
 
 class ConvMixGate(torch.autograd.Function):

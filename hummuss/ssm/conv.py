@@ -327,12 +327,18 @@ class ToeplitzProduct(torch.autograd.Function):
         return gu, gT
 
 
+def toeplitz_kernels_take(u: torch.Tensor, T: torch.Tensor) -> bool:
+    """Whether the compiled Toeplitz products (hummuss/csrc/toeplitz_product.cpp) take u
+    (H, P, L, ...) by T (H, L, C): one dtype, L and C up to TOEPLITZ_KERNEL_COLUMNS, eager,
+    float32 on the CPU with the kernels built."""
+    return (u.dtype == T.dtype and max(T.shape[1], T.shape[2]) <= TOEPLITZ_KERNEL_COLUMNS
+            and not torch.compiler.is_compiling() and cpu_kernels.runs_on(u.device, u.dtype))
+
+
 def toeplitz_product(u: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
-    """u (H, P, L) @ T (H, L, C), a "cols" Toeplitz operator's product: in training on the CPU
-    (float32, eager, L and C up to 64, the kernels built) `ToeplitzProduct`, else torch.bmm."""
-    if (torch.is_grad_enabled() and (u.requires_grad or T.requires_grad) and u.dtype == T.dtype
-            and max(u.shape[2], T.shape[2]) <= TOEPLITZ_KERNEL_COLUMNS and not torch.compiler.is_compiling()
-            and cpu_kernels.runs_on(u.device, u.dtype)):
+    """u (H, P, L) @ T (H, L, C), a "cols" Toeplitz operator's product: in training where
+    `toeplitz_kernels_take`, `ToeplitzProduct`, else torch.bmm."""
+    if torch.is_grad_enabled() and (u.requires_grad or T.requires_grad) and toeplitz_kernels_take(u, T):
         return ToeplitzProduct.apply(u.contiguous(), T.contiguous())
     return torch.bmm(u, T)
 

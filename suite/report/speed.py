@@ -222,8 +222,8 @@ def machine_text(bench: dict) -> str:
     if caches:
         parts[0] += ", " + ", ".join(caches)
     if tch.get("version"):
-        used = ", ".join(f"{v}" if k == "cpu_capability" else f"{v} threads"
-                         for k, v in tch.items() if k in ("cpu_capability", "threads") and v)
+        used = ", ".join(part for part in (tch.get("cpu_capability"),
+                                           f"{tch['threads']} threads" if tch.get("threads") else None) if part)
         parts.append(f"torch {tch['version']}" + (f" ({used})" if used else ""))
     if tch.get("cuda_device"):
         parts.append(f"GPU {tch['cuda_device']}")
