@@ -14,9 +14,9 @@ and `few_rows_linear` (few_rows_linear.cpp), a linear layer for the streaming st
 And `bias_gelu_` with `gelu_bias_backward` (bias_gelu.cpp), a training block's input
 projection's bias and GELU after its matmul and their backward, one pass each
 (`hummuss.channel_linear.ChannelMajorGelu`; `F.gelu` of `channel_major` the reference).
-And `power_factors` with `power_sums` (vandermonde.cpp), the DSSM kernel's Vandermonde
-factors and its backward's sum over them (`hummuss.ssm.conv.power_factors`,
-`VandermondeKernel`; their PyTorch operations the reference); and `toeplitz_product` with
+And `power_factors`, `factored_kernel` and `kernel_sums` (vandermonde.cpp), the DSSM
+kernel's Vandermonde factors, the kernel from them and its backward's sums over them
+(`hummuss.ssm.conv.power_factors`, `VandermondeKernel`; their PyTorch operations the reference); and `toeplitz_product` with
 its two backward products (toeplitz_product.cpp), a spatial block's convolution over the
 joints in training (`hummuss.ssm.conv.ToeplitzProduct`; torch.bmm the reference).
 mix_gate.cpp and bias_gelu.cpp share one GELU (gelu.h).

@@ -75,7 +75,7 @@ def test_blocks_apply_only_to_wide_float32_cpu_products_of_a_wide_enough_model(m
     x = torch.zeros(1)
     wide, width = cl.BLOCK_MIN_TOKENS, cl.BLOCK_MIN_INNER
     assert cl._blocked(x, wide, width)
-    assert not cl._blocked(x, wide - 1, width)  # evaluation's chunks of 2048 tokens
+    assert not cl._blocked(x, wide - 1, width)
     assert not cl._blocked(x, wide, width // 2)  # the cpu preset's D = 64
     assert not cl._blocked(x.double(), wide, width)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -1,8 +1,9 @@
-"""The DSSM kernel's Vandermonde factors and its backward's sum over them in the compiled CPU
-kernel (hummuss/csrc/vandermonde.cpp; `hummuss.ssm.conv.power_factors`, `VandermondeKernel`):
-the factors against exp(dtlam l) in complex128, the zeros below float32's normal range, the
-sums against einsum, and the float32 kernel and its gradients through the kernels against the
-direct complex sum in complex128."""
+"""The DSSM kernel's Vandermonde factors, the kernel from them and its backward's sums in the
+compiled CPU kernels (hummuss/csrc/vandermonde.cpp; `hummuss.ssm.conv.power_factors`,
+`VandermondeKernel`): the factors against exp(dtlam l) in complex128, the zeros below float32's
+normal range, the kernel and the sums against the direct sums over lags in complex128, and
+the float32 kernel and its gradients through the kernels against autograd through the direct
+complex sum in complex128."""
 
 import math
 
@@ -52,13 +53,43 @@ def test_power_factors_below_the_floor_are_zero_and_none_subnormal():
     assert (Q[0, 1:, 0] == 0).all() and (Q[0, :, 1, 0] != 0).all()
 
 
-@pytest.mark.parametrize("H, F, nq, M", [(3, 4, 16, 64), (2, 2, 5, 5), (1, 1, 1, 9)])
-def test_power_sums_are_the_formula(H, F, nq, M):
-    torch.manual_seed(M)
-    S = torch.randn(H, F, nq, M, dtype=torch.complex64)
-    Q = torch.randn(H, nq, M, dtype=torch.complex64)
-    want = torch.einsum("hfqm,hqm->hfm", S.to(torch.complex128), Q.to(torch.complex128))
-    torch.testing.assert_close(_ops().power_sums(S, Q).to(torch.complex128), want, rtol=1e-5, atol=1e-5)
+def _factors(H, M, L, seed):
+    """power_factors' Q (H, nq, M) complex64 and R (H, 2M, b), and dtlam in complex128."""
+    from hummuss.ssm.conv import power_factors
+
+    dtlam = _dtlam(H, M, seed, decay=0.05)
+    Q, R = power_factors(dtlam, L)
+    return Q, R, dtlam.to(torch.complex128)
+
+
+@pytest.mark.parametrize("k, H, M, L", [(2, 3, 64, 243), (1, 2, 5, 17), (3, 2, 33, 50), (2, 1, 7, 2187), (1, 2, 4, 1)])
+def test_factored_kernel_is_the_vandermonde_sum(k, H, M, L):
+    """K[c, h, l] = 2 Re(sum_m W[c, h, m] dA_m^l): whole tiles of q and a tail, modes in whole
+    vectors and not, one lag."""
+    Q, R, z = _factors(H, M, L, L + M)
+    W = torch.randn(k, H, M, generator=torch.Generator().manual_seed(M), dtype=torch.complex64)
+    got = _ops().factored_kernel(W, Q, R, L)
+    powers = torch.exp(z.unsqueeze(-1) * torch.arange(L, dtype=torch.float64))  # (H, M, L)
+    want = 2 * (W.to(torch.complex128).unsqueeze(-1) * powers).sum(-2).real
+    assert got.shape == (k, H, L)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
+@pytest.mark.parametrize("k, H, M, L", [(2, 3, 64, 243), (1, 2, 5, 17), (3, 2, 33, 50), (2, 1, 7, 2187)])
+def test_kernel_sums_are_the_gradient_sums(k, H, M, L):
+    """s[h, 0, c, m] = sum_l g dA_m^l and s[h, 1, c, m] = sum_l g l dA_m^l, g = 2 gK[c, h, l]."""
+    Q, R, z = _factors(H, M, L, L + M)
+    gK = torch.randn(k, H, L, generator=torch.Generator().manual_seed(L))
+    got = _ops().kernel_sums(gK, Q, R)
+    lags = torch.arange(L, dtype=torch.float64)
+    powers = torch.exp(z.unsqueeze(-1) * lags)  # (H, M, L)
+    g = 2 * gK.double().transpose(0, 1).unsqueeze(2)  # (H, k, 1, L)
+    want = torch.stack([(g * powers.unsqueeze(1)).sum(-1), (g * lags * powers.unsqueeze(1)).sum(-1)], 1)
+    assert got.shape == (H, 2, k, M) and got.dtype == torch.complex64
+    for f in range(2):
+        scale = want[:, f].abs().max().item()
+        # float32 sums over L lags (the second weighted by l): errors to a few 1e-5 of the largest
+        torch.testing.assert_close(got[:, f].to(torch.complex128), want[:, f], rtol=0, atol=5e-5 * scale)
 
 
 def test_the_kernels_refuse_what_they_do_not_handle():
@@ -67,10 +98,18 @@ def test_the_kernels_refuse_what_they_do_not_handle():
     for bad in ((lr.double(), lr), (lr, lr[:, :4]), (lr.t(), lr.t())):  # float64; shapes disagree; not contiguous
         with pytest.raises(RuntimeError, match="power_factors"):
             ops.power_factors(*bad, 4, 2, 0.0)
-    S, Q = torch.randn(2, 4, 3, 8, dtype=torch.complex64), torch.randn(2, 3, 8, dtype=torch.complex64)
-    for bad in ((S, Q[:, :2]), (S.to(torch.complex128), Q.to(torch.complex128)), (S, Q.transpose(1, 2))):
-        with pytest.raises(RuntimeError, match="power_sums"):
-            ops.power_sums(*bad)
+    W, Q, R = torch.randn(2, 3, 8, dtype=torch.complex64), torch.randn(3, 4, 8, dtype=torch.complex64), torch.randn(3, 16, 5)
+    for bad in ((W, Q[:, :, :4], R), (W, Q, R.double()), (W.to(torch.complex128), Q, R), (W, Q, R[:, :8]),
+                (W, Q.transpose(1, 2).contiguous().transpose(1, 2), R)):  # modes disagree; dtypes; 2M; layout
+        with pytest.raises(RuntimeError, match="factored_kernel"):
+            ops.factored_kernel(*bad, 20)
+    with pytest.raises(RuntimeError, match="factored_kernel"):
+        ops.factored_kernel(W, Q, R, 21)  # more lags than nq b
+    gK = torch.randn(2, 3, 20)
+    for bad in ((gK, Q, R[:, :8]), (gK.double(), Q, R), (gK, Q.to(torch.complex128), R), (gK[:, :, :2].transpose(1, 2), Q, R),
+                (torch.randn(2, 3, 21), Q, R)):
+        with pytest.raises(RuntimeError, match="kernel_sums"):
+            ops.kernel_sums(*bad)
 
 
 @pytest.mark.parametrize("L", [17, 243])
@@ -100,7 +139,7 @@ def test_float32_kernel_and_gradients_through_the_kernels_equal_the_direct_sum(L
         K = kernel(w, z, L)
         K.backward(gK.to(K.dtype))
         results.append([t.detach().to(torch.complex128) for t in (K, w.grad, z.grad)])
-    assert "power_factors" in calls and "power_sums" in calls
+    assert {"power_factors", "factored_kernel", "kernel_sums"} <= set(calls)
     for got, want in zip(*results):
         scale = want.abs().max()
         torch.testing.assert_close(got / scale, want / scale, rtol=0, atol=2e-5)

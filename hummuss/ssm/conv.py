@@ -13,8 +13,8 @@ computed (the same numbers either way, to float round-off):
 `apply_conv` applies it. With autograd (training rebuilds the kernel and operator every
 step) three pieces have hand-written backwards: `FFTConv` (fft_conv.py), `VandermondeKernel` (the kernel from its two
 small factors both ways, in real matmuls; factors below float32's normal range are zero,
-so no subnormals; on the CPU in float32 the factors and the backward's sum over them come
-from the compiled kernels of hummuss/csrc/vandermonde.cpp) and `ToeplitzWeight` (the operator as one gather; its backward sums
+so no subnormals; on the CPU in float32 the factors, the kernel from them and the backward's
+sums over them come from the compiled kernels of hummuss/csrc/vandermonde.cpp) and `ToeplitzWeight` (the operator as one gather; its backward sums
 diagonals). The operators work on channel-major activations u (H, P, L, Q) (the sequence
 on dim 2), so a block that computes its projections as W z^T needs no transposes (see
 hummuss/gdssm.py).
@@ -100,6 +100,8 @@ def _kernels_apply(z: torch.Tensor) -> bool:
 
 def _factored_kernel(W: torch.Tensor, Q: torch.Tensor, R: torch.Tensor, length: int) -> torch.Tensor:
     """K (k, H, L) = 2 Re(sum_n W_n dA_n^(q b) dA_n^r) from the factors of `power_factors`."""
+    if _kernels_apply(Q) and W.dtype == Q.dtype:  # one pass per channel (hummuss/csrc/vandermonde.cpp)
+        return cpu_kernels.ops().factored_kernel(W.resolve_conj().contiguous(), Q.contiguous(), R.contiguous(), length)
     k, H, M = W.shape
     nq, b = Q.shape[1], R.shape[2]
     # with B = W dA^(q b): Re(B dA^r) = Re B Re dA^r - Im B Im dA^r, one real matmul of
@@ -113,7 +115,8 @@ def _factored_kernel(W: torch.Tensor, Q: torch.Tensor, R: torch.Tensor, length: 
 
 class VandermondeKernel(torch.autograd.Function):
     """`vandermonde` for training, with a hand-written backward that keeps the factored form
-    (real batched matmuls with the small factors; the (H, M, L) powers are never formed).
+    (real batched matmuls with the small factors, or the same sums per channel in the compiled
+    kernels `factored_kernel` and `kernel_sums`; the (H, M, L) powers are never formed).
     With V[h, n, l] = dA^l and g = 2 gK:
 
         dK/dW:      grad W     = sum_l g conj(V)
@@ -134,16 +137,17 @@ class VandermondeKernel(torch.autograd.Function):
         W, Q, R = ctx.saved_tensors
         k, H, M = W.shape
         nq, b, L = Q.shape[1], R.shape[2], gK.shape[2]
-        g = gK.new_zeros(H, 2, k, nq * b)  # [g; g l], g = 2 gK, zero at lags past L
-        torch.mul(gK.transpose(0, 1), 2, out=g[:, 0, :, :L])
-        torch.mul(g[:, 0, :, :L], torch.arange(L, device=g.device, dtype=g.dtype), out=g[:, 1, :, :L])
-        with torch.autocast(g.device.type, enabled=False):
-            S = torch.bmm(g.view(H, 2 * k * nq, b), R.transpose(1, 2))  # (H, 2k nq, 2M)
-        S = torch.view_as_complex(S.view(H, 2, k, nq, M, 2))  # sum_r g f(l) dA^r, f = 1 and l
-        if _kernels_apply(Q):  # (H, 2, k, M): sum_l g V, sum_l g l V
-            s = cpu_kernels.ops().power_sums(S.view(H, 2 * k, nq, M), Q).view(H, 2, k, M)
+        if _kernels_apply(Q) and gK.dtype == torch.float32:  # the same sums per channel in one pass
+            s = cpu_kernels.ops().kernel_sums(gK.contiguous(), Q, R)  # (hummuss/csrc/vandermonde.cpp)
         else:
+            g = gK.new_zeros(H, 2, k, nq * b)  # [g; g l], g = 2 gK, zero at lags past L
+            torch.mul(gK.transpose(0, 1), 2, out=g[:, 0, :, :L])
+            torch.mul(g[:, 0, :, :L], torch.arange(L, device=g.device, dtype=g.dtype), out=g[:, 1, :, :L])
+            with torch.autocast(g.device.type, enabled=False):
+                S = torch.bmm(g.view(H, 2 * k * nq, b), R.transpose(1, 2))  # (H, 2k nq, 2M)
+            S = torch.view_as_complex(S.view(H, 2, k, nq, M, 2))  # sum_r g f(l) dA^r, f = 1 and l
             s = torch.mul(S, Q.view(H, 1, 1, nq, M)).sum(3)
+        # s (H, 2, k, M): sum_l g V, sum_l g l V
         gW = s[:, 0].conj().transpose(0, 1)  # (k, H, M)
         gdt = (W.transpose(0, 1) * s[:, 1]).sum(1).conj()  # (H, M)
         return gW, gdt, None
