@@ -82,8 +82,9 @@ from hummuss.ssm import (
 
 # evaluation works on chunks of about this many tokens, which bounds its memory (the chunk's
 # (2H, N) projections: 42 MB at H = 640). 2,048 cut an F = 243 pass into 8 + 8 + 1 joints'
-# sequences and 120 + 120 + 3 frames; on a 2-core EPYC 8,192 took a pass at F = 243 from
-# about 855 to 820 ms and at F = 2,187 from 10.0 to 8.5 s (medians, alternated in one process)
+# sequences and 120 + 120 + 3 frames; on a 2-core EPYC, alternated in one process, 8,192 took
+# a pass at F = 243 from 851-881 to 786-829 ms (medians of 7 passes, three rounds) and at
+# F = 2,187 from 9.8-10.2 to 8.3-8.7 s (single passes, two rounds)
 CHUNK_TOKENS = 8192
 GROUPED_AGGREGATIONS = ("gate", "mean")  # per channel: evaluation may go channel group by group
 
