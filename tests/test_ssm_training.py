@@ -104,6 +104,17 @@ def test_kernel_power_factors_below_float32_range_are_zero():
     assert (R[0, 0, 6:] == 0).all() and R[0, 0, 5] != 0 and (Q[0, 1:, 0] == 0).all() and Q[0, 0, 0] == 1
 
 
+def test_kernel_power_factors_off_the_cpu_read_nothing_back():
+    """Off the CPU the factors are masked unconditionally, with the same numbers, instead of
+    reading the smallest step back to decide (a device-to-host wait per DSSM and step on a GPU).
+    A meta tensor stands in for a device: reading one back raises."""
+    from hummuss.ssm.conv import power_factors
+
+    dtlam = torch.complex(-torch.rand(3, 4), torch.randn(3, 4))
+    Q, R = power_factors(dtlam.to("meta"), 243)
+    assert Q.device.type == R.device.type == "meta" and Q.shape == (3, 16, 4) and R.shape == (3, 8, 16)
+
+
 @pytest.mark.parametrize("grouped", [False, True], ids=["one-group", "groups-of-2"])
 @pytest.mark.parametrize("anticausal, P, Q", [((False,), 2, 1), ((False, True), 3, 1), ((True, False, True), 1, 2)])
 def test_fft_convolution_training_path_matches_toeplitz_and_gradcheck(anticausal, P, Q, grouped, monkeypatch):

@@ -61,8 +61,10 @@ def power_factors(dtlam: torch.Tensor, length: int) -> tuple[torch.Tensor, torch
 
     Factors whose modulus is below e^POWER_MASK_MARGIN times float32's smallest normal number
     are zero, so that neither their Re nor their Im part is subnormal (that would take a
-    |cos| or |sin| below e^-30) and no subnormals reach the matmuls. The masking pass runs
-    only when the smallest Re(dtlam) (L - 1) comes that close, which the learned steps rarely do.
+    |cos| or |sin| below e^-30) and no subnormals reach the matmuls. On the CPU the masking
+    pass runs only when the smallest Re(dtlam) (L - 1) comes that close, which the learned
+    steps rarely do; elsewhere (GPUs) it always runs, rather than wait for that number to come
+    back from the device once per DSSM and step, with the same factors either way.
     """
     H, M = dtlam.shape
     b = math.isqrt(length - 1) + 1 if length > 1 else 1
@@ -73,7 +75,10 @@ def power_factors(dtlam: torch.Tensor, length: int) -> tuple[torch.Tensor, torch
         return torch.view_as_complex(Q), R.view(H, 2 * M, b)
     steps = torch.arange(max(b, nq), device=dtlam.device, dtype=dtlam.real.dtype)
     lr, li = dtlam.real, dtlam.imag
-    mask = float(lr.min()) * (length - 1) < LOG_POWER_FLOOR
+    if lr.device.type == "cpu" and not torch.compiler.is_compiling():
+        mask = float(lr.min()) * (length - 1) < LOG_POWER_FLOOR
+    else:  # reading the smallest step back would wait for the device (and break a traced graph)
+        mask = True
 
     def power(lr, li, st, out_re, out_im):  # Re and Im of exp((lr + i li) st) into out_re, out_im
         x = lr * st
