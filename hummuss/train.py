@@ -179,7 +179,12 @@ class Trainer:
         self.model = model.to(self.device)
         self.train_set, self.val = ClipDataset(train), _subset(val, config.max_val_clips)
         self.loss_fn = PoseLoss(config.w_mpjpe, config.w_scale, config.w_velocity)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        # fused: one pass over all parameters (PyTorch's CPU and CUDA kernels), where the default
+        # on the CPU loops over them in Python: `cpu` HumMUSS's 189 tensors 6.1 -> 1.3 ms a step,
+        # paper size's 459 tensors 75 -> 22 ms (one thread); the same update to float32 rounding
+        fused = True if self.device.type in ("cpu", "cuda") else None
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                           fused=fused)
         self.steps_per_epoch = self._steps_per_epoch()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(  # stepped after every optimiser step
             self.optimizer, lambda step: lr_factor(config, step, self.steps_per_epoch))

@@ -131,6 +131,27 @@ def test_kernel_cache_follows_parameter_updates():
     assert (y0 - y1).abs().max() > 1e-3
 
 
+def test_kernel_cache_follows_a_fused_optimiser_step():
+    """AdamW(fused=True), as the trainer runs it, writes the parameters without bumping their
+    versions: the cached kernel must still be dropped after its step."""
+    torch.manual_seed(0)
+    layer = DSSM(4, 8)
+    u = torch.randn(1, 50, 4)
+    opt = torch.optim.AdamW(layer.parameters(), lr=0.1, fused=True)
+    with torch.no_grad():
+        y0 = layer(u)
+    layer(u).square().sum().backward()
+    versions = [p._version for p in layer.parameters()]
+    opt.step()
+    assert [p._version for p in layer.parameters()] == versions  # what the cache cannot see
+    with torch.no_grad():
+        y1 = layer(u)
+        fresh = DSSM(4, 8)
+        fresh.load_state_dict(layer.state_dict())
+        assert torch.allclose(fresh(u), y1, atol=1e-6)
+    assert (y0 - y1).abs().max() > 1e-3
+
+
 SLOW, FAST = (0.15, 0.25, 0.35), (0.5, 0.75, 1.0)  # Hz
 
 
