@@ -75,10 +75,8 @@ def power_factors(dtlam: torch.Tensor, length: int) -> tuple[torch.Tensor, torch
         return torch.view_as_complex(Q), R.view(H, 2 * M, b)
     steps = torch.arange(max(b, nq), device=dtlam.device, dtype=dtlam.real.dtype)
     lr, li = dtlam.real, dtlam.imag
-    if lr.device.type == "cpu" and not torch.compiler.is_compiling():
-        mask = float(lr.min()) * (length - 1) < LOG_POWER_FLOOR
-    else:  # reading the smallest step back would wait for the device (and break a traced graph)
-        mask = True
+    # off the CPU, reading the smallest step back would wait for the device: mask always
+    mask = lr.device.type != "cpu" or float(lr.min()) * (length - 1) < LOG_POWER_FLOOR
 
     def power(lr, li, st, out_re, out_im):  # Re and Im of exp((lr + i li) st) into out_re, out_im
         x = lr * st
