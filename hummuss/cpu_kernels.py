@@ -5,7 +5,8 @@ forward and backward, in one pass over the convolutions' outputs (`hummuss.fusio
 is the same function in PyTorch operations, and stays the reference and the path on GPUs),
 and beside it `joint_conv_mix_gate`, a streaming spatial block's convolution over the joints
 from its taps, mix and gate in one pass (`hummuss.ssm.apply_taps` and `MixGate` the reference);
-`state_step_` (state_step.cpp), the streaming step's state update in place
+`state_step_` (state_step.cpp), the streaming step's state update in place, and
+`state_step_mix_`, the same followed by the read-out's GELU and mix
 (`hummuss.ssm.state_kernel`; `hummuss.ssm.recurrence.advance_state_planar` is the reference);
 and `spectral_backward` (spectral.cpp), the FFT convolution's backward products in one pass
 (`hummuss.ssm.fft_conv.FFTConv`, whose PyTorch operations stay beside it as the reference);
@@ -19,7 +20,7 @@ kernel's Vandermonde factors, the kernel from them and its backward's sums over 
 (`hummuss.ssm.conv.power_factors`, `VandermondeKernel`; their PyTorch operations the reference); and `toeplitz_product` with
 its two backward products (toeplitz_product.cpp), a spatial block's convolution over the
 joints in training (`hummuss.ssm.conv.ToeplitzProduct`; torch.bmm the reference).
-mix_gate.cpp and bias_gelu.cpp share one GELU (gelu.h).
+mix_gate.cpp, bias_gelu.cpp and state_step.cpp share one GELU (gelu.h).
 
 `ops()` compiles the sources with `torch.utils.cpp_extension` for this CPU's vector
 instructions (ATen's `Vectorized` at the width that `torch.backends.cpu.get_cpu_capability()`
@@ -179,3 +180,7 @@ def _register_fakes() -> None:
     @torch.library.register_fake("hummuss_cpu::state_step_")
     def _(s, a, b, u, Rr, Ri, D):
         return s.new_empty(Rr.shape[1], s.shape[2], s.shape[1]).permute(1, 2, 0)  # k planes (N, H)
+
+    @torch.library.register_fake("hummuss_cpu::state_step_mix_")
+    def _(s, a, b, u, Rr, Ri, D, mw, mb):
+        return s.new_empty(s.shape[2], s.shape[1])  # (N, H)

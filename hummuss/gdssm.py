@@ -366,6 +366,9 @@ class GDSSM(nn.Module):
                 return dict(op=op, taps=conv_taps(*self._kernels(joints, 1.0)), joint_kernel=joint_kernel, **packed)
             self._check_streamable()
             kernel = self.ssm_f.discretization == "zoh" and state_kernel.usable(w.device, w.dtype)
+            if kernel:  # the mix as the kernel reads it: weights (k, H), bias (H,)
+                mw, mb = packed["mix"]  # (H, 1, k) with the channels fastest, (H, 1)
+                packed["mix_kernel"] = (mw[:, 0].t().contiguous(), mb[:, 0].contiguous())
             return dict(R=self.ssm_f.readout_weight(), planes=self.ssm_f.readout_planes(), kernel=kernel, **packed)
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor, dt: float | torch.Tensor = 1.0,
@@ -379,7 +382,8 @@ class GDSSM(nn.Module):
         packs the weights) it is the streaming step, without autograd: a complex state is
         updated in place and returned; a planar real one (2, H, B, M) = (Re, Im),
         channel-major, with `discretised` in the same form (`planar_state`), is updated in
-        place by the CPU kernel where `consts["kernel"]` (`state_kernel`), else replaced by a
+        place by the CPU kernel where `consts["kernel"]` (`state_kernel`, the read-out's GELU and
+        mix in the same call), else replaced by a
         new one (`advance_state_planar`, one pass over the state under torch.compile).
         """
         z = self.norm(x_t)
@@ -396,10 +400,12 @@ class GDSSM(nn.Module):
                 discretised = tuple(planar_state(t) for t in discretised)
         x_id, u = consts["proj"](z, gelu=True).chunk(2, dim=-1)  # (B, H) each: one matmul
         dA, dB, *prev = discretised  # foh: prev = [dB_prev]
+        if not state.is_complex() and consts["kernel"]:  # planar, in place in the CPU kernel, with the mix
+            x_f = state_kernel.advance_state_mix_kernel(state, dA, dB, u, *consts["planes"], ssm.D,
+                                                        *consts["mix_kernel"])  # (B, H)
+            return consts["out"](self.aggregate(x_f, x_id)) + x_t, state
         if state.is_complex():
             y = advance_state_(state, dA, dB, u, consts["R"], ssm.D, *prev)  # (B, H, k)
-        elif consts["kernel"]:  # planar, in place in the CPU kernel
-            y = state_kernel.advance_state_kernel(state, dA, dB, u, *consts["planes"], ssm.D)
         else:
             state, y = advance_state_planar(state, dA, dB, u, *consts["planes"], ssm.D, *prev)
         w, b = consts["mix"]  # (H, 1, k), (H, 1)

@@ -60,6 +60,30 @@ def test_the_kernel_is_the_formula_and_updates_the_state_in_place(built, H, N, M
 
 
 @needs_kernels
+@pytest.mark.parametrize("H, N, M, k", [
+    (48, 17, 64, 2),   # paper-causal's layout, fewer channels: two threads' chunks of 24, each 16 + a tail of 8
+    (5, 3, 19, 1),     # fewer channels than a vector: the tail alone
+    (37, 4, 33, 3),    # a run-time read-out count, a channel count that fills no vector
+])
+def test_the_kernel_with_the_mix_is_the_formula_then_gelu_and_the_weighted_sum(built, H, N, M, k):
+    """x_nh = bias_h + sum_c w_ch GELU(y_nhc), GELU(v) = v (1 + erf(v / sqrt 2)) / 2, in float64;
+    the state advances in place as without the mix."""
+    s, a, b, u, Rr, Ri, D = _inputs(H, N, M, k, False, seed=H + k)
+    g = torch.Generator().manual_seed(1)
+    w, bias = torch.randn(k, H, generator=g), torch.randn(H, generator=g)
+    want_s, y = _formula(s, a, b, u, Rr, Ri, D)  # y (N, H, k), float64
+    gelu = y * (1 + torch.erf(y / 2 ** 0.5)) / 2
+    want_x = bias.double() + (gelu * w.t().double()).sum(-1)  # (N, H)
+    ptr = s.data_ptr()
+    x = state_kernel.advance_state_mix_kernel(s, a, b, u, Rr, Ri, D, w, bias)
+    assert s.data_ptr() == ptr and x.shape == (N, H) and x.dtype == torch.float32 and x.is_contiguous()
+    assert (s.double() - want_s).abs().max() < 1e-5 * want_s.abs().max()
+    assert (x.double() - want_x).abs().max() < 1e-5 * want_x.abs().max()
+    with pytest.raises(RuntimeError, match=r"mix weights \(k, H\)"):
+        state_kernel.advance_state_mix_kernel(s, a, b, u, Rr, Ri, D, w.t().contiguous() if k > 1 else w[:, :-1].contiguous(), bias)
+
+
+@needs_kernels
 def test_the_kernel_refuses_what_it_does_not_handle(built):
     s, a, b, u, Rr, Ri, D = _inputs(4, 2, 8, 2, False)
     step = state_kernel.advance_state_kernel

@@ -27,6 +27,9 @@
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include "gelu.h"
+
+#include <algorithm>
 #include <functional>
 
 namespace {
@@ -133,9 +136,28 @@ struct Strides {
   int64_t plane, h, n;
 };
 
+// The read-out mix that follows in the streaming step, x_nh = mb_h + sum_c mw_ch GELU(y_nhc),
+// on channels [h0, h1) of the k planes y (k, N, H) that the same thread has just written (in
+// cache): vectors along the channels, the GELU of gelu.h.
+inline void mix_readouts(const float* y, const float* mw, const float* mb, float* x, int64_t h0, int64_t h1,
+                         int64_t H, int64_t N, int64_t k) {
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t h = h0; h < h1; h += V::size()) {
+      const int count = static_cast<int>(std::min<int64_t>(V::size(), h1 - h));
+      V acc = V::loadu(mb + h, count);
+      for (int64_t c = 0; c < k; ++c)
+        acc = at::vec::fmadd(V::loadu(mw + c * H + h, count),
+                             hummuss_gelu::gelu(V::loadu(y + (c * N + n) * H + h, count)), acc);
+      acc.store(x + n * H + h, count);
+    }
+  }
+}
+
+// mw, mb, x: the read-out mix (mix_readouts) after the update where not null.
 template <int K>
 void run(float* s, const float* a, const float* b, const at::Tensor& u, const float* Rr, const float* Ri,
-         const float* D, float* y, int64_t H, int64_t N, int64_t M, int64_t k, Strides ss, Strides sab) {
+         const float* D, float* y, int64_t H, int64_t N, int64_t M, int64_t k, Strides ss, Strides sab,
+         const float* mw, const float* mb, float* x) {
   const float* up = u.data_ptr<float>();
   const int64_t un = u.stride(0), uh = u.stride(1);
   at::parallel_for(0, H, 8, [&](int64_t h0, int64_t h1) {
@@ -170,11 +192,14 @@ void run(float* s, const float* a, const float* b, const at::Tensor& u, const fl
         for (int64_t c = 0; c < k; ++c) y[(c * N + n) * H + h] = acc[c] + D[c * H + h] * un_h;
       }
     }
+    if (mw != nullptr) mix_readouts(y, mw, mb, x, h0, h1, H, N, k);
   });
 }
 
-at::Tensor state_step_(at::Tensor s, const at::Tensor& a, const at::Tensor& b, const at::Tensor& u,
-                       const at::Tensor& Rr, const at::Tensor& Ri, const at::Tensor& D) {
+// Checks the arguments, runs the update and, given the mix's weights mw (k, H) and bias mb
+// (H,), the mix into x (N, H). Returns the k planes y (k, N, H).
+at::Tensor step(at::Tensor& s, const at::Tensor& a, const at::Tensor& b, const at::Tensor& u, const at::Tensor& Rr,
+                const at::Tensor& Ri, const at::Tensor& D, const at::Tensor* mw, const at::Tensor* mb, at::Tensor* x) {
   TORCH_CHECK(s.dim() == 4 && s.size(0) == 2 && s.stride(3) == 1, "state_step_: s (2, H, N, M), its modes contiguous");
   const int64_t H = s.size(1), N = s.size(2), M = s.size(3), k = Rr.size(1);
   const bool per_stream = a.dim() == 4;
@@ -192,25 +217,50 @@ at::Tensor state_step_(at::Tensor s, const at::Tensor& a, const at::Tensor& b, c
               "state_step_: Rr, Ri (H, k, M)");
   TORCH_CHECK(k >= 1 && k <= kMaxReadouts, "state_step_: 1 to ", kMaxReadouts, " read-outs");
   TORCH_CHECK(D.dim() == 2 && D.size(0) == k && D.size(1) == H, "state_step_: D (k, H)");
-  at::Tensor y = at::empty({k, N, H}, s.options());  // planes, returned as (N, H, k)
+  if (mw != nullptr) {
+    for (const auto* t : {mw, mb})
+      TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->is_contiguous(),
+                  "state_step_mix_: mix weights, float32 CPU and contiguous");
+    TORCH_CHECK(mw->dim() == 2 && mw->size(0) == k && mw->size(1) == H, "state_step_mix_: mix weights (k, H)");
+    TORCH_CHECK(mb->dim() == 1 && mb->size(0) == H, "state_step_mix_: mix bias (H,)");
+  }
+  at::Tensor y = at::empty({k, N, H}, s.options());  // planes
   const Strides ss{s.stride(0), s.stride(1), s.stride(2)};
   const Strides sab{a.stride(0), a.stride(1), per_stream ? a.stride(2) : 0};
   auto go = [&](auto kernel) {
     kernel(s.data_ptr<float>(), a.data_ptr<float>(), b.data_ptr<float>(), u, Rr.data_ptr<float>(),
-           Ri.data_ptr<float>(), D.data_ptr<float>(), y.data_ptr<float>(), H, N, M, k, ss, sab);
+           Ri.data_ptr<float>(), D.data_ptr<float>(), y.data_ptr<float>(), H, N, M, k, ss, sab,
+           mw ? mw->data_ptr<float>() : nullptr, mb ? mb->data_ptr<float>() : nullptr,
+           x ? x->data_ptr<float>() : nullptr);
   };
   if (k == 1) go(run<1>);
   else if (k == 2) go(run<2>);
   else go(run<0>);
-  return y.permute({1, 2, 0});
+  return y;
+}
+
+at::Tensor state_step_(at::Tensor s, const at::Tensor& a, const at::Tensor& b, const at::Tensor& u,
+                       const at::Tensor& Rr, const at::Tensor& Ri, const at::Tensor& D) {
+  return step(s, a, b, u, Rr, Ri, D, nullptr, nullptr, nullptr).permute({1, 2, 0});  // (N, H, k)
+}
+
+at::Tensor state_step_mix_(at::Tensor s, const at::Tensor& a, const at::Tensor& b, const at::Tensor& u,
+                           const at::Tensor& Rr, const at::Tensor& Ri, const at::Tensor& D, const at::Tensor& mw,
+                           const at::Tensor& mb) {
+  at::Tensor x = at::empty({s.size(2), s.size(1)}, s.options());  // (N, H)
+  step(s, a, b, u, Rr, Ri, D, &mw, &mb, &x);
+  return x;
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(hummuss_cpu, m) {
   m.def("state_step_(Tensor(a!) s, Tensor a, Tensor b, Tensor u, Tensor Rr, Tensor Ri, Tensor D) -> Tensor");
+  m.def("state_step_mix_(Tensor(a!) s, Tensor a, Tensor b, Tensor u, Tensor Rr, Tensor Ri, Tensor D, Tensor mw, "
+        "Tensor mb) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(hummuss_cpu, CPU, m) {
   m.impl("state_step_", &state_step_);
+  m.impl("state_step_mix_", &state_step_mix_);
 }

@@ -15,11 +15,13 @@ The MotionBERT case of each size therefore also steps both models alternately
 from the same rounds; `paired_ratios`: each round's ratio). The training targets use the
 median of the per-round ratios and its 95% distribution-free interval
 (`suite.report.stats.median_interval`: with 30 rounds the 10th to the 21st sorted ratio,
-with 12 the 3rd to the 10th), and say "undecided" where it straddles the goal: one round's
+with 20 the 6th to the 15th), and say "undecided" where it straddles the goal: one round's
 ratio moved between 0.67 and 0.87 within a run of 6 (cpu size), and 10 rounds, whose
 interval is the second smallest to the second largest, gave 0.621-0.846 around a median of
 0.747 (c615e91's run). In 67c81fd's run a round's two steps took 3.1 s at cpu size and 14.2 s
-at paper size (medians of the alternated steps), so 30 and 12 rounds take about 94 and 170 s.
+at paper size (medians of the alternated steps), so 30 and 20 rounds take about 94 and 280 s.
+Up to ed658c5 the paper size took 12 rounds (the 3rd to the 10th: 0.705-0.794
+around a median of 0.746 in 423c0e8's run, as wide as the machine's noise).
 
 Each HumMUSS case also counts the matmul MACs, GELUs and FFTs of one step
 (`suite.operations.count_operations`, `operations` in the JSON): at the rates the compute
@@ -46,7 +48,7 @@ CASES = [  # (model, preset, overrides, batch, rounds, group)
     ("hummuss", "paper-bidirectional", {}, 2, 2, "paper"),
     ("motionbert", "lite", {}, 2, 2, "paper"),
 ]
-PAIRED_ROUNDS = {"cpu": 30, "paper": 12}  # alternate steps of HumMUSS and MotionBERT, per size (>= 6: an interval)
+PAIRED_ROUNDS = {"cpu": 30, "paper": 20}  # alternate steps of HumMUSS and MotionBERT, per size (>= 6: an interval)
 if QUICK_MODE:
     CASES = [c[:4] + (2,) + c[5:] for c in CASES if c[5] == "cpu"]
     PAIRED_ROUNDS = {"cpu": 3, "paper": 2}
