@@ -366,9 +366,6 @@ class GDSSM(nn.Module):
                 return dict(op=op, taps=conv_taps(*self._kernels(joints, 1.0)), joint_kernel=joint_kernel, **packed)
             self._check_streamable()
             kernel = self.ssm_f.discretization == "zoh" and state_kernel.usable(w.device, w.dtype)
-            if kernel:  # the mix as the kernel reads it: weights (k, H), bias (H,)
-                mw, mb = packed["mix"]  # (H, 1, k) with the channels fastest, (H, 1)
-                packed["mix_kernel"] = (mw[:, 0].t().contiguous(), mb[:, 0].contiguous())
             return dict(R=self.ssm_f.readout_weight(), planes=self.ssm_f.readout_planes(), kernel=kernel, **packed)
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor, dt: float | torch.Tensor = 1.0,
@@ -400,19 +397,19 @@ class GDSSM(nn.Module):
                 discretised = tuple(planar_state(t) for t in discretised)
         x_id, u = consts["proj"](z, gelu=True).chunk(2, dim=-1)  # (B, H) each: one matmul
         dA, dB, *prev = discretised  # foh: prev = [dB_prev]
+        w, b = consts["mix"]  # (H, 1, k), (H, 1), the channels fastest
         if not state.is_complex() and consts["kernel"]:  # planar, in place in the CPU kernel, with the mix
             x_f = state_kernel.advance_state_mix_kernel(state, dA, dB, u, *consts["planes"], ssm.D,
-                                                        *consts["mix_kernel"])  # (B, H)
-            return consts["out"](self.aggregate(x_f, x_id)) + x_t, state
-        if state.is_complex():
-            y = advance_state_(state, dA, dB, u, consts["R"], ssm.D, *prev)  # (B, H, k)
+                                                        w[:, 0].t(), b[:, 0])  # (B, H); (k, H), (H,) contiguous
         else:
-            state, y = advance_state_planar(state, dA, dB, u, *consts["planes"], ssm.D, *prev)
-        w, b = consts["mix"]  # (H, 1, k), (H, 1)
-        g = F.gelu(y)  # (B, H, k): from the kernel k planes (B, H), summed by contiguous rows
-        x_f = torch.addcmul(b[:, 0], g[..., 0], w[:, 0, 0])  # (B, H)
-        for c in range(1, g.shape[-1]):
-            x_f = x_f.addcmul_(g[..., c], w[:, 0, c])
+            if state.is_complex():
+                y = advance_state_(state, dA, dB, u, consts["R"], ssm.D, *prev)  # (B, H, k)
+            else:
+                state, y = advance_state_planar(state, dA, dB, u, *consts["planes"], ssm.D, *prev)
+            g = F.gelu(y)  # (B, H, k)
+            x_f = torch.addcmul(b[:, 0], g[..., 0], w[:, 0, 0])  # (B, H)
+            for c in range(1, g.shape[-1]):
+                x_f = x_f.addcmul_(g[..., c], w[:, 0, c])
         return consts["out"](self.aggregate(x_f, x_id)) + x_t, state
 
     def _check_streamable(self):
