@@ -23,9 +23,10 @@ reproduce: $(STAMP)
 
 # two workers, each test file whole on one of them (pytest-xdist) and on its share of the cores
 # (tests/conftest.py): 555 s on 2 cores at 108388d, 725 s before with both workers on both cores;
-# one worker alone took 19 to 24 minutes
+# one worker alone took 19 to 24 minutes. On a CPU that is not an Intel one the tests run with
+# MKL's Intel code path, as `hummuss-suite` does (hummuss/mkl_vendor.py)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m hummuss.mkl_vendor -- $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/hummuss-suite bench

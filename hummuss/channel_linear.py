@@ -28,16 +28,21 @@ of BLOCK_COLUMNS columns, each of which stays in cache, restored it (H 640, N 82
 
 (1024^3 fp32 matmul on that machine: 87 GMAC/s; the blocked products ran at 69-82.) On the
 Intel Xeon the whole products were the faster: W z^T + b 6.8 ms whole against 7.7 in blocks,
-g^T W 6.5 against 7.4 (the bare W z^T 6.3 ms whole: 215 GMAC/s), and a paper-bidirectional training step took 3.80 s
-with whole products against 3.98 s with blocks (medians of 4 alternated steps). MKL runs
-its own, slower code on CPUs that are not Intel's; `blocks_pay` is therefore whether this
-CPU is not an Intel one. Blocks also pay only for wide results and an inner dimension that
-is not short: for N = 2048 (H 640 or 768; evaluation's chunks of tokens) the whole product
-was 5-15% faster on the EPYC, and a paper-size offline pass at F = 243 took 1,070 ms with
-blocks against 992 ms without; for the `cpu` preset's D = 64 (H 128, N 33048) blocks of 512
-were 5-15% slower and larger ones level; for N = 4131 (H 640) and N = 16524 (H 320, D 128)
-blocks ran 1.3-1.4x as fast. Hence BLOCK_MIN_TOKENS and BLOCK_MIN_INNER. Whole or in blocks,
-the products gave the same bits (MKL, Xeon).
+g^T W 6.5 against 7.4 (the bare W z^T 6.3 ms whole: 215 GMAC/s), and a paper-bidirectional
+training step took 3.80 s with whole products against 3.98 s with blocks (medians of 4
+alternated steps). Whole or in blocks, the products gave the same bits (MKL, Xeon).
+
+The EPYC's figures were MKL's generic code, which it runs on CPUs that are not Intel's. With
+its Intel code path there (`hummuss.mkl_vendor`, which the suite's processes start with) the
+whole products were the faster too: a paper-bidirectional training step 2.11 s against 2.18 s
+in blocks (medians of 8 alternated steps, whole faster in all 8), an offline pass at F = 243
+348 against 355 ms. `blocks_pay` is therefore whether MKL runs its generic code
+(`hummuss.mkl_vendor.intel_code_path`). Even then blocks pay only for wide results and an
+inner dimension that is not short: for N = 2048 (H 640 or 768; evaluation's chunks of tokens)
+the whole product was 5-15% faster on the EPYC, and a paper-size offline pass at F = 243 took
+1,070 ms with blocks against 992 ms without; for the `cpu` preset's D = 64 (H 128, N 33048)
+blocks of 512 were 5-15% slower and larger ones level; for N = 4131 (H 640) and N = 16524
+(H 320, D 128) blocks ran 1.3-1.4x as fast. Hence BLOCK_MIN_TOKENS and BLOCK_MIN_INNER.
 
 `channel_major(z, weight, bias)`, `channel_major_gelu(z, weight, bias)` and
 `token_major(y, weight, bias)` compute these maps, with autograd through
@@ -50,13 +55,13 @@ chooses its own tiling and fuses the GELU).
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from hummuss import cpu_kernels
+from hummuss.mkl_vendor import intel_code_path
 
 BLOCK_COLUMNS = 512  # tokens per block: an (H, 512) float32 block is 1.3 MB at H = 640
 BLOCK_MIN_TOKENS = 4096  # an (H, N) result at least this wide goes block by block ...
@@ -65,12 +70,9 @@ BLOCK_MIN_INNER = 128  # ... if the model width D is at least this
 
 @functools.cache
 def blocks_pay() -> bool:
-    """Whether wide products run faster in column blocks on this CPU: where it is not an Intel
-    one (see the module docstring; no /proc/cpuinfo to read: as measured on the EPYC)."""
-    try:
-        return "GenuineIntel" not in Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return True
+    """Whether wide products run faster in column blocks in this process: where MKL runs its
+    generic code (see the module docstring; no /proc/cpuinfo to read: as measured on the EPYC)."""
+    return not intel_code_path()
 
 
 def _eager_cpu_float32(x: Tensor) -> bool:

@@ -1,4 +1,4 @@
-"""`python -m suite` is `hummuss-suite` (suite/entry.py: with glibc's malloc on huge pages)."""
+"""`python -m suite` is `hummuss-suite` (suite/entry.py: with glibc's malloc on huge pages and MKL's Intel code path)."""
 
 import sys
 

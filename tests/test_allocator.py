@@ -111,6 +111,7 @@ def test_hummuss_suite_restarts_once_with_huge_pages(monkeypatch):
     monkeypatch.setattr(entry.sys, "argv", ["/venv/bin/hummuss-suite", "run", "tables", "--scale", "smoke"])
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     monkeypatch.delenv(entry.OPT_OUT_ENV, raising=False)
+    monkeypatch.setenv("HUMMUSS_MKL_INTEL_PATH", "0")  # the huge pages alone (tests/test_mkl_vendor.py: both)
     with pytest.raises(Restarted):
         entry.main()
     path, argv, env = execs[0]

@@ -117,12 +117,14 @@ def test_machine_text_names_cpu_caches_torch_commit_and_time():
                                       "l3_cache_size": 2**20},
                               "caches": {"L1d": 48 * 2**10, "L2": 2**20, "L3": 32 * 2**20},
                               "torch": {"version": "2.13.0", "cpu_capability": "AVX512", "threads": 2,
-                                        "cuda_device": None, "glibc_tunables": "glibc.malloc.hugetlb=1"}},
+                                        "cuda_device": None, "glibc_tunables": "glibc.malloc.hugetlb=1",
+                                        "mkl": "MKL's Intel code path on this AuthenticAMD CPU"}},
              "commit_info": {"id": "230404a0123456789", "dirty": True},
              "datetime": "2026-12-05T05:32:11.123456+00:00"}
     assert machine_text(bench) == (
         "AMD EPYC (AuthenticAMD, family 25 model 17), 2 cores at 2.5961 GHz, L2 1 MiB, L3 32 MiB; "
-        "torch 2.13.0 (AVX512, 2 threads); GLIBC_TUNABLES=glibc.malloc.hugetlb=1; "
+        "torch 2.13.0 (AVX512, 2 threads); MKL's Intel code path on this AuthenticAMD CPU; "
+        "GLIBC_TUNABLES=glibc.malloc.hugetlb=1; "
         "commit 230404a with changes in its working tree; 2026-12-05 05:32 UTC")
     bench["machine_info"]["torch"]["cuda_device"] = "NVIDIA H200"
     bench["commit_info"]["dirty"] = False

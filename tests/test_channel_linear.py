@@ -109,17 +109,17 @@ def test_a_block_trains_to_the_same_gradients_with_and_without_blocks(small_bloc
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_blocks_pay_on_cpus_that_are_not_intel_ones(monkeypatch, tmp_path):
-    """MKL's wide products ran faster in blocks on an AMD EPYC and slower on an Intel Xeon."""
-    real = cl.Path
-    for vendor, want in (("GenuineIntel", False), ("AuthenticAMD", True)):
-        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nvendor_id\t: {vendor}\n")
-        monkeypatch.setattr(cl, "Path", lambda p: real(tmp_path / "cpuinfo") if p == "/proc/cpuinfo" else real(p))
+def test_blocks_pay_where_mkl_runs_its_generic_code(monkeypatch):
+    """MKL's wide products ran faster in blocks on an AMD EPYC with MKL's generic code, and
+    slower on an Intel Xeon and on the EPYC with MKL's Intel code path (hummuss.mkl_vendor)."""
+    from hummuss import mkl_vendor
+
+    for vendor, preloaded, want in (("GenuineIntel", False, False), ("AuthenticAMD", False, True),
+                                    ("AuthenticAMD", True, False), (None, False, True)):
+        monkeypatch.setattr(mkl_vendor, "cpu_vendor", lambda v=vendor: v)
+        monkeypatch.setattr(mkl_vendor, "mapped", lambda p=preloaded: p)
         cl.blocks_pay.cache_clear()
-        assert cl.blocks_pay() is want, vendor
-    monkeypatch.setattr(cl, "Path", lambda p: real(tmp_path / "missing"))
-    cl.blocks_pay.cache_clear()
-    assert cl.blocks_pay() is True  # nothing to read: as on the EPYC
+        assert cl.blocks_pay() is want, (vendor, preloaded)
     monkeypatch.undo()
     cl.blocks_pay.cache_clear()
 

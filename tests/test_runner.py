@@ -185,9 +185,12 @@ def test_runs_sharing_a_training_train_once_and_name_the_run_that_trained(tmp_pa
     as plain lines (the output is not a terminal) with the running run's epoch and val MPJPE."""
     _store(tmp_path, monkeypatch, ttl=30)
     tracker = Tracker(load_settings())
-    sets = {**TINY, "epochs": "8", "max_steps_per_epoch": "3"}  # about 3 s of epochs after the first
+    # 3 steps an epoch took about 3 s of epochs after the first with MKL's generic code on a
+    # 2-core EPYC and 0.8 s with its Intel code path (hummuss/mkl_vendor.py), too few for a
+    # progress line of 0.5 s to fall on epochs 1-7; 30 steps: about 2.5 s, lines every 0.25 s
+    sets = {**TINY, "epochs": "8", "max_steps_per_epoch": "30"}
     said = []
-    runner = Runner(tracker, jobs=2, say=said.append, progress_every_s=0.5)
+    runner = Runner(tracker, jobs=2, say=said.append, progress_every_s=0.25)
     outcomes = runner.run_study("motionbert-baseline", "smoke", sets=sets)
     text = "\n".join(said)
     print(text)

@@ -44,7 +44,7 @@ def test_run_logs_children_with_tags_params_and_test_metrics(suite_store, capsys
     assert len(children) == 2 and set(children["status"]) == {"FINISHED"}
     parent_id = df[df["tags.kind"] == "parent"].run_id.iloc[0]
     assert set(children["tags.mlflow.parentRunId"]) == {parent_id}
-    for tag in ("study", "variant", "seed", "scale", "config_hash", "git_commit", "torch", "device"):
+    for tag in ("study", "variant", "seed", "scale", "config_hash", "git_commit", "torch", "device", "mkl"):
         assert children[f"tags.{tag}"].notna().all(), tag
     # MLflow's context tags and descriptions, on children and parent
     parent = df[df["tags.kind"] == "parent"].iloc[0]

@@ -19,6 +19,7 @@ import signal
 import threading
 
 from hummuss.allocator import with_hugepages
+from hummuss.mkl_vendor import with_intel_path
 from suite.tracking import PROJECT_DIR, TrackingSettings
 
 THREADS_ENV = "HUMMUSS_THREADS"  # torch threads of a child process (set by its parent)
@@ -37,9 +38,10 @@ def thread_share(processes: int) -> str:
 def child_env(settings: TrackingSettings, processes: int, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a child process: this process's, plus the tracking store it must
     use, the project on PYTHONPATH, `extra` (e.g. its CUDA_VISIBLE_DEVICES) and its share
-    of the CPU cores when `processes` children run at once (HUMMUSS_THREADS, unless set), and
-    glibc's malloc on huge pages (`hummuss.allocator.with_hugepages`, unless set otherwise)."""
-    env = {**with_hugepages(os.environ), "MLFLOW_TRACKING_URI": settings.tracking_uri, "HUMMUSS_MLFLOW_CONFIG": settings.source,
+    of the CPU cores when `processes` children run at once (HUMMUSS_THREADS, unless set),
+    glibc's malloc on huge pages (`hummuss.allocator.with_hugepages`, unless set otherwise) and,
+    on a CPU that is not an Intel one, MKL's Intel code path (`hummuss.mkl_vendor`)."""
+    env = {**with_intel_path(with_hugepages(os.environ)), "MLFLOW_TRACKING_URI": settings.tracking_uri, "HUMMUSS_MLFLOW_CONFIG": settings.source,
            "PYTHONPATH": pythonpath(), **(extra or {})}
     env.setdefault(THREADS_ENV, thread_share(processes))
     return env

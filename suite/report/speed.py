@@ -205,7 +205,7 @@ def targets_markdown(goals: pd.DataFrame) -> list[str]:
 def machine_text(bench: dict) -> str:
     """One line naming where a pytest-benchmark JSON was measured: the CPU (its brand, vendor,
     family and model, as a VM reports them), cores, caches (per core, from sysfs), torch with the vector
-    instructions and threads it used, the GPU, glibc's tunables, the commit and the time;
+    instructions and threads it used, the GPU, the code MKL ran, glibc's tunables, the commit and the time;
     what the JSON does not hold is left out. Every figure and ratio of a run depends on these
     (the same commit measured 0.743 on one 2-core CPU and 0.881 on another)."""
     info = bench.get("machine_info") or {}
@@ -227,6 +227,8 @@ def machine_text(bench: dict) -> str:
         parts.append(f"torch {tch['version']}" + (f" ({used})" if used else ""))
     if tch.get("cuda_device"):
         parts.append(f"GPU {tch['cuda_device']}")
+    if tch.get("mkl"):
+        parts.append(tch["mkl"])
     if tch.get("glibc_tunables"):
         parts.append(f"GLIBC_TUNABLES={tch['glibc_tunables']}")
     if commit.get("id"):

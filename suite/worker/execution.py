@@ -17,6 +17,7 @@ import torch
 from hummuss.checkpoint import load_checkpoint
 from hummuss.distributed import DistInfo
 from hummuss.evaluate import EvalConfig, evaluate
+from hummuss.mkl_vendor import code_path
 from suite.leases import HOLDER_TAG, this_holder
 from suite.runspec import RunSpec
 from suite.tracking import BEST_EPOCH, BEST_VAL_MPJPE, Tracker, TrackingSettings
@@ -73,7 +74,7 @@ def execute(spec: RunSpec, run_id: str, settings: TrackingSettings, echo: Callab
         status.update(phase="starting", run=f"{spec.study}/{spec.name}", run_id=run_id, log=str(logfile))
         tracker.set_status(run_id, "RUNNING")
         # the log itself is uploaded as an artifact when the run ends: no local path in a tag
-        tracker.set_tags(run_id, {"torch": torch.__version__, "device": _device_name(),
+        tracker.set_tags(run_id, {"torch": torch.__version__, "device": _device_name(), "mkl": code_path(),
                                   "heartbeat": f"{time.time():.0f}", HOLDER_TAG: this_holder()})
         with Heartbeat(tracker, run_id, settings.claim_ttl_s / 4), tracker.system_metrics(run_id):
             trained = train_spec(spec, settings, [MlflowCallback(tracker, run_id), StatusCallback(status)], log,

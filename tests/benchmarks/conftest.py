@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from hummuss.allocator import keep_freed_memory
+from hummuss.mkl_vendor import code_path
 from hummuss.zoo import build_model
 from suite.bench import gemm_rate
 
@@ -22,14 +23,16 @@ keep_freed_memory()  # the trainer's allocator setting, for every benchmark (hum
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     """What the JSON's machine_info lacks for reading these figures: torch, the vector
-    instructions its CPU kernels use, its threads, the GPU, and glibc's tunables (huge pages
-    change the training step's time). `suite.report.speed.machine_text` prints them."""
+    instructions its CPU kernels use, its threads, the GPU, glibc's tunables (huge pages
+    change the training step's time) and the code MKL runs (`hummuss.mkl_vendor`: on an AMD
+    CPU its generic code halves the matmul rate). `suite.report.speed.machine_text` prints them."""
     machine_info["torch"] = {
         "version": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "mkl": code_path(),
     }
     machine_info["caches"] = _caches()
 

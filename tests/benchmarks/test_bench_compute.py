@@ -2,9 +2,15 @@
 models, so each figure of the other benchmarks reads as a fraction of what the hardware allows.
 """
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
+from hummuss import mkl_vendor
 from hummuss.ssm.conv import fft_size
 from suite.bench import quick
 from suite.operations import operation_rates
@@ -142,3 +148,37 @@ def test_operation_rates(benchmark):
     benchmark.pedantic(measure, rounds=1, iterations=1)
     benchmark.extra_info.update(model="gelu, fft", mode="operation rates", rates=rates)
     assert rates["gelu_per_s"] > 0 and rates["gelu_backward_per_s"] > 0 and len(rates["fft_us"]) == 2
+
+
+CODE_PATH_PROBE = ("import json; from suite.bench import gemm_rate; from suite.operations import operation_rates; "
+                   "print(json.dumps(dict(gmacs=gemm_rate(2048, 2048, 2048, seconds=2.0), "
+                   "fft_us=operation_rates(['r2c:512', 'c2r:512'], repeats=30)['fft_us'])))")
+
+
+@pytest.mark.skipif(not mkl_vendor.applies(), reason="an Intel CPU (or not x86-64 Linux): MKL has one code path here")
+def test_mkl_code_paths(benchmark):
+    """MKL's two code paths on a CPU that is not an Intel one (hummuss/mkl_vendor.py): a 2048^3
+    matmul's rate and 512-point rfft / irfft, each measured in a process of its own, one
+    started with MKL's generic code and one with its Intel code path, alternated for 3 rounds:
+    the speed-up every model gets from the library the suite's processes start with."""
+    plain = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    paths = {"generic": {**plain, mkl_vendor.ENV: "0"}, "intel": mkl_vendor.with_intel_path({**plain, mkl_vendor.ENV: "1"})}
+    found: dict[str, list[dict]] = {name: [] for name in paths}
+
+    def measure():
+        for name, env in paths.items():
+            out = subprocess.run([sys.executable, "-c", CODE_PATH_PROBE], env=env, capture_output=True, text=True,
+                                 check=True, timeout=300)
+            found[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    benchmark.group = "compute: MKL code paths"
+    benchmark.pedantic(measure, rounds=1 if QUICK_MODE else 3, iterations=1)
+    best = {name: dict(gmacs=max(r["gmacs"] for r in runs),
+                       fft_us={k: min(r["fft_us"][k] for r in runs) for k in runs[0]["fft_us"]})
+            for name, runs in found.items()}
+    benchmark.extra_info.update(model="torch.mm, torch.fft", mode="MKL code paths", code_path=mkl_vendor.code_path(),
+                                paths=best, rounds=found,
+                                matmul_speedup=best["intel"]["gmacs"] / best["generic"]["gmacs"],
+                                fft_speedup={k: best["generic"]["fft_us"][k] / best["intel"]["fft_us"][k]
+                                             for k in best["intel"]["fft_us"]})
+    assert all(r["gmacs"] > 0 for runs in found.values() for r in runs)
