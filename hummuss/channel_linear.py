@@ -33,8 +33,8 @@ training step took 3.80 s with whole products against 3.98 s with blocks (median
 alternated steps). Whole or in blocks, the products gave the same bits (MKL, Xeon).
 
 The EPYC's figures were MKL's generic code, which it runs on CPUs that are not Intel's. With
-its Intel code path there (`hummuss.mkl_vendor`, which the suite's processes start with) the
-whole products were the faster too: a paper-bidirectional training step 2.11 s against 2.18 s
+its Intel code path (`hummuss.mkl_vendor`, which the suite's processes start with), on a Zen 5
+EPYC, the whole products were the faster too: a paper-bidirectional training step 2.11 s against 2.18 s
 in blocks (medians of 8 alternated steps, whole faster in all 8), an offline pass at F = 243
 348 against 355 ms. `blocks_pay` is therefore whether MKL runs its generic code
 (`hummuss.mkl_vendor.intel_code_path`). Even then blocks pay only for wide results and an

@@ -3,16 +3,16 @@
 PyTorch's CPU build runs its float32 matmuls (mm, addmm, bmm: every nn.Linear, MotionBERT's
 attention) and its FFTs in Intel's oneMKL. Before MKL picks its code for a CPU it calls
 `mkl_serv_intel_cpu_true()`, which says whether the CPU is an Intel one; on any other CPU MKL
-runs slower, generic code, whatever instructions the CPU has. On a 2-core AMD EPYC (Zen 4,
-AVX-512; torch 2.13.0, MKL 2024.2), medians of 5 runs each:
+runs slower, generic code, whatever instructions the CPU has. On a 2-core AMD EPYC of family 26
+model 2 (Zen 5, AVX-512; torch 2.13.0, MKL 2024.2), medians of 5 runs each:
 
-    operation                          MKL's own choice    Intel code path
-    2048^3 matmul                      107 GMAC/s          232 GMAC/s
-    512-point rfft / irfft             0.143 / 0.158 us    0.067 / 0.051 us (a transform)
-    paper training step, HumMUSS       3.85-4.18 s         2.30-2.37 s
-    paper training step, MB-Lite       5.36-5.48 s         2.96-3.86 s
-    offline pass F = 243, HumMUSS      661-782 ms          347-357 ms
-    offline pass F = 243, MB-Lite      908-960 ms          471-503 ms
+    operation                                  MKL's own choice    Intel code path
+    2048^3 matmul                              107 GMAC/s          232 GMAC/s
+    512-point rfft / irfft, a transform        0.143 / 0.158 us    0.067 / 0.051 us
+    paper training step, HumMUSS               3.85-4.18 s         2.30-2.37 s
+    paper training step, MotionBERT-Lite       5.36-5.48 s         2.96-3.86 s
+    offline pass F = 243, HumMUSS              661-782 ms          347-357 ms
+    offline pass F = 243, MotionBERT-Lite      908-960 ms          471-503 ms
 
 (oneDNN, the other library in the same build, ran the same 2048^3 product at 232 GMAC/s
 without any of this.) The results are float32 either way: a 2048^3 product differed from
@@ -30,7 +30,7 @@ and child processes (the runner's workers, torchrun, Slurm jobs started from the
 inherit the environment. HumMUSS and MotionBERT run in the same processes, so both get it:
 their comparisons stay under one protocol. (Without it, on an AMD CPU, MotionBERT's
 matmuls ran at half the rate while HumMUSS's own compiled kernels, hummuss/csrc, did not:
-the streaming comparison favoured HumMUSS by about 2x.)
+the comparisons favoured HumMUSS, the streaming one most.)
 
 It applies on x86-64 Linux where the CPU is not an Intel one, unless HUMMUSS_MKL_INTEL_PATH=0.
 On an Intel CPU MKL's own answer is already yes. A torch without MKL never calls the

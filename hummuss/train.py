@@ -43,6 +43,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from hummuss import mkl_vendor
 from hummuss.allocator import keep_freed_memory
 from hummuss.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -175,6 +176,9 @@ class Trainer:
         if self.device.type == "cpu":
             keep_freed_memory()  # no page faults for each step's activations (hummuss/allocator.py)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        if self.device.type == "cpu" and mkl_vendor.applies() and not mkl_vendor.intel_code_path():
+            self.log(f"{mkl_vendor.code_path()}: about half its matmul rate; start Python with "
+                     "`python -m hummuss.mkl_vendor -- python ...` (as hummuss-suite does) for its Intel code path")
         seed_everything(config.seed + self.dist.rank)
         self.model = model.to(self.device)
         self.train_set, self.val = ClipDataset(train), _subset(val, config.max_val_clips)

@@ -180,3 +180,23 @@ def test_learning_rate_schedules_by_hand():
     assert [lr_factor(exp, s, 4) for s in (0, 3, 4, 9)] == [1.0, 1.0, 0.5, 0.25]
     with pytest.raises(ValueError, match="schedule must be one of exponential, cosine, got 'step'"):
         TrainConfig(schedule="step")
+
+
+def test_the_trainer_says_when_mkl_runs_its_generic_code(data, tmp_path, monkeypatch):
+    """On a CPU that is not an Intel one, in a process started without MKL's Intel code path
+    (hummuss/mkl_vendor.py), the trainer says so once, with what it costs and how to start."""
+    from hummuss import mkl_vendor
+
+    said = []
+    for vendor, loaded in (("AuthenticAMD", False), ("AuthenticAMD", True), ("GenuineIntel", False)):
+        monkeypatch.setattr(mkl_vendor, "cpu_vendor", lambda v=vendor: v)
+        monkeypatch.setattr(mkl_vendor, "mapped", lambda m=loaded: m)
+        lines = []
+        Trainer(_model(), data[0], data[1], TrainConfig.preset("smoke", device="cpu"), tmp_path, log=lines.append)
+        said.append([line for line in lines if "MKL" in line])
+    x86_linux = sys.platform.startswith("linux") and mkl_vendor.platform.machine() == "x86_64"
+    assert said[1:] == [[], []]
+    assert said[0] == ([
+        "MKL's generic code on this AuthenticAMD CPU: about half its matmul rate; start Python with "
+        "`python -m hummuss.mkl_vendor -- python ...` (as hummuss-suite does) for its Intel code path"]
+        if x86_linux else [])
