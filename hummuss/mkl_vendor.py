@@ -58,6 +58,7 @@ ENV = "HUMMUSS_MKL_INTEL_PATH"  # "0": leave MKL to its own choice
 SOURCE = Path(__file__).with_name("csrc") / "mkl_intel_cpu.c"
 PRELOAD_ENV = "LD_PRELOAD"
 INTEL = "GenuineIntel"
+LIBRARY_PREFIX = "libhummuss-mkl-intel-cpu-"
 
 
 @functools.cache
@@ -84,7 +85,7 @@ def applies(env: Mapping[str, str] | None = None) -> bool:
 def library_name() -> str:
     """The built library's file name, named by its source's contents (a changed source builds anew)."""
     digest = hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:12]
-    return f"libhummuss-mkl-intel-cpu-{digest}.so"
+    return f"{LIBRARY_PREFIX}{digest}.so"
 
 
 def cache_directory() -> Path:
@@ -121,26 +122,34 @@ def _entries(env: Mapping[str, str]) -> list[str]:
     return env.get(PRELOAD_ENV, "").replace(":", " ").split()
 
 
+def _ours(entry: str) -> bool:
+    return Path(entry).name.startswith(LIBRARY_PREFIX)
+
+
 def preloaded(env: Mapping[str, str] | None = None) -> bool:
-    """Whether `env` (default: this process's) preloads the library (any build of it)."""
-    return any(Path(p).name.startswith("libhummuss-mkl-intel-cpu-") for p in _entries(os.environ if env is None else env))
+    """Whether `env` (default: this process's) preloads a build of the library that exists here."""
+    return any(_ours(p) and Path(p).exists() for p in _entries(os.environ if env is None else env))
 
 
 def with_intel_path(env: Mapping[str, str]) -> dict[str, str]:
-    """`env` with the library first in LD_PRELOAD (other entries kept), where it `applies` and
-    could be built; otherwise `env` as it is."""
-    if not applies(env) or preloaded(env):
+    """`env` with this machine's build of the library first in LD_PRELOAD (other entries kept,
+    other builds of it dropped: an environment inherited from another machine, a Slurm job's,
+    may name one that is not here), where it `applies` and could be built; otherwise `env` as it is."""
+    if not applies(env):
         return dict(env)
     lib = library()
     if lib is None:
         return dict(env)
-    return {**env, PRELOAD_ENV: ":".join([str(lib), *_entries(env)])}
+    entries = [str(lib), *(p for p in _entries(env) if not _ours(p))]
+    if _entries(env) == entries:
+        return dict(env)
+    return {**env, PRELOAD_ENV: ":".join(entries)}
 
 
 def mapped() -> bool:
     """Whether this process has the library loaded (Linux: /proc/self/maps)."""
     try:
-        return "libhummuss-mkl-intel-cpu-" in Path("/proc/self/maps").read_text(errors="replace")
+        return LIBRARY_PREFIX in Path("/proc/self/maps").read_text(errors="replace")
     except OSError:
         return False
 

@@ -29,6 +29,10 @@ def test_the_environment_preloads_the_library_first_and_keeps_the_users(monkeypa
     assert mkl_vendor.preloaded(env) and not mkl_vendor.preloaded({"LD_PRELOAD": "/opt/libmine.so"})
     assert mkl_vendor.with_intel_path(env) == env  # once only
     assert mkl_vendor.with_intel_path({}) == {"LD_PRELOAD": lib}
+    # another machine's build (an inherited environment) is not here: replaced by this one's
+    stale = {"LD_PRELOAD": "/elsewhere/libhummuss-mkl-intel-cpu-0123456789ab.so:/opt/libmine.so"}
+    assert not mkl_vendor.preloaded(stale)
+    assert mkl_vendor.with_intel_path(stale) == {"LD_PRELOAD": f"{lib}:/opt/libmine.so"}
     assert mkl_vendor.with_intel_path({mkl_vendor.ENV: "0"}) == {mkl_vendor.ENV: "0"}  # turned off
     for vendor in ("GenuineIntel", None):  # MKL's own answer is already yes / nothing to go by
         monkeypatch.setattr(mkl_vendor, "cpu_vendor", lambda v=vendor: v)
