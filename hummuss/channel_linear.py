@@ -71,7 +71,7 @@ BLOCK_MIN_INNER = 128  # ... if the model width D is at least this
 @functools.cache
 def blocks_pay() -> bool:
     """Whether wide products run faster in column blocks in this process: where MKL runs its
-    generic code (see the module docstring; no /proc/cpuinfo to read: as measured on the EPYC)."""
+    generic code (see the module docstring), as it does on a CPU whose vendor cannot be read."""
     return not intel_code_path()
 
 

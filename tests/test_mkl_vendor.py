@@ -98,7 +98,7 @@ def test_mkl_takes_another_code_branch_in_a_process_started_with_it_and_computes
 
 
 @needs_library
-def test_hummuss_suite_restarts_with_the_library_and_children_inherit_it(monkeypatch):
+def test_hummuss_suite_restarts_with_the_library_and_children_inherit_it(monkeypatch, tmp_path):
     from suite import entry
     from suite.launch.processes import child_env
     from suite.tracking import TrackingSettings
@@ -112,5 +112,5 @@ def test_hummuss_suite_restarts_with_the_library_and_children_inherit_it(monkeyp
     monkeypatch.setenv(mkl_vendor.ENV, "0")
     assert entry.restart_environment(os.environ) is None
     monkeypatch.delenv(mkl_vendor.ENV)
-    child = child_env(TrackingSettings("sqlite:///m.db", "/tmp/a"), processes=1)
+    child = child_env(TrackingSettings(f"sqlite:///{tmp_path}/m.db", str(tmp_path)), processes=1)
     assert child["LD_PRELOAD"] == str(mkl_vendor.library())
