@@ -192,6 +192,43 @@ def test_training_targets_are_decided_by_the_interval_of_their_rounds(bench_json
     assert f"| <= 0.75 | {median:.3g} | {expected} | {verdict} |" in markdown(df, targets(df))
 
 
+@pytest.mark.parametrize("ratios, median, interval, verdict", [
+    ([1.6, 1.52, 1.7, 1.55, 1.58, 1.61], 1.59, "1.52-1.7", "yes"),  # 6 rounds: the extremes
+    ([1.6, 1.45, 1.7, 1.55, 1.58, 1.61], 1.59, "1.45-1.7", "undecided"),  # the median alone meets it
+    ([1.2, 1.3, 1.25, 1.4, 1.27, 1.31, 1.22, 1.6, 1.29, 1.33, 1.28, 1.3], 1.295, "1.25-1.33", "no"),  # 3rd to 10th
+])
+def test_offline_target_is_decided_by_the_interval_of_alternated_passes(bench_json, ratios, median, interval,
+                                                                        verdict):
+    """The fps ratio of the passes taken alternately (MotionBERT-Lite's row, `paired_ratios`),
+    not the 2.0 of the two separate medians (2.0 s against 1.0 s)."""
+    m243 = next(b for b in bench_json["benchmarks"] if b["name"] == "m" and b["extra_info"]["frames"] == 243)
+    m243["extra_info"].update(paired_ratio=1.9, paired_ratios=ratios)
+    goals = targets(benchmarks_table(bench_json)).set_index("target")
+    f243 = goals.loc["offline fps HumMUSS / MotionBERT-Lite (one pass), F = 243"]
+    assert f243["value"] == pytest.approx(median) and f243["verdict"] == verdict
+    assert f243["interval"] == f"{interval} (median of {len(ratios)} rounds)"
+    f2187 = goals.loc["offline fps HumMUSS / MotionBERT-Lite (one pass), F = 2187"]
+    assert f2187["value"] == pytest.approx(3.0) and f2187["interval"] == ""  # no rounds: the separate passes
+
+
+def test_stream_targets_are_decided_by_the_interval_of_alternated_rounds(bench_json):
+    """MotionBERT-Lite's window over the HumMUSS step, per round (`paired_ratios_eager` and
+    `_compiled` in the window's row), not 1500 / 10 and 1500 / 5 from the separate cases."""
+    mb243 = next(b for b in bench_json["benchmarks"] if b["name"] == "mb243")
+    mb243["extra_info"].update(paired_ratios_eager=[104, 98, 110, 107, 103, 101, 99, 120],
+                               paired_ratios_compiled=[118, 119, 117, 116, 119, 118])
+    goals = targets(benchmarks_table(bench_json)).set_index("target")
+    eager = goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (eager)"]
+    assert eager["value"] == pytest.approx(103.5) and eager["verdict"] == "undecided"  # 98-120 around 100
+    assert eager["interval"] == "98-120 (median of 8 rounds)"
+    compiled = goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (compiled)"]
+    assert compiled["value"] == pytest.approx(118.0) and compiled["verdict"] == "no"  # 116-119 < 120
+    del mb243["extra_info"]["paired_ratios_compiled"]
+    goals = targets(benchmarks_table(bench_json)).set_index("target")
+    assert goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (compiled)",
+                     "value"] == pytest.approx(300.0)  # no rounds: the separate cases
+
+
 def test_latency_figure_is_written(tmp_path, bench_json):
     points = latency_points(bench_json)
     assert set(points["mode"]) >= {"stream", "offline"}  # both panels have lines

@@ -8,9 +8,18 @@ stepped alternately (`paired_ratio`), so that the flatness ratio does not depend
 machine did between the two measurements; MotionBERT-Lite
 re-runs its last `window` frames for every new frame (windows 27, 81, 243). Peak memory is
 what one step allocates (torch profiler events).
+
+The streaming targets' ratios (MotionBERT-Lite's 243-frame window over HumMUSS's step, eager and
+compiled) come from rounds that alternate the two (`WINDOW_ROUNDS`, in the window-243 case): one
+window, then STEPS_PER_ROUND steps of each HumMUSS stream at the shortest context, the order
+swapped every other round; each round's ratio is the window's time over the median of its steps
+(`paired_ratios_eager`, `paired_ratios_compiled`), and the target reads their median and its
+95% interval, "undecided" where that straddles the goal.
 """
 
+import itertools
 import statistics
+import time
 
 import pytest
 import torch
@@ -25,6 +34,9 @@ CONTEXTS = (100, 1_000) if QUICK_MODE else (100, 10_000)
 ROUNDS = 30 if QUICK_MODE else 300
 PAIRED_ROUNDS = 50 if QUICK_MODE else 300  # alternate steps of the short and the long stream
 WINDOWS = {27: 5, 243: 2} if QUICK_MODE else {27: 20, 81: 10, 243: 5}  # window -> rounds
+TARGET_WINDOW = 243
+WINDOW_ROUNDS = 3 if QUICK_MODE else 12  # rounds of one window and the HumMUSS steps, alternated
+STEPS_PER_ROUND = 20
 
 
 class _Stepper:
@@ -88,18 +100,44 @@ def test_hummuss_stream_step(benchmark, models, matmul_rate, steppers, context, 
            peak_mb=peak, state_mb=state_mb, frames_seen=start, **extra)
 
 
+def _window_rounds(window_step, steppers) -> dict:
+    """`WINDOW_ROUNDS` rounds of one MotionBERT-Lite window step and STEPS_PER_ROUND steps of
+    each HumMUSS stream (eager, compiled) at the shortest context, alternated ->
+    {"paired_ratios_eager": [...], "paired_ratios_compiled": [...]}: each round's window time
+    over the median of its HumMUSS steps."""
+    streams = {label: steppers(label == "compiled", CONTEXTS[0]) for label in ("eager", "compiled")}
+
+    def steps(stepper):
+        return lambda: alternate([stepper.step], STEPS_PER_ROUND)[0]
+
+    labels = list(streams)
+    ratios = {label: [] for label in labels}
+    for r in range(WINDOW_ROUNDS):
+        runs = [window_step] + [steps(streams[label]) for label in labels]
+        order = range(len(runs)) if r % 2 == 0 else reversed(range(len(runs)))
+        took = [None] * len(runs)
+        for i in order:
+            t0 = time.perf_counter()
+            result = runs[i]()
+            took[i] = time.perf_counter() - t0 if i == 0 else statistics.median(result)
+        for j, label in enumerate(labels):
+            ratios[label].append(took[0] / took[j + 1])
+    return {f"paired_ratios_{label}": values for label, values in ratios.items()}
+
+
 @pytest.mark.parametrize("window", list(WINDOWS))
-def test_motionbert_lite_stream_step(benchmark, models, matmul_rate, window):
+def test_motionbert_lite_stream_step(benchmark, models, matmul_rate, steppers, window):
     """Per-frame latency once the buffer is full: each step re-runs `window` frames."""
     lite = models("motionbert", "lite")
     x = clip(window + WINDOWS[window] + 2)
     s = lite.stream(window=window)
     s.prefill(x[:, :window])  # a full buffer, as after `window` steps
-    frames = iter(range(window, x.shape[1]))
+    frames = itertools.cycle(range(window, x.shape[1]))  # each step's cost does not depend on the frame
     peak = peak_memory_mb(lambda: s.step(x[:, next(frames)]))
 
     benchmark.group = GROUP
     y = benchmark.pedantic(lambda: s.step(x[:, next(frames)]), rounds=WINDOWS[window], iterations=1)
     assert y.shape == (1, 17, 3)
+    extra = _window_rounds(lambda: s.step(x[:, next(frames)]), steppers) if window == TARGET_WINDOW else {}
     record(benchmark, model="motionbert-lite", mode="stream", frames=window, frames_per_call=1,
-           macs_per_frame=window * lite.macs_per_frame(window), rate=matmul_rate, peak_mb=peak)
+           macs_per_frame=window * lite.macs_per_frame(window), rate=matmul_rate, peak_mb=peak, **extra)
