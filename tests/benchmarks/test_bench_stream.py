@@ -11,10 +11,11 @@ what one step allocates (torch profiler events).
 
 The streaming targets' ratios (MotionBERT-Lite's 243-frame window over HumMUSS's step, eager and
 compiled) come from rounds that alternate the two (`WINDOW_ROUNDS`, in the window-243 case): one
-window, then STEPS_PER_ROUND steps of each HumMUSS stream at the shortest context, the order
-swapped every other round; each round's ratio is the window's time over the median of its steps
-(`paired_ratios_eager`, `paired_ratios_compiled`), and the target reads their median and its
-95% interval, "undecided" where that straddles the goal.
+window, then STEPS_PER_ROUND steps of each HumMUSS stream at the shortest context (after
+WARM_STEPS untimed ones: a stream steps continuously, and its first step after a window finds its
+64 MB of state out of cache), the order swapped every other round; each round's ratio is the
+window's time over the median of its steps (`paired_ratios_eager`, `paired_ratios_compiled`), and
+the target reads their median and its 95% interval, "undecided" where that straddles the goal.
 """
 
 import itertools
@@ -36,7 +37,8 @@ PAIRED_ROUNDS = 50 if QUICK_MODE else 300  # alternate steps of the short and th
 WINDOWS = {27: 5, 243: 2} if QUICK_MODE else {27: 20, 81: 10, 243: 5}  # window -> rounds
 TARGET_WINDOW = 243
 WINDOW_ROUNDS = 3 if QUICK_MODE else 12  # rounds of one window and the HumMUSS steps, alternated
-STEPS_PER_ROUND = 20
+STEPS_PER_ROUND = 30
+WARM_STEPS = 10
 
 
 class _Stepper:
@@ -102,16 +104,23 @@ def test_hummuss_stream_step(benchmark, models, matmul_rate, steppers, context, 
 
 def _window_rounds(window_step, steppers) -> dict:
     """`WINDOW_ROUNDS` rounds of one MotionBERT-Lite window step and STEPS_PER_ROUND steps of
-    each HumMUSS stream (eager, compiled) at the shortest context, alternated ->
-    {"paired_ratios_eager": [...], "paired_ratios_compiled": [...]}: each round's window time
-    over the median of its HumMUSS steps."""
+    each HumMUSS stream (eager, compiled) at the shortest context, after WARM_STEPS untimed,
+    alternated -> {"paired_ratios_eager": [...], "paired_ratios_compiled": [...]}: each round's
+    window time over the median of its HumMUSS steps; and the medians over the rounds of the
+    window's time and of each stream's step (`paired_window_ms`, `paired_eager_ms`, ...)."""
     streams = {label: steppers(label == "compiled", CONTEXTS[0]) for label in ("eager", "compiled")}
 
     def steps(stepper):
-        return lambda: alternate([stepper.step], STEPS_PER_ROUND)[0]
+        def run():
+            for _ in range(WARM_STEPS):
+                stepper.step()
+            return alternate([stepper.step], STEPS_PER_ROUND)[0]
+
+        return run
 
     labels = list(streams)
     ratios = {label: [] for label in labels}
+    times = [[] for _ in range(len(labels) + 1)]  # per round: the window's, each stream's median step
     for r in range(WINDOW_ROUNDS):
         runs = [window_step] + [steps(streams[label]) for label in labels]
         order = range(len(runs)) if r % 2 == 0 else reversed(range(len(runs)))
@@ -122,7 +131,11 @@ def _window_rounds(window_step, steppers) -> dict:
             took[i] = time.perf_counter() - t0 if i == 0 else statistics.median(result)
         for j, label in enumerate(labels):
             ratios[label].append(took[0] / took[j + 1])
-    return {f"paired_ratios_{label}": values for label, values in ratios.items()}
+        for i, t in enumerate(took):
+            times[i].append(1e3 * t)
+    return {**{f"paired_ratios_{label}": values for label, values in ratios.items()},
+            "paired_window_ms": statistics.median(times[0]),
+            **{f"paired_{label}_ms": statistics.median(times[j + 1]) for j, label in enumerate(labels)}}
 
 
 @pytest.mark.parametrize("window", list(WINDOWS))
