@@ -36,7 +36,7 @@ ROUNDS = 30 if QUICK_MODE else 300
 PAIRED_ROUNDS = 50 if QUICK_MODE else 300  # alternate steps of the short and the long stream
 WINDOWS = {27: 5, 243: 2} if QUICK_MODE else {27: 20, 81: 10, 243: 5}  # window -> rounds
 TARGET_WINDOW = 243
-WINDOW_ROUNDS = 3 if QUICK_MODE else 12  # rounds of one window and the HumMUSS steps, alternated
+WINDOW_ROUNDS = 6 if QUICK_MODE else 12  # rounds of one window and the HumMUSS steps, alternated (6: the fewest with an interval)
 STEPS_PER_ROUND = 30
 WARM_STEPS = 10
 

@@ -51,7 +51,7 @@ CASES = [  # (model, preset, overrides, batch, rounds, group)
 PAIRED_ROUNDS = {"cpu": 30, "paper": 20}  # alternate steps of HumMUSS and MotionBERT, per size (>= 6: an interval)
 if QUICK_MODE:
     CASES = [c[:4] + (2,) + c[5:] for c in CASES if c[5] == "cpu"]
-    PAIRED_ROUNDS = {"cpu": 3, "paper": 2}
+    PAIRED_ROUNDS = {"cpu": 6, "paper": 6}  # the fewest rounds with a 95% interval
 
 
 def _name(case):
