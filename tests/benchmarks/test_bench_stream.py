@@ -20,7 +20,6 @@ the target reads their median and its 95% interval, "undecided" where that strad
 
 import itertools
 import statistics
-import time
 
 import pytest
 import torch
@@ -108,34 +107,25 @@ def _window_rounds(window_step, steppers) -> dict:
     alternated -> {"paired_ratios_eager": [...], "paired_ratios_compiled": [...]}: each round's
     window time over the median of its HumMUSS steps; and the medians over the rounds of the
     window's time and of each stream's step (`paired_window_ms`, `paired_eager_ms`, ...)."""
-    streams = {label: steppers(label == "compiled", CONTEXTS[0]) for label in ("eager", "compiled")}
+    labels = ("eager", "compiled")
+    medians = {label: [] for label in labels}  # per round: the stream's median step (s)
 
-    def steps(stepper):
+    def steps(label):
+        stepper = steppers(label == "compiled", CONTEXTS[0])
+
         def run():
             for _ in range(WARM_STEPS):
                 stepper.step()
-            return alternate([stepper.step], STEPS_PER_ROUND)[0]
+            medians[label].append(statistics.median(alternate([stepper.step], STEPS_PER_ROUND)[0]))
 
         return run
 
-    labels = list(streams)
-    ratios = {label: [] for label in labels}
-    times = [[] for _ in range(len(labels) + 1)]  # per round: the window's, each stream's median step
-    for r in range(WINDOW_ROUNDS):
-        runs = [window_step] + [steps(streams[label]) for label in labels]
-        order = range(len(runs)) if r % 2 == 0 else reversed(range(len(runs)))
-        took = [None] * len(runs)
-        for i in order:
-            t0 = time.perf_counter()
-            result = runs[i]()
-            took[i] = time.perf_counter() - t0 if i == 0 else statistics.median(result)
-        for j, label in enumerate(labels):
-            ratios[label].append(took[0] / took[j + 1])
-        for i, t in enumerate(took):
-            times[i].append(1e3 * t)
-    return {**{f"paired_ratios_{label}": values for label, values in ratios.items()},
-            "paired_window_ms": statistics.median(times[0]),
-            **{f"paired_{label}_ms": statistics.median(times[j + 1]) for j, label in enumerate(labels)}}
+    # the window's own time from `alternate`, the streams' medians from their steps
+    window_s = alternate([window_step, *(steps(label) for label in labels)], WINDOW_ROUNDS, swap=True)[0]
+    out = {f"paired_ratios_{label}": [w / m for w, m in zip(window_s, medians[label])] for label in labels}
+    out["paired_window_ms"] = 1e3 * statistics.median(window_s)
+    out.update({f"paired_{label}_ms": 1e3 * statistics.median(medians[label]) for label in labels})
+    return out
 
 
 @pytest.mark.parametrize("window", list(WINDOWS))
