@@ -1,6 +1,6 @@
 """The suite's hand-written CPU kernels (`hummuss/csrc/*.cpp`), compiled on first use.
 
-Seven sources: `mix_gate` (mix_gate.cpp), a GDSSM block's read-out mix and gate aggregation,
+Eight sources: `mix_gate` (mix_gate.cpp), a GDSSM block's read-out mix and gate aggregation,
 forward and backward, in one pass over the convolutions' outputs (`hummuss.fusion.MixGate`
 is the same function in PyTorch operations, and stays the reference and the path on GPUs),
 and beside it `joint_conv_mix_gate`, a streaming spatial block's convolution over the joints
@@ -19,8 +19,12 @@ And `power_factors`, `factored_kernel` and `kernel_sums` (vandermonde.cpp), the 
 kernel's Vandermonde factors, the kernel from them and its backward's sums over them
 (`hummuss.ssm.conv.power_factors`, `VandermondeKernel`; their PyTorch operations the reference); and `toeplitz_product` with
 its two backward products (toeplitz_product.cpp), a spatial block's convolution over the
-joints in training (`hummuss.ssm.conv.ToeplitzProduct`; torch.bmm the reference).
-mix_gate.cpp, bias_gelu.cpp and state_step.cpp share one GELU (gelu.h).
+joints in training (`hummuss.ssm.conv.ToeplitzProduct`; torch.bmm the reference). And
+`fft_mix_gate_into`, `fft_mix_gate_backward` and `fft_lane_operator` (fft_mix_gate.cpp), a
+temporal block's FFT convolution, mix and gate in one pass each way, its transforms written out
+and vectorised across channels (`hummuss.conv_mix_gate.FFTMixGate`, `fft_mix_gate_into`;
+`FFTConv` then `MixGate` the reference). mix_gate.cpp, bias_gelu.cpp, state_step.cpp and
+fft_mix_gate.cpp share one GELU (gelu.h).
 
 `ops()` compiles the sources with `torch.utils.cpp_extension` for this CPU's vector
 instructions (ATen's `Vectorized` at the width that `torch.backends.cpu.get_cpu_capability()`
@@ -50,7 +54,8 @@ import torch
 
 SOURCES = [Path(__file__).with_name("csrc") / name for name in ("mix_gate.cpp", "state_step.cpp", "spectral.cpp",
                                                                    "few_rows_linear.cpp", "bias_gelu.cpp",
-                                                                   "vandermonde.cpp", "toeplitz_product.cpp")]
+                                                                   "vandermonde.cpp", "toeplitz_product.cpp",
+                                                                   "fft_mix_gate.cpp")]
 HEADERS = [Path(__file__).with_name("csrc") / "gelu.h"]  # included by sources: their text is in the build flags
 ENV = "HUMMUSS_CPU_KERNELS"  # "0": never build or use them
 STALE_LOCK_S = 600  # a build lock older than this was left by a process that died while building

@@ -51,7 +51,9 @@ are processed in chunks of about CHUNK_TOKENS tokens (along P or Q) to bound mem
 with the `gate` or `mean` aggregation each chunk goes channel group by channel group
 (`_grouped`: GELU, convolutions, mix and aggregation of a few MiB at a time, in cache).
 On the CPU the mix and the gate run as one compiled kernel (`hummuss.fusion.mix_gate` in
-training, `mix_gate_into` in `_grouped`; PyTorch operations where it cannot be built).
+training, `mix_gate_into` in `_grouped`; PyTorch operations where it cannot be built), and a
+temporal block's FFT convolution of a power-of-two size (F = 27, 243) goes with them into one
+more (`hummuss.conv_mix_gate`: `FFTMixGate` in training, `fft_mix_gate_into` in `_grouped`).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ import torch.nn.functional as F
 
 from hummuss import cpu_kernels
 from hummuss.channel_linear import channel_major, channel_major_gelu, token_major
-from hummuss.conv_mix_gate import conv_mix_gate, conv_mix_gate_applies
+from hummuss.conv_mix_gate import conv_mix_gate, conv_mix_gate_applies, fft_mix_gate_into
 from hummuss.fusion import Aggregate, mix_gate, mix_gate_into
 from hummuss.packed_linear import pack_linear
 from hummuss.ssm import (
@@ -319,6 +321,9 @@ class GDSSM(nn.Module):
         H, (P, L, Q) = self.width, shape
         w, b = self._mix_weights()
         out = pre.new_empty(H, P * L * Q)
+        if Q == 1 and self.aggregate.kind == "gate" and fft_mix_gate_into(op, pre.view(2 * H, P, L), w, b,
+                                                                          out.view(H, P, L)):
+            return out  # the FFT convolution, GELUs, mix and gate of V::size() channels at a time, in one call
         group = op.channel_group(P, Q) if pre.device.type == "cpu" else H
         for h in range(0, H, group):
             s = slice(h, min(h + group, H))

@@ -11,10 +11,12 @@ the operations that reach the dispatcher (a backward run inside the call include
   (`scaled_dot_product_attention`'s kernels, forward and backward) and of the spatial
   convolution's compiled products (`hummuss.ssm.conv.ToeplitzProduct`);
 - gelu, gelu_backward: elements of GELU's forward and backward (those of the compiled
-  mix-and-gate kernel, `hummuss.fusion.KernelMixGate`, and of the input projections' bias and
-  GELU kernels, `hummuss.channel_linear.ChannelMajorGelu`, included: they evaluate them inside);
+  mix-and-gate kernel, `hummuss.fusion.KernelMixGate`, of the input projections' bias and
+  GELU kernels, `hummuss.channel_linear.ChannelMajorGelu`, and of the temporal blocks' FFT
+  kernels, `hummuss.conv_mix_gate.FFTMixGate`, included: they evaluate them inside);
 - fft: real transforms by kind and size, "r2c:512" (rfft) and "c2r:512" (irfft) -> how many
-  (complex transforms as "c2c:n"); multi-dimensional ones as "r2c:16x16".
+  (complex transforms as "c2c:n"); multi-dimensional ones as "r2c:16x16". The FFT kernels'
+  own transforms (hummuss/csrc/fft_mix_gate.cpp) count as the real transforms they stand for.
 
 `operation_floor` divides each count by its rate: the MACs by the measured fp32 matmul rate,
 the GELUs and transforms by the best rate `operation_rates` measured for them on data that
@@ -52,6 +54,8 @@ def _arg(args: tuple, kwargs: dict, index: int, name: str, default=None):
 
 def _fft(name: str, args: tuple, kwargs: dict) -> tuple[str, int] | None:
     """(size key, number of transforms) of one FFT operation, or None if `name` is none."""
+    if name not in ("_fft_r2c", "_fft_c2c", "_fft_c2r", "fft_rfft", "fft_irfft"):
+        return None
     x = args[0]
     if name in ("_fft_r2c", "_fft_c2c", "_fft_c2r"):  # the transforms themselves: dims given
         dims = [d % x.dim() for d in _arg(args, kwargs, 1, "dim")]
@@ -93,6 +97,22 @@ def _toeplitz_macs(name: str, args: tuple) -> int:
     return H * P * L * C
 
 
+def _count_lane_fft(counts: dict, u, PQ, forward: bool, activate: bool = False) -> None:
+    """The transforms and GELUs inside the temporal blocks' compiled FFT kernels (u (H, P, L),
+    PQ (G, R, n/2, 4, lanes)), per channel and sequence: forward, one rfft of size n and R
+    irffts, R GELUs a frame (and both projections' where `activate`); backward, 1 + R rffts
+    (u and each gy_r), one irfft (grad u) and R GELU backwards a frame."""
+    rows, frames, R, n = u.numel() // u.shape[-1], u.shape[-1], PQ.shape[1], 2 * PQ.shape[2]
+    r2c, c2r = _fft_key("r2c", [n]), _fft_key("c2r", [n])
+    fft = counts["fft"]
+    fft[r2c] = fft.get(r2c, 0) + rows * (1 if forward else 1 + R)
+    fft[c2r] = fft.get(c2r, 0) + rows * (R if forward else 1)
+    if forward:
+        counts["gelu"] += rows * frames * (R + (2 if activate else 0))
+    else:
+        counts["gelu_backward"] += rows * frames * R
+
+
 def count_operations(fn: Callable[[], object]) -> dict:
     """Run fn() and count its matmul MACs, GELU evaluations (forward and backward) and FFT
     transforms (see the module docstring) -> a dict that JSON can hold."""
@@ -123,6 +143,10 @@ def count_operations(fn: Callable[[], object]) -> dict:
                 counts["gelu_backward"] += args[1].numel()
             elif name in TOEPLITZ_PRODUCTS:  # hummuss/csrc/toeplitz_product.cpp: products of (H, ., .) factors
                 counts["matmul_macs"] += _toeplitz_macs(name, args)
+            elif name == "fft_mix_gate_into":  # hummuss/csrc/fft_mix_gate.cpp (args: x_id, u, PQ, ..., activate)
+                _count_lane_fft(counts, args[1], args[2], forward=True, activate=args[6])
+            elif name == "fft_mix_gate_backward":  # (args: go, u, x_id, y, PQa, ...)
+                _count_lane_fft(counts, args[1], args[4], forward=False)
             elif name == "bias_gelu_":  # hummuss/csrc/bias_gelu.cpp: an input projection's GELU (args: pre, b, act)
                 counts["gelu"] += args[0].numel()
             elif name == "gelu_bias_backward":  # and its backward (args: g, pre)

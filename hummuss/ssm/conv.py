@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -195,10 +195,20 @@ class ConvOperator:
     weight: torch.Tensor
     n_fft: int = 0
     kernel: tuple | None = None  # fft with autograd: (K, D, anticausal), for `FFTConv`
+    lanes: torch.Tensor | None = field(default=None, repr=False, compare=False)  # `lane_spectra`, once made
 
     def channels(self, part: slice) -> ConvOperator:
         """The same convolution for the channels `part` only (no autograd: evaluation)."""
-        return replace(self, weight=self.weight[part], kernel=None)
+        return replace(self, weight=self.weight[part], kernel=None, lanes=None)
+
+    def lane_spectra(self) -> torch.Tensor:
+        """kind "fft" of a power-of-two size, evaluation: the operator as the compiled kernel
+        `fft_mix_gate_into` applies it (`cpu_kernels.ops().fft_lane_operator`, hummuss/csrc/
+        fft_mix_gate.cpp), made once per operator."""
+        if self.lanes is None:
+            W = torch.view_as_real(self.weight[:, 0, :, :, 0].detach()).contiguous()  # (H, R, n/2+1, 2)
+            self.lanes = cpu_kernels.ops().fft_lane_operator(W, False)
+        return self.lanes
 
     def channel_group(self, P: int, Q: int) -> int:
         """Channels whose outputs (Toeplitz) or spectra (FFT) for inputs (., P, L, Q) take about
