@@ -67,6 +67,7 @@ namespace {
 
 using V = at::vec::Vectorized<float>;
 constexpr int64_t S = V::size();  // lanes: the channels a task carries
+constexpr double kPi = 3.14159265358979323846;  // (M_PI is not in standard C++)
 
 struct FreeDeleter {
   void operator()(float* p) const { std::free(p); }
@@ -101,7 +102,7 @@ struct Tables {
     }
     cr.resize(M), ci.resize(M);
     for (int64_t j = 0; j < M; ++j) {
-      const double a = -2.0 * M_PI * static_cast<double>(j) / static_cast<double>(M);
+      const double a = -2.0 * kPi * static_cast<double>(j) / static_cast<double>(M);
       cr[j] = static_cast<float>(std::cos(a)), ci[j] = static_cast<float>(std::sin(a));
     }
     ar.resize(M + 1), ai.resize(M + 1), br.resize(M + 1), bi.resize(M + 1);
@@ -111,7 +112,7 @@ struct Tables {
       br[k] = static_cast<float>(b_k.real()), bi[k] = static_cast<float>(b_k.imag());
     }
   }
-  std::complex<double> h(int64_t k) const { return std::polar(1.0, -M_PI * static_cast<double>(k) / static_cast<double>(M)); }
+  std::complex<double> h(int64_t k) const { return std::polar(1.0, -kPi * static_cast<double>(k) / static_cast<double>(M)); }
   std::complex<double> a(int64_t k) const { return (1.0 - std::complex<double>(0, 1) * h(k)) / 2.0; }
   std::complex<double> b(int64_t k) const { return (1.0 + std::complex<double>(0, 1) * h(k)) / 2.0; }
 };
