@@ -131,7 +131,7 @@ class FFTMixGate(torch.autograd.Function):
         H, P, L, _ = u.shape
         u3, x3 = u.reshape(H, P, L).contiguous(), x_id.reshape(H, P, L).contiguous()
         w, b = w.contiguous(), b.contiguous()
-        Wr = torch.view_as_real(W[:, 0, :, :, 0]).contiguous()  # (H, R, n/2+1, 2)
+        Wr = torch.view_as_real(W[:, 0, :, :, 0])  # (H, R, n/2+1, 2), a view: no copy
         PQ = k.fft_lane_operator(Wr, False)
         lanes = k.fft_mix_gate_lanes()
         out, y = u.new_empty(H, P, L), u.new_empty(-(-H // lanes), P, PQ.shape[1], L, lanes)

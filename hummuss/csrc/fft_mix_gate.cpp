@@ -192,9 +192,8 @@ void forward_transform(const float* x, int64_t L, float* zr, float* zi, const Ta
 }
 
 // Read-out r's Z'_r from Z (fr, fi) by q = PQ's (M, 4, S) of r, put swapped at bit-reversed
-// places of (zr, zi) (added to what is there where `accumulate`), ready for `fft`
-void spectral_product(const float* q, const float* fr, const float* fi, float* zr, float* zi, const Tables& t,
-                      bool accumulate) {
+// places of (zr, zi), ready for `fft`
+void spectral_product(const float* q, const float* fr, const float* fi, float* zr, float* zi, const Tables& t) {
   const int64_t M = t.M;
   for (int64_t k = 0; k < M; ++k) {
     const int64_t km = (M - k) & (M - 1);
@@ -202,13 +201,17 @@ void spectral_product(const float* q, const float* fr, const float* fi, float* z
     const V ar = ld(fr, k), ai = ld(fi, k), br = ld(fr, km), bi = ld(fi, km);
     const V re = Pr * ar - Pi * ai + Qr * br + Qi * bi;  // Z' = P Z[k] + Q conj Z[M-k]
     const V im = Pr * ai + Pi * ar + Qi * br - Qr * bi;
-    const int64_t at = t.rev[k];
-    if (accumulate) {
-      st(zr, at, ld(zr, at) + im), st(zi, at, ld(zi, at) + re);
-    } else {
-      st(zr, at, im), st(zi, at, re);  // swapped: the inverse FFT_M is the forward one on (Im, Re)
-    }
+    st(zr, t.rev[k], im), st(zi, t.rev[k], re);  // swapped: the inverse FFT_M is the forward one on (Im, Re)
   }
+}
+
+// rfft(x)[k] = a_k Z[k] + b_k conj Z[M-k] (k <= M, Z[M] = Z[0]) from Z = FFT_M of x's packed pairs (zr, zi)
+inline void real_spectrum(const float* zr, const float* zi, int64_t k, const Tables& t, V& xr, V& xi) {
+  const int64_t M = t.M, ks = k & (M - 1), km = (M - k) & (M - 1);
+  const V ar = ld(zr, ks), ai = ld(zi, ks), br = ld(zr, km), bi = ld(zi, km);
+  const V car(t.ar[k]), cai(t.ai[k]), cbr(t.br[k]), cbi(t.bi[k]);
+  xr = car * ar - cai * ai + cbr * br + cbi * bi;
+  xi = car * ai + cai * ar - cbr * bi + cbi * br;
 }
 
 // The backward's products for one gradient gy_r with Zg = FFT_M of its packed frames (zr, zi):
@@ -219,16 +222,16 @@ void adjoint_product(const float* q, const float* zr, const float* zi, const flo
                      float* gi, float* sr, const Tables& t) {
   const int64_t M = t.M;
   for (int64_t k = 0; k <= M; ++k) {
-    const int64_t ks = k & (M - 1), km = (M - k) & (M - 1);
-    const V ar = ld(zr, ks), ai = ld(zi, ks), br = ld(zr, km), bi = ld(zi, km);
     if (k < M) {
+      const int64_t km = (M - k) & (M - 1);
+      const V ar = ld(zr, k), ai = ld(zi, k), br = ld(zr, km), bi = ld(zi, km);
       const V Pr = ld(q, 4 * k), Pi = ld(q, 4 * k + 1), Qr = ld(q, 4 * k + 2), Qi = ld(q, 4 * k + 3);
       const int64_t at = t.rev[k];
       st(gr, at, ld(gr, at) + Pr * ai + Pi * ar + Qi * br - Qr * bi);  // Im (P Zg[k] + Q conj Zg[M-k])
       st(gi, at, ld(gi, at) + Pr * ar - Pi * ai + Qr * br + Qi * bi);  // Re
     }
-    const V car(t.ar[k]), cai(t.ai[k]), cbr(t.br[k]), cbi(t.bi[k]);
-    const V Gr = car * ar - cai * ai + cbr * br + cbi * bi, Gi = car * ai + cai * ar - cbr * bi + cbi * br;
+    V Gr, Gi;
+    real_spectrum(zr, zi, k, t, Gr, Gi);
     const V Ur = ld(ur, k), Ui = ld(ui, k);
     st(sr, 2 * k, ld(sr, 2 * k) + Gr * Ur + Gi * Ui);
     st(sr, 2 * k + 1, ld(sr, 2 * k + 1) + Gi * Ur - Gr * Ui);
@@ -284,10 +287,13 @@ inline void rows_out(const float* src, int64_t lanes, int64_t L, float* dst, int
 
 int64_t fft_mix_gate_lanes() { return S; }
 
-// W (H, R, M + 1, 2) -> PQ (G, R, M, 4, S); `adjoint`: of conj W (grad u's transform)
+// W (H, R, M + 1, 2) -> PQ (G, R, M, 4, S); `adjoint`: of conj W (grad u's transform). W may be
+// a view (a complex operator's real pairs as it lies: `torch.view_as_real`), each (h, r) row of
+// M + 1 pairs contiguous.
 at::Tensor fft_lane_operator(const at::Tensor& W, bool adjoint) {
-  TORCH_CHECK(W.dim() == 4 && W.size(3) == 2 && W.is_contiguous() && W.scalar_type() == at::kFloat && W.device().is_cpu(),
-              "fft_lane_operator: W (H, R, n/2 + 1, 2) contiguous float32 on the CPU");
+  TORCH_CHECK(W.dim() == 4 && W.size(3) == 2 && W.stride(3) == 1 && W.stride(2) == 2 && W.scalar_type() == at::kFloat &&
+                  W.device().is_cpu(),
+              "fft_lane_operator: W (H, R, n/2 + 1, 2) float32 on the CPU, each row of n/2 + 1 pairs contiguous");
   const int64_t H = W.size(0), R = W.size(1), M = W.size(2) - 1, G = (H + S - 1) / S, row = (M + 1) * 2;
   TORCH_CHECK(M >= 2 && (M & (M - 1)) == 0, "fft_lane_operator: n a power of two >= 4");
   // per k: c1 = A a_k, c2 = B conj(b_{M-k}), c3 = A b_k, c4 = B conj(a_{M-k}), and the 1/n
@@ -309,7 +315,7 @@ at::Tensor fft_lane_operator(const at::Tensor& W, bool adjoint) {
     Buffer lanes = buffer(row * S);  // (M + 1, 2, S): one read-out's spectra of the group's lanes
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t g = task / R, r = task % R, h0 = g * S, n_lanes = std::min(S, H - h0);
-      rows_in(wp + (h0 * R + r) * row, R * row, n_lanes, row, lanes.get());
+      rows_in(wp + h0 * W.stride(0) + r * W.stride(1), W.stride(0), n_lanes, row, lanes.get());
       for (int64_t l = n_lanes; l < S; ++l)  // spare lanes: the last channel's
         for (int64_t j = 0; j < row; ++j) lanes[j * S + l] = lanes[j * S + n_lanes - 1];
       float* o = out + task * M * 4 * S;
@@ -373,7 +379,7 @@ void fft_mix_gate_into(const at::Tensor& x_id, const at::Tensor& u, const at::Te
         for (int64_t f = 0; f < L; ++f) st(path.get(), f, bias);
         for (int64_t c = 0; c < s.k; ++c) {
           const int64_t r = i * s.k + c;
-          spectral_product(pq + (g * s.R + r) * M * 4 * S, fr.get(), fi.get(), zr.get(), zi.get(), t, false);
+          spectral_product(pq + (g * s.R + r) * M * 4 * S, fr.get(), fi.get(), zr.get(), zi.get(), t);
           fft(zr.get(), zi.get(), t, true);  // frames below 2 (M/2) >= L
           const V wc = V::loadu(lw.data() + r * S);
           float* kept = py ? py + ((task * s.R + r) * L) * S : nullptr;  // (g, p, r) of (G, P, R, L, S)
@@ -419,6 +425,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fft_mix_g
     Buffer sums = buffer(R * spec * S);  // S_r for the group's lanes: (R, M + 1, 2, S)
     std::vector<float> lw(R * S), lb(s.dirs * S), lane(S);
     std::vector<double> sw(R * S), sb(s.dirs * S);
+    std::vector<V> wsum(s.k);  // a direction's grad w sums over a row, per read-out
     for (int64_t g = t0; g < t1; ++g) {
       const int64_t h0 = g * S, lanes = std::min(S, H - h0);
       lane_weights(w.data_ptr<float>(), b.data_ptr<float>(), s, h0, lw.data(), lb.data());
@@ -431,11 +438,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fft_mix_g
         // rfft(u) (for S), each kept y_r's GELU and GELU', the paths
         forward_transform(x.get(), L, fr.get(), fi.get(), t);
         for (int64_t k = 0; k <= M; ++k) {
-          const int64_t ks = k & (M - 1), km = (M - k) & (M - 1);
-          const V ar = ld(fr.get(), ks), ai = ld(fi.get(), ks), br = ld(fr.get(), km), bi = V(0.f) - ld(fi.get(), km);
-          const V car(t.ar[k]), cai(t.ai[k]), cbr(t.br[k]), cbi(t.bi[k]);  // a_k Z[k] + b_k conj Z[M-k]
-          st(ur.get(), k, car * ar - cai * ai + cbr * br - cbi * bi);
-          st(ui.get(), k, car * ai + cai * ar + cbr * bi + cbi * br);
+          V xr, xi;
+          real_spectrum(fr.get(), fi.get(), k, t, xr, xi);
+          st(ur.get(), k, xr), st(ui.get(), k, xi);
         }
         for (int64_t i = 0; i < s.dirs; ++i) {
           float* pth = path.get() + i * L * S;
@@ -464,7 +469,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fft_mix_g
         rows_out(tmp.get(), lanes, L, gx.data_ptr<float>() + h0 * L * P + p * L, L * P);
         for (int64_t i = 0; i < s.dirs; ++i) {
           V bsum(0.f);
-          std::vector<V> wsum(s.k, V(0.f));
+          std::fill(wsum.begin(), wsum.end(), V(0.f));
           for (int64_t f = 0; f < L; ++f) {
             V gp = ld(gob.get(), f) * ld(xid.get(), f);
             for (int64_t j = 0; j < s.dirs; ++j)

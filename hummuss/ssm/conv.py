@@ -206,7 +206,7 @@ class ConvOperator:
         `fft_mix_gate_into` applies it (`cpu_kernels.ops().fft_lane_operator`, hummuss/csrc/
         fft_mix_gate.cpp), made once per operator."""
         if self.lanes is None:
-            W = torch.view_as_real(self.weight[:, 0, :, :, 0].detach()).contiguous()  # (H, R, n/2+1, 2)
+            W = torch.view_as_real(self.weight[:, 0, :, :, 0].detach())  # (H, R, n/2+1, 2), a view
             self.lanes = cpu_kernels.ops().fft_lane_operator(W, False)
         return self.lanes
 
