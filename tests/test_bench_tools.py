@@ -30,6 +30,7 @@ def bench_json():
         _bench("compute", "packed", 0.004, model="packed", mode="matmul, streaming step's projections",
                latency_ms=4.0),
         _bench("compute", "copy", 0.003, model="copy_", mode="bandwidth", latency_ms=3.0),
+        _bench("compute", "both", 0.007, model="states and weights", mode="working set", latency_ms=7.0),
         _bench("stream", "mb243", 1.5, model="motionbert-lite", mode="stream", frames=243, latency_ms=1500.0),
         _bench("stream", "mb27", 0.2, model="motionbert-lite", mode="stream", frames=27, latency_ms=200.0),
         _bench("offline F=243", "h", 1.0, model="hummuss-paper-bidirectional", mode="offline", frames=243,
@@ -56,7 +57,7 @@ def bench_json():
 
 def test_table_has_one_row_per_benchmark_with_the_standard_columns(bench_json):
     df = benchmarks_table(bench_json)
-    assert len(df) == 17
+    assert len(df) == 18
     assert list(df.columns[:6]) == ["group", "name", "model", "mode", "frames", "batch"]
     row = df[df["name"] == "mm"].iloc[0]
     assert row["latency_ms"] == pytest.approx(10.0) and pd.isna(row["model"])
@@ -65,10 +66,14 @@ def test_table_has_one_row_per_benchmark_with_the_standard_columns(bench_json):
 
 def test_targets_are_the_ratios_of_one_run(bench_json):
     goals = targets(benchmarks_table(bench_json)).set_index("target")
-    assert len(goals) == 21
+    assert len(goals) == 23
     floor = goals.loc["HumMUSS stream step floor, ms: its projections alone + rewriting its state"]
     assert floor["value"] == pytest.approx(7.0) and floor["met"] is None  # 4 ms + 3 ms
     assert goals.loc["fraction of the measured matmul rate at that floor", "value"] == pytest.approx(0.5)
+    memory = goals.loc["HumMUSS stream step memory floor, ms: its weights read and its state rewritten, block by block"]
+    assert memory["value"] == pytest.approx(7.0) and memory["met"] is None
+    # 3.5e8 MACs in 7 ms at 100 GMAC/s: 0.5
+    assert goals.loc["fraction of the measured matmul rate at that memory floor", "value"] == pytest.approx(0.5)
     stream = goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (eager)"]
     assert stream["value"] == pytest.approx(150.0) and stream["met"]
     assert goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (compiled)",
@@ -97,7 +102,7 @@ def test_targets_are_the_ratios_of_one_run(bench_json):
 def test_missing_benchmarks_give_no_verdict(bench_json):
     bench_json["benchmarks"] = bench_json["benchmarks"][:1]
     goals = targets(benchmarks_table(bench_json))
-    assert goals["value"].isna().sum() == 20 and goals["met"].isna().sum() == 20  # only the eager fraction
+    assert goals["value"].isna().sum() == 22 and goals["met"].isna().sum() == 22  # only the eager fraction
 
 
 def test_markdown_lists_rows_and_targets(bench_json):
@@ -106,7 +111,7 @@ def test_markdown_lists_rows_and_targets(bench_json):
     assert "| stream | hummuss-paper-causal | stream | 100 |" in text
     assert "| >= 100 | 150 |  | yes |" in text
     assert "F = 2187 | >= 2 | 3 |  | yes |" in text and "| <= 1.10 |  |  |  |" in text  # compiled: no 10,000
-    assert text.count("\n") == 2 + 17 + 1 + 2 + 21
+    assert text.count("\n") == 2 + 18 + 1 + 2 + 23
 
 
 def test_machine_text_names_cpu_caches_torch_commit_and_time():
