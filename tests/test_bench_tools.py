@@ -30,7 +30,7 @@ def bench_json():
         _bench("compute", "packed", 0.004, model="packed", mode="matmul, streaming step's projections",
                latency_ms=4.0),
         _bench("compute", "copy", 0.003, model="copy_", mode="bandwidth", latency_ms=3.0),
-        _bench("compute", "both", 0.007, model="states and weights", mode="working set", latency_ms=7.0),
+        _bench("compute", "both", 0.00875, model="states and weights", mode="working set", latency_ms=8.75),
         _bench("stream", "mb243", 1.5, model="motionbert-lite", mode="stream", frames=243, latency_ms=1500.0),
         _bench("stream", "mb27", 0.2, model="motionbert-lite", mode="stream", frames=27, latency_ms=200.0),
         _bench("offline F=243", "h", 1.0, model="hummuss-paper-bidirectional", mode="offline", frames=243,
@@ -71,9 +71,9 @@ def test_targets_are_the_ratios_of_one_run(bench_json):
     assert floor["value"] == pytest.approx(7.0) and floor["met"] is None  # 4 ms + 3 ms
     assert goals.loc["fraction of the measured matmul rate at that floor", "value"] == pytest.approx(0.5)
     memory = goals.loc["HumMUSS stream step memory floor, ms: its weights read and its state rewritten, block by block"]
-    assert memory["value"] == pytest.approx(7.0) and memory["met"] is None
-    # 3.5e8 MACs in 7 ms at 100 GMAC/s: 0.5
-    assert goals.loc["fraction of the measured matmul rate at that memory floor", "value"] == pytest.approx(0.5)
+    assert memory["value"] == pytest.approx(8.75) and memory["met"] is None
+    # 3.5e8 MACs in 8.75 ms at 100 GMAC/s: 0.4
+    assert goals.loc["fraction of the measured matmul rate at that memory floor", "value"] == pytest.approx(0.4)
     stream = goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (eager)"]
     assert stream["value"] == pytest.approx(150.0) and stream["met"]
     assert goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (compiled)",

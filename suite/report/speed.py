@@ -166,18 +166,19 @@ def targets(df: pd.DataFrame) -> pd.DataFrame:
     overhead = _pick(df, mode="overhead")
     add("HumMUSS stream step fixed cost, ms: the same network at dim 16 (compiled)", "(bound)",
         None if overhead is None else float(overhead["latency_ms"]), None)
-    fraction = None if bound is None or h100 is None else \
-        float(h100["macs_per_frame"] / (bound * 1e-3) / 1e9 / h100["matmul_gmacs"])
-    add("fraction of the measured matmul rate at that floor", "(bound)", fraction, None)
+
+    def fraction_at(ms):  # the compiled step's MACs in `ms` milliseconds, over the matmul rate
+        return None if ms is None or h100 is None else \
+            float(h100["macs_per_frame"] / (ms * 1e-3) / 1e9 / h100["matmul_gmacs"])
+
+    add("fraction of the measured matmul rate at that floor", "(bound)", fraction_at(bound), None)
     # the same step's memory traffic in one pass, as the step interleaves it: its weights read
     # and its states rewritten block by block, where together they may outgrow the cache
     moved = _pick(df, mode="working set")
     memory = None if moved is None else float(moved["latency_ms"])
     add("HumMUSS stream step memory floor, ms: its weights read and its state rewritten, block by block",
         "(bound)", memory, None)
-    add("fraction of the measured matmul rate at that memory floor", "(bound)",
-        None if memory is None or h100 is None else
-        float(h100["macs_per_frame"] / (memory * 1e-3) / 1e9 / h100["matmul_gmacs"]), None)
+    add("fraction of the measured matmul rate at that memory floor", "(bound)", fraction_at(memory), None)
     # what the hardware allows offline and in training: the matmuls, GELUs and FFTs a pass or
     # step ran (counted in its benchmark) at the rates measured for them (`suite.operations`)
     rates = _pick(df, mode="operation rates")

@@ -93,6 +93,11 @@ def test_macs_per_frame(benchmark, models, matmul_rate):
     assert 200 < ratio < 300  # "about 240"
 
 
+def _planar_state(block, joints: int) -> torch.Tensor:
+    """A temporal block's streaming state at batch 1 as the CPU step holds it: planar (2, H, J, M)."""
+    return torch.randn(2, block.width, joints, block.ssm_f.modes)
+
+
 def test_memory_bandwidth(benchmark, models):
     """Rewriting paper-causal's whole streaming state (10 blocks x (2, 768, 17, 64) floats,
     66.8 MB) in place (`mul_(1.0)`): each line read and written back, the floor of a step
@@ -100,9 +105,8 @@ def test_memory_bandwidth(benchmark, models):
     (`hummuss.ssm.state_kernel`). A copy into other memory costs more: its destination's
     lines are read before they are written (4.3 against 2.6 ms, measured apart)."""
     model = models("hummuss", "paper-causal")
-    shapes = [(2, block.width, model.config.num_joints, block.ssm_f.modes) for layer in model.layers
-              for block in (layer.temporal_st, layer.temporal_ts)]
-    src = [torch.randn(shape) for shape in shapes]
+    src = [_planar_state(block, model.config.num_joints) for layer in model.layers
+           for block in (layer.temporal_st, layer.temporal_ts)]
 
     def run():
         for s in src:
@@ -134,8 +138,7 @@ def test_stream_working_set(benchmark, models):
         for block in (layer.spatial_st, layer.temporal_st, layer.temporal_ts, layer.spatial_ts):
             consts = block.stream_constants(J, J)
             weights = [consts[key].weight for key in ("proj", "out")]
-            state = torch.randn(2, block.width, J, block.ssm_f.modes) if block in (layer.temporal_st, layer.temporal_ts) else None
-            frame.append((weights, state))
+            frame.append((weights, _planar_state(block, J) if block.temporal else None))
 
     def run():
         for weights, state in frame:
