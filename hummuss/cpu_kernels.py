@@ -1,6 +1,6 @@
 """The suite's hand-written CPU kernels (`hummuss/csrc/*.cpp`), compiled on first use.
 
-Eight sources: `mix_gate` (mix_gate.cpp), a GDSSM block's read-out mix and gate aggregation,
+Nine sources: `mix_gate` (mix_gate.cpp), a GDSSM block's read-out mix and gate aggregation,
 forward and backward, in one pass over the convolutions' outputs (`hummuss.fusion.MixGate`
 is the same function in PyTorch operations, and stays the reference and the path on GPUs),
 and beside it `joint_conv_mix_gate`, a streaming spatial block's convolution over the joints
@@ -8,6 +8,9 @@ from its taps, mix and gate in one pass (`hummuss.ssm.apply_taps` and `MixGate` 
 `state_step_` (state_step.cpp), the streaming step's state update in place, and
 `state_step_mix_`, the same followed by the read-out's GELU and mix
 (`hummuss.ssm.state_kernel`; `hummuss.ssm.recurrence.advance_state_planar` is the reference);
+`state_stagger_mix_` (state_stagger.cpp), the staggered streaming update, a quarter of the
+channels advanced by four frames a frame, with the same mix, and `state_stagger_sync_`, its
+states brought to the last frame (`hummuss.ssm.stagger`; the per-frame recurrence the reference);
 and `spectral_backward` (spectral.cpp), the FFT convolution's backward products in one pass
 (`hummuss.ssm.fft_conv.FFTConv`, whose PyTorch operations stay beside it as the reference);
 and `few_rows_linear` (few_rows_linear.cpp), a linear layer for the streaming step's few rows
@@ -23,8 +26,8 @@ joints in training (`hummuss.ssm.conv.ToeplitzProduct`; torch.bmm the reference)
 `fft_mix_gate_into`, `fft_mix_gate_backward` and `fft_lane_operator` (fft_mix_gate.cpp), a
 temporal block's FFT convolution, mix and gate in one pass each way, its transforms written out
 and vectorised across channels (`hummuss.conv_mix_gate.FFTMixGate`, `fft_mix_gate_into`;
-`FFTConv` then `MixGate` the reference). mix_gate.cpp, bias_gelu.cpp, state_step.cpp and
-fft_mix_gate.cpp share one GELU (gelu.h).
+`FFTConv` then `MixGate` the reference). mix_gate.cpp, bias_gelu.cpp, state_step.cpp,
+state_stagger.cpp and fft_mix_gate.cpp share one GELU (gelu.h).
 
 `ops()` compiles the sources with `torch.utils.cpp_extension` for this CPU's vector
 instructions (ATen's `Vectorized` at the width that `torch.backends.cpu.get_cpu_capability()`
@@ -55,7 +58,7 @@ import torch
 SOURCES = [Path(__file__).with_name("csrc") / name for name in ("mix_gate.cpp", "state_step.cpp", "spectral.cpp",
                                                                    "few_rows_linear.cpp", "bias_gelu.cpp",
                                                                    "vandermonde.cpp", "toeplitz_product.cpp",
-                                                                   "fft_mix_gate.cpp")]
+                                                                   "fft_mix_gate.cpp", "state_stagger.cpp")]
 HEADERS = [Path(__file__).with_name("csrc") / "gelu.h"]  # included by sources: their text is in the build flags
 ENV = "HUMMUSS_CPU_KERNELS"  # "0": never build or use them
 STALE_LOCK_S = 600  # a build lock older than this was left by a process that died while building
@@ -188,4 +191,8 @@ def _register_fakes() -> None:
 
     @torch.library.register_fake("hummuss_cpu::state_step_mix_")
     def _(s, a, b, u, Rr, Ri, D, mw, mb):
+        return s.new_empty(s.shape[2], s.shape[1])  # (N, H)
+
+    @torch.library.register_fake("hummuss_cpu::state_stagger_mix_")
+    def _(s, ring, free, clock, coef, u, K, D, mw, mb):
         return s.new_empty(s.shape[2], s.shape[1])  # (N, H)

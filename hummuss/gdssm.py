@@ -79,6 +79,7 @@ from hummuss.ssm import (
     conv_taps,
     operator_bytes,
     planar_state,
+    stagger,
     state_kernel,
 )
 
@@ -354,8 +355,9 @@ class GDSSM(nn.Module):
         taps in one call (eager and compiled), and without it `op`, the convolution operator
         over `joints` (an eager step multiplies by it, a compiled one convolves from the taps
         in Inductor's loops). The taps are 111 KB a block for paper-causal, the operator 1.8 MB;
-        temporal (forward-only) blocks: the read-out weights, and `kernel`, whether a planar
-        state advances in place in the CPU kernel (`hummuss.ssm.state_kernel`).
+        temporal (forward-only) blocks: the read-out weights, `kernel`, whether a planar
+        state advances in place in the CPU kernel (`hummuss.ssm.state_kernel`), and
+        `stagger`, whether it can take the staggered update (`hummuss.ssm.stagger`).
         """
         with torch.no_grad():
             w, b = self._input_weights()
@@ -371,7 +373,9 @@ class GDSSM(nn.Module):
                 return dict(op=op, taps=conv_taps(*self._kernels(joints, 1.0)), joint_kernel=joint_kernel, **packed)
             self._check_streamable()
             kernel = self.ssm_f.discretization == "zoh" and state_kernel.usable(w.device, w.dtype)
-            return dict(R=self.ssm_f.readout_weight(), planes=self.ssm_f.readout_planes(), kernel=kernel, **packed)
+            planes = self.ssm_f.readout_planes()
+            return dict(R=self.ssm_f.readout_weight(), planes=planes, kernel=kernel,
+                        stagger=kernel and stagger.supported(planes[0].shape[1]), **packed)
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor, dt: float | torch.Tensor = 1.0,
              discretised=None, consts: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -386,7 +390,9 @@ class GDSSM(nn.Module):
         channel-major, with `discretised` in the same form (`planar_state`), is updated in
         place by the CPU kernel where `consts["kernel"]` (`state_kernel`, the read-out's GELU and
         mix in the same call), else replaced by a
-        new one (`advance_state_planar`, one pass over the state under torch.compile).
+        new one (`advance_state_planar`, one pass over the state under torch.compile); a
+        `stagger.StaggeredState`, with `discretised` = `stagger.coefficients`, takes the
+        staggered update in place (a T-th of its channels advanced, every channel read out).
         """
         z = self.norm(x_t)
         if consts is None:
@@ -396,13 +402,19 @@ class GDSSM(nn.Module):
             y, state = self.ssm_f.step(u, state, dt, discretised)
             return x_t + self.proj_out(self.aggregate(self.mix_f(y), x_id)), state
         ssm = self.ssm_f
+        staggered = isinstance(state, stagger.StaggeredState)
         if discretised is None:
             discretised = ssm.discretise_step(dt, x_t.device)
-            if not state.is_complex():
+            if staggered or not state.is_complex():
                 discretised = tuple(planar_state(t) for t in discretised)
+            if staggered:
+                discretised = stagger.coefficients(*discretised[:2], *consts["planes"], state.ring.shape[0])
         x_id, u = consts["proj"](z, gelu=True).chunk(2, dim=-1)  # (B, H) each: one matmul
-        dA, dB, *prev = discretised  # foh: prev = [dB_prev]
         w, b = consts["mix"]  # (H, 1, k), (H, 1), the channels fastest
+        if staggered:  # a T-th of the channels advanced in the CPU kernel, every one read out and mixed
+            x_f = stagger.advance_mix(state, *discretised, u, ssm.D, w[:, 0].t(), b[:, 0])
+            return consts["out"](self.aggregate(x_f, x_id)) + x_t, state
+        dA, dB, *prev = discretised  # foh: prev = [dB_prev]
         if not state.is_complex() and consts["kernel"]:  # planar, in place in the CPU kernel, with the mix
             x_f = state_kernel.advance_state_mix_kernel(state, dA, dB, u, *consts["planes"], ssm.D,
                                                         w[:, 0].t(), b[:, 0])  # (B, H); (k, H), (H,) contiguous

@@ -117,9 +117,10 @@ def test_an_eager_stream_advances_planar_states_in_place_like_the_complex_path(m
     dts = [1.0, 2.0, torch.tensor([1.0, 3.0])] * 4
     kernel, reference = model.stream(batch_size=2, compile=False), _stream_without_kernel(model, monkeypatch, batch_size=2, compile=False)
     assert kernel.planar and not reference.planar and reference.states[0][0].is_complex()
-    ptrs = [s.data_ptr() for pair in kernel.states for s in pair]
+    ptrs = [s.s.data_ptr() for pair in kernel.states for s in pair]  # staggered until the step changes
     got = torch.stack([kernel.step(x[:, t], dt=dts[t]) for t in range(12)])
     want = torch.stack([reference.step(x[:, t], dt=dts[t]) for t in range(12)])
+    assert not kernel.staggered
     assert [s.data_ptr() for pair in kernel.states for s in pair] == ptrs  # no new state a frame
     assert (got - want).abs().max() < 1e-5
 
@@ -145,8 +146,9 @@ def test_the_compiled_step_calls_the_kernel_in_place(model, monkeypatch):
     compiled, reference = model.stream(compile=True), _stream_without_kernel(model, monkeypatch, compile=False)
     got = [compiled.step(x[:, t]) for t in range(2)]
     assert compiled.compile, "torch.compile fell back to eager execution"
-    ptrs = [s.data_ptr() for pair in compiled.states for s in pair]
+    assert compiled.staggered  # its state, last inputs, free responses and clock, all in place
+    ptrs = [t.data_ptr() for t in compiled.state_tensors()]
     got += [compiled.step(x[:, t]) for t in range(2, 6)]
-    assert [s.data_ptr() for pair in compiled.states for s in pair] == ptrs
+    assert [t.data_ptr() for t in compiled.state_tensors()] == ptrs
     want = [reference.step(x[:, t]) for t in range(6)]
     assert max((a - b).abs().max().item() for a, b in zip(got, want)) < 1e-5

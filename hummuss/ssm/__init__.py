@@ -11,6 +11,8 @@
                    planar real states for torch.compile)
     state_kernel.py  the planar streaming update in place, in the compiled CPU kernel
                    (hummuss/csrc/state_step.cpp)
+    stagger.py     the staggered streaming update: a T-th of the channels advanced by T
+                   frames each frame (hummuss/csrc/state_stagger.cpp)
     cache.py       `ParamCache` (values derived from parameters, kept without autograd until
                    a parameter changes) and `cexp` (complex exp through real ops)
 
@@ -18,7 +20,7 @@ The names below are the package's public surface; module constants (TOEPLITZ_MAX
 CACHE_MAX_BYTES, ...) are read from their own files, so patch them there.
 """
 
-from hummuss.ssm import state_kernel
+from hummuss.ssm import stagger, state_kernel
 from hummuss.ssm.cache import ParamCache, cexp
 from hummuss.ssm.conv import (
     ConvOperator,
@@ -46,5 +48,5 @@ from hummuss.ssm.recurrence import advance_state_, advance_state_planar, complex
 __all__ = [
     "DISCRETIZATIONS", "DSSM", "INIT_SCHEMES", "ConvOperator", "ParamCache", "advance_state_", "advance_state_planar",
     "apply_conv", "apply_taps", "cexp", "complex_state", "conv_method", "conv_operator", "conv_taps", "fft_size", "foh", "init_eigenvalues",
-    "legs_frequencies", "operator_bytes", "phi12", "planar_state", "state_kernel", "toeplitz", "zoh",
+    "legs_frequencies", "operator_bytes", "phi12", "planar_state", "stagger", "state_kernel", "toeplitz", "zoh",
 ]

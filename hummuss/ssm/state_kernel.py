@@ -7,6 +7,9 @@ by that memory traffic; measured on a 2-core AVX-512 CPU for paper-causal's 20 t
 blocks of (2, 768, 17, 64): about 12.4 ms a frame compiled in PyTorch, 5.5 ms for a bare
 in-place pass over the same states, 9.4 ms for a copy into new ones.
 
+Streams on the CPU take the staggered update (`hummuss.ssm.stagger`) while their step size stays
+the first frame's, and this one after it changes.
+
 `usable` says where the kernel applies: float32 on the CPU with the kernels built
 (`hummuss.cpu_kernels`); elsewhere (CUDA, float64, first-order hold, HUMMUSS_CPU_KERNELS=0)
 the caller keeps `advance_state_planar`. The op is `torch.ops.hummuss_cpu.state_step_`, with a

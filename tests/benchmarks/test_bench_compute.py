@@ -2,6 +2,7 @@
 models, so each figure of the other benchmarks reads as a fraction of what the hardware allows.
 """
 
+import itertools
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from hummuss import mkl_vendor
+from hummuss.ssm import planar_state, stagger
 from hummuss.ssm.conv import fft_size
 from suite.bench import quick
 from suite.operations import operation_rates
@@ -98,65 +100,82 @@ def _planar_state(block, joints: int) -> torch.Tensor:
     return torch.randn(2, block.width, joints, block.ssm_f.modes)
 
 
+def _state_traffic(block, joints: int):
+    """A temporal block's share of one streaming frame's state traffic, as the staggered update
+    (`hummuss.ssm.stagger`) moves it: the next group of its channels (a T-th) has its state
+    rewritten in place (`mul_`) and its coefficients read (a sum), the groups in turn frame
+    by frame as the step advances them. Returns (the frame, bytes moved a frame)."""
+    s = _planar_state(block, joints)
+    dA, dB = (planar_state(t) for t in block.ssm_f.discretise_step(1.0)[:2])
+    coef, _ = stagger.coefficients(dA, dB, *block.ssm_f.readout_planes())
+    H, T = s.shape[1], stagger.FRAMES
+    groups = itertools.cycle([(g * H // T, (g + 1) * H // T) for g in range(T)])
+
+    def frame():
+        lo, hi = next(groups)
+        s[:, lo:hi].mul_(1.0)
+        coef[lo:hi].sum()
+
+    return frame, (2 * s.numel() + coef.numel()) * 4 // T
+
+
 def test_memory_bandwidth(benchmark, models):
-    """Rewriting paper-causal's whole streaming state (10 blocks x (2, 768, 17, 64) floats,
-    66.8 MB) in place (`mul_(1.0)`): each line read and written back, the floor of a step
-    that must read and rewrite its whole state every frame, as the state kernel does
-    (`hummuss.ssm.state_kernel`). A copy into other memory costs more: its destination's
-    lines are read before they are written (4.3 against 2.6 ms, measured apart)."""
+    """One streaming frame's state traffic of paper-causal alone: each of its 10 temporal
+    blocks (2, 768, 17, 64) rewrites a quarter of its state in place and reads a quarter of its
+    staggered update's coefficients (`_state_traffic`): 16.7 MB rewritten and 12.8 MB read a
+    frame, of 66.8 MB of state and 51 MB of coefficients. No step that moves them is faster.
+    (The per-frame update, `hummuss.ssm.state_kernel`, rewrites the whole state every frame.)"""
     model = models("hummuss", "paper-causal")
-    src = [_planar_state(block, model.config.num_joints) for layer in model.layers
-           for block in (layer.temporal_st, layer.temporal_ts)]
+    blocks = [block for layer in model.layers for block in (layer.temporal_st, layer.temporal_ts)]
+    traffic = [_state_traffic(block, model.config.num_joints) for block in blocks]
 
     def run():
-        for s in src:
-            s.mul_(1.0)
+        for frame, _ in traffic:
+            frame()
 
     benchmark.group = "compute: memory bandwidth"
-    benchmark.pedantic(run, rounds=5 if QUICK_MODE else 50, iterations=1, warmup_rounds=2)
-    state = sum(t.numel() * 4 for t in src)
-    gbs = 2 * state / benchmark.stats.stats.median / 1e9  # bytes read + written
-    benchmark.extra_info.update(model="mul_ in place", mode="bandwidth", bytes=2 * state, state_mb=state / 1e6,
-                                gb_per_s=gbs, latency_ms=1e3 * benchmark.stats.stats.median)
-    assert len(src) == 10 and state == 10 * 2 * 768 * 17 * 64 * 4
+    benchmark.pedantic(run, rounds=20 if QUICK_MODE else 200, iterations=1, warmup_rounds=stagger.FRAMES)
+    moved = sum(n for _, n in traffic)
+    benchmark.extra_info.update(model="staggered state traffic", mode="bandwidth", bytes=moved,
+                                gb_per_s=moved / benchmark.stats.stats.median / 1e9,
+                                latency_ms=1e3 * benchmark.stats.stats.median)
+    assert len(traffic) == 10 and moved == 10 * (2 * 2 * 768 * 17 * 64 + 768 * 13 * 2 * 64) * 4 // 4
 
 
 def test_stream_working_set(benchmark, models):
     """One frame's memory traffic as paper-causal's streaming step moves it, without its
     arithmetic: block by block in the step's order, each block's packed projection weights
-    read once (a sum over them) and each temporal block's state rewritten in place (`mul_`).
-    The step's state (66.8 MB) and weights (45 MB) together outgrow a 2-core VM's share of
-    its cache, where each alone may fit (`test_memory_bandwidth` and
-    `test_streaming_linear_rate` measure them apart): on a 2-core Xeon with a 480 MB L3 a
-    script of the same sizes took 1.54 ms for the states alone, 0.95 ms for 45 MB of weights
-    alone and 5.92 ms for both in turn. No step that reads every weight and rewrites every
-    state once a frame is faster."""
+    read once (a sum over them) and each temporal block's share of the state traffic
+    (`_state_traffic`). The step's weights (45 MB), states (66.8 MB) and coefficients (51 MB)
+    together outgrow a 2-core VM's share of its cache, where each alone may fit
+    (`test_memory_bandwidth` and `test_streaming_linear_rate` measure them apart). No step
+    that reads every weight once a frame and moves that share of its state is faster."""
     model = models("hummuss", "paper-causal")
     J = model.config.num_joints
-    frame = []  # (weights to read, state to rewrite or None), in the step's order
+    frame = []  # (weights to read, the block's state traffic or None), in the step's order
     for layer in model.layers:
         for block in (layer.spatial_st, layer.temporal_st, layer.temporal_ts, layer.spatial_ts):
             consts = block.stream_constants(J, J)
             weights = [consts[key].weight for key in ("proj", "out")]
-            frame.append((weights, _planar_state(block, J) if block.temporal else None))
+            frame.append((weights, _state_traffic(block, J) if block.temporal else None))
 
     def run():
-        for weights, state in frame:
+        for weights, traffic in frame:
             for w in weights:
                 w.sum()
-            if state is not None:
-                state.mul_(1.0)
+            if traffic is not None:
+                traffic[0]()
 
     benchmark.group = "compute: memory bandwidth"
-    benchmark.pedantic(run, rounds=5 if QUICK_MODE else 50, iterations=1, warmup_rounds=2)
-    state_bytes = sum(s.numel() * 4 for _, s in frame if s is not None)
+    benchmark.pedantic(run, rounds=20 if QUICK_MODE else 200, iterations=1, warmup_rounds=stagger.FRAMES)
+    state_bytes = sum(t[1] for _, t in frame if t is not None)
     weight_bytes = sum(w.numel() * w.element_size() for ws, _ in frame for w in ws)
-    moved = 2 * state_bytes + weight_bytes  # the states read and written, the weights read
+    moved = state_bytes + weight_bytes
     benchmark.extra_info.update(model="states and weights", mode="working set", bytes=moved,
                                 state_mb=state_bytes / 1e6, weights_mb=weight_bytes / 1e6,
                                 gb_per_s=moved / benchmark.stats.stats.median / 1e9,
                                 latency_ms=1e3 * benchmark.stats.stats.median)
-    assert state_bytes == 10 * 2 * 768 * 17 * 64 * 4 and weight_bytes > 40e6
+    assert len([t for _, t in frame if t is not None]) == 10 and weight_bytes > 40e6
 
 
 def test_stream_step_overhead(benchmark, models):

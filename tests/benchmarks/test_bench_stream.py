@@ -90,7 +90,7 @@ def test_hummuss_stream_step(benchmark, models, matmul_rate, steppers, context, 
     assert y.shape == (1, 17, 3) and torch.isfinite(y).all()
     if compiled:
         assert stepper.stream.compile, "the default stream() did not switch to the compiled step"
-    state_mb = sum(s.numel() * s.element_size() for pair in stepper.stream.states for s in pair) / 2**20
+    state_mb = sum(s.numel() * s.element_size() for s in stepper.stream.state_tensors()) / 2**20
     extra = {}
     if context > CONTEXTS[0]:  # flatness, measured alternately against a stream at the shortest context
         short_ms, long_ms = _paired(steppers(compiled, CONTEXTS[0]), stepper, PAIRED_ROUNDS)
