@@ -377,8 +377,8 @@ class GDSSM(nn.Module):
             return dict(R=self.ssm_f.readout_weight(), planes=planes, kernel=kernel,
                         stagger=kernel and stagger.supported(planes[0].shape[1]), **packed)
 
-    def step(self, x_t: torch.Tensor, state: torch.Tensor, dt: float | torch.Tensor = 1.0,
-             discretised=None, consts: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, x_t: torch.Tensor, state: torch.Tensor | stagger.StaggeredState, dt: float | torch.Tensor = 1.0,
+             discretised=None, consts: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | stagger.StaggeredState]:
         """One frame x_t (B, D) with its state -> (out_t (B, D), new state).
 
         dt: this frame's step in units of the learned step (a float or (B,) tensor);
@@ -391,11 +391,14 @@ class GDSSM(nn.Module):
         place by the CPU kernel where `consts["kernel"]` (`state_kernel`, the read-out's GELU and
         mix in the same call), else replaced by a
         new one (`advance_state_planar`, one pass over the state under torch.compile); a
-        `stagger.StaggeredState`, with `discretised` = `stagger.coefficients`, takes the
-        staggered update in place (a T-th of its channels advanced, every channel read out).
+        `stagger.StaggeredState`, with `consts` and `discretised` = `stagger.coefficients` (both
+        required), takes the staggered update in place (a T-th of its channels advanced, every
+        channel read out).
         """
         z = self.norm(x_t)
         if consts is None:
+            if isinstance(state, stagger.StaggeredState):
+                raise ValueError("a staggered state steps with `consts` (`stream_constants`) and `discretised`")
             self._check_streamable()
             x_id = F.gelu(self.proj_id(z))
             u = F.gelu(self.proj_in(z))
@@ -403,12 +406,13 @@ class GDSSM(nn.Module):
             return x_t + self.proj_out(self.aggregate(self.mix_f(y), x_id)), state
         ssm = self.ssm_f
         staggered = isinstance(state, stagger.StaggeredState)
+        if staggered and discretised is None:
+            raise ValueError("a staggered state steps with its step size's `stagger.coefficients` as `discretised` "
+                             "(they hold for one step size: HumMUSSStream keeps them)")
         if discretised is None:
             discretised = ssm.discretise_step(dt, x_t.device)
-            if staggered or not state.is_complex():
+            if not state.is_complex():
                 discretised = tuple(planar_state(t) for t in discretised)
-            if staggered:
-                discretised = stagger.coefficients(*discretised[:2], *consts["planes"], state.ring.shape[0])
         x_id, u = consts["proj"](z, gelu=True).chunk(2, dim=-1)  # (B, H) each: one matmul
         w, b = consts["mix"]  # (H, 1, k), (H, 1), the channels fastest
         if staggered:  # a T-th of the channels advanced in the CPU kernel, every one read out and mixed

@@ -180,6 +180,8 @@ class HumMUSSStream:
         elif not float(dt) > 0:
             raise ValueError(f"dt must be > 0, got {dt}")
         if self.staggered:  # the staggered update holds for one step size: the first frame's
+            if isinstance(dt, torch.Tensor) and dt.dim() > 0 and (dt == dt[0]).all():
+                dt = float(dt[0])  # per-stream steps that are all one step
             per_stream = isinstance(dt, torch.Tensor) and dt.dim() > 0
             if self._stagger_dt is None and not per_stream:
                 self._stagger_dt = float(dt)

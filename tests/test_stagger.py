@@ -1,7 +1,8 @@
 """The staggered streaming update (hummuss/ssm/stagger.py, hummuss/csrc/state_stagger.cpp):
 frame by frame it gives the per-frame recurrence's outputs, computed here in complex float64;
-`synchronise` gives its state after any number of frames; its refusals; and streams take it
-(eager and compiled) while their step stays the first frame's, and leave it when it changes."""
+`synchronise` gives its state after any number of frames; its refusals; and eager streams take
+it while their step stays the first frame's, and leave it when it changes (the compiled step's
+use of it: tests/test_state_kernel.py)."""
 
 import pytest
 import torch
@@ -50,8 +51,11 @@ def _recurrence(a, b, Rr, Ri, D, mw, mb, us):
 @pytest.mark.parametrize("H, N, M, k, T", [
     (768, 17, 64, 2, 4),   # paper-causal's block (M = 64 known to the kernel at compile time)
     (64, 4, 16, 2, 8),     # the cpu preset's modes (M = 16 likewise)
-    (10, 3, 5, 1, 2),      # M at run time, a tail of modes, H not a multiple of T
+    (10, 3, 5, 1, 4),      # M at run time, a tail of modes, H not a multiple of T
     (33, 5, 20, 2, 4),
+    (6, 3, 20, 2, 2),
+    (12, 2, 16, 1, 8),
+    (9, 4, 64, 1, 2),
 ])
 def test_the_staggered_frames_give_the_recurrences_outputs(H, N, M, k, T):
     a, b, Rr, Ri, D, mw, mb = _block(H, M, k)
@@ -66,7 +70,7 @@ def test_the_staggered_frames_give_the_recurrences_outputs(H, N, M, k, T):
 
 @pytest.mark.parametrize("frames", [0, 1, 3, 4, 5, 9])
 def test_synchronise_gives_the_recurrences_state_after_any_frame(frames):
-    H, N, M, k, T = 12, 3, 8, 2, 4
+    H, N, M, k, T = 13, 3, 8, 2, 4  # groups of 3, 3, 3 and 4 channels
     a, b, Rr, Ri, D, mw, mb = _block(H, M, k, seed=1)
     us = torch.randn(frames, N, H)
     state = stagger.initial_state(torch.zeros(2, H, N, M), k, T)
@@ -114,9 +118,13 @@ def test_the_kernel_refuses_what_it_has_no_update_for():
     state.clock.fill_(4)
     with pytest.raises(RuntimeError, match="clock in"):
         stagger.advance_mix(state, coef, K, u, D, mw, mb)
+    with pytest.raises(RuntimeError, match="clock in"):
+        stagger.synchronise(state, a, b)
     state.clock.zero_()
     with pytest.raises(RuntimeError, match="coef"):
         stagger.advance_mix(state, coef[:, :-1].contiguous(), K, u, D, mw, mb)
+    with pytest.raises(RuntimeError, match=r"s \(2, H, N, M\)"):
+        stagger.synchronise(state._replace(s=state.s[:1]), a, b)
     assert not stagger.supported(3) and stagger.supported(2)
 
 
@@ -154,3 +162,38 @@ def test_a_new_step_synchronises_the_states_and_leaves_the_stagger(model):
     assert max((g - w).abs().max().item() for g, w in zip(got, want)) < 1e-5
     s.reset()
     assert s.staggered
+
+
+def test_a_block_steps_a_staggered_state_only_with_its_coefficients(model):
+    block = model.layers[0].temporal_st
+    consts = block.stream_constants(17)
+    state = stagger.initial_state(torch.zeros(2, block.width, 17, block.ssm_f.modes), consts["planes"][0].shape[1])
+    x = torch.randn(17, model.config.dim)
+    with pytest.raises(ValueError, match="coefficients"):
+        block.step(x, state, consts=consts)
+    with pytest.raises(ValueError, match="consts"):
+        block.step(x, state)
+
+
+def test_per_stream_steps_that_are_one_step_keep_the_stagger(model):
+    s = model.stream(batch_size=2, compile=False)
+    x = torch.randn(2, 3, 17, 3)
+    for t in range(3):
+        s.step(x[:, t], dt=torch.tensor([2.0, 2.0]))
+    assert s.staggered and s._stagger_dt == 2.0
+    s.step(x[:, 0], dt=torch.tensor([2.0, 1.0]))
+    assert not s.staggered
+
+
+def test_the_cpu_preset_streams_staggered_with_vectors_of_modes():
+    """The cpu preset's 16 modes a channel fill the kernel's vectors (the smoke preset's 4 do
+    not): its stream equals the whole sequence."""
+    torch.manual_seed(1)
+    cpu = HumMUSS(HumMUSSConfig.preset("cpu", causal=True)).eval()
+    x = torch.randn(1, 10, 17, 3)
+    s = cpu.stream(compile=False)
+    assert s.staggered and s.states[0][0].s.shape[-1] == 16
+    online = torch.stack([s.step(x[:, t]) for t in range(10)], 1)
+    with torch.no_grad():
+        offline = cpu(x)
+    assert (online - offline).abs().max() < 1e-4 * offline.abs().max()

@@ -1,8 +1,9 @@
 // The streaming step's staggered state update: each frame advances one T-th of a temporal
 // block's channels by T frames at once, and reads every channel out from the responses its
 // last advance left plus a short convolution of the inputs since. The CPU kernel behind
-// hummuss.ssm.stagger (whose PyTorch function `advance_staggered_reference` is the same step
-// and stays the reference); state_step.cpp is the one-frame update it replaces.
+// hummuss.ssm.stagger; its reference is the per-frame recurrence it rearranges
+// (hummuss.ssm.recurrence.advance_state_planar, and state_step.cpp on the CPU), which
+// tests/test_stagger.py computes in complex float64. s, ring, free and u must not overlap.
 //
 // Channel group g = [g H / T, (g + 1) H / T) is advanced at the frames t with t mod T = g:
 //
@@ -204,6 +205,7 @@ at::Tensor state_stagger_mix_(at::Tensor s, at::Tensor ring, at::Tensor free, at
                               const at::Tensor& u, const at::Tensor& K, const at::Tensor& D, const at::Tensor& mw,
                               const at::Tensor& mb) {
   TORCH_CHECK(s.dim() == 4 && s.size(0) == 2, "state_stagger_mix_: s (2, H, N, M)");
+  TORCH_CHECK(ring.dim() == 3 && D.dim() == 2, "state_stagger_mix_: ring (T, N, H), D (k, H)");
   const int64_t H = s.size(1), N = s.size(2), M = s.size(3), T = ring.size(0), k = D.size(0);
   for (const auto& [t, name] : {std::pair<const at::Tensor&, const char*>{s, "s"}, {ring, "ring"}, {free, "free"},
                                 {coef, "coef"}, {u, "u"}, {K, "K"}, {D, "D"}, {mw, "mw"}, {mb, "mb"}})
@@ -244,11 +246,16 @@ void state_stagger_sync_(at::Tensor s, const at::Tensor& ring, const at::Tensor&
     check_float(t, name);
     TORCH_CHECK(t.is_contiguous(), "state_stagger_sync_: ", name, " contiguous");
   }
-  const int64_t H = s.size(1), N = s.size(2), M = s.size(3), T = ring.size(0);
+  TORCH_CHECK(s.dim() == 4 && s.size(0) == 2, "state_stagger_sync_: s (2, H, N, M)");
+  const int64_t H = s.size(1), N = s.size(2), M = s.size(3), T = ring.dim() == 3 ? ring.size(0) : 0;
+  TORCH_CHECK(T == 2 || T == 4 || T == 8, "state_stagger_sync_: T (ring.size(0)) 2, 4 or 8, got ", T);
   TORCH_CHECK(ring.sizes() == at::IntArrayRef({T, N, H}), "state_stagger_sync_: ring (T, N, H)");
   TORCH_CHECK(a.sizes() == at::IntArrayRef({2, H, M}) && b.sizes() == a.sizes(), "state_stagger_sync_: a, b (2, H, M)");
-  TORCH_CHECK(clock.numel() == 1 && clock.scalar_type() == at::kLong, "state_stagger_sync_: clock, one int64");
-  const int64_t last = (clock.item<int64_t>() - 1 + T) % T;
+  TORCH_CHECK(clock.numel() == 1 && clock.scalar_type() == at::kLong && clock.device().is_cpu(),
+              "state_stagger_sync_: clock, one int64 on the CPU");
+  const int64_t now = clock.item<int64_t>();
+  TORCH_CHECK(now >= 0 && now < T, "state_stagger_sync_: clock in [0, T), got ", now);
+  const int64_t last = (now - 1 + T) % T;
   float* sp = s.data_ptr<float>();
   const float *rp = ring.data_ptr<float>(), *ap = a.data_ptr<float>(), *bp = b.data_ptr<float>();
   const int64_t plane = H * N * M, NH = N * H;

@@ -14,9 +14,9 @@ channels are split into T groups of H / T; group g advances at the frames t with
 t mod T = g, so every frame does the same work: a T-th of the state read and rewritten, a
 T-th of the channels' coefficients read, and every channel read out from its group's f_j
 and a convolution of at most T - 1 inputs. The outputs equal the per-frame recurrence's up to
-float rounding (`tests/test_stagger.py` checks them against the recurrence in complex float64;
-`recurrence.advance_state_planar` is its PyTorch form); `synchronise` brings every channel's
-state to the last frame.
+float rounding (`tests/test_stagger.py` checks them against the per-frame recurrence in
+complex float64; `recurrence.advance_state_planar` is that recurrence in PyTorch operations);
+`synchronise` brings every channel's state to the last frame.
 
 `coefficients` computes what the kernel reads for one step size, in float64 from the
 discretised a, b (planar, (2, H, M)) and the read-out planes (Rr, Ri) = (2 Re C, -2 Im C):
