@@ -286,9 +286,9 @@ def _stream_batch(model, seqs: list[Sequence], dts: list[np.ndarray] | None) -> 
     x = np.stack([np.concatenate([s.inputs, np.repeat(s.inputs[-1:], T - len(s), 0)]) for s in seqs])
     x = torch.from_numpy(x).float().to(device)
     steps: list = [1.0] * T
-    if dts is not None:  # one float where every sequence takes the same step (its discretisation is cached)
+    if dts is not None:  # per-stream steps (the stream takes steps that are all one step as one float)
         dt = np.stack([np.concatenate([np.asarray(d, np.float32), np.ones(T - len(d), np.float32)]) for d in dts])
-        steps = [float(d[0]) if (d == d[0]).all() else torch.from_numpy(d).to(device) for d in dt.T]
+        steps = [torch.from_numpy(d).to(device) for d in dt.T]
     stepper = model.stream(batch_size=len(seqs), compile=False)  # eager: no compilation per evaluation
     y = torch.stack([stepper.step(x[:, t], steps[t]) for t in range(T)], 1).cpu().numpy()
     return [pred[:len(s)] for pred, s in zip(y, seqs)]

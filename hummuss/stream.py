@@ -179,9 +179,9 @@ class HumMUSSStream:
                 raise ValueError(f"dt must be a positive float or a ({self.batch_size},) tensor of positive steps")
         elif not float(dt) > 0:
             raise ValueError(f"dt must be > 0, got {dt}")
+        if isinstance(dt, torch.Tensor) and dt.dim() > 0 and bool((dt == dt[0]).all()):
+            dt = float(dt[0])  # per-stream steps that are all one step: one cached discretisation
         if self.staggered:  # the staggered update holds for one step size: the first frame's
-            if isinstance(dt, torch.Tensor) and dt.dim() > 0 and (dt == dt[0]).all():
-                dt = float(dt[0])  # per-stream steps that are all one step
             per_stream = isinstance(dt, torch.Tensor) and dt.dim() > 0
             if self._stagger_dt is None and not per_stream:
                 self._stagger_dt = float(dt)

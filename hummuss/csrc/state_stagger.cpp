@@ -132,7 +132,7 @@ struct Args {
   const float* mw;
   const float* mb;
   float* x;
-  int64_t H, N, M, k, p;
+  int64_t H, N, M, p;
 };
 
 // Group p's channels advanced by T frames (its u from the ring), their responses into free.
@@ -230,7 +230,7 @@ at::Tensor state_stagger_mix_(at::Tensor s, at::Tensor ring, at::Tensor free, at
   at::Tensor x = at::empty({N, H}, s.options());
   const Args A{s.data_ptr<float>(), ring.data_ptr<float>(), free.data_ptr<float>(), coef.data_ptr<float>(),
                K.data_ptr<float>(), D.data_ptr<float>(), mw.data_ptr<float>(), mb.data_ptr<float>(),
-               x.data_ptr<float>(), H, N, M, k, t};
+               x.data_ptr<float>(), H, N, M, t};
   if (T == 2) k == 1 ? run<2, 1>(A) : run<2, 2>(A);
   else if (T == 4) k == 1 ? run<4, 1>(A) : run<4, 2>(A);
   else k == 1 ? run<8, 1>(A) : run<8, 2>(A);
