@@ -234,6 +234,27 @@ def test_stream_targets_are_decided_by_the_interval_of_alternated_rounds(bench_j
                      "value"] == pytest.approx(300.0)  # no rounds: the separate cases
 
 
+@pytest.mark.parametrize("fractions, median, interval, verdict", [
+    ([0.44, 0.41, 0.47, 0.43, 0.45, 0.42], 0.435, "0.41-0.47", "yes"),  # 6 rounds: the extremes
+    ([0.44, 0.38, 0.47, 0.43, 0.45, 0.42], 0.435, "0.38-0.47", "undecided"),  # the median alone meets it
+    ([0.30, 0.35, 0.33, 0.31, 0.34, 0.39, 0.32, 0.36, 0.41, 0.33], 0.335, "0.31-0.39", "no"),  # 2nd to 9th
+])
+def test_stream_fraction_is_decided_by_the_interval_of_rounds_against_the_matmul(bench_json, fractions, median,
+                                                                                interval, verdict):
+    """The window's rounds carry each stream's per-round fractions (`paired_fractions_compiled`:
+    the step and the matmul rate measured in the same round); the target reads them, not the
+    stream row's single-case matmul_fraction (0.25 eager, 0.5 compiled), and a stream without
+    rounds keeps that."""
+    mb243 = next(b for b in bench_json["benchmarks"] if b["name"] == "mb243")
+    mb243["extra_info"].update(paired_fractions_compiled=fractions)
+    goals = targets(benchmarks_table(bench_json)).set_index("target")
+    compiled = goals.loc["HumMUSS (compiled) stream step: fraction of the measured matmul rate"]
+    assert compiled["value"] == pytest.approx(median) and compiled["verdict"] == verdict
+    assert compiled["interval"] == f"{interval} (median of {len(fractions)} rounds)"
+    eager = goals.loc["HumMUSS (eager) stream step: fraction of the measured matmul rate"]
+    assert eager["value"] == pytest.approx(0.25) and eager["interval"] == "" and eager["verdict"] == "no"
+
+
 def test_latency_figure_is_written(tmp_path, bench_json):
     points = latency_points(bench_json)
     assert set(points["mode"]) >= {"stream", "offline"}  # both panels have lines

@@ -103,7 +103,8 @@ def targets(df: pd.DataFrame) -> pd.DataFrame:
     """The ratios of issues 9 and 21 from one run: target, goal, measured value, interval and
     met: True / False, None if not measured, and also None where the value has an interval
     (the per-round ratios of two measurements alternated: the training steps, the offline
-    passes at F = 243, MotionBERT-Lite's window against the stream step) that straddles the goal; `verdict` says "yes",
+    passes at F = 243, MotionBERT-Lite's window against the stream step, the stream step against
+    the matmul rate) that straddles the goal; `verdict` says "yes",
     "no", "undecided" (or "" when not measured)."""
     out = []
 
@@ -154,8 +155,10 @@ def targets(df: pd.DataFrame) -> pd.DataFrame:
         add(f"training step time {hummuss} / {motionbert}, F = 243 ({size} size)", f"<= {TRAIN_GOAL}",
             iv.estimate if iv else _paired(m, ratio(h, m, "latency_ms")), lambda v: v <= TRAIN_GOAL, iv)
     for label, h100 in streams.items():
+        iv = _rounds_interval(mb243, f"paired_fractions_{label}")  # the window's rounds, with the matmul
         add(f"HumMUSS ({label}) stream step: fraction of the measured matmul rate", ">= 0.40",
-            None if h100 is None else float(h100["matmul_fraction"]), lambda v: v >= 0.40)
+            iv.estimate if iv else None if h100 is None else float(h100["matmul_fraction"]),
+            lambda v: v >= 0.40, iv)
     # what the hardware allows: the step's projections alone (as it runs them) plus one frame's
     # state traffic (the staggered update's share of the state rewritten, of its coefficients
     # read); no step can be faster than both

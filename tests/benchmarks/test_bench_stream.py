@@ -16,6 +16,11 @@ WARM_STEPS untimed ones: a stream steps continuously, and its first step after a
 64 MB of state out of cache), the order swapped every other round; each round's ratio is the
 window's time over the median of its steps (`paired_ratios_eager`, `paired_ratios_compiled`), and
 the target reads their median and its 95% interval, "undecided" where that straddles the goal.
+The step's fraction of the matmul rate comes from the same rounds: each also measures the
+1024 x 1024 matmul's rate (`gemm_rate`, for FRACTION_MATMUL_S), and each round's fraction is the
+step's MACs per second over that round's matmul rate (`paired_fractions_eager`, `_compiled`):
+the ratios and the fractions of the targets read the same steps, and a stretch in which the
+machine runs slower weighs on the matmul too.
 """
 
 import itertools
@@ -24,7 +29,7 @@ import statistics
 import pytest
 import torch
 
-from suite.bench import alternate, peak_memory_mb, quick, record
+from suite.bench import alternate, gemm_rate, peak_memory_mb, quick, record
 from suite.bench import bench_input as clip
 
 QUICK_MODE = quick()
@@ -38,6 +43,7 @@ TARGET_WINDOW = 243
 WINDOW_ROUNDS = 6 if QUICK_MODE else 12  # rounds of one window and the HumMUSS steps, alternated (6: the fewest with an interval)
 STEPS_PER_ROUND = 30
 WARM_STEPS = 10
+FRACTION_MATMUL_S = 0.1  # each window round's matmul rate: the median of its calls over this long
 
 
 class _Stepper:
@@ -71,6 +77,14 @@ def steppers(models):
     return get
 
 
+def _round_of_steps(stepper: _Stepper) -> float:
+    """WARM_STEPS untimed steps (the state back in cache), then STEPS_PER_ROUND timed -> their
+    median, in seconds."""
+    for _ in range(WARM_STEPS):
+        stepper.step()
+    return statistics.median(alternate([stepper.step], STEPS_PER_ROUND)[0])
+
+
 def _paired(short: _Stepper, long: _Stepper, rounds: int) -> tuple[float, float]:
     """Median step latency (ms) of two streams stepped alternately (`suite.bench.alternate`)."""
     times = alternate([short.step, long.step], rounds)
@@ -101,28 +115,33 @@ def test_hummuss_stream_step(benchmark, models, matmul_rate, steppers, context, 
            peak_mb=peak, state_mb=state_mb, frames_seen=start, **extra)
 
 
-def _window_rounds(window_step, steppers) -> dict:
-    """`WINDOW_ROUNDS` rounds of one MotionBERT-Lite window step and STEPS_PER_ROUND steps of
-    each HumMUSS stream (eager, compiled) at the shortest context, after WARM_STEPS untimed,
-    alternated -> {"paired_ratios_eager": [...], "paired_ratios_compiled": [...]}: each round's
-    window time over the median of its HumMUSS steps; and the medians over the rounds of the
-    window's time and of each stream's step (`paired_window_ms`, `paired_eager_ms`, ...)."""
+def _window_rounds(window_step, steppers, macs_per_frame: int) -> dict:
+    """`WINDOW_ROUNDS` rounds of one MotionBERT-Lite window step, STEPS_PER_ROUND steps of each
+    HumMUSS stream (eager, compiled) at the shortest context after WARM_STEPS untimed, and the
+    matmul rate (`gemm_rate`), alternated -> {"paired_ratios_eager": [...],
+    "paired_ratios_compiled": [...]}: each round's window time over the median of its HumMUSS
+    steps; {"paired_fractions_eager": [...], ...}: each round's MACs per second of the step
+    (`macs_per_frame` over its median) over that round's matmul rate; and the medians over the
+    rounds of the window's time, of each stream's step and of the matmul rate
+    (`paired_window_ms`, `paired_eager_ms`, `paired_compiled_ms`, `paired_matmul_gmacs`)."""
     labels = ("eager", "compiled")
     medians = {label: [] for label in labels}  # per round: the stream's median step (s)
+    rates = []  # per round: the matmul rate (GMAC/s)
 
     def steps(label):
         stepper = steppers(label == "compiled", CONTEXTS[0])
+        return lambda: medians[label].append(_round_of_steps(stepper))
 
-        def run():
-            for _ in range(WARM_STEPS):
-                stepper.step()
-            medians[label].append(statistics.median(alternate([stepper.step], STEPS_PER_ROUND)[0]))
+    def matmul():
+        rates.append(gemm_rate(seconds=FRACTION_MATMUL_S))
 
-        return run
-
-    # the window's own time from `alternate`, the streams' medians from their steps
-    window_s = alternate([window_step, *(steps(label) for label in labels)], WINDOW_ROUNDS, swap=True)[0]
+    # the window's own time from `alternate`, the streams' medians and the rates from their calls
+    window_s = alternate([window_step, *(steps(label) for label in labels), matmul], WINDOW_ROUNDS,
+                         swap=True)[0]
     out = {f"paired_ratios_{label}": [w / m for w, m in zip(window_s, medians[label])] for label in labels}
+    out.update({f"paired_fractions_{label}": [macs_per_frame / m / 1e9 / r for m, r in zip(medians[label], rates)]
+                for label in labels})
+    out["paired_matmul_gmacs"] = statistics.median(rates)
     out["paired_window_ms"] = 1e3 * statistics.median(window_s)
     out.update({f"paired_{label}_ms": 1e3 * statistics.median(medians[label]) for label in labels})
     return out
@@ -141,6 +160,8 @@ def test_motionbert_lite_stream_step(benchmark, models, matmul_rate, steppers, w
     benchmark.group = GROUP
     y = benchmark.pedantic(lambda: s.step(x[:, next(frames)]), rounds=WINDOWS[window], iterations=1)
     assert y.shape == (1, 17, 3)
-    extra = _window_rounds(lambda: s.step(x[:, next(frames)]), steppers) if window == TARGET_WINDOW else {}
+    hummuss = models("hummuss", "paper-causal")
+    extra = _window_rounds(lambda: s.step(x[:, next(frames)]), steppers, hummuss.macs_per_frame()) \
+        if window == TARGET_WINDOW else {}
     record(benchmark, model="motionbert-lite", mode="stream", frames=window, frames_per_call=1,
            macs_per_frame=window * lite.macs_per_frame(window), rate=matmul_rate, peak_mb=peak, **extra)
