@@ -124,8 +124,7 @@ class HumMUSSStream:
         if self.planar:  # planar (Re, Im) real states for the kernel or the compiled update
             self.states = [[planar_state(s) for s in pair] for pair in self.states]
         if self.staggered:
-            self._frames = stagger.FRAMES
-            self.states = [[stagger.initial_state(s, c["planes"][0].shape[1], self._frames)
+            self.states = [[stagger.initial_state(s, c["planes"][0].shape[1])
                             for s, c in zip(pair, cst[1:3])]
                            for pair, cst in zip(self.states, self._consts)]
         self.frames_seen = 0
@@ -154,7 +153,7 @@ class HumMUSSStream:
             if self.planar:
                 out = [[tuple(planar_state(t) for t in pair) for pair in per] for per in out]
             if self.staggered:
-                out = [[stagger.coefficients(*pair[:2], *c["planes"], self._frames) for pair, c in zip(per, cst[1:3])]
+                out = [[stagger.coefficients(*pair[:2], *c["planes"]) for pair, c in zip(per, cst[1:3])]
                        for per, cst in zip(out, self._consts)]
             return out
 
