@@ -41,7 +41,8 @@ compiler for Inductor on the CPU, Triton on CUDA), so short streams never pay fo
 compilation and long ones get the fast step; where none exists it warns once per process
 and stays eager. True compiles from the first frame, False never. The compiled step has a
 C++ wrapper (Inductor's `cpp_wrapper`: the calls between its kernels leave Python; 0.3-0.9
-ms a frame less for paper-causal on a 2-core CPU). Compilation costs (paper-causal on a
+ms a frame less for paper-causal on a 2-core CPU) and skips the size and stride checks of every
+call (`COMPILE_OPTIONS`). Compilation costs (paper-causal on a
 2-core AVX2 CPU: 31 s, then 4 s from the on-disk cache) and, if it fails, the stream falls
 back to eager execution with a warning.
 """
@@ -60,6 +61,10 @@ from hummuss.packed_linear import pack_linear
 from hummuss.ssm import complex_state, planar_state, stagger
 
 AUTO_COMPILE_AFTER = 64  # compile=None: frames streamed eagerly before compiling
+# Inductor's C++ wrapper, without its checks of every input's and kernel output's sizes and
+# strides on each call (paper-causal's step has 270 inputs; 4.08 -> 3.93 ms a frame on a 2-core
+# Xeon, alternated in one process). tests/test_stream.py holds the compiled step to the model.
+COMPILE_OPTIONS = {"cpp_wrapper": True, "size_asserts": False, "alignment_asserts": False, "scalar_asserts": False}
 _warned_no_compiler = False
 
 
@@ -225,7 +230,7 @@ class HumMUSSStream:
     def _step_compiled(self, x_t, dt):
         global _compiled_frame
         if _compiled_frame is None:  # one per process: streams of one model share its code
-            _compiled_frame = torch.compile(_frame, dynamic=False, options={"cpp_wrapper": True})
+            _compiled_frame = torch.compile(_frame, dynamic=False, options=COMPILE_OPTIONS)
         try:
             with torch.no_grad():
                 y, self.states = _compiled_frame(self.model, x_t, self.states, self._discretised(dt), self._consts, self._top)

@@ -125,6 +125,7 @@ inline void advance_channel(float* sr, float* si, const float* coef, const float
 struct Args {
   float* s;
   float* ring;
+  const float* u;  // u_t, row n at u + n * ldu
   float* free;
   const float* coef;
   const float* K;
@@ -132,7 +133,7 @@ struct Args {
   const float* mw;
   const float* mb;
   float* x;
-  int64_t H, N, M, p;
+  int64_t H, N, M, p, ldu;
 };
 
 // Group p's channels advanced by T frames (its u from the ring), their responses into free.
@@ -140,8 +141,8 @@ template <int T, int K, int MM>
 void advance_group(const Args& A) {
   const int64_t H = A.H, N = A.N, M = A.M, NH = N * H, plane = H * N * M;
   const int64_t crow = (1 + T + T * K) * 2 * M;  // a channel's coefficients
-  const float* slot[T];  // u_{t-l} (N, H)
-  for (int l = 0; l < T; ++l) slot[l] = A.ring + ((A.p - l + T) % T) * NH;
+  const float* slot[T];  // u_{t-l} (N, H): u_t from u itself (the read-out puts it in the ring)
+  for (int l = 1; l < T; ++l) slot[l] = A.ring + ((A.p - l + T) % T) * NH;
   at::parallel_for(group_start(A.p, H, T), group_start(A.p + 1, H, T), 4, [&](int64_t h0, int64_t h1) {
     float uu[T];
     float sums[T * K];
@@ -151,7 +152,8 @@ void advance_group(const Args& A) {
       for (int64_t n = 0; n < N; ++n) {
         if (h + 1 < h1)
           for (int64_t f = n * ahead; f < std::min(crow, (n + 1) * ahead); f += 16) __builtin_prefetch(coef + crow + f, 0, 3);
-        for (int l = 0; l < T; ++l) uu[l] = slot[l][n * H + h];
+        uu[0] = A.u[n * A.ldu + h];
+        for (int l = 1; l < T; ++l) uu[l] = slot[l][n * H + h];
         float* sr = A.s + (h * N + n) * M;
         advance_channel<T, K, MM>(sr, sr + plane, coef, uu, M, sums);
         for (int i = 0; i < T * K; ++i) A.free[(i * N + n) * H + h] = sums[i];
@@ -160,7 +162,8 @@ void advance_group(const Args& A) {
   });
 }
 
-// Every channel's read-out (its group's responses, the inputs since its advance) and the mix.
+// Every channel's read-out (its group's responses, the inputs since its advance) and the mix;
+// u_t into its ring slot on the way.
 template <int T, int K>
 void read_out_mix(const Args& A) {
   const int64_t H = A.H, N = A.N, NH = N * H;
@@ -172,7 +175,8 @@ void read_out_mix(const Args& A) {
       for (int64_t n = 0; n < N; ++n) {
         for (int64_t h = lo; h < hi; h += V::size()) {
           const int count = static_cast<int>(std::min<int64_t>(V::size(), hi - h));
-          const V ut = V::loadu(A.ring + A.p * NH + n * H + h, count);
+          const V ut = V::loadu(A.u + n * A.ldu + h, count);
+          ut.store(A.ring + A.p * NH + n * H + h, count);
           V acc = V::loadu(A.mb + h, count);
           for (int c = 0; c < K; ++c) {
             V y = at::vec::fmadd(V::loadu(A.D + c * H + h, count), ut,
@@ -226,11 +230,11 @@ at::Tensor state_stagger_mix_(at::Tensor s, at::Tensor ring, at::Tensor free, at
               "state_stagger_mix_: clock, one int64 on the CPU");
   int64_t& t = *clock.data_ptr<int64_t>();
   TORCH_CHECK(t >= 0 && t < T, "state_stagger_mix_: clock in [0, T), got ", t);
-  ring.select(0, t).copy_(u);  // u_t into its slot
+  const at::Tensor uc = u.stride(1) == 1 ? u : u.contiguous();  // rows of u_t, any row stride
   at::Tensor x = at::empty({N, H}, s.options());
-  const Args A{s.data_ptr<float>(), ring.data_ptr<float>(), free.data_ptr<float>(), coef.data_ptr<float>(),
+  const Args A{s.data_ptr<float>(), ring.data_ptr<float>(), uc.data_ptr<float>(), free.data_ptr<float>(), coef.data_ptr<float>(),
                K.data_ptr<float>(), D.data_ptr<float>(), mw.data_ptr<float>(), mb.data_ptr<float>(),
-               x.data_ptr<float>(), H, N, M, t};
+               x.data_ptr<float>(), H, N, M, t, uc.stride(0)};
   if (T == 2) k == 1 ? run<2, 1>(A) : run<2, 2>(A);
   else if (T == 4) k == 1 ? run<4, 1>(A) : run<4, 2>(A);
   else k == 1 ? run<8, 1>(A) : run<8, 2>(A);
