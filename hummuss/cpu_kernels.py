@@ -4,13 +4,17 @@ Nine sources: `mix_gate` (mix_gate.cpp), a GDSSM block's read-out mix and gate a
 forward and backward, in one pass over the convolutions' outputs (`hummuss.fusion.MixGate`
 is the same function in PyTorch operations, and stays the reference and the path on GPUs),
 and beside it `joint_conv_mix_gate`, a streaming spatial block's convolution over the joints
-from its taps, mix and gate in one pass (`hummuss.ssm.apply_taps` and `MixGate` the reference);
+from its taps, mix and gate in one pass (`hummuss.ssm.apply_taps` and `MixGate` the reference),
+and `joint_block`, that block's whole streaming step around it (layer norm, both projections and
+the residual in one call; `GDSSM.forward`'s operations the reference);
 `state_step_` (state_step.cpp), the streaming step's state update in place, and
 `state_step_mix_`, the same followed by the read-out's GELU and mix
 (`hummuss.ssm.state_kernel`; `hummuss.ssm.recurrence.advance_state_planar` is the reference);
 `state_stagger_mix_` (state_stagger.cpp), the staggered streaming update, a quarter of the
-channels advanced by four frames a frame, with the same mix, and `state_stagger_sync_`, its
-states brought to the last frame (`hummuss.ssm.stagger`; the per-frame recurrence the reference);
+channels advanced by four frames a frame, with the same mix, `state_stagger_sync_`, its
+states brought to the last frame (`hummuss.ssm.stagger`; the per-frame recurrence the reference),
+and `stagger_block_`, a temporal block's whole streaming step around that update (layer norm,
+both projections, gate and residual in one call; `GDSSM.step`'s operations the reference);
 and `spectral_backward` (spectral.cpp), the FFT convolution's backward products in one pass
 (`hummuss.ssm.fft_conv.FFTConv`, whose PyTorch operations stay beside it as the reference);
 and `few_rows_linear` (few_rows_linear.cpp), a linear layer for the streaming step's few rows
@@ -27,7 +31,8 @@ joints in training (`hummuss.ssm.conv.ToeplitzProduct`; torch.bmm the reference)
 temporal block's FFT convolution, mix and gate in one pass each way, its transforms written out
 and vectorised across channels (`hummuss.conv_mix_gate.FFTMixGate`, `fft_mix_gate_into`;
 `FFTConv` then `MixGate` the reference). mix_gate.cpp, bias_gelu.cpp, state_step.cpp,
-state_stagger.cpp and fft_mix_gate.cpp share one GELU (gelu.h).
+state_stagger.cpp and fft_mix_gate.cpp share one GELU (gelu.h); state_stagger.cpp calls
+few_rows_linear.cpp's product and layer norm (few_rows.h), and so does mix_gate.cpp.
 
 `ops()` compiles the sources with `torch.utils.cpp_extension` for this CPU's vector
 instructions (ATen's `Vectorized` at the width that `torch.backends.cpu.get_cpu_capability()`
@@ -59,7 +64,7 @@ SOURCES = [Path(__file__).with_name("csrc") / name for name in ("mix_gate.cpp", 
                                                                    "few_rows_linear.cpp", "bias_gelu.cpp",
                                                                    "vandermonde.cpp", "toeplitz_product.cpp",
                                                                    "fft_mix_gate.cpp", "state_stagger.cpp")]
-HEADERS = [Path(__file__).with_name("csrc") / "gelu.h"]  # included by sources: their text is in the build flags
+HEADERS = [Path(__file__).with_name("csrc") / h for h in ("gelu.h", "few_rows.h")]  # included by sources: their text is in the build flags
 ENV = "HUMMUSS_CPU_KERNELS"  # "0": never build or use them
 STALE_LOCK_S = 600  # a build lock older than this was left by a process that died while building
 LOCK_CHECK_S = 30  # while building or waiting for another process's build: how often to look for one
@@ -181,6 +186,10 @@ def _register_fakes() -> None:
     def _(both, Kz, idx, w, b):
         return both.new_empty(both.shape[0], both.shape[1] // 2)
 
+    @torch.library.register_fake("hummuss_cpu::joint_block")
+    def _(x, ln_w, ln_b, eps, Wp_in, bp_in, Kz, idx, w, b, Wp_out, bp_out):
+        return x.new_empty(x.shape)  # (N, Dm)
+
     @torch.library.register_fake("hummuss_cpu::few_rows_linear")
     def _(x, Wp, bp, N, gelu):
         return x.new_empty(x.shape[0], N)
@@ -196,3 +205,7 @@ def _register_fakes() -> None:
     @torch.library.register_fake("hummuss_cpu::state_stagger_mix_")
     def _(s, ring, free, clock, coef, u, K, D, mw, mb):
         return s.new_empty(s.shape[2], s.shape[1])  # (N, H)
+
+    @torch.library.register_fake("hummuss_cpu::stagger_block_")
+    def _(x, ln_w, ln_b, eps, Wp_in, bp_in, s, ring, free, clock, coef, K, D, mw, mb, Wp_out, bp_out):
+        return x.new_empty(x.shape)  # (N, Dm)

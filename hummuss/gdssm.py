@@ -62,7 +62,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hummuss import cpu_kernels
+from hummuss import block_kernels, cpu_kernels
 from hummuss.channel_linear import channel_major, channel_major_gelu, token_major
 from hummuss.conv_mix_gate import conv_mix_gate, conv_mix_gate_applies, fft_mix_gate_into
 from hummuss.fusion import Aggregate, mix_gate, mix_gate_into
@@ -224,6 +224,8 @@ class GDSSM(nn.Module):
         one pass with the prepacked projections and precomputed operator: the streaming
         step's spatial blocks over one frame's joints.
         """
+        if consts is not None and consts.get("joint_block") and x.dim() == 4 and x.shape[2] == 1:
+            return block_kernels.joint_step(self, x, consts)  # the whole block in one call (`_run`: op by op)
         if x.dim() == 3:
             dts = None if dt is None else dt.unsqueeze(-1)
             return self.forward(x.unsqueeze(2), dt_scale, dts, consts).squeeze(2)
@@ -267,8 +269,7 @@ class GDSSM(nn.Module):
         z = self.norm(flat)
         if taps is not None and Q == 1 and consts["joint_kernel"]:
             # streaming, spatial: convolution, mix and gate token-major in one kernel call (eager or compiled)
-            w, b = mix  # (H, n, k), (H, n), channels fastest: (R, H) and (n, H) are views
-            y = torch.ops.hummuss_cpu.joint_conv_mix_gate(proj(z, gelu=True), *taps, w.flatten(1).t(), b.t())
+            y = torch.ops.hummuss_cpu.joint_conv_mix_gate(proj(z, gelu=True), *taps, *consts["mix_rows"])
             return (out(y) + flat).view(P, L, Q, D)
         if not torch.compiler.is_compiling():
             taps = None  # eagerly the prepared operator is faster than `apply_taps`
@@ -366,16 +367,21 @@ class GDSSM(nn.Module):
                           out=pack_linear(self.proj_out.weight, self.proj_out.bias, rows),
                           mix=tuple(t.movedim(0, -1).contiguous().movedim(-1, 0) for t in self._mix_weights()))
             # (the mix weights laid out channel-fastest, as the step reads them: vectorised loads)
+            one_call = block_kernels.applies(self, packed)  # the whole step in one kernel call
             if not self.temporal:
                 # the CPU kernel `joint_conv_mix_gate` (a fake beside it: one call when compiled)
                 joint_kernel = self.aggregate.kind == "gate" and cpu_kernels.runs_on(w.device, w.dtype)
                 op = None if joint_kernel else self._operator(joints, "cols", 1.0, "toeplitz")  # the kernel needs none
-                return dict(op=op, taps=conv_taps(*self._kernels(joints, 1.0)), joint_kernel=joint_kernel, **packed)
+                mw, mb = packed["mix"]  # (H, n, k), (H, n) channels fastest: (R, H) and (n, H) are views
+                return dict(op=op, taps=conv_taps(*self._kernels(joints, 1.0)), joint_kernel=joint_kernel,
+                            joint_block=joint_kernel and one_call, mix_rows=(mw.flatten(1).t(), mb.t()), **packed)
             self._check_streamable()
             kernel = self.ssm_f.discretization == "zoh" and state_kernel.usable(w.device, w.dtype)
             planes = self.ssm_f.readout_planes()
-            return dict(R=self.ssm_f.readout_weight(), planes=planes, kernel=kernel,
-                        stagger=kernel and stagger.supported(planes[0].shape[1]), **packed)
+            staggered = kernel and stagger.supported(planes[0].shape[1])
+            mix_rows = tuple(t[:, 0].t().contiguous() for t in packed["mix"])  # (k, H), (H,)
+            return dict(R=self.ssm_f.readout_weight(), planes=planes, kernel=kernel, stagger=staggered,
+                        block=staggered and one_call, mix_rows=mix_rows, **packed)
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor | stagger.StaggeredState, dt: float | torch.Tensor = 1.0,
              discretised=None, consts: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | stagger.StaggeredState]:
@@ -395,6 +401,9 @@ class GDSSM(nn.Module):
         required), takes the staggered update in place (a T-th of its channels advanced, every
         channel read out).
         """
+        if consts is not None and consts["block"] and isinstance(state, stagger.StaggeredState) \
+                and discretised is not None and x_t.dim() == 2 and x_t.stride(-1) == 1:  # in one call
+            return block_kernels.stagger_step(self, x_t, state, discretised, consts), state  # (below: op by op)
         z = self.norm(x_t)
         if consts is None:
             if isinstance(state, stagger.StaggeredState):
@@ -416,7 +425,7 @@ class GDSSM(nn.Module):
         x_id, u = consts["proj"](z, gelu=True).chunk(2, dim=-1)  # (B, H) each: one matmul
         w, b = consts["mix"]  # (H, 1, k), (H, 1), the channels fastest
         if staggered:  # a T-th of the channels advanced in the CPU kernel, every one read out and mixed
-            x_f = stagger.advance_mix(state, *discretised, u, ssm.D, w[:, 0].t(), b[:, 0])
+            x_f = stagger.advance_mix(state, *discretised, u, ssm.D, *consts["mix_rows"])
             return consts["out"](self.aggregate(x_f, x_id)) + x_t, state
         dA, dB, *prev = discretised  # foh: prev = [dB_prev]
         if not state.is_complex() and consts["kernel"]:  # planar, in place in the CPU kernel, with the mix

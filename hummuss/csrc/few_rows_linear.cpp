@@ -26,10 +26,15 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include <cmath>
+#include <functional>
 #include <tuple>
+
+#include "few_rows.h"
 
 namespace {
 
@@ -43,10 +48,11 @@ constexpr int kMaxTileRows = kVector >= 16 ? 12 : 6;               // MR: accumu
 constexpr int64_t kLineFloats = 16;                                // a 64-byte cache line
 constexpr int64_t kPrefetchAhead = 4096 / (kPanel * 4);            // steps k ahead: 4 KB of the panel
 
-// One tile: rows [0, MR) of x against one panel, written to out's first `cols` columns.
+// One tile: rows [0, MR) of x (ldx apart) against one panel, written to out's first `cols`
+// columns (plus the residual's, where given).
 template <int MR>
-inline void tile(const float* x, const float* pw, const float* pb, int64_t K, float* out,
-                 int64_t ldo, int64_t cols, bool gelu) {
+inline void tile(const float* x, int64_t ldx, const float* pw, const float* pb, int64_t K, float* out,
+                 int64_t ldo, int64_t cols, bool gelu, const float* res, int64_t ldr) {
   V acc[MR][kPanelVectors];
   for (int j = 0; j < kPanelVectors; ++j) {
     const V b = V::loadu(pb + j * kVector);
@@ -60,7 +66,7 @@ inline void tile(const float* x, const float* pw, const float* pb, int64_t K, fl
     V w[kPanelVectors];
     for (int j = 0; j < kPanelVectors; ++j) w[j] = V::loadu(pw + k * kPanel + j * kVector);
     for (int r = 0; r < MR; ++r) {
-      const V a(x[r * K + k]);  // x's rows are K apart (contiguous)
+      const V a(x[r * ldx + k]);
       for (int j = 0; j < kPanelVectors; ++j) acc[r][j] = at::vec::fmadd(a, w[j], acc[r][j]);
     }
   }
@@ -70,21 +76,28 @@ inline void tile(const float* x, const float* pw, const float* pb, int64_t K, fl
       V y = acc[r][j];
       if (gelu) y = y * half * (one + (y * inv_sqrt2).erf());
       const int64_t c0 = j * kVector;
-      if (c0 + kVector <= cols) y.store(out + r * ldo + c0);
-      else if (c0 < cols) y.store(out + r * ldo + c0, static_cast<int>(cols - c0));
+      if (c0 + kVector <= cols) {
+        if (res) y = y + V::loadu(res + r * ldr + c0);
+        y.store(out + r * ldo + c0);
+      } else if (c0 < cols) {
+        const int n = static_cast<int>(cols - c0);
+        if (res) y = y + V::loadu(res + r * ldr + c0, n);
+        y.store(out + r * ldo + c0, n);
+      }
     }
 }
 
 // All M rows against one panel: ceil(M / kMaxTileRows) tiles of near-equal size.
-inline void panel(const float* x, int64_t M, int64_t K, const float* pw, const float* pb, float* out, int64_t ldo,
-                  int64_t cols, bool gelu) {
+inline void panel(const float* x, int64_t ldx, int64_t M, int64_t K, const float* pw, const float* pb, float* out,
+                  int64_t ldo, int64_t cols, bool gelu, const float* res, int64_t ldr) {
   const int64_t tiles = (M + kMaxTileRows - 1) / kMaxTileRows;
   for (int64_t t = 0, r0 = 0; t < tiles; ++t) {
     const int64_t mr = (M - r0) / (tiles - t);
-    const float* xr = x + r0 * K;
+    const float* xr = x + r0 * ldx;
     float* o = out + r0 * ldo;
+    const float* rr = res ? res + r0 * ldr : nullptr;
     switch (mr) {  // (on AVX2 tiles have at most 6 rows)
-#define HUMMUSS_TILE(n) case n: tile<n>(xr, pw, pb, K, o, ldo, cols, gelu); break;
+#define HUMMUSS_TILE(n) case n: tile<n>(xr, ldx, pw, pb, K, o, ldo, cols, gelu, rr, ldr); break;
       HUMMUSS_TILE(1) HUMMUSS_TILE(2) HUMMUSS_TILE(3) HUMMUSS_TILE(4) HUMMUSS_TILE(5) HUMMUSS_TILE(6)
       HUMMUSS_TILE(7) HUMMUSS_TILE(8) HUMMUSS_TILE(9) HUMMUSS_TILE(10) HUMMUSS_TILE(11) HUMMUSS_TILE(12)
 #undef HUMMUSS_TILE
@@ -124,21 +137,55 @@ at::Tensor few_rows_linear(const at::Tensor& x, const at::Tensor& Wp, const at::
               ") from few_rows_pack for N = ", N, " outputs and x's K = ", K);
   TORCH_CHECK(bp.dim() == 2 && bp.size(0) == P && bp.size(1) == kPanel && bp.is_contiguous(),
               "few_rows_linear: bp (P, NR) from few_rows_pack");
-  const auto xc = x.contiguous();
+  const auto xc = x.stride(1) == 1 ? x : x.contiguous();  // rows at any stride
   auto out = at::empty({M, N}, x.options());
   if (M == 0) return out;
-  const float* xp = xc.data_ptr<float>();
-  const float* w = Wp.data_ptr<float>();
-  const float* b = bp.data_ptr<float>();
-  float* o = out.data_ptr<float>();
-  at::parallel_for(0, P, 1, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p)
-      panel(xp, M, K, w + p * K * kPanel, b + p * kPanel, o + p * kPanel, N, std::min(kPanel, N - p * kPanel), gelu);
-  });
+  hummuss_few_rows::linear(xc.data_ptr<float>(), xc.stride(0), M, K, Wp.data_ptr<float>(), bp.data_ptr<float>(), N,
+                           gelu, out.data_ptr<float>(), N, nullptr, 0);
   return out;
 }
 
 }  // namespace
+
+// z = LayerNorm(x) over rows of D (x's ldx apart, z's contiguous): each row's mean, then its
+// (biased) variance about the mean, vectorised.
+void hummuss_few_rows::layer_norm(const float* x, int64_t ldx, int64_t N, int64_t D, const float* w, const float* b, float eps, float* z) {
+  for (int64_t n = 0; n < N; ++n) {
+    const float* xr = x + n * ldx;
+    float* zr = z + n * D;
+    V acc(0.f);
+    int64_t d = 0;
+    for (; d + V::size() <= D; d += V::size()) acc = acc + V::loadu(xr + d);
+    float sum = at::vec::vec_reduce_all<float>(std::plus<V>(), acc);
+    for (; d < D; ++d) sum += xr[d];
+    const float mean = sum / static_cast<float>(D);
+    const V vm(mean);
+    acc = V(0.f);
+    for (d = 0; d + V::size() <= D; d += V::size()) {
+      const V c = V::loadu(xr + d) - vm;
+      acc = at::vec::fmadd(c, c, acc);
+    }
+    float sq = at::vec::vec_reduce_all<float>(std::plus<V>(), acc);
+    for (; d < D; ++d) sq += (xr[d] - mean) * (xr[d] - mean);
+    const float rstd = 1.f / std::sqrt(sq / static_cast<float>(D) + eps);
+    const V vr(rstd);
+    for (d = 0; d + V::size() <= D; d += V::size())
+      at::vec::fmadd((V::loadu(xr + d) - vm) * vr, V::loadu(w + d), V::loadu(b + d)).store(zr + d);
+    for (; d < D; ++d) zr[d] = (xr[d] - mean) * rstd * w[d] + b[d];
+  }
+}
+
+int64_t hummuss_few_rows::panel_width() { return kPanel; }
+
+void hummuss_few_rows::linear(const float* x, int64_t ldx, int64_t M, int64_t K, const float* Wp, const float* bp,
+                              int64_t N, bool gelu, float* out, int64_t ldo, const float* residual, int64_t ldr) {
+  const int64_t P = (N + kPanel - 1) / kPanel;
+  at::parallel_for(0, P, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p)
+      panel(x, ldx, M, K, Wp + p * K * kPanel, bp + p * kPanel, out + p * kPanel, ldo, std::min(kPanel, N - p * kPanel),
+            gelu, residual ? residual + p * kPanel : nullptr, ldr);
+  });
+}
 
 TORCH_LIBRARY_FRAGMENT(hummuss_cpu, m) {
   m.def("few_rows_pack(Tensor W, Tensor b) -> (Tensor, Tensor)");

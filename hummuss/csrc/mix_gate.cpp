@@ -25,6 +25,7 @@
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include "few_rows.h"
 #include "gelu.h"
 
 #include <cmath>
@@ -369,6 +370,42 @@ at::Tensor joint_conv_mix_gate(const at::Tensor& both, const at::Tensor& Kz, con
   return out;
 }
 
+// A spatial GDSSM block's whole streaming step over one frame's joints (the gate aggregation;
+// hummuss.gdssm.GDSSM.forward with `stream_constants`), in one call:
+//
+//     z = LayerNorm(x)                                   (N, Dm), N = P L tokens
+//     both = GELU(z W_in^T + b_in)                       (N, 2H), W_in packed (few_rows_pack)
+//     y = joint_conv_mix_gate(both, Kz, idx, w, b)       (N, H)
+//     out = y W_out^T + b_out + x                        (N, Dm)
+at::Tensor joint_block(const at::Tensor& x, const at::Tensor& ln_w, const at::Tensor& ln_b, double eps,
+                       const at::Tensor& Wp_in, const at::Tensor& bp_in, const at::Tensor& Kz, const at::Tensor& idx,
+                       const at::Tensor& w, const at::Tensor& b, const at::Tensor& Wp_out, const at::Tensor& bp_out) {
+  for (const auto* t : {&x, &ln_w, &ln_b, &Wp_in, &bp_in, &Wp_out, &bp_out})
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat, "joint_block: float32 CPU tensors");
+  TORCH_CHECK(x.dim() == 2 && x.stride(1) == 1 && Kz.dim() == 2, "joint_block: x (N, Dm), rows contiguous; Kz (R (L + 1), H)");
+  const int64_t N = x.size(0), Dm = x.size(1), H = Kz.size(1), NR = hummuss_few_rows::panel_width();
+  const int64_t Pin = (2 * H + NR - 1) / NR, Pout = (Dm + NR - 1) / NR;
+  TORCH_CHECK(ln_w.dim() == 1 && ln_w.size(0) == Dm && ln_b.sizes() == ln_w.sizes() && ln_w.is_contiguous() &&
+                  ln_b.is_contiguous(), "joint_block: ln_w, ln_b (Dm,)");
+  TORCH_CHECK(Wp_in.sizes() == at::IntArrayRef({Pin, Dm, NR}) && Wp_in.is_contiguous() &&
+                  bp_in.sizes() == at::IntArrayRef({Pin, NR}) && bp_in.is_contiguous(),
+              "joint_block: Wp_in (", Pin, ", ", Dm, ", ", NR, "), bp_in from few_rows_pack of W_in (2H, Dm)");
+  TORCH_CHECK(Wp_out.sizes() == at::IntArrayRef({Pout, H, NR}) && Wp_out.is_contiguous() &&
+                  bp_out.sizes() == at::IntArrayRef({Pout, NR}) && bp_out.is_contiguous(),
+              "joint_block: Wp_out (", Pout, ", ", H, ", ", NR, "), bp_out from few_rows_pack of W_out (Dm, H)");
+  at::Tensor z = at::empty({N, Dm}, x.options()), both = at::empty({N, 2 * H}, x.options());
+  at::Tensor out = at::empty({N, Dm}, x.options());
+  const float* xp = x.data_ptr<float>();
+  hummuss_few_rows::layer_norm(xp, x.stride(0), N, Dm, ln_w.data_ptr<float>(), ln_b.data_ptr<float>(),
+                               static_cast<float>(eps), z.data_ptr<float>());
+  hummuss_few_rows::linear(z.data_ptr<float>(), Dm, N, Dm, Wp_in.data_ptr<float>(), bp_in.data_ptr<float>(), 2 * H, true,
+                           both.data_ptr<float>(), 2 * H, nullptr, 0);
+  const at::Tensor y = joint_conv_mix_gate(both, Kz, idx, w, b);
+  hummuss_few_rows::linear(y.data_ptr<float>(), H, N, H, Wp_out.data_ptr<float>(), bp_out.data_ptr<float>(), Dm, false,
+                           out.data_ptr<float>(), Dm, xp, x.stride(0));
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(hummuss_cpu, m) {
@@ -376,6 +413,8 @@ TORCH_LIBRARY(hummuss_cpu, m) {
   m.def("mix_gate_into(Tensor y, Tensor w, Tensor b, Tensor x_id, Tensor(a!) out, bool gelu_x, Tensor(b!)? y_copy=None) -> ()");
   m.def("mix_gate_backward(Tensor go, Tensor y, Tensor w, Tensor b, Tensor x_id, bool grad_x, Tensor(a!)? gy_out=None) -> Tensor[]");
   m.def("joint_conv_mix_gate(Tensor both, Tensor Kz, Tensor idx, Tensor w, Tensor b) -> Tensor");
+  m.def("joint_block(Tensor x, Tensor ln_w, Tensor ln_b, float eps, Tensor Wp_in, Tensor bp_in, Tensor Kz, Tensor idx, "
+        "Tensor w, Tensor b, Tensor Wp_out, Tensor bp_out) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(hummuss_cpu, CPU, m) {
@@ -383,4 +422,5 @@ TORCH_LIBRARY_IMPL(hummuss_cpu, CPU, m) {
   m.impl("mix_gate_into", &mix_gate_into);
   m.impl("mix_gate_backward", &mix_gate_backward);
   m.impl("joint_conv_mix_gate", &joint_conv_mix_gate);
+  m.impl("joint_block", &joint_block);
 }

@@ -32,6 +32,7 @@
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include "few_rows.h"
 #include "gelu.h"
 
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
@@ -39,6 +40,7 @@
 #endif
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 
 namespace {
@@ -134,6 +136,8 @@ struct Args {
   const float* mb;
   float* x;
   int64_t H, N, M, p, ldu;
+  const float* gate = nullptr;  // where given, x = gate * the mix (the gate aggregation), row n at gate + n * ldg
+  int64_t ldg = 0;
 };
 
 // Group p's channels advanced by T frames (its u from the ring), their responses into free.
@@ -162,8 +166,8 @@ void advance_group(const Args& A) {
   });
 }
 
-// Every channel's read-out (its group's responses, the inputs since its advance) and the mix;
-// u_t into its ring slot on the way.
+// Every channel's read-out (its group's responses, the inputs since its advance), the mix and
+// where given the gate; u_t into its ring slot on the way.
 template <int T, int K>
 void read_out_mix(const Args& A) {
   const int64_t H = A.H, N = A.N, NH = N * H;
@@ -186,6 +190,7 @@ void read_out_mix(const Args& A) {
                                  V::loadu(A.ring + ((A.p - l + T) % T) * NH + n * H + h, count), y);
             acc = at::vec::fmadd(V::loadu(A.mw + c * H + h, count), hummuss_gelu::gelu(y), acc);
           }
+          if (A.gate) acc = acc * V::loadu(A.gate + n * A.ldg + h, count);
           acc.store(A.x + n * H + h, count);
         }
       }
@@ -205,41 +210,101 @@ void check_float(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat, "state_stagger: ", name, " float32 on the CPU");
 }
 
-at::Tensor state_stagger_mix_(at::Tensor s, at::Tensor ring, at::Tensor free, at::Tensor clock, const at::Tensor& coef,
-                              const at::Tensor& u, const at::Tensor& K, const at::Tensor& D, const at::Tensor& mw,
-                              const at::Tensor& mb) {
-  TORCH_CHECK(s.dim() == 4 && s.size(0) == 2, "state_stagger_mix_: s (2, H, N, M)");
-  TORCH_CHECK(ring.dim() == 3 && D.dim() == 2, "state_stagger_mix_: ring (T, N, H), D (k, H)");
+// Checks the staggered state and its constants (u aside), and returns this frame's t mod T.
+int64_t check_stagger(const at::Tensor& s, const at::Tensor& ring, const at::Tensor& free, const at::Tensor& clock,
+                      const at::Tensor& coef, const at::Tensor& K, const at::Tensor& D, const at::Tensor& mw,
+                      const at::Tensor& mb, const char* op) {
+  TORCH_CHECK(s.dim() == 4 && s.size(0) == 2, op, ": s (2, H, N, M)");
+  TORCH_CHECK(ring.dim() == 3 && D.dim() == 2, op, ": ring (T, N, H), D (k, H)");
   const int64_t H = s.size(1), N = s.size(2), M = s.size(3), T = ring.size(0), k = D.size(0);
   for (const auto& [t, name] : {std::pair<const at::Tensor&, const char*>{s, "s"}, {ring, "ring"}, {free, "free"},
-                                {coef, "coef"}, {u, "u"}, {K, "K"}, {D, "D"}, {mw, "mw"}, {mb, "mb"}})
+                                {coef, "coef"}, {K, "K"}, {D, "D"}, {mw, "mw"}, {mb, "mb"}}) {
     check_float(t, name);
-  for (const auto& [t, name] : {std::pair<const at::Tensor&, const char*>{s, "s"}, {ring, "ring"}, {free, "free"},
-                                {coef, "coef"}, {K, "K"}, {D, "D"}, {mw, "mw"}, {mb, "mb"}})
-    TORCH_CHECK(t.is_contiguous(), "state_stagger_mix_: ", name, " contiguous");
-  TORCH_CHECK(T == 2 || T == 4 || T == 8, "state_stagger_mix_: T (ring.size(0)) 2, 4 or 8, got ", T);
-  TORCH_CHECK(k == 1 || k == 2, "state_stagger_mix_: 1 or 2 read-outs, got ", k);
-  TORCH_CHECK(ring.sizes() == at::IntArrayRef({T, N, H}), "state_stagger_mix_: ring (T, N, H)");
-  TORCH_CHECK(free.sizes() == at::IntArrayRef({T, k, N, H}), "state_stagger_mix_: free (T, k, N, H)");
-  TORCH_CHECK(coef.sizes() == at::IntArrayRef({H, 1 + T + T * k, 2, M}), "state_stagger_mix_: coef (H, 1 + T + T k, 2, M)");
-  TORCH_CHECK(K.sizes() == at::IntArrayRef({T, k, H}), "state_stagger_mix_: K (T, k, H)");
-  TORCH_CHECK(D.sizes() == at::IntArrayRef({k, H}) && mw.sizes() == D.sizes(), "state_stagger_mix_: D, mw (k, H)");
-  TORCH_CHECK(mb.dim() == 1 && mb.size(0) == H, "state_stagger_mix_: mb (H,)");
-  TORCH_CHECK(u.dim() == 2 && u.size(0) == N && u.size(1) == H, "state_stagger_mix_: u (N, H)");
-  TORCH_CHECK(clock.numel() == 1 && clock.scalar_type() == at::kLong && clock.device().is_cpu(),
-              "state_stagger_mix_: clock, one int64 on the CPU");
-  int64_t& t = *clock.data_ptr<int64_t>();
-  TORCH_CHECK(t >= 0 && t < T, "state_stagger_mix_: clock in [0, T), got ", t);
-  const at::Tensor uc = u.stride(1) == 1 ? u : u.contiguous();  // rows of u_t, any row stride
-  at::Tensor x = at::empty({N, H}, s.options());
-  const Args A{s.data_ptr<float>(), ring.data_ptr<float>(), uc.data_ptr<float>(), free.data_ptr<float>(), coef.data_ptr<float>(),
-               K.data_ptr<float>(), D.data_ptr<float>(), mw.data_ptr<float>(), mb.data_ptr<float>(),
-               x.data_ptr<float>(), H, N, M, t, uc.stride(0)};
+    TORCH_CHECK(t.is_contiguous(), op, ": ", name, " contiguous");
+  }
+  TORCH_CHECK(T == 2 || T == 4 || T == 8, op, ": T (ring.size(0)) 2, 4 or 8, got ", T);
+  TORCH_CHECK(k == 1 || k == 2, op, ": 1 or 2 read-outs, got ", k);
+  TORCH_CHECK(ring.sizes() == at::IntArrayRef({T, N, H}), op, ": ring (T, N, H)");
+  TORCH_CHECK(free.sizes() == at::IntArrayRef({T, k, N, H}), op, ": free (T, k, N, H)");
+  TORCH_CHECK(coef.sizes() == at::IntArrayRef({H, 1 + T + T * k, 2, M}), op, ": coef (H, 1 + T + T k, 2, M)");
+  TORCH_CHECK(K.sizes() == at::IntArrayRef({T, k, H}), op, ": K (T, k, H)");
+  TORCH_CHECK(D.sizes() == at::IntArrayRef({k, H}) && mw.sizes() == D.sizes(), op, ": D, mw (k, H)");
+  TORCH_CHECK(mb.dim() == 1 && mb.size(0) == H, op, ": mb (H,)");
+  TORCH_CHECK(clock.numel() == 1 && clock.scalar_type() == at::kLong && clock.device().is_cpu(), op,
+              ": clock, one int64 on the CPU");
+  const int64_t t = *clock.data_ptr<int64_t>();
+  TORCH_CHECK(t >= 0 && t < T, op, ": clock in [0, T), got ", t);
+  return t;
+}
+
+// One frame of the staggered update into x (N, H): u_t rows at u (ldu apart), the gate's at
+// gate (null: none); the clock advanced.
+void advance(at::Tensor& s, at::Tensor& ring, at::Tensor& free, at::Tensor& clock, const at::Tensor& coef,
+             const at::Tensor& K, const at::Tensor& D, const at::Tensor& mw, const at::Tensor& mb, int64_t t,
+             const float* u, int64_t ldu, const float* gate, int64_t ldg, float* x) {
+  const int64_t H = s.size(1), N = s.size(2), M = s.size(3), T = ring.size(0), k = D.size(0);
+  Args A{s.data_ptr<float>(), ring.data_ptr<float>(), u, free.data_ptr<float>(), coef.data_ptr<float>(),
+         K.data_ptr<float>(), D.data_ptr<float>(), mw.data_ptr<float>(), mb.data_ptr<float>(), x, H, N, M, t, ldu};
+  A.gate = gate;
+  A.ldg = ldg;
   if (T == 2) k == 1 ? run<2, 1>(A) : run<2, 2>(A);
   else if (T == 4) k == 1 ? run<4, 1>(A) : run<4, 2>(A);
   else k == 1 ? run<8, 1>(A) : run<8, 2>(A);
-  t = (t + 1) % T;
+  *clock.data_ptr<int64_t>() = (t + 1) % T;
+}
+
+at::Tensor state_stagger_mix_(at::Tensor s, at::Tensor ring, at::Tensor free, at::Tensor clock, const at::Tensor& coef,
+                              const at::Tensor& u, const at::Tensor& K, const at::Tensor& D, const at::Tensor& mw,
+                              const at::Tensor& mb) {
+  const int64_t t = check_stagger(s, ring, free, clock, coef, K, D, mw, mb, "state_stagger_mix_");
+  const int64_t H = s.size(1), N = s.size(2);
+  check_float(u, "u");
+  TORCH_CHECK(u.dim() == 2 && u.size(0) == N && u.size(1) == H, "state_stagger_mix_: u (N, H)");
+  const at::Tensor uc = u.stride(1) == 1 ? u : u.contiguous();  // rows of u_t, any row stride
+  at::Tensor x = at::empty({N, H}, s.options());
+  advance(s, ring, free, clock, coef, K, D, mw, mb, t, uc.data_ptr<float>(), uc.stride(0), nullptr, 0, x.data_ptr<float>());
   return x;
+}
+
+// A temporal GDSSM block's whole streaming step with the staggered update and the gate
+// aggregation (hummuss.gdssm.GDSSM.step), in one call:
+//
+//     z = LayerNorm(x)                          (N, Dm), weight ln_w, bias ln_b, eps
+//     [x_id, u] = GELU(z W_in^T + b_in)         (N, 2H), W_in packed (few_rows_pack)
+//     x_f = the staggered update and mix of u   (N, H), as state_stagger_mix_
+//     out = (x_f * x_id) W_out^T + b_out + x    (N, Dm)
+at::Tensor stagger_block_(const at::Tensor& x, const at::Tensor& ln_w, const at::Tensor& ln_b, double eps,
+                          const at::Tensor& Wp_in, const at::Tensor& bp_in, at::Tensor s, at::Tensor ring,
+                          at::Tensor free, at::Tensor clock, const at::Tensor& coef, const at::Tensor& K,
+                          const at::Tensor& D, const at::Tensor& mw, const at::Tensor& mb, const at::Tensor& Wp_out,
+                          const at::Tensor& bp_out) {
+  const int64_t t = check_stagger(s, ring, free, clock, coef, K, D, mw, mb, "stagger_block_");
+  const int64_t H = s.size(1), N = s.size(2), NR = hummuss_few_rows::panel_width();
+  for (const auto& [v, name] : {std::pair<const at::Tensor&, const char*>{x, "x"}, {ln_w, "ln_w"}, {ln_b, "ln_b"},
+                                {Wp_in, "Wp_in"}, {bp_in, "bp_in"}, {Wp_out, "Wp_out"}, {bp_out, "bp_out"}})
+    check_float(v, name);
+  TORCH_CHECK(x.dim() == 2 && x.size(0) == N && x.stride(1) == 1, "stagger_block_: x (N, Dm), rows contiguous");
+  const int64_t Dm = x.size(1), Pin = (2 * H + NR - 1) / NR, Pout = (Dm + NR - 1) / NR;
+  TORCH_CHECK(ln_w.dim() == 1 && ln_w.size(0) == Dm && ln_b.sizes() == ln_w.sizes() && ln_w.is_contiguous() &&
+                  ln_b.is_contiguous(), "stagger_block_: ln_w, ln_b (Dm,)");
+  TORCH_CHECK(Wp_in.sizes() == at::IntArrayRef({Pin, Dm, NR}) && Wp_in.is_contiguous() &&
+                  bp_in.sizes() == at::IntArrayRef({Pin, NR}) && bp_in.is_contiguous(),
+              "stagger_block_: Wp_in (", Pin, ", ", Dm, ", ", NR, "), bp_in from few_rows_pack of W_in (2H, Dm)");
+  TORCH_CHECK(Wp_out.sizes() == at::IntArrayRef({Pout, H, NR}) && Wp_out.is_contiguous() &&
+                  bp_out.sizes() == at::IntArrayRef({Pout, NR}) && bp_out.is_contiguous(),
+              "stagger_block_: Wp_out (", Pout, ", ", H, ", ", NR, "), bp_out from few_rows_pack of W_out (Dm, H)");
+  at::Tensor z = at::empty({N, Dm}, x.options()), h = at::empty({N, 2 * H}, x.options());
+  at::Tensor g = at::empty({N, H}, x.options()), out = at::empty({N, Dm}, x.options());
+  const float* xp = x.data_ptr<float>();
+  float* zp = z.data_ptr<float>();
+  hummuss_few_rows::layer_norm(xp, x.stride(0), N, Dm, ln_w.data_ptr<float>(), ln_b.data_ptr<float>(), static_cast<float>(eps), zp);
+  float* hp = h.data_ptr<float>();
+  hummuss_few_rows::linear(zp, Dm, N, Dm, Wp_in.data_ptr<float>(), bp_in.data_ptr<float>(), 2 * H, true, hp, 2 * H,
+                           nullptr, 0);
+  advance(s, ring, free, clock, coef, K, D, mw, mb, t, hp + H, 2 * H, hp, 2 * H, g.data_ptr<float>());
+  hummuss_few_rows::linear(g.data_ptr<float>(), H, N, H, Wp_out.data_ptr<float>(), bp_out.data_ptr<float>(), Dm,
+                           false, out.data_ptr<float>(), Dm, xp, x.stride(0));
+  return out;
 }
 
 // Every channel's state brought to the last frame (clock - 1): its group's inputs since its
@@ -290,10 +355,14 @@ void state_stagger_sync_(at::Tensor s, const at::Tensor& ring, const at::Tensor&
 TORCH_LIBRARY_FRAGMENT(hummuss_cpu, m) {
   m.def("state_stagger_mix_(Tensor(a!) s, Tensor(b!) ring, Tensor(c!) free, Tensor(d!) clock, Tensor coef, Tensor u, "
         "Tensor K, Tensor D, Tensor mw, Tensor mb) -> Tensor");
+  m.def("stagger_block_(Tensor x, Tensor ln_w, Tensor ln_b, float eps, Tensor Wp_in, Tensor bp_in, Tensor(a!) s, "
+        "Tensor(b!) ring, Tensor(c!) free, Tensor(d!) clock, Tensor coef, Tensor K, Tensor D, Tensor mw, Tensor mb, "
+        "Tensor Wp_out, Tensor bp_out) -> Tensor");
   m.def("state_stagger_sync_(Tensor(a!) s, Tensor ring, Tensor clock, Tensor a, Tensor b) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(hummuss_cpu, CPU, m) {
   m.impl("state_stagger_mix_", &state_stagger_mix_);
+  m.impl("stagger_block_", &stagger_block_);
   m.impl("state_stagger_sync_", &state_stagger_sync_);
 }

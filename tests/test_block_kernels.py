@@ -1,0 +1,52 @@
+"""A streaming block's step in one kernel call (`hummuss.block_kernels`) against the same
+block's step op by op (`GDSSM.forward` / `GDSSM.step` with the one-call flags off)."""
+
+import pytest
+import torch
+from conftest import needs_kernels
+
+from hummuss.model import HumMUSS, HumMUSSConfig
+from hummuss.ssm import stagger
+
+pytestmark = needs_kernels
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(3)
+    m = HumMUSS(HumMUSSConfig.preset("cpu", causal=True)).eval()
+    with torch.no_grad():  # the norms' affine away from (1, 0), so that a kernel dropping it shows
+        for p in m.parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return m
+
+
+def test_a_spatial_block_in_one_call_equals_its_operations(model):
+    block = model.layers[1].spatial_st
+    consts = block.stream_constants(17)
+    assert consts["joint_block"]
+    x = torch.randn(2, 17, 1, model.config.dim)
+    with torch.no_grad():
+        got = block(x, consts=consts)
+        want = block(x, consts={**consts, "joint_block": False})
+    assert got.shape == x.shape
+    assert (got - want).abs().max() < 1e-5 * want.abs().max()
+
+
+def test_a_temporal_block_in_one_call_equals_its_operations_frame_after_frame(model):
+    block = model.layers[1].temporal_ts
+    consts = block.stream_constants(17)
+    assert consts["block"]
+    k = consts["planes"][0].shape[1]
+    dA, dB = (t for t in block.ssm_f.discretise_step(1.0))
+    coefficients = stagger.coefficients(*(torch.stack([t.real, t.imag]) for t in (dA, dB)), *consts["planes"])
+    states = [stagger.initial_state(torch.zeros(2, block.width, 17, block.ssm_f.modes), k) for _ in range(2)]
+    with torch.no_grad():
+        for _ in range(2 * stagger.FRAMES + 1):  # every group advanced, twice
+            x = torch.randn(17, model.config.dim)
+            got, _ = block.step(x, states[0], discretised=coefficients, consts=consts)
+            want, _ = block.step(x, states[1], discretised=coefficients, consts={**consts, "block": False})
+            assert (got - want).abs().max() < 1e-5 * want.abs().max()
+    for a, b in zip(states[0], states[1]):
+        assert torch.equal(a, b) if a.dtype == torch.long else (a - b).abs().max() <= 1e-5 * b.abs().max()
