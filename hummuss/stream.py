@@ -35,8 +35,8 @@ convolution over the joints, its mix and its gate run token-major in one kernel 
 the convolution's taps (`joint_conv_mix_gate`, 111 KB a block where its Toeplitz operator is
 1.8 MB), between the two packed projections, with no transposes. Where the blocks allow it
 (the gate aggregation, LayerNorms, the suite's kernels: `hummuss.block_kernels`), each block's
-whole step (norm, projections, core, residual) is one kernel call, which makes the eager step
-about as fast as the compiled one was.
+whole step (norm, projections, core, residual) is one kernel call (eagerly 12% less time a
+frame for paper-causal on a 2-core Xeon; compiled, level).
 
 `compile`: None (the default) streams eagerly for the first AUTO_COMPILE_AFTER frames, then
 switches to the compiled step where a compiler exists (`compiler_available`: a C++
