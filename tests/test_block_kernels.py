@@ -50,3 +50,24 @@ def test_a_temporal_block_in_one_call_equals_its_operations_frame_after_frame(mo
             assert (got - want).abs().max() < 1e-5 * want.abs().max()
     for a, b in zip(states[0], states[1]):
         assert torch.equal(a, b) if a.dtype == torch.long else (a - b).abs().max() <= 1e-5 * b.abs().max()
+
+
+def test_the_one_call_kernels_refuse_mismatched_tensors(model):
+    spatial, temporal = model.layers[0].spatial_st, model.layers[0].temporal_st
+    sc, tc = spatial.stream_constants(17), temporal.stream_constants(17)
+    norm, D = spatial.norm, model.config.dim
+    x = torch.randn(17, D)
+    args = [x, norm.weight, norm.bias, norm.eps, sc["proj"].weight, sc["proj"].bias, *sc["taps"], *sc["mix_rows"],
+            sc["out"].weight, sc["out"].bias]
+    assert torch.ops.hummuss_cpu.joint_block(*args).shape == (17, D)
+    with pytest.raises(RuntimeError, match=r"joint_block: Wp_in"):
+        torch.ops.hummuss_cpu.joint_block(*args[:4], sc["out"].weight, sc["out"].bias, *args[6:])
+    with pytest.raises(RuntimeError, match=r"joint_block: ln_w"):
+        torch.ops.hummuss_cpu.joint_block(x, norm.weight[:-1], *args[2:])
+    state = stagger.initial_state(torch.zeros(2, temporal.width, 17, temporal.ssm_f.modes), tc["planes"][0].shape[1])
+    dA, dB = temporal.ssm_f.discretise_step(1.0)
+    coefficients = stagger.coefficients(*(torch.stack([t.real, t.imag]) for t in (dA, dB)), *tc["planes"])
+    with pytest.raises(RuntimeError, match=r"stagger_block_: x \(N, Dm\)"):  # 16 rows for 17 streams
+        torch.ops.hummuss_cpu.stagger_block_(torch.randn(16, D), temporal.norm.weight, temporal.norm.bias, 1e-5,
+                                             tc["proj"].weight, tc["proj"].bias, *state, *coefficients,
+                                             temporal.ssm_f.D, *tc["mix_rows"], tc["out"].weight, tc["out"].bias)

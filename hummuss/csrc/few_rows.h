@@ -3,6 +3,8 @@
 // `joint_block`): a product into a given buffer, with rows at any stride and an optional residual.
 #pragma once
 
+#include <ATen/ATen.h>
+
 #include <cstdint>
 
 namespace hummuss_few_rows {
@@ -16,7 +18,11 @@ void linear(const float* x, int64_t ldx, int64_t M, int64_t K, const float* Wp, 
 // z = LayerNorm(x) (weight w, bias b, eps) over N rows of D: x's rows ldx apart, z contiguous.
 void layer_norm(const float* x, int64_t ldx, int64_t N, int64_t D, const float* w, const float* b, float eps, float* z);
 
-// NR, the outputs a packed panel holds on this build (Wp's last dimension).
-int64_t panel_width();
+// The checks of a one-call block's tensors: x (N, Dm) with contiguous rows (N < 0: any), the
+// norm's ln_w, ln_b (Dm,), W_in (2H, Dm) and W_out (Dm, H) packed by `few_rows_pack`, all
+// float32 on the CPU; `op` names the caller in the errors. Returns Dm.
+int64_t check_block(const at::Tensor& x, int64_t N, int64_t H, const at::Tensor& ln_w, const at::Tensor& ln_b,
+                    const at::Tensor& Wp_in, const at::Tensor& bp_in, const at::Tensor& Wp_out, const at::Tensor& bp_out,
+                    const char* op);
 
 }  // namespace hummuss_few_rows

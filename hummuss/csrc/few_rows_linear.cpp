@@ -175,7 +175,23 @@ void hummuss_few_rows::layer_norm(const float* x, int64_t ldx, int64_t N, int64_
   }
 }
 
-int64_t hummuss_few_rows::panel_width() { return kPanel; }
+int64_t hummuss_few_rows::check_block(const at::Tensor& x, int64_t N, int64_t H, const at::Tensor& ln_w,
+                                      const at::Tensor& ln_b, const at::Tensor& Wp_in, const at::Tensor& bp_in,
+                                      const at::Tensor& Wp_out, const at::Tensor& bp_out, const char* op) {
+  for (const auto* t : {&x, &ln_w, &ln_b, &Wp_in, &bp_in, &Wp_out, &bp_out})
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat, op, ": float32 CPU tensors");
+  TORCH_CHECK(x.dim() == 2 && (N < 0 || x.size(0) == N) && x.stride(1) == 1, op, ": x (N, Dm), rows contiguous");
+  const int64_t Dm = x.size(1), Pin = (2 * H + kPanel - 1) / kPanel, Pout = (Dm + kPanel - 1) / kPanel;
+  TORCH_CHECK(ln_w.dim() == 1 && ln_w.size(0) == Dm && ln_b.sizes() == ln_w.sizes() && ln_w.is_contiguous() &&
+                  ln_b.is_contiguous(), op, ": ln_w, ln_b (Dm,)");
+  TORCH_CHECK(Wp_in.sizes() == at::IntArrayRef({Pin, Dm, kPanel}) && Wp_in.is_contiguous() &&
+                  bp_in.sizes() == at::IntArrayRef({Pin, kPanel}) && bp_in.is_contiguous(),
+              op, ": Wp_in (", Pin, ", ", Dm, ", ", kPanel, "), bp_in from few_rows_pack of W_in (2H, Dm)");
+  TORCH_CHECK(Wp_out.sizes() == at::IntArrayRef({Pout, H, kPanel}) && Wp_out.is_contiguous() &&
+                  bp_out.sizes() == at::IntArrayRef({Pout, kPanel}) && bp_out.is_contiguous(),
+              op, ": Wp_out (", Pout, ", ", H, ", ", kPanel, "), bp_out from few_rows_pack of W_out (Dm, H)");
+  return Dm;
+}
 
 void hummuss_few_rows::linear(const float* x, int64_t ldx, int64_t M, int64_t K, const float* Wp, const float* bp,
                               int64_t N, bool gelu, float* out, int64_t ldo, const float* residual, int64_t ldr) {

@@ -380,19 +380,9 @@ at::Tensor joint_conv_mix_gate(const at::Tensor& both, const at::Tensor& Kz, con
 at::Tensor joint_block(const at::Tensor& x, const at::Tensor& ln_w, const at::Tensor& ln_b, double eps,
                        const at::Tensor& Wp_in, const at::Tensor& bp_in, const at::Tensor& Kz, const at::Tensor& idx,
                        const at::Tensor& w, const at::Tensor& b, const at::Tensor& Wp_out, const at::Tensor& bp_out) {
-  for (const auto* t : {&x, &ln_w, &ln_b, &Wp_in, &bp_in, &Wp_out, &bp_out})
-    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat, "joint_block: float32 CPU tensors");
-  TORCH_CHECK(x.dim() == 2 && x.stride(1) == 1 && Kz.dim() == 2, "joint_block: x (N, Dm), rows contiguous; Kz (R (L + 1), H)");
-  const int64_t N = x.size(0), Dm = x.size(1), H = Kz.size(1), NR = hummuss_few_rows::panel_width();
-  const int64_t Pin = (2 * H + NR - 1) / NR, Pout = (Dm + NR - 1) / NR;
-  TORCH_CHECK(ln_w.dim() == 1 && ln_w.size(0) == Dm && ln_b.sizes() == ln_w.sizes() && ln_w.is_contiguous() &&
-                  ln_b.is_contiguous(), "joint_block: ln_w, ln_b (Dm,)");
-  TORCH_CHECK(Wp_in.sizes() == at::IntArrayRef({Pin, Dm, NR}) && Wp_in.is_contiguous() &&
-                  bp_in.sizes() == at::IntArrayRef({Pin, NR}) && bp_in.is_contiguous(),
-              "joint_block: Wp_in (", Pin, ", ", Dm, ", ", NR, "), bp_in from few_rows_pack of W_in (2H, Dm)");
-  TORCH_CHECK(Wp_out.sizes() == at::IntArrayRef({Pout, H, NR}) && Wp_out.is_contiguous() &&
-                  bp_out.sizes() == at::IntArrayRef({Pout, NR}) && bp_out.is_contiguous(),
-              "joint_block: Wp_out (", Pout, ", ", H, ", ", NR, "), bp_out from few_rows_pack of W_out (Dm, H)");
+  TORCH_CHECK(Kz.dim() == 2, "joint_block: Kz (R (L + 1), H)");
+  const int64_t N = x.dim() == 2 ? x.size(0) : 0, H = Kz.size(1);
+  const int64_t Dm = hummuss_few_rows::check_block(x, -1, H, ln_w, ln_b, Wp_in, bp_in, Wp_out, bp_out, "joint_block");
   at::Tensor z = at::empty({N, Dm}, x.options()), both = at::empty({N, 2 * H}, x.options());
   at::Tensor out = at::empty({N, Dm}, x.options());
   const float* xp = x.data_ptr<float>();

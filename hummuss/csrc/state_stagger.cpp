@@ -279,20 +279,8 @@ at::Tensor stagger_block_(const at::Tensor& x, const at::Tensor& ln_w, const at:
                           const at::Tensor& D, const at::Tensor& mw, const at::Tensor& mb, const at::Tensor& Wp_out,
                           const at::Tensor& bp_out) {
   const int64_t t = check_stagger(s, ring, free, clock, coef, K, D, mw, mb, "stagger_block_");
-  const int64_t H = s.size(1), N = s.size(2), NR = hummuss_few_rows::panel_width();
-  for (const auto& [v, name] : {std::pair<const at::Tensor&, const char*>{x, "x"}, {ln_w, "ln_w"}, {ln_b, "ln_b"},
-                                {Wp_in, "Wp_in"}, {bp_in, "bp_in"}, {Wp_out, "Wp_out"}, {bp_out, "bp_out"}})
-    check_float(v, name);
-  TORCH_CHECK(x.dim() == 2 && x.size(0) == N && x.stride(1) == 1, "stagger_block_: x (N, Dm), rows contiguous");
-  const int64_t Dm = x.size(1), Pin = (2 * H + NR - 1) / NR, Pout = (Dm + NR - 1) / NR;
-  TORCH_CHECK(ln_w.dim() == 1 && ln_w.size(0) == Dm && ln_b.sizes() == ln_w.sizes() && ln_w.is_contiguous() &&
-                  ln_b.is_contiguous(), "stagger_block_: ln_w, ln_b (Dm,)");
-  TORCH_CHECK(Wp_in.sizes() == at::IntArrayRef({Pin, Dm, NR}) && Wp_in.is_contiguous() &&
-                  bp_in.sizes() == at::IntArrayRef({Pin, NR}) && bp_in.is_contiguous(),
-              "stagger_block_: Wp_in (", Pin, ", ", Dm, ", ", NR, "), bp_in from few_rows_pack of W_in (2H, Dm)");
-  TORCH_CHECK(Wp_out.sizes() == at::IntArrayRef({Pout, H, NR}) && Wp_out.is_contiguous() &&
-                  bp_out.sizes() == at::IntArrayRef({Pout, NR}) && bp_out.is_contiguous(),
-              "stagger_block_: Wp_out (", Pout, ", ", H, ", ", NR, "), bp_out from few_rows_pack of W_out (Dm, H)");
+  const int64_t H = s.size(1), N = s.size(2);
+  const int64_t Dm = hummuss_few_rows::check_block(x, N, H, ln_w, ln_b, Wp_in, bp_in, Wp_out, bp_out, "stagger_block_");
   at::Tensor z = at::empty({N, Dm}, x.options()), h = at::empty({N, 2 * H}, x.options());
   at::Tensor g = at::empty({N, H}, x.options()), out = at::empty({N, Dm}, x.options());
   const float* xp = x.data_ptr<float>();
