@@ -74,6 +74,13 @@ def test_bad_frames_are_named(model):
         s.step(torch.zeros(1, 17, 3))
     with pytest.raises(ValueError, match="NaN"):
         s.step(torch.full((2, 17, 3), float("nan")))
+    one_inf = torch.zeros(2, 17, 3)
+    one_inf[1, 5, 2] = float("-inf")
+    with pytest.raises(ValueError, match="infinite"):
+        s.step(one_inf)
+    assert s.frames_seen == 0
+    s.step(torch.full((2, 17, 3), 3e38))  # finite, though its sum overflows: not refused
+    assert s.frames_seen == 1
     with pytest.raises(ValueError, match="dt must be > 0"):
         s.step(torch.zeros(2, 17, 3), dt=0.0)
 
