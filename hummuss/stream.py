@@ -234,9 +234,11 @@ class HumMUSSStream:
 
     def _step_compiled(self, x_t, dt):
         global _compiled_frame
-        if _compiled_frame is None:  # one per process: streams of one model share its code
-            _compiled_frame = torch.compile(_frame, dynamic=False, options=COMPILE_OPTIONS)
         try:
+            if _compiled_frame is None:  # one per process: streams of one model share its code
+                from torch._inductor import config  # (an option this torch lacks is left out)
+                options = {k: v for k, v in COMPILE_OPTIONS.items() if hasattr(config, k)}
+                _compiled_frame = torch.compile(_frame, dynamic=False, options=options)
             with torch.no_grad():
                 y, self.states = _compiled_frame(self.model, x_t, self.states, self._discretised(dt), self._consts, self._top)
             return y

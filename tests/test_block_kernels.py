@@ -5,6 +5,7 @@ import pytest
 import torch
 from conftest import needs_kernels
 
+from hummuss.gdssm import GDSSM
 from hummuss.model import HumMUSS, HumMUSSConfig
 from hummuss.ssm import stagger
 
@@ -71,3 +72,50 @@ def test_the_one_call_kernels_refuse_mismatched_tensors(model):
         torch.ops.hummuss_cpu.stagger_block_(torch.randn(16, D), temporal.norm.weight, temporal.norm.bias, 1e-5,
                                              tc["proj"].weight, tc["proj"].bias, *state, *coefficients,
                                              temporal.ssm_f.D, *tc["mix_rows"], tc["out"].weight, tc["out"].bias)
+
+
+def _jitter(block):
+    with torch.no_grad():  # the norm's affine, the mix and D away from their initial values
+        for p in block.parameters():
+            if p.dim() == 1 or (p.dim() == 2 and p.shape[-1] <= 2):
+                p.add_(0.2 * torch.randn_like(p))
+    return block.eval()
+
+
+# (T frames a staggered advance, read-outs k, width, expand, state size, streams): widths that are no
+# multiple of the vector (partial vectors in the norm, the products and the residual), H no multiple of T
+ODD_TEMPORAL = [(2, 1, 20, 2.35, 10, 51), (4, 2, 20, 2.35, 22, 17), (8, 2, 13, 3.0, 34, 34)]
+
+
+@pytest.mark.parametrize("T, k, dim, expand, state_size, streams", ODD_TEMPORAL)
+def test_a_temporal_block_in_one_call_equals_its_functional_step(T, k, dim, expand, state_size, streams):
+    """Against the differentiable step on a complex state (nn.Linear, F.gelu, the DSSM's own
+    recurrence): no kernel in common."""
+    torch.manual_seed(T + k)
+    block = _jitter(GDSSM(dim, expand=expand, state_size=state_size, ssm_channels=k, bidirectional=False,
+                          temporal=True))
+    consts = block.stream_constants(17, streams)
+    assert consts["block"]
+    dA, dB = block.ssm_f.discretise_step(1.0)
+    coefficients = stagger.coefficients(*(torch.stack([t.real, t.imag]) for t in (dA, dB)), *consts["planes"],
+                                        frames=T)
+    state = stagger.initial_state(torch.zeros(2, block.width, streams, block.ssm_f.modes),
+                                  consts["planes"][0].shape[1], frames=T)
+    reference = block.initial_state(streams)
+    with torch.no_grad():
+        for _ in range(3 * T + 1):
+            x = torch.randn(streams, dim)
+            got, _ = block.step(x, state, discretised=coefficients, consts=consts)
+            want, reference = block.step(x, reference)
+            assert (got - want).abs().max() < 2e-5 * want.abs().max()
+
+
+@pytest.mark.parametrize("k, bidirectional, batch", [(1, True, 3), (2, True, 2), (2, False, 1)])
+def test_a_spatial_block_in_one_call_equals_its_plain_forward(k, bidirectional, batch):
+    torch.manual_seed(k)
+    block = _jitter(GDSSM(20, expand=2.35, state_size=10, ssm_channels=k, bidirectional=bidirectional))
+    consts = block.stream_constants(17, 17 * batch)
+    assert consts["joint_block"]
+    x = torch.randn(batch, 17, 1, 20)
+    with torch.no_grad():
+        assert (block(x, consts=consts) - block(x)).abs().max() < 2e-5 * block(x).abs().max()

@@ -125,6 +125,9 @@ def test_the_kernel_refuses_what_it_has_no_update_for():
         stagger.advance_mix(state, coef[:, :-1].contiguous(), K, u, D, mw, mb)
     with pytest.raises(RuntimeError, match=r"s \(2, H, N, M\)"):
         stagger.synchronise(state._replace(s=state.s[:1]), a, b)
+    with pytest.raises(RuntimeError, match="u overlaps ring"):  # u read while the ring is written
+        stagger.advance_mix(state, coef, K, state.ring[1], D, mw, mb)
+    assert state.clock.item() == 0
     assert not stagger.supported(3) and stagger.supported(2)
 
 

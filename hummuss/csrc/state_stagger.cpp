@@ -261,6 +261,13 @@ at::Tensor state_stagger_mix_(at::Tensor s, at::Tensor ring, at::Tensor free, at
   check_float(u, "u");
   TORCH_CHECK(u.dim() == 2 && u.size(0) == N && u.size(1) == H, "state_stagger_mix_: u (N, H)");
   const at::Tensor uc = u.stride(1) == 1 ? u : u.contiguous();  // rows of u_t, any row stride
+  // u is read while s, free and the ring are written: it must share no memory with them
+  const float* u0 = uc.data_ptr<float>();
+  const float* u1 = u0 + (N - 1) * uc.stride(0) + H;
+  for (const auto& [t, name] : {std::pair<const at::Tensor&, const char*>{s, "s"}, {ring, "ring"}, {free, "free"}}) {
+    const float* t0 = t.data_ptr<float>();
+    TORCH_CHECK(u1 <= t0 || t0 + t.numel() <= u0, "state_stagger_mix_: u overlaps ", name);
+  }
   at::Tensor x = at::empty({N, H}, s.options());
   advance(s, ring, free, clock, coef, K, D, mw, mb, t, uc.data_ptr<float>(), uc.stride(0), nullptr, 0, x.data_ptr<float>());
   return x;
