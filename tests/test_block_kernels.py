@@ -7,9 +7,17 @@ from conftest import needs_kernels
 
 from hummuss.gdssm import GDSSM
 from hummuss.model import HumMUSS, HumMUSSConfig
-from hummuss.ssm import stagger
+from hummuss.ssm import planar_state, stagger
 
 pytestmark = needs_kernels
+
+
+def _staggered(block, consts: dict, streams: int, frames: int = stagger.FRAMES):
+    """A zero staggered state of `streams` streams for the temporal `block`, and the coefficients
+    of step 1.0, as `HumMUSSStream` makes them."""
+    state = stagger.initial_state(planar_state(block.initial_state(streams)), consts["planes"][0].shape[1], frames)
+    dA, dB = block.ssm_f.discretise_step(1.0)
+    return state, stagger.coefficients(planar_state(dA), planar_state(dB), *consts["planes"], frames)
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +47,8 @@ def test_a_temporal_block_in_one_call_equals_its_operations_frame_after_frame(mo
     block = model.layers[1].temporal_ts
     consts = block.stream_constants(17)
     assert consts["block"]
-    k = consts["planes"][0].shape[1]
-    dA, dB = (t for t in block.ssm_f.discretise_step(1.0))
-    coefficients = stagger.coefficients(*(torch.stack([t.real, t.imag]) for t in (dA, dB)), *consts["planes"])
-    states = [stagger.initial_state(torch.zeros(2, block.width, 17, block.ssm_f.modes), k) for _ in range(2)]
+    (state, coefficients), (twin, _) = _staggered(block, consts, 17), _staggered(block, consts, 17)
+    states = [state, twin]
     with torch.no_grad():
         for _ in range(2 * stagger.FRAMES + 1):  # every group advanced, twice
             x = torch.randn(17, model.config.dim)
@@ -65,9 +71,7 @@ def test_the_one_call_kernels_refuse_mismatched_tensors(model):
         torch.ops.hummuss_cpu.joint_block(*args[:4], sc["out"].weight, sc["out"].bias, *args[6:])
     with pytest.raises(RuntimeError, match=r"joint_block: ln_w"):
         torch.ops.hummuss_cpu.joint_block(x, norm.weight[:-1], *args[2:])
-    state = stagger.initial_state(torch.zeros(2, temporal.width, 17, temporal.ssm_f.modes), tc["planes"][0].shape[1])
-    dA, dB = temporal.ssm_f.discretise_step(1.0)
-    coefficients = stagger.coefficients(*(torch.stack([t.real, t.imag]) for t in (dA, dB)), *tc["planes"])
+    state, coefficients = _staggered(temporal, tc, 17)
     with pytest.raises(RuntimeError, match=r"stagger_block_: x \(N, Dm\)"):  # 16 rows for 17 streams
         torch.ops.hummuss_cpu.stagger_block_(torch.randn(16, D), temporal.norm.weight, temporal.norm.bias, 1e-5,
                                              tc["proj"].weight, tc["proj"].bias, *state, *coefficients,
@@ -96,11 +100,7 @@ def test_a_temporal_block_in_one_call_equals_its_functional_step(T, k, dim, expa
                           temporal=True))
     consts = block.stream_constants(17, streams)
     assert consts["block"]
-    dA, dB = block.ssm_f.discretise_step(1.0)
-    coefficients = stagger.coefficients(*(torch.stack([t.real, t.imag]) for t in (dA, dB)), *consts["planes"],
-                                        frames=T)
-    state = stagger.initial_state(torch.zeros(2, block.width, streams, block.ssm_f.modes),
-                                  consts["planes"][0].shape[1], frames=T)
+    state, coefficients = _staggered(block, consts, streams, T)
     reference = block.initial_state(streams)
     with torch.no_grad():
         for _ in range(3 * T + 1):
