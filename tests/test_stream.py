@@ -213,6 +213,28 @@ def test_default_stream_switches_to_the_compiled_step_and_stays_exact(model, mon
     assert max((a - b).abs().max().item() for a, b in zip(got, expected)) < 1e-5
 
 
+def test_the_planned_eager_frame_makes_the_module_frames_calls(model):
+    """Where every block steps in one kernel call, the eager step calls the kernels from a plan
+    of their arguments (`_planned_frame`): the same outputs as `_frame`'s, bit for bit, over
+    every group's advances; a new plan after `reset` (new states), none once a frame with
+    another step has brought the stream to the per-frame update."""
+    s, ref = model.stream(batch_size=2, compile=False), model.stream(batch_size=2, compile=False)
+    if not s._one_call:
+        pytest.skip("the CPU kernels are not built here")
+    x = torch.randn(2, 12, 17, 3)
+    for reset in (False, True):
+        if reset:
+            s.reset(), ref.reset()
+            assert s._plan is None
+        ref._one_call = False  # the module frame (`_frame`)
+        for t in range(9 if reset else 12):  # every channel group advanced two or three times
+            assert torch.equal(s.step(x[:, t]), ref.step(x[:, t]))
+        assert s._plan is not None and ref._plan is None
+    for t in range(9, 12):  # another step: synchronised, the per-frame update (no plan)
+        assert (s.step(x[:, t], dt=2.0) - ref.step(x[:, t], dt=2.0)).abs().max() == 0
+        assert not s.staggered and s._plan is None
+
+
 def test_default_stream_without_a_compiler_warns_once_and_stays_eager(model, monkeypatch, kernel):
     import warnings
 
