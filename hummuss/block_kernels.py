@@ -28,19 +28,30 @@ def applies(block: nn.Module, packed: dict) -> bool:
             and block.aggregate.kind == "gate" and packed["proj"].kind == packed["out"].kind == "kernel")
 
 
+def joint_args(block: nn.Module, consts: dict) -> tuple:
+    """`joint_block`'s arguments after x for the spatial `block`: its norm, packed projections,
+    convolution taps and mix rows."""
+    norm, proj, out = block.norm, consts["proj"], consts["out"]
+    return (norm.weight, norm.bias, norm.eps, proj.weight, proj.bias, *consts["taps"], *consts["mix_rows"],
+            out.weight, out.bias)
+
+
+def stagger_args(block: nn.Module, state, coefficients, consts: dict) -> tuple:
+    """`stagger_block_`'s arguments after x for the temporal `block` with its
+    `stagger.StaggeredState` (updated in place by the call) and the step size's
+    `stagger.coefficients`."""
+    norm, proj, out = block.norm, consts["proj"], consts["out"]
+    return (norm.weight, norm.bias, norm.eps, proj.weight, proj.bias, *state, *coefficients, block.ssm_f.D,
+            *consts["mix_rows"], out.weight, out.bias)
+
+
 def joint_step(block: nn.Module, x: torch.Tensor, consts: dict) -> torch.Tensor:
     """A spatial block over one frame's joints: x (P, L, 1, D) -> (P, L, 1, D)."""
     P, L, _, D = x.shape
-    norm, proj, out = block.norm, consts["proj"], consts["out"]
-    return torch.ops.hummuss_cpu.joint_block(x.reshape(P * L, D), norm.weight, norm.bias, norm.eps, proj.weight,
-                                             proj.bias, *consts["taps"], *consts["mix_rows"], out.weight,
-                                             out.bias).view(P, L, 1, D)
+    return torch.ops.hummuss_cpu.joint_block(x.reshape(P * L, D), *joint_args(block, consts)).view(P, L, 1, D)
 
 
 def stagger_step(block: nn.Module, x: torch.Tensor, state, coefficients, consts: dict) -> torch.Tensor:
     """A temporal block's frame with its `stagger.StaggeredState` (updated in place) and the
     step size's `stagger.coefficients`: x (N, D) -> (N, D)."""
-    norm, proj, out = block.norm, consts["proj"], consts["out"]
-    return torch.ops.hummuss_cpu.stagger_block_(x, norm.weight, norm.bias, norm.eps, proj.weight, proj.bias, *state,
-                                                *coefficients, block.ssm_f.D, *consts["mix_rows"], out.weight,
-                                                out.bias)
+    return torch.ops.hummuss_cpu.stagger_block_(x, *stagger_args(block, state, coefficients, consts))
