@@ -1,6 +1,6 @@
 """The suite's hand-written CPU kernels (`hummuss/csrc/*.cpp`), compiled on first use.
 
-Nine sources: `mix_gate` (mix_gate.cpp), a GDSSM block's read-out mix and gate aggregation,
+Eleven sources: `mix_gate` (mix_gate.cpp), a GDSSM block's read-out mix and gate aggregation,
 forward and backward, in one pass over the convolutions' outputs (`hummuss.fusion.MixGate`
 is the same function in PyTorch operations, and stays the reference and the path on GPUs),
 and beside it `joint_conv_mix_gate`, a streaming spatial block's convolution over the joints
@@ -32,7 +32,12 @@ temporal block's FFT convolution, mix and gate in one pass each way, its transfo
 and vectorised across channels (`hummuss.conv_mix_gate.FFTMixGate`, `fft_mix_gate_into`;
 `FFTConv` then `MixGate` the reference). mix_gate.cpp, bias_gelu.cpp, state_step.cpp,
 state_stagger.cpp and fft_mix_gate.cpp share one GELU (gelu.h); state_stagger.cpp calls
-few_rows_linear.cpp's product and layer norm (few_rows.h), and so does mix_gate.cpp.
+few_rows_linear.cpp's product and layer norm (few_rows.h), and so does mix_gate.cpp. And
+`learned_fusion` (learned_fusion.cpp), the streaming step's learned fusion of a layer's two
+streams for one frame's tokens (`hummuss.fusion.Aggregate`, kind "learned", the reference),
+and `stream_layer` (stream_layer.cpp), a layer's four one-call blocks in one call, its two
+streams at once where ATen's pool has two threads (the blocks called one by one the reference;
+blocks.h declares them for it).
 
 `ops()` compiles the sources with `torch.utils.cpp_extension` for this CPU's vector
 instructions (ATen's `Vectorized` at the width that `torch.backends.cpu.get_cpu_capability()`
@@ -63,8 +68,9 @@ import torch
 SOURCES = [Path(__file__).with_name("csrc") / name for name in ("mix_gate.cpp", "state_step.cpp", "spectral.cpp",
                                                                    "few_rows_linear.cpp", "bias_gelu.cpp",
                                                                    "vandermonde.cpp", "toeplitz_product.cpp",
-                                                                   "fft_mix_gate.cpp", "state_stagger.cpp")]
-HEADERS = [Path(__file__).with_name("csrc") / h for h in ("gelu.h", "few_rows.h")]  # included by sources: their text is in the build flags
+                                                                   "fft_mix_gate.cpp", "state_stagger.cpp",
+                                                                   "learned_fusion.cpp", "stream_layer.cpp")]
+HEADERS = [Path(__file__).with_name("csrc") / h for h in ("gelu.h", "few_rows.h", "blocks.h")]  # included by sources: their text is in the build flags
 ENV = "HUMMUSS_CPU_KERNELS"  # "0": never build or use them
 STALE_LOCK_S = 600  # a build lock older than this was left by a process that died while building
 LOCK_CHECK_S = 30  # while building or waiting for another process's build: how often to look for one
@@ -189,6 +195,10 @@ def _register_fakes() -> None:
     @torch.library.register_fake("hummuss_cpu::joint_block")
     def _(x, ln_w, ln_b, eps, Wp_in, bp_in, Kz, idx, w, b, Wp_out, bp_out):
         return x.new_empty(x.shape)  # (N, Dm)
+
+    @torch.library.register_fake("hummuss_cpu::learned_fusion")
+    def _(a, b, W, c):
+        return a.new_empty(a.shape)  # (N, D)
 
     @torch.library.register_fake("hummuss_cpu::few_rows_linear")
     def _(x, Wp, bp, N, gelu):

@@ -36,15 +36,22 @@ the convolution's taps (`joint_conv_mix_gate`, 111 KB a block where its Toeplitz
 1.8 MB), between the two packed projections, with no transposes. Where the blocks allow it
 (the gate aggregation, LayerNorms, the suite's kernels: `hummuss.block_kernels`), each block's
 whole step (norm, projections, core, residual) is one kernel call (eagerly 12% less time a
-frame for paper-causal on a 2-core Xeon; compiled, level), and the eager frame then calls
-those kernels from a plan of their arguments built at its first frame (`_planned_frame`), not
-through the modules (a further 7% on a 2-core Zen 4).
+frame for paper-causal on a 2-core Xeon; compiled, level), and the eager frame then runs
+from a plan of the kernels' arguments built at its first frame (`_planned_frame`), not through
+the modules (a further 7% on a 2-core Zen 4): a layer in one call (`stream_layer`, its two
+streams at once, one a thread, where ATen's pool has two) and its learned fusion in another
+(`learned_fusion`, `_fuse`). Paper-causal on a 2-core Zen 3 EPYC, two streams alternated in one
+process, 12 rounds of 30 frames: 0.76-0.91 of the time a frame of the plan calling the blocks'
+kernels one by one with the fusion's module (medians of four processes), and the compiled step
+took 1.22 times as long (the same, one process).
 
-`compile`: None (the default) streams eagerly for the first AUTO_COMPILE_AFTER frames, then
-switches to the compiled step where a compiler exists (`compiler_available`: a C++
-compiler for Inductor on the CPU, Triton on CUDA), so short streams never pay for a
-compilation and long ones get the fast step; where none exists it warns once per process
-and stays eager. True compiles from the first frame, False never. The compiled step has a
+`compile`: None (the default) takes that planned eager frame where it applies (`planned`:
+every block in one kernel call, the staggered update). Elsewhere it streams eagerly for the
+first AUTO_COMPILE_AFTER frames, then switches to the compiled step where a compiler exists
+(`compiler_available`: a C++ compiler for Inductor on the CPU, Triton on CUDA), so short
+streams never pay for a compilation and long ones get the fast step; where none exists it
+warns once per process and stays eager. True compiles from the first frame, False never
+(on the CPU with the kernels, both slower than the default). The compiled step has a
 C++ wrapper (Inductor's `cpp_wrapper`: the calls between its kernels leave Python; 0.3-0.9
 ms a frame less for paper-causal on a 2-core CPU) and skips the size and stride checks of every
 call (`COMPILE_OPTIONS`). Compilation costs (paper-causal on a
@@ -62,6 +69,7 @@ import warnings
 import torch
 import torch.nn as nn
 
+from hummuss import cpu_kernels
 from hummuss.allocator import keep_freed_memory
 from hummuss.block_kernels import joint_args, stagger_args
 from hummuss.packed_linear import pack_linear
@@ -157,6 +165,12 @@ class HumMUSSStream:
         """Whether the states are planar real (2, H, B J, M) rather than complex (B J, H, M)."""
         return self.compile or self._kernel
 
+    @property
+    def planned(self) -> bool:
+        """Whether the eager step runs from a plan of the kernels' arguments (`_planned_frame`):
+        every block in one kernel call, with the staggered update."""
+        return self._one_call and self.staggered
+
     @staticmethod
     def _blocks(layer: nn.Module):
         return layer.spatial_st, layer.temporal_st, layer.temporal_ts, layer.spatial_ts
@@ -204,11 +218,11 @@ class HumMUSSStream:
                 self._stagger_dt = float(dt)
             if per_stream or float(dt) != self._stagger_dt:
                 self._unstagger()
-        if self.auto and self.frames_seen >= AUTO_COMPILE_AFTER:
+        if self.auto and self.frames_seen >= AUTO_COMPILE_AFTER and not self.planned:
             self._switch_to_compiled()
         if self.compile:
             y = self._step_compiled(x_t, dt)
-        elif self._one_call and self.staggered:
+        elif self.planned:
             with torch.inference_mode():
                 if self._plan is None:
                     self._plan = _block_plan(self.model, self.states, self._discretised(dt), self._consts)
@@ -273,12 +287,18 @@ def _top_constants(model: nn.Module, rows: int) -> dict:
     """The linear layers outside the blocks, packed for `rows` tokens (`packed_linear`): the
     joint embedding, each layer's learned fusion of the two streams (None for the other
     fusions), the read-out's Linear before the head (its activation stays the model's) and the
-    head. (Through torch.addmm these 8 small products took about 0.15 ms of paper-causal's frame.)"""
+    head. (Through torch.addmm these 8 small products took about 0.15 ms of paper-causal's frame.)
+    And where the CPU kernels run, each learned fusion's weight and bias for `learned_fusion`
+    (its seven operations in one call; `_fuse`), else None."""
     first = model.pre_logits[0]
+    kernel = cpu_kernels.runs_on(first.weight.device, first.weight.dtype)
     with torch.no_grad():
         return dict(embed=pack_linear(model.joints_embed.weight, model.joints_embed.bias, rows),
                     fuse=[pack_linear(layer.fuse.weights.weight, layer.fuse.weights.bias, rows)
                           if layer.fuse.kind == "learned" else None for layer in model.layers],
+                    fusion=[(layer.fuse.weights.weight.detach().contiguous(), layer.fuse.weights.bias.detach().contiguous())
+                            if kernel and layer.fuse.kind == "learned" and layer.fuse.n_inputs == 2 else None
+                            for layer in model.layers],
                     pre_logits=pack_linear(first.weight, first.bias, rows),
                     head=pack_linear(model.head.weight, model.head.bias, rows))
 
@@ -296,7 +316,7 @@ def _frame(model: nn.Module, x_t, states, disc, consts, top):
     D = model.config.dim
     h = model.embed(x_t, linear=top["embed"])  # (B, J, D)
     new_states = []
-    for layer, st, dsc, cst, fw in zip(model.layers, states, disc, consts, top["fuse"]):
+    for layer, st, dsc, cst, fw, fk in zip(model.layers, states, disc, consts, top["fuse"], top["fusion"]):
         c_sst, c_tst, c_tts, c_sts = cst
         # stream 1: spatial over the joints, then one temporal step per joint
         x_st = layer.spatial_st(h.reshape(B, J, 1, D), consts=c_sst)
@@ -304,34 +324,45 @@ def _frame(model: nn.Module, x_t, states, disc, consts, top):
         # stream 2: one temporal step per joint, then spatial over the joints
         y, s_ts = layer.temporal_ts.step(h.reshape(B * J, D), st[1], discretised=dsc[1], consts=c_tts)
         x_ts = layer.spatial_ts(y.view(B, J, 1, D), consts=c_sts)
-        h = layer.fuse(x_st.view(B, J, D), x_ts.view(B, J, D), linear=fw)
+        h = _fuse(layer.fuse, x_st.view(B * J, D), x_ts.view(B * J, D), fw, fk).view(B, J, D)
         new_states.append([s_st, s_ts])
     rep = model.pre_logits[1](top["pre_logits"](model.norm(h)))  # the Linear packed, then its activation
     return top["head"](rep), new_states
 
 
 def _block_plan(model: nn.Module, states, disc, consts) -> list:
-    """Per layer the arguments of its four blocks' one-call kernels (`hummuss.block_kernels`:
-    `joint_block` for the spatial blocks, `stagger_block_` for the temporal ones, with their
-    staggered states and the stream's coefficients) and its fusion."""
-    return [((joint_args(layer.spatial_st, c_sst), stagger_args(layer.temporal_st, st[0], dsc[0], c_tst),
-              stagger_args(layer.temporal_ts, st[1], dsc[1], c_tts), joint_args(layer.spatial_ts, c_sts)), layer.fuse)
-            for layer, st, dsc, (c_sst, c_tst, c_tts, c_sts) in zip(model.layers, states, disc, consts)]
+    """Per layer the arguments of `stream_layer` (hummuss/csrc/stream_layer.cpp): the tensors of
+    its four blocks' one-call kernels (`hummuss.block_kernels`: `joint_block` for the spatial
+    blocks, `stagger_block_` for the temporal ones, with their staggered states and the stream's
+    coefficients) without their norms' eps, third in each, and the four eps; and its fusion."""
+    plan = []
+    for layer, st, dsc, (c_sst, c_tst, c_tts, c_sts) in zip(model.layers, states, disc, consts):
+        blocks = (joint_args(layer.spatial_st, c_sst), stagger_args(layer.temporal_st, st[0], dsc[0], c_tst),
+                  stagger_args(layer.temporal_ts, st[1], dsc[1], c_tts), joint_args(layer.spatial_ts, c_sts))
+        plan.append(([args[:2] + args[3:] for args in blocks], [args[2] for args in blocks], layer.fuse))
+    return plan
 
 
 def _planned_frame(model: nn.Module, x_t, plan, top):
-    """`_frame` where every block runs in one kernel call: the same calls with the same
+    """`_frame` where every block runs in one kernel call: the same kernels with the same
     arguments (so the same outputs, bit for bit; tests/test_stream.py), from a plan built once,
-    without the modules' calls and checks between them (paper-causal, eager, two streams in one
-    process on a 2-core Zen 4: 0.92 and 0.93 of `_frame`'s time a frame, medians of 12
-    alternated rounds in two processes)."""
+    a layer's four in one call (`stream_layer`: its two streams at once, one a thread, where
+    ATen's pool has two), without the modules' calls and checks between them."""
     B, J, _ = x_t.shape
     D = model.config.dim
-    ops = torch.ops.hummuss_cpu
     h = model.embed(x_t, linear=top["embed"]).reshape(B * J, D)
-    for ((sst, tst, tts, sts), fuse), fw in zip(plan, top["fuse"]):
-        x_st = ops.stagger_block_(ops.joint_block(h, *sst), *tst)  # stream 1: spatial, then temporal
-        x_ts = ops.joint_block(ops.stagger_block_(h, *tts), *sts)  # stream 2: temporal, then spatial
-        h = fuse(x_st.view(B, J, D), x_ts.view(B, J, D), linear=fw).reshape(B * J, D)
+    for (blocks, eps, fuse), fw, fk in zip(plan, top["fuse"], top["fusion"]):
+        x_st, x_ts = torch.ops.hummuss_cpu.stream_layer(h, *blocks, eps)  # spatial then temporal; temporal then spatial
+        h = _fuse(fuse, x_st, x_ts, fw, fk)
     rep = model.pre_logits[1](top["pre_logits"](model.norm(h.view(B, J, D))))
     return top["head"](rep)
+
+
+def _fuse(fuse: nn.Module, a, b, linear, kernel):
+    """A layer's fusion (`fuse`, its Aggregate) of its two streams' outputs a, b (N, D) -> (N, D):
+    where `kernel` holds the learned fusion's (weight, bias), one call of `learned_fusion`
+    outside torch.compile (paper-causal's five fusions on a 2-core Zen 3 EPYC: 0.22 -> 0.03 ms a
+    frame, medians of 15 rounds); else the module, with its `linear` packed (`_top_constants`)."""
+    if kernel is not None and not torch.compiler.is_compiling():
+        return torch.ops.hummuss_cpu.learned_fusion(a, b, *kernel)
+    return fuse(a, b, linear=linear)

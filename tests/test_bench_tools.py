@@ -25,7 +25,7 @@ def bench_json():
                latency_ms=10.0, fps=100.0, matmul_fraction=0.25, peak_mb=1.0),
         _bench("stream", "h10k", 0.0105, model="hummuss-paper-causal", mode="stream", frames=10_000,
                latency_ms=10.5, fps=95.2, matmul_fraction=0.24, peak_mb=1.0, paired_ratio=1.02),
-        _bench("stream", "c100", 0.005, model="hummuss-paper-causal, compiled", mode="stream", frames=100,
+        _bench("stream", "c100", 0.005, model="hummuss-paper-causal, default", mode="stream", frames=100,
                latency_ms=5.0, matmul_fraction=0.5, macs_per_frame=3.5e8, matmul_gmacs=100.0),
         _bench("compute", "packed", 0.004, model="packed", mode="matmul, streaming step's projections",
                latency_ms=4.0),
@@ -76,16 +76,16 @@ def test_targets_are_the_ratios_of_one_run(bench_json):
     assert goals.loc["fraction of the measured matmul rate at that memory floor", "value"] == pytest.approx(0.4)
     stream = goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (eager)"]
     assert stream["value"] == pytest.approx(150.0) and stream["met"]
-    assert goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (compiled)",
+    assert goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (default)",
                      "value"] == pytest.approx(300.0)
     flat = goals.loc["HumMUSS (eager) stream latency at 10,000 / at 100 frames of context"]
     assert flat["value"] == pytest.approx(1.02) and flat["met"]  # the alternated pair, not 10.5 / 10
-    no_10k = goals.loc["HumMUSS (compiled) stream latency at 10,000 / at 100 frames of context"]
+    no_10k = goals.loc["HumMUSS (default) stream latency at 10,000 / at 100 frames of context"]
     assert pd.isna(no_10k["value"]) and no_10k["met"] is None
     f243 = goals.loc["offline fps HumMUSS / MotionBERT-Lite (one pass), F = 243"]
     assert f243["value"] == pytest.approx(2.0) and f243["goal"] == ">= 1.5" and f243["met"]
-    compiled = goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (compiled)"]
-    assert compiled["goal"] == ">= 120" and stream["goal"] == ">= 100"
+    default = goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (default)"]
+    assert default["goal"] == ">= 120" and stream["goal"] == ">= 100"
     cpu = goals.loc["training step time hummuss-cpu / motionbert-cpu, F = 243 (cpu size)"]
     assert cpu["value"] == pytest.approx(2 / 3) and cpu["goal"] == "<= 0.75" and cpu["met"]
     paper = goals.loc["training step time hummuss-paper-bidirectional / motionbert-lite, F = 243 (paper size)"]
@@ -96,7 +96,7 @@ def test_targets_are_the_ratios_of_one_run(bench_json):
     frac = goals.loc["HumMUSS (eager) stream step: fraction of the measured matmul rate"]
     assert frac["value"] == pytest.approx(0.25)
     assert frac["met"] is not None and not frac["met"]
-    assert goals.loc["HumMUSS (compiled) stream step: fraction of the measured matmul rate", "met"]
+    assert goals.loc["HumMUSS (default) stream step: fraction of the measured matmul rate", "met"]
 
 
 def test_missing_benchmarks_give_no_verdict(bench_json):
@@ -110,7 +110,7 @@ def test_markdown_lists_rows_and_targets(bench_json):
     text = markdown(df, targets(df))
     assert "| stream | hummuss-paper-causal | stream | 100 |" in text
     assert "| >= 100 | 150 |  | yes |" in text
-    assert "F = 2187 | >= 2 | 3 |  | yes |" in text and "| <= 1.10 |  |  |  |" in text  # compiled: no 10,000
+    assert "F = 2187 | >= 2 | 3 |  | yes |" in text and "| <= 1.10 |  |  |  |" in text  # default: no 10,000
     assert text.count("\n") == 2 + 18 + 1 + 2 + 23
 
 
@@ -218,19 +218,19 @@ def test_offline_target_is_decided_by_the_interval_of_alternated_passes(bench_js
 
 def test_stream_targets_are_decided_by_the_interval_of_alternated_rounds(bench_json):
     """MotionBERT-Lite's window over the HumMUSS step, per round (`paired_ratios_eager` and
-    `_compiled` in the window's row), not 1500 / 10 and 1500 / 5 from the separate cases."""
+    `_default` in the window's row), not 1500 / 10 and 1500 / 5 from the separate cases."""
     mb243 = next(b for b in bench_json["benchmarks"] if b["name"] == "mb243")
     mb243["extra_info"].update(paired_ratios_eager=[104, 98, 110, 107, 103, 101, 99, 120],
-                               paired_ratios_compiled=[118, 119, 117, 116, 119, 118])
+                               paired_ratios_default=[118, 119, 117, 116, 119, 118])
     goals = targets(benchmarks_table(bench_json)).set_index("target")
     eager = goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (eager)"]
     assert eager["value"] == pytest.approx(103.5) and eager["verdict"] == "undecided"  # 98-120 around 100
     assert eager["interval"] == "98-120 (median of 8 rounds)"
-    compiled = goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (compiled)"]
-    assert compiled["value"] == pytest.approx(118.0) and compiled["verdict"] == "no"  # 116-119 < 120
-    del mb243["extra_info"]["paired_ratios_compiled"]
+    default = goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (default)"]
+    assert default["value"] == pytest.approx(118.0) and default["verdict"] == "no"  # 116-119 < 120
+    del mb243["extra_info"]["paired_ratios_default"]
     goals = targets(benchmarks_table(bench_json)).set_index("target")
-    assert goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (compiled)",
+    assert goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (default)",
                      "value"] == pytest.approx(300.0)  # no rounds: the separate cases
 
 
@@ -241,16 +241,16 @@ def test_stream_targets_are_decided_by_the_interval_of_alternated_rounds(bench_j
 ])
 def test_stream_fraction_is_decided_by_the_interval_of_rounds_against_the_matmul(bench_json, fractions, median,
                                                                                 interval, verdict):
-    """The window's rounds carry each stream's per-round fractions (`paired_fractions_compiled`:
+    """The window's rounds carry each stream's per-round fractions (`paired_fractions_default`:
     the step and the matmul rate measured in the same round); the target reads them, not the
-    stream row's single-case matmul_fraction (0.25 eager, 0.5 compiled), and a stream without
+    stream row's single-case matmul_fraction (0.25 eager, 0.5 default), and a stream without
     rounds keeps that."""
     mb243 = next(b for b in bench_json["benchmarks"] if b["name"] == "mb243")
-    mb243["extra_info"].update(paired_fractions_compiled=fractions)
+    mb243["extra_info"].update(paired_fractions_default=fractions)
     goals = targets(benchmarks_table(bench_json)).set_index("target")
-    compiled = goals.loc["HumMUSS (compiled) stream step: fraction of the measured matmul rate"]
-    assert compiled["value"] == pytest.approx(median) and compiled["verdict"] == verdict
-    assert compiled["interval"] == f"{interval} (median of {len(fractions)} rounds)"
+    default = goals.loc["HumMUSS (default) stream step: fraction of the measured matmul rate"]
+    assert default["value"] == pytest.approx(median) and default["verdict"] == verdict
+    assert default["interval"] == f"{interval} (median of {len(fractions)} rounds)"
     eager = goals.loc["HumMUSS (eager) stream step: fraction of the measured matmul rate"]
     assert eager["value"] == pytest.approx(0.25) and eager["interval"] == "" and eager["verdict"] == "no"
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 from conftest import needs_kernels
 
+from hummuss import cpu_kernels
 from hummuss.gdssm import GDSSM
 from hummuss.model import HumMUSS, HumMUSSConfig
 from hummuss.ssm import planar_state, stagger
@@ -119,3 +120,67 @@ def test_a_spatial_block_in_one_call_equals_its_plain_forward(k, bidirectional, 
     x = torch.randn(batch, 17, 1, 20)
     with torch.no_grad():
         assert (block(x, consts=consts) - block(x)).abs().max() < 2e-5 * block(x).abs().max()
+
+
+@pytest.mark.parametrize("D", [256, 13])
+def test_the_learned_fusion_kernel_is_its_formula_written_out(D):
+    """`learned_fusion` against its formula per token in float64 with math.exp: logits from
+    [a, b], their softmax, the weighted sum; rows of `a` spaced (a view), D with a vector tail."""
+    import math
+
+    g = torch.Generator().manual_seed(11)
+    a = torch.randn(17, D + 5, generator=g)[:, :D]  # rows D + 5 apart
+    b = torch.randn(17, D, generator=g)
+    W, c = torch.randn(2, 2 * D, generator=g) / math.sqrt(D), torch.randn(2, generator=g)
+    got = cpu_kernels.ops().learned_fusion(a, b, W, c)
+    want = torch.empty(17, D, dtype=torch.float64)
+    for t in range(17):
+        row = torch.cat([a[t], b[t]]).double()
+        l0, l1 = (float(W[i].double() @ row) + float(c[i]) for i in range(2))
+        e0, e1 = math.exp(l0), math.exp(l1)
+        want[t] = (e0 * a[t].double() + e1 * b[t].double()) / (e0 + e1)
+    assert got.shape == (17, D) and got.is_contiguous()
+    assert (got.double() - want).abs().max() < 2e-6
+
+
+def test_the_learned_fusion_kernel_refuses_mismatched_tensors():
+    a, b = torch.randn(17, 8), torch.randn(17, 8)
+    fusion = cpu_kernels.ops().learned_fusion
+    with pytest.raises(RuntimeError, match="W"):
+        fusion(a, b, torch.randn(2, 8), torch.randn(2))
+    with pytest.raises(RuntimeError, match="b"):
+        fusion(a, torch.randn(16, 8), torch.randn(2, 16), torch.randn(2))
+    with pytest.raises(RuntimeError, match="float32"):
+        fusion(a.double(), b.double(), torch.randn(2, 16).double(), torch.randn(2).double())
+
+
+def test_a_layer_in_one_call_gives_the_same_bits_with_its_streams_at_once_or_in_turn(model):
+    """`stream_layer` runs a layer's two streams one a thread where ATen's pool has two, and one
+    after the other (each kernel over the pool) otherwise: the same numbers either way, frame
+    after frame, and the frame's calls block by block (tests/test_stream.py) are those again."""
+    x = torch.randn(8, 2, 17, 3)
+    outs = {}
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            s = model.stream(batch_size=2, compile=False)
+            assert s._one_call and s.staggered
+            outs[n] = torch.stack([s.step(f) for f in x])
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(outs[1], outs[2]) and torch.equal(outs[1], outs[3])
+
+
+def test_a_layer_in_one_call_refuses_blocks_of_the_wrong_length(model):
+    s = model.stream(batch_size=1, compile=False)
+    s.step(torch.randn(1, 17, 3))
+    (sst, tst, tts, sts), eps, _ = s._plan[0]
+    h = torch.randn(17, model.config.dim)
+    layer = cpu_kernels.ops().stream_layer
+    with pytest.raises(RuntimeError, match="spatial block's 10 tensors"):
+        layer(h, sst[:-1], tst, tts, sts, eps)
+    with pytest.raises(RuntimeError, match="temporal block's 15 tensors"):
+        layer(h, sst, tst, tts[:-1], sts, eps)
+    with pytest.raises(RuntimeError, match="four blocks' eps"):
+        layer(h, sst, tst, tts, sts, eps[:3])

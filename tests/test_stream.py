@@ -235,6 +235,33 @@ def test_the_planned_eager_frame_makes_the_module_frames_calls(model):
         assert not s.staggered and s._plan is None
 
 
+def test_default_stream_stays_on_the_planned_eager_frame_until_it_stops_applying(model, monkeypatch):
+    """compile=None where every block steps in one kernel call: the planned eager frame (faster
+    than the compiled step on the CPUs measured) past AUTO_COMPILE_AFTER, no compiler asked for;
+    once a frame with another step has ended the staggered update, the compiled step."""
+    import warnings
+
+    import hummuss.stream
+
+    monkeypatch.setattr(hummuss.stream, "AUTO_COMPILE_AFTER", 2)
+    monkeypatch.setattr(hummuss.stream, "compiler_available", lambda device: True)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    monkeypatch.setattr(hummuss.stream, "_compiled_frame", None)
+    x = torch.randn(1, 8, 17, 3)
+    s, eager = model.stream(), model.stream(compile=False)
+    if not s.planned:
+        pytest.skip("the CPU kernels are not built here")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for t in range(6):
+            assert torch.equal(s.step(x[:, t]), eager.step(x[:, t]))
+    assert not s.compile and s.planned and s._plan is not None
+    y = s.step(x[:, 6], dt=2.0)
+    assert s.compile and not s.planned
+    assert (y - eager.step(x[:, 6], dt=2.0)).abs().max() < 1e-5
+    assert (s.step(x[:, 7]) - eager.step(x[:, 7])).abs().max() < 1e-5
+
+
 def test_default_stream_without_a_compiler_warns_once_and_stays_eager(model, monkeypatch, kernel):
     import warnings
 
@@ -247,6 +274,8 @@ def test_default_stream_without_a_compiler_warns_once_and_stays_eager(model, mon
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for s in (model.stream(), model.stream()):
+            if kernel:  # the planned eager frame, which needs no compiler: a stream of the module frame
+                s._one_call = False
             ys = [s.step(x[:, t]) for t in range(5)]
             assert not s.compile and (s.staggered if kernel else s.states[0][0].is_complex())
     assert [str(w.message)[:36] for w in caught] == ["no compiler for torch.compile (a C++"]

@@ -25,6 +25,7 @@
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include "blocks.h"
 #include "few_rows.h"
 #include "gelu.h"
 
@@ -370,6 +371,8 @@ at::Tensor joint_conv_mix_gate(const at::Tensor& both, const at::Tensor& Kz, con
   return out;
 }
 
+}  // namespace
+
 // A spatial GDSSM block's whole streaming step over one frame's joints (the gate aggregation;
 // hummuss.gdssm.GDSSM.forward with `stream_constants`), in one call:
 //
@@ -377,9 +380,9 @@ at::Tensor joint_conv_mix_gate(const at::Tensor& both, const at::Tensor& Kz, con
 //     both = GELU(z W_in^T + b_in)                       (N, 2H), W_in packed (few_rows_pack)
 //     y = joint_conv_mix_gate(both, Kz, idx, w, b)       (N, H)
 //     out = y W_out^T + b_out + x                        (N, Dm)
-at::Tensor joint_block(const at::Tensor& x, const at::Tensor& ln_w, const at::Tensor& ln_b, double eps,
-                       const at::Tensor& Wp_in, const at::Tensor& bp_in, const at::Tensor& Kz, const at::Tensor& idx,
-                       const at::Tensor& w, const at::Tensor& b, const at::Tensor& Wp_out, const at::Tensor& bp_out) {
+at::Tensor hummuss_blocks::joint_block(const at::Tensor& x, const at::Tensor& ln_w, const at::Tensor& ln_b, double eps,
+                                       const at::Tensor& Wp_in, const at::Tensor& bp_in, const at::Tensor& Kz, const at::Tensor& idx,
+                                       const at::Tensor& w, const at::Tensor& b, const at::Tensor& Wp_out, const at::Tensor& bp_out) {
   TORCH_CHECK(Kz.dim() == 2, "joint_block: Kz (R (L + 1), H)");
   const int64_t N = x.dim() == 2 ? x.size(0) : 0, H = Kz.size(1);
   const int64_t Dm = hummuss_few_rows::check_block(x, -1, H, ln_w, ln_b, Wp_in, bp_in, Wp_out, bp_out, "joint_block");
@@ -396,8 +399,6 @@ at::Tensor joint_block(const at::Tensor& x, const at::Tensor& ln_w, const at::Te
   return out;
 }
 
-}  // namespace
-
 TORCH_LIBRARY(hummuss_cpu, m) {
   m.def("mix_gate(Tensor y, Tensor w, Tensor b, Tensor x_id) -> Tensor");
   m.def("mix_gate_into(Tensor y, Tensor w, Tensor b, Tensor x_id, Tensor(a!) out, bool gelu_x, Tensor(b!)? y_copy=None) -> ()");
@@ -412,5 +413,5 @@ TORCH_LIBRARY_IMPL(hummuss_cpu, CPU, m) {
   m.impl("mix_gate_into", &mix_gate_into);
   m.impl("mix_gate_backward", &mix_gate_backward);
   m.impl("joint_conv_mix_gate", &joint_conv_mix_gate);
-  m.impl("joint_block", &joint_block);
+  m.impl("joint_block", &hummuss_blocks::joint_block);
 }

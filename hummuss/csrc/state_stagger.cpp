@@ -32,6 +32,7 @@
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include "blocks.h"
 #include "few_rows.h"
 #include "gelu.h"
 
@@ -273,6 +274,8 @@ at::Tensor state_stagger_mix_(at::Tensor s, at::Tensor ring, at::Tensor free, at
   return x;
 }
 
+}  // namespace
+
 // A temporal GDSSM block's whole streaming step with the staggered update and the gate
 // aggregation (hummuss.gdssm.GDSSM.step), in one call:
 //
@@ -280,11 +283,11 @@ at::Tensor state_stagger_mix_(at::Tensor s, at::Tensor ring, at::Tensor free, at
 //     [x_id, u] = GELU(z W_in^T + b_in)         (N, 2H), W_in packed (few_rows_pack)
 //     x_f = the staggered update and mix of u   (N, H), as state_stagger_mix_
 //     out = (x_f * x_id) W_out^T + b_out + x    (N, Dm)
-at::Tensor stagger_block_(const at::Tensor& x, const at::Tensor& ln_w, const at::Tensor& ln_b, double eps,
-                          const at::Tensor& Wp_in, const at::Tensor& bp_in, at::Tensor s, at::Tensor ring,
-                          at::Tensor free, at::Tensor clock, const at::Tensor& coef, const at::Tensor& K,
-                          const at::Tensor& D, const at::Tensor& mw, const at::Tensor& mb, const at::Tensor& Wp_out,
-                          const at::Tensor& bp_out) {
+at::Tensor hummuss_blocks::stagger_block_(const at::Tensor& x, const at::Tensor& ln_w, const at::Tensor& ln_b, double eps,
+                                          const at::Tensor& Wp_in, const at::Tensor& bp_in, at::Tensor s, at::Tensor ring,
+                                          at::Tensor free, at::Tensor clock, const at::Tensor& coef, const at::Tensor& K,
+                                          const at::Tensor& D, const at::Tensor& mw, const at::Tensor& mb, const at::Tensor& Wp_out,
+                                          const at::Tensor& bp_out) {
   const int64_t t = check_stagger(s, ring, free, clock, coef, K, D, mw, mb, "stagger_block_");
   const int64_t H = s.size(1), N = s.size(2);
   const int64_t Dm = hummuss_few_rows::check_block(x, N, H, ln_w, ln_b, Wp_in, bp_in, Wp_out, bp_out, "stagger_block_");
@@ -301,6 +304,8 @@ at::Tensor stagger_block_(const at::Tensor& x, const at::Tensor& ln_w, const at:
                            false, out.data_ptr<float>(), Dm, xp, x.stride(0));
   return out;
 }
+
+namespace {
 
 // Every channel's state brought to the last frame (clock - 1): its group's inputs since its
 // last advance, one frame at a time (s <- a s + b u); a, b (2, H, M).
@@ -358,6 +363,6 @@ TORCH_LIBRARY_FRAGMENT(hummuss_cpu, m) {
 
 TORCH_LIBRARY_IMPL(hummuss_cpu, CPU, m) {
   m.impl("state_stagger_mix_", &state_stagger_mix_);
-  m.impl("stagger_block_", &stagger_block_);
+  m.impl("stagger_block_", &hummuss_blocks::stagger_block_);
   m.impl("state_stagger_sync_", &state_stagger_sync_);
 }
