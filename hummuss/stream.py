@@ -50,8 +50,10 @@ every block in one kernel call, the staggered update). Elsewhere it streams eage
 first AUTO_COMPILE_AFTER frames, then switches to the compiled step where a compiler exists
 (`compiler_available`: a C++ compiler for Inductor on the CPU, Triton on CUDA), so short
 streams never pay for a compilation and long ones get the fast step; where none exists it
-warns once per process and stays eager. True compiles from the first frame, False never
-(on the CPU with the kernels, both slower than the default). The compiled step has a
+warns once per process and stays eager; a stream whose step size changes leaves the planned
+frame and counts its AUTO_COMPILE_AFTER frames from there, and `reset` takes the planned frame
+again. True compiles from the first frame (on the CPU with the kernels, slower than the
+default), False never (there: the default's planned frame). The compiled step has a
 C++ wrapper (Inductor's `cpp_wrapper`: the calls between its kernels leave Python; 0.3-0.9
 ms a frame less for paper-causal on a 2-core CPU) and skips the size and stride checks of every
 call (`COMPILE_OPTIONS`). Compilation costs (paper-causal on a
@@ -117,12 +119,19 @@ class HumMUSSStream:
         # malloc's heap, or each frame faults fresh pages in (paper-causal: 4.7-6.3 faults of
         # 2 MiB a frame with huge pages, 15.5-15.9 -> 14.7-14.8 ms a frame, 2 runs each)
         keep_freed_memory()
-        self.auto = compile is None  # compile after AUTO_COMPILE_AFTER frames, if a compiler exists
+        # compile=None: the planned eager frame where it applies, else compile after
+        # AUTO_COMPILE_AFTER eager frames where a compiler exists (`reset` makes that choice again)
+        self._auto_requested = compile is None
+        self.auto = compile is None
         self.compile = bool(compile)
         self.reset()
 
     def reset(self):
-        """Forget the past: zero every state (and re-read the model's parameters)."""
+        """Forget the past: zero every state (and re-read the model's parameters). A default
+        stream (compile=None) that compiled after its step size changed goes back to the
+        planned eager frame where that applies."""
+        if self._auto_requested:
+            self.auto, self.compile = True, False
         self._cache: dict[float, list] = {}
         model = self.model
         device = next(model.parameters()).device
@@ -148,6 +157,7 @@ class HumMUSSStream:
                             for s, c in zip(pair, cst[1:3])]
                            for pair, cst in zip(self.states, self._consts)]
         self.frames_seen = 0
+        self._eager_from = 0  # compile=None: the frame its eager count before compiling starts at
         # where every block takes its step in one kernel call: the eager frame calls them from a
         # plan of their arguments (`_planned_frame`), built at the first frame of the stream's step
         self._one_call = all(c[0]["joint_block"] and c[1]["block"] and c[2]["block"] and c[3]["joint_block"]
@@ -218,7 +228,7 @@ class HumMUSSStream:
                 self._stagger_dt = float(dt)
             if per_stream or float(dt) != self._stagger_dt:
                 self._unstagger()
-        if self.auto and self.frames_seen >= AUTO_COMPILE_AFTER and not self.planned:
+        if self.auto and self.frames_seen - self._eager_from >= AUTO_COMPILE_AFTER and not self.planned:
             self._switch_to_compiled()
         if self.compile:
             y = self._step_compiled(x_t, dt)
@@ -237,6 +247,9 @@ class HumMUSSStream:
         """A frame with another step than the stream's so far: every state brought to the last
         frame (`stagger.synchronise`), and the per-frame update from now on (until `reset`)."""
         self.staggered, self._cache, self._plan = False, {}, None
+        # a default stream leaves the planned frame: AUTO_COMPILE_AFTER eager frames from here before
+        # it compiles, so that a change of step never stalls a stream on a compilation at once
+        self._eager_from = self.frames_seen
         if self._stagger_dt is None:  # no frame yet: the states are zero
             self.states = [[s.s for s in pair] for pair in self.states]
             return
@@ -272,7 +285,7 @@ class HumMUSSStream:
         except Exception as err:  # no compiler, unsupported backend: run eagerly from now on
             warnings.warn(f"torch.compile of the streaming step failed ({type(err).__name__}: {err}); "
                           "running it eagerly", RuntimeWarning, stacklevel=3)
-            self.compile, self.auto, self._cache = False, False, {}
+            self.compile, self.auto, self._cache, self._auto_requested = False, False, {}, False
             if not self.planar:
                 self.states = [[complex_state(s) for s in pair] for pair in self.states]
             with torch.inference_mode():

@@ -234,6 +234,21 @@ def test_stream_targets_are_decided_by_the_interval_of_alternated_rounds(bench_j
                      "value"] == pytest.approx(300.0)  # no rounds: the separate cases
 
 
+def test_a_benchmark_file_from_before_the_default_was_renamed_still_reads(bench_json):
+    """Files written before 9e0946a call the default stream() "compiled" (its row and the
+    window's `paired_*_compiled` rounds): the default's targets read them."""
+    c100 = next(b for b in bench_json["benchmarks"] if b["name"] == "c100")
+    c100["extra_info"]["model"] = "hummuss-paper-causal, compiled"
+    mb243 = next(b for b in bench_json["benchmarks"] if b["name"] == "mb243")
+    mb243["extra_info"].update(paired_ratios_compiled=[130, 131, 128, 133, 129, 132],
+                               paired_fractions_compiled=[0.44, 0.41, 0.47, 0.43, 0.45, 0.42])
+    goals = targets(benchmarks_table(bench_json)).set_index("target")
+    ratio = goals.loc["stream latency MotionBERT-Lite (243-frame window) / HumMUSS (default)"]
+    assert ratio["value"] == pytest.approx(130.5) and ratio["verdict"] == "yes"
+    fraction = goals.loc["HumMUSS (default) stream step: fraction of the measured matmul rate"]
+    assert fraction["value"] == pytest.approx(0.435) and fraction["verdict"] == "yes"
+
+
 @pytest.mark.parametrize("fractions, median, interval, verdict", [
     ([0.44, 0.41, 0.47, 0.43, 0.45, 0.42], 0.435, "0.41-0.47", "yes"),  # 6 rounds: the extremes
     ([0.44, 0.38, 0.47, 0.43, 0.45, 0.42], 0.435, "0.38-0.47", "undecided"),  # the median alone meets it

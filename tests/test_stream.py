@@ -238,7 +238,9 @@ def test_the_planned_eager_frame_makes_the_module_frames_calls(model):
 def test_default_stream_stays_on_the_planned_eager_frame_until_it_stops_applying(model, monkeypatch):
     """compile=None where every block steps in one kernel call: the planned eager frame (faster
     than the compiled step on the CPUs measured) past AUTO_COMPILE_AFTER, no compiler asked for;
-    once a frame with another step has ended the staggered update, the compiled step."""
+    once a frame with another step has ended the staggered update, AUTO_COMPILE_AFTER eager
+    frames from there (no compilation at once), then the compiled step; `reset` takes the
+    planned frame again."""
     import warnings
 
     import hummuss.stream
@@ -247,7 +249,7 @@ def test_default_stream_stays_on_the_planned_eager_frame_until_it_stops_applying
     monkeypatch.setattr(hummuss.stream, "compiler_available", lambda device: True)
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
     monkeypatch.setattr(hummuss.stream, "_compiled_frame", None)
-    x = torch.randn(1, 8, 17, 3)
+    x = torch.randn(1, 10, 17, 3)
     s, eager = model.stream(), model.stream(compile=False)
     if not s.planned:
         pytest.skip("the CPU kernels are not built here")
@@ -256,10 +258,15 @@ def test_default_stream_stays_on_the_planned_eager_frame_until_it_stops_applying
         for t in range(6):
             assert torch.equal(s.step(x[:, t]), eager.step(x[:, t]))
     assert not s.compile and s.planned and s._plan is not None
-    y = s.step(x[:, 6], dt=2.0)
-    assert s.compile and not s.planned
-    assert (y - eager.step(x[:, 6], dt=2.0)).abs().max() < 1e-5
-    assert (s.step(x[:, 7]) - eager.step(x[:, 7])).abs().max() < 1e-5
+    for t in range(6, 10):  # another step at frame 6: eager at frames 6 and 7, compiled from frame 8
+        dt = 2.0 if t == 6 else 1.0
+        assert (s.step(x[:, t], dt=dt) - eager.step(x[:, t], dt=dt)).abs().max() < 1e-5
+        assert not s.planned and s.compile == (t >= 8)
+    s.reset()
+    assert s.planned and not s.compile and s.auto
+    y = s.step(x[:, 0])
+    eager.reset()
+    assert torch.equal(y, eager.step(x[:, 0]))
 
 
 def test_default_stream_without_a_compiler_warns_once_and_stays_eager(model, monkeypatch, kernel):
