@@ -339,8 +339,7 @@ def _frame(model: nn.Module, x_t, states, disc, consts, top):
         x_ts = layer.spatial_ts(y.view(B, J, 1, D), consts=c_sts)
         h = _fuse(layer.fuse, x_st.view(B * J, D), x_ts.view(B * J, D), fw, fk).view(B, J, D)
         new_states.append([s_st, s_ts])
-    rep = model.pre_logits[1](top["pre_logits"](model.norm(h)))  # the Linear packed, then its activation
-    return top["head"](rep), new_states
+    return _head(model, h, top), new_states
 
 
 def _block_plan(model: nn.Module, states, disc, consts) -> list:
@@ -367,8 +366,13 @@ def _planned_frame(model: nn.Module, x_t, plan, top):
     for (blocks, eps, fuse), fw, fk in zip(plan, top["fuse"], top["fusion"]):
         x_st, x_ts = torch.ops.hummuss_cpu.stream_layer(h, *blocks, eps)  # spatial then temporal; temporal then spatial
         h = _fuse(fuse, x_st, x_ts, fw, fk)
-    rep = model.pre_logits[1](top["pre_logits"](model.norm(h.view(B, J, D))))
-    return top["head"](rep)
+    return _head(model, h.view(B, J, D), top)
+
+
+def _head(model: nn.Module, h, top):
+    """The frame's features h (B, J, D) -> pose (B, J, 3): the norm, the read-out (its Linear
+    packed, then its activation) and the head."""
+    return top["head"](model.pre_logits[1](top["pre_logits"](model.norm(h))))
 
 
 def _fuse(fuse: nn.Module, a, b, linear, kernel):
