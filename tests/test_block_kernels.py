@@ -172,6 +172,22 @@ def test_a_layer_in_one_call_gives_the_same_bits_with_its_streams_at_once_or_in_
     assert torch.equal(outs[1], outs[2]) and torch.equal(outs[1], outs[3])
 
 
+def test_a_layer_in_one_call_runs_both_streams_in_the_callers_mode(model):
+    """The stream on the pool's second thread runs under the caller's thread-local state: under
+    inference mode both outputs are inference tensors, as a call in the caller's thread makes them."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        s = model.stream(batch_size=1, compile=False)
+        s.step(torch.randn(1, 17, 3))
+        (sst, tst, tts, sts), eps, _ = s._plan[0]
+        with torch.inference_mode():
+            x_st, x_ts = cpu_kernels.ops().stream_layer(torch.randn(17, model.config.dim), sst, tst, tts, sts, eps)
+    finally:
+        torch.set_num_threads(threads)
+    assert x_st.is_inference() and x_ts.is_inference()
+
+
 def test_a_layer_in_one_call_refuses_blocks_of_the_wrong_length(model):
     s = model.stream(batch_size=1, compile=False)
     s.step(torch.randn(1, 17, 3))

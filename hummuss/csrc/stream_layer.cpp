@@ -22,6 +22,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -54,7 +55,9 @@ std::tuple<at::Tensor, at::Tensor> stream_layer(const at::Tensor& h, at::TensorL
     }
   };
   if (at::get_num_threads() == 2) {
+    const at::ThreadLocalState caller;  // inference or grad mode, dispatch keys: the pool's thread runs as the caller
     at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
+      const at::ThreadLocalStateGuard as_caller(caller);
       for (int64_t i = begin; i < end; ++i) stream(i);
     });
   } else {
