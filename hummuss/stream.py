@@ -181,6 +181,12 @@ class HumMUSSStream:
         every block in one kernel call, with the staggered update."""
         return self._one_call and self.staggered
 
+    @property
+    def path(self) -> str:
+        """Which step the next frame takes: "compiled", "planned eager" (`_planned_frame`) or
+        "eager" (`_frame`, through the modules); the benchmarks record it."""
+        return "compiled" if self.compile else "planned eager" if self.planned else "eager"
+
     @staticmethod
     def _blocks(layer: nn.Module):
         return layer.spatial_st, layer.temporal_st, layer.temporal_ts, layer.spatial_ts

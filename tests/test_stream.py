@@ -257,13 +257,14 @@ def test_default_stream_stays_on_the_planned_eager_frame_until_it_stops_applying
         warnings.simplefilter("error")
         for t in range(6):
             assert torch.equal(s.step(x[:, t]), eager.step(x[:, t]))
-    assert not s.compile and s.planned and s._plan is not None
+    assert not s.compile and s.planned and s._plan is not None and s.path == "planned eager"
     for t in range(6, 10):  # another step at frame 6: eager at frames 6 and 7, compiled from frame 8
         dt = 2.0 if t == 6 else 1.0
         assert (s.step(x[:, t], dt=dt) - eager.step(x[:, t], dt=dt)).abs().max() < 1e-5
         assert not s.planned and s.compile == (t >= 8)
+        assert s.path == ("compiled" if t >= 8 else "eager")
     s.reset()
-    assert s.planned and not s.compile and s.auto
+    assert s.planned and not s.compile and s.auto and s.path == "planned eager"
     y = s.step(x[:, 0])
     eager.reset()
     assert torch.equal(y, eager.step(x[:, 0]))

@@ -194,7 +194,7 @@ def test_stream_step_overhead(benchmark, models):
 
     benchmark.group = "compute: stream step overhead"
     benchmark.pedantic(stream.step, args=(x,), rounds=50 if QUICK_MODE else 300, iterations=1, warmup_rounds=5)
-    path = "compiled" if stream.compile else "planned eager" if stream.planned else "eager"
+    path = stream.path
     assert path != "eager", "the default stream() is on neither the planned frame nor the compiled step"
     benchmark.extra_info.update(model="hummuss-paper-causal, dim 16, default", mode="overhead", path=path,
                                 latency_ms=1e3 * benchmark.stats.stats.median)

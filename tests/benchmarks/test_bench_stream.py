@@ -103,8 +103,7 @@ def test_hummuss_stream_step(benchmark, models, matmul_rate, steppers, context, 
     benchmark.group = GROUP
     y = benchmark.pedantic(stepper.step, rounds=ROUNDS, iterations=1, warmup_rounds=3)
     assert y.shape == (1, 17, 3) and torch.isfinite(y).all()
-    stream = stepper.stream
-    path = "compiled" if stream.compile else "planned eager" if stream.planned else "eager"
+    path = stepper.stream.path
     if default:  # past AUTO_COMPILE_AFTER frames: the planned frame where it applies, else compiled
         assert path != "eager", "the default stream() is on neither the planned frame nor the compiled step"
     state_mb = sum(s.numel() * s.element_size() for s in stepper.stream.state_tensors()) / 2**20
